@@ -1,0 +1,84 @@
+"""A deterministic, instant runtime for state-machine tests and orchestration benchmarks.
+
+Replies come from ``enqueue`` (per model, first in first out) or, when none is
+queued, from a reply made from the prompt: text for chat, valid JSON for a
+schema. Every call is kept in ``history``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from council.agents.runtimes.base import ChatCall, ChatChunk, RuntimeFailure
+from council.bus.errors import ModelNotFound
+from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus, Usage
+
+HANG = object()
+"""Enqueue this to make a call never finish (a model that times out)."""
+
+
+class ScriptedRuntime:
+    name = "scripted"
+
+    def __init__(self, models: list[str], *, delay_s: float = 0.0) -> None:
+        self.models = list(models)
+        self.delay_s = delay_s
+        self.history: list[ChatCall] = []
+        self._queued: dict[str, deque[object]] = defaultdict(deque)
+
+    def enqueue(self, model: str, *replies: object) -> None:
+        """Queue replies for ``model``: a str, an Exception to raise, or HANG."""
+        self._queued[model].extend(replies)
+
+    def statuses(self) -> list[ModelStatus]:
+        return [ModelStatus(name=m, runtime=self.name) for m in self.models]
+
+    async def load(self, model: str) -> None:
+        if model not in self.models:
+            raise ModelNotFound(model, self.models)
+
+    async def chat(
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        *,
+        options: GenerationOptions,
+        schema: dict[str, Any] | None = None,
+    ) -> AsyncIterator[ChatChunk]:
+        await self.load(model)
+        self.history.append(ChatCall(model, list(messages), options, schema))
+        reply = self._queued[model].popleft() if self._queued[model] else None
+        if reply is HANG:
+            await asyncio.Event().wait()
+        if isinstance(reply, BaseException):
+            raise reply
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        text = reply if isinstance(reply, str) else _made_up_reply(model, messages, schema)
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            yield ChatChunk(word if i == 0 else " " + word)
+        prompt_tokens = sum(len(m.content.split()) for m in messages)
+        yield ChatChunk(usage=Usage(prompt_tokens, len(words)))
+
+    async def close(self) -> None:
+        return None
+
+
+def _made_up_reply(model: str, messages: list[ChatMessage], schema: dict[str, Any] | None) -> str:
+    digest = hashlib.sha256((model + messages[-1].content).encode()).digest()
+    if schema is None:
+        return f"{model} answers: reply {digest.hex()[:8]}."
+    properties = schema.get("properties", {})
+    if "score" in properties:
+        return json.dumps({"score": 1 + digest[0] % 10, "justification": f"by {model}"})
+    if "ranking" in properties:
+        labels = list(properties["ranking"].get("items", {}).get("enum", []))
+        labels.sort(key=lambda label: hashlib.sha256((model + label).encode()).digest())
+        return json.dumps({"ranking": labels, "justification": f"by {model}"})
+    raise RuntimeFailure(f"scripted runtime cannot fill schema {schema}")

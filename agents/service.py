@@ -1,0 +1,174 @@
+"""Bus glue for agents: one queue-group subscription per model and request kind.
+
+nats-py runs a subscription's callback for one message at a time, so each
+request is handed to its own task, bounded by a per-model semaphore; requests
+beyond the bound wait in the subscription's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from council.agents import handlers
+from council.agents.live import DeltaPublisher
+from council.agents.runtimes.router import RoutedRuntime
+from council.bus import subjects
+from council.bus.client import decode, encode
+from council.bus.errors import InvalidMessage
+from council.bus.health import run_heartbeat
+from council.bus.messages import (
+    AgentError,
+    AgentInfo,
+    AgentReply,
+    AgentRequest,
+    ModelStatus,
+    OpinionRequest,
+    ReviewRequest,
+    Stage,
+    SynthesisRequest,
+)
+
+log = structlog.get_logger()
+
+Handler = Callable[..., Awaitable[AgentReply]]
+
+_KINDS: dict[str, tuple[type[AgentRequest], Handler, Stage]] = {
+    "opinion": (OpinionRequest, handlers.handle_opinion, "opinions"),
+    "review": (ReviewRequest, handlers.handle_review, "reviews"),
+    "synthesize": (SynthesisRequest, handlers.handle_synthesis, "synthesis"),
+}
+
+
+class AgentService:
+    def __init__(
+        self,
+        nc: Client,
+        runtime: RoutedRuntime,
+        *,
+        node: str,
+        kinds: tuple[str, ...] = subjects.AGENT_KINDS,
+        concurrency: int = 2,
+        heartbeat_s: float = 2.0,
+    ) -> None:
+        self.nc = nc
+        self.runtime = runtime
+        self.node = node
+        self.kinds = kinds
+        self.heartbeat_s = heartbeat_s
+        self._bounds = {m: asyncio.Semaphore(concurrency) for m in runtime.routes}
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.in_flight = 0
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.runtime.routes)
+
+    async def start(self, *, preload: bool = True) -> None:
+        """Load every model (fail early and loudly), then subscribe."""
+        if preload:
+            for model in self.models:
+                await self.runtime.load(model)
+        for model in self.models:
+            for kind in self.kinds:
+                sub = await self.nc.subscribe(
+                    subjects.agent(model, kind),
+                    queue=subjects.AGENTS_QUEUE,
+                    cb=self._dispatcher(model, kind),
+                )
+                self._subs.append(sub)
+        self._subs.append(await self.nc.subscribe(subjects.ROSTER, cb=self._on_roster))
+        await self.nc.flush()
+        self._heartbeat = asyncio.create_task(
+            run_heartbeat(
+                self.nc,
+                node=self.node,
+                role="agents",
+                describe=self.describe,
+                interval_s=self.heartbeat_s,
+            )
+        )
+        log.info("agents_serving", node=self.node, models=self.models, kinds=self.kinds)
+
+    def describe(self) -> dict[str, Any]:
+        embedded = {
+            id(r): r for r in self.runtime.routes.values() if getattr(r, "slots", None)
+        }.values()
+        return {
+            "models": self.statuses(),
+            "in_flight": self.in_flight,
+            "generation_slots": sum(getattr(r, "slots", 0) for r in embedded),
+            "threads_per_generation": max((getattr(r, "threads", 0) for r in embedded), default=0),
+        }
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            await sub.unsubscribe()
+        self._subs.clear()
+        if self._heartbeat:
+            self._heartbeat.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _dispatcher(self, model: str, kind: str) -> Callable[[Msg], Awaitable[None]]:
+        async def on_message(msg: Msg) -> None:
+            task = asyncio.create_task(self._serve(model, kind, msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return on_message
+
+    async def _serve(self, model: str, kind: str, msg: Msg) -> None:
+        request_type, handler, stage = _KINDS[kind]
+        try:
+            request = decode(request_type, msg.data, msg.subject)
+            if request.model != model:
+                raise InvalidMessage(msg.subject, f"model {request.model!r} is not {model!r}")
+        except InvalidMessage as exc:
+            log.warning("bad_agent_request", subject=msg.subject, error=exc.detail)
+            await self._reply(msg, AgentError(code="bad_request", detail=exc.detail))
+            return
+        bound = log.bind(session_id=request.session_id, member=request.member, kind=kind)
+        received = time.monotonic()
+        async with self._bounds[model]:
+            # The deadline counts from receipt: time spent queued behind other calls is spent.
+            request.timeout_s -= time.monotonic() - received
+            if request.timeout_s <= 0:
+                await self._reply(msg, AgentError(code="timeout", detail="expired while queued"))
+                return
+            self.in_flight += 1
+            live = DeltaPublisher(self.nc, request.session_id, stage, request.member)
+            try:
+                reply = await handler(self.runtime, request, live.add)
+            finally:
+                self.in_flight -= 1
+                await live.close()
+        bound.info("agent_replied", reply=type(reply).__name__, model=model)
+        await self._reply(msg, reply)
+
+    async def _reply(self, msg: Msg, reply: AgentReply) -> None:
+        if not msg.reply:
+            log.warning("request_without_reply_subject", subject=msg.subject)
+            return
+        await msg.respond(encode(reply))
+
+    async def _on_roster(self, msg: Msg) -> None:
+        if msg.reply:
+            await msg.respond(encode(AgentInfo(node=self.node, models=self.statuses())))
+
+    def statuses(self) -> list[ModelStatus]:
+        return [
+            msgspec.structs.replace(status, kinds=list(self.kinds))
+            for status in self.runtime.statuses()
+        ]

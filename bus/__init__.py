@@ -1,0 +1,1 @@
+"""council.bus: subjects, messages and connection glue shared by every role."""

@@ -1,0 +1,83 @@
+"""Asking the council as any client does: request on council.ask, then follow the session.
+
+Events are read with an ordered JetStream consumer from the session's first
+event, so a client that subscribes after ``Accepted`` misses nothing; token
+deltas are live only and arrive through ``on_delta``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from council.bus import subjects
+from council.bus.client import decode, decode_event, encode
+from council.bus.errors import InvalidMessage, NoCouncil, QuestionRejected, SessionTimeout
+from council.bus.messages import (
+    TERMINAL_EVENTS,
+    Accepted,
+    AskReply,
+    Question,
+    Rejected,
+    SessionEvent,
+    TokenDelta,
+)
+
+
+async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> Accepted:
+    """Ask; raise NoCouncil when nobody answers, QuestionRejected with its reason."""
+    url = str(nc.connected_url.geturl()) if nc.connected_url else "?"
+    try:
+        msg = await nc.request(subjects.ASK, encode(question), timeout=timeout_s)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        raise NoCouncil(url) from None
+    reply = decode(AskReply, msg.data, subjects.ASK)
+    if isinstance(reply, Rejected):
+        raise QuestionRejected(reply.reason, reply.detail)
+    return reply
+
+
+async def follow(
+    nc: Client,
+    session_id: str,
+    *,
+    timeout_s: float,
+    on_delta: Callable[[TokenDelta], None] | None = None,
+) -> AsyncIterator[SessionEvent]:
+    """Every event of a session from its start, ending with its terminal event."""
+    live = None
+    if on_delta is not None:
+        callback = on_delta
+
+        async def on_live(msg: Msg) -> None:
+            try:
+                callback(decode(TokenDelta, msg.data, msg.subject))
+            except InvalidMessage:
+                pass
+
+        live = await nc.subscribe(subjects.live_session(session_id), cb=on_live)
+    events = await nc.jetstream().subscribe(
+        subjects.session_events(session_id), ordered_consumer=True
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SessionTimeout(session_id, timeout_s)
+            try:
+                msg = await events.next_msg(timeout=min(left, 5.0))
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            event = decode_event(msg.data, msg.subject)
+            yield event
+            if isinstance(event, TERMINAL_EVENTS):
+                return
+    finally:
+        await events.unsubscribe()
+        if live is not None:
+            await live.unsubscribe()

@@ -1,0 +1,122 @@
+"""Connection glue: connect with reconnect, the COUNCIL stream, encode/decode.
+
+Permission violations and async errors never raise in nats-py, so every
+connection logs them through ``error_cb``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from council.bus import subjects
+from council.bus.errors import BusUnavailable, InvalidMessage
+from council.bus.messages import Event, SessionEvent, event_kind
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_event_decoder: msgspec.json.Decoder[SessionEvent] = msgspec.json.Decoder(SessionEvent)
+
+DEFAULT_URL = "nats://127.0.0.1:4222"
+
+
+def encode(message: Any) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode(kind: Any, data: bytes, subject: str = "?") -> Any:
+    """Decode ``data`` as ``kind``; raise InvalidMessage with msgspec's reason."""
+    try:
+        return msgspec.json.decode(data, type=kind)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidMessage(subject, str(exc)) from exc
+
+
+def decode_event(data: bytes, subject: str = "?") -> SessionEvent:
+    try:
+        return _event_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise InvalidMessage(subject, str(exc)) from exc
+
+
+async def connect(
+    url: str = DEFAULT_URL,
+    *,
+    name: str,
+    connect_timeout: float = 2.0,
+    initial_wait_s: float = 0.0,
+) -> Client:
+    """A client that reconnects forever and logs the errors nats-py would swallow.
+
+    ``initial_wait_s`` keeps retrying the first connection that long (a server
+    that is still starting); nats-py itself only retries after a first success.
+    """
+    bound = log.bind(connection=name, url=url)
+
+    async def on_error(exc: Exception) -> None:
+        bound.error("nats_error", error=repr(exc))
+
+    async def on_disconnected() -> None:
+        bound.warning("nats_disconnected")
+
+    async def on_reconnected() -> None:
+        bound.info("nats_reconnected")
+
+    deadline = time.monotonic() + initial_wait_s
+    while True:
+        try:
+            return await nats.connect(
+                url,
+                name=name,
+                connect_timeout=connect_timeout,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            )
+        except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
+            if time.monotonic() >= deadline:
+                raise BusUnavailable(url, str(exc) or type(exc).__name__) from exc
+            await asyncio.sleep(0.25)
+
+
+async def ensure_stream(js: JetStreamContext) -> None:
+    """Create the COUNCIL stream if missing; it stores session events only."""
+    config = StreamConfig(
+        name=subjects.STREAM,
+        subjects=[subjects.SESSIONS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=7 * 24 * 3600,
+        max_bytes=1024**3,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=120,
+    )
+    try:
+        await js.stream_info(subjects.STREAM)
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("stream_created", stream=subjects.STREAM)
+
+
+async def publish_event(js: JetStreamContext, event: Event) -> None:
+    """Store one session event; the Nats-Msg-Id makes a resend after a reconnect a no-op."""
+    await js.publish(
+        subjects.session_event(event.session_id, event_kind(event)),
+        encode(event),
+        headers={"Nats-Msg-Id": f"{event.session_id}-{event.seq}"},
+    )

@@ -1,0 +1,58 @@
+"""psutil heartbeats on ``council.health.<node>``, shared by every role."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+import structlog
+from nats.aio.client import Client
+
+from council.bus import subjects
+from council.bus.client import encode
+from council.bus.messages import NodeHealth
+
+log = structlog.get_logger()
+
+Describe = Callable[[], dict[str, Any]]
+
+
+def default_node_name(role: str) -> str:
+    return f"{socket.gethostname()}-{role}-{os.getpid()}"
+
+
+def snapshot(node: str, role: str, describe: Describe | None = None) -> NodeHealth:
+    process = psutil.Process()
+    extra = describe() if describe else {}
+    return NodeHealth(
+        node=node,
+        role=role,
+        pid=process.pid,
+        cpu_percent=psutil.cpu_percent(interval=None),
+        ram_percent=psutil.virtual_memory().percent,
+        rss_mb=round(process.memory_info().rss / 2**20, 1),
+        **extra,
+    )
+
+
+async def run_heartbeat(
+    nc: Client,
+    *,
+    node: str,
+    role: str,
+    describe: Describe | None = None,
+    interval_s: float = 2.0,
+) -> None:
+    """Publish a NodeHealth every ``interval_s`` until cancelled."""
+    psutil.cpu_percent(interval=None)  # prime: the first reading is always 0
+    subject = subjects.health(node)
+    while True:
+        try:
+            await nc.publish(subject, encode(snapshot(node, role, describe)))
+        except Exception as exc:  # a heartbeat must never kill its process
+            log.warning("heartbeat_failed", error=repr(exc))
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,371 @@
+"""The wire contract: every message council sends, as msgspec Structs.
+
+JSON on the wire so ``nats sub 'council.>'`` stays readable. Evolution rules
+(msgspec's): new fields get defaults and go at the end; a field never changes
+type; a breaking change bumps ``SCHEMA_VERSION``. Constraints live on the
+types, so bad input fails at decode with a precise message.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+SCHEMA_VERSION = 1
+MAX_QUESTION_CHARS = 4000
+MAX_MEMBERS = 8
+
+Stage = Literal["opinions", "reviews", "synthesis"]
+ReviewMode = Literal["pairwise", "rank"]
+Score = Annotated[int, Meta(ge=1, le=10)]
+NonNegative = Annotated[int, Meta(ge=0)]
+
+
+def now() -> float:
+    return time.time()
+
+
+class ChatMessage(Struct, frozen=True):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Usage(Struct):
+    prompt_tokens: NonNegative = 0
+    completion_tokens: NonNegative = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+
+class GenerationOptions(Struct, kw_only=True):
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] = 0.7
+    seed: int | None = None
+    max_tokens: Annotated[int, Meta(ge=1, le=8192)] = 512
+
+
+# --- council.ask ---------------------------------------------------------
+
+
+class Question(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A question for the council. Empty ``members``/``chairman`` mean the defaults.
+
+    ``question`` is checked by the chairman (not here) so that an empty or
+    oversized one gets its own ``Rejected`` reason.
+    """
+
+    question: str
+    members: Annotated[list[str], Meta(max_length=MAX_MEMBERS)] = []
+    chairman: str = ""
+    mode: ReviewMode = "pairwise"
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    seed: int | None = None
+    v: int = SCHEMA_VERSION
+
+
+class Accepted(Struct, kw_only=True, tag="accepted", tag_field="type"):
+    session_id: str
+    members: list[str]
+    chairman: str
+    mode: ReviewMode
+    v: int = SCHEMA_VERSION
+
+
+RejectReason = Literal[
+    "bad_request",
+    "empty_question",
+    "question_too_long",
+    "unknown_model",
+    "unknown_persona",
+    "duplicate_member",
+    "too_few_members",
+    "busy",
+]
+
+
+class Rejected(Struct, kw_only=True, tag="rejected", tag_field="type"):
+    reason: RejectReason
+    detail: str = ""
+    v: int = SCHEMA_VERSION
+
+
+AskReply = Accepted | Rejected
+
+
+# --- council.agent.<agent>.<kind> -----------------------------------------
+
+
+class AgentRequest(Struct, kw_only=True):
+    session_id: str
+    member: str
+    model: str
+    messages: list[ChatMessage]
+    options: GenerationOptions = msgspec.field(default_factory=GenerationOptions)
+    timeout_s: Annotated[float, Meta(gt=0)] = 120.0
+    v: int = SCHEMA_VERSION
+
+
+class OpinionRequest(AgentRequest, tag="opinion", tag_field="type"):
+    pass
+
+
+class ReviewRequest(AgentRequest, tag="review", tag_field="type"):
+    """One review call. ``labels`` are the anonymous labels the verdict may name."""
+
+    mode: ReviewMode = "pairwise"
+    labels: list[str] = []
+
+
+class SynthesisRequest(AgentRequest, tag="synthesize", tag_field="type"):
+    pass
+
+
+class Completion(Struct, kw_only=True, tag="completion", tag_field="type"):
+    member: str
+    model: str
+    text: str
+    usage: Usage
+    latency_ms: float
+    runtime: str = ""
+    v: int = SCHEMA_VERSION
+
+
+class PairwiseVerdict(Struct, kw_only=True):
+    """What a pairwise reviewer must return (score first: it is what we need)."""
+
+    score: int
+    justification: str = ""
+
+
+class RankVerdict(Struct, kw_only=True):
+    """What a rank-mode reviewer must return: labels best first."""
+
+    ranking: list[str]
+    justification: str = ""
+
+
+class ReviewResult(Struct, kw_only=True, tag="review_result", tag_field="type"):
+    """Scores by anonymous label, already clamped to 1–10."""
+
+    member: str
+    model: str
+    scores: dict[str, float]
+    justification: str
+    usage: Usage
+    latency_ms: float
+    repaired: bool = False
+    runtime: str = ""
+    v: int = SCHEMA_VERSION
+
+
+AgentErrorCode = Literal[
+    "bad_request", "unknown_model", "timeout", "runtime_error", "invalid_output", "no_responders"
+]
+
+
+class AgentError(Struct, kw_only=True, tag="agent_error", tag_field="type"):
+    code: AgentErrorCode
+    detail: str
+    v: int = SCHEMA_VERSION
+
+
+AgentReply = Completion | ReviewResult | AgentError
+AnyAgentRequest = OpinionRequest | ReviewRequest | SynthesisRequest
+
+
+# --- council.session.<sid>.<kind> (stream COUNCIL) --------------------------
+
+
+class Event(Struct, kw_only=True, tag_field="type"):
+    """Header every session event carries; ``seq`` is gap-free per session."""
+
+    session_id: str
+    seq: int = 0
+    ts: float = msgspec.field(default_factory=now)
+    v: int = SCHEMA_VERSION
+
+
+class SessionStarted(Event, tag="session_started"):
+    question: str
+    members: list[str]
+    chairman: str
+    mode: ReviewMode
+    quorum: int
+    seed: int = 0
+    labels: dict[str, str] = {}
+    """Anonymous label → member, fixed for the session (the chairman model sees labels only)."""
+
+
+class StageStarted(Event, tag="stage_started"):
+    stage: Stage
+    expected: int
+
+
+class Opinion(Event, tag="opinion"):
+    member: str
+    model: str
+    label: str
+    text: str
+    usage: Usage
+    latency_ms: float
+
+
+class MemberFailed(Event, tag="member_failed"):
+    member: str
+    stage: Stage
+    reason: AgentErrorCode
+    detail: str = ""
+
+
+class Review(Event, tag="review"):
+    reviewer: str
+    reviewed: str
+    score: float
+    justification: str
+    usage: Usage
+    latency_ms: float
+    mode: ReviewMode = "pairwise"
+    repaired: bool = False
+
+
+class ReviewFailed(Event, tag="review_failed"):
+    reviewer: str
+    reviewed: list[str]
+    reason: AgentErrorCode
+    detail: str = ""
+
+
+class RankEntry(Struct, kw_only=True):
+    member: str
+    label: str
+    rank: int
+    score: float
+    """Mean of per-reviewer normalized (z) scores; 0 is the council's average."""
+    raw_mean: float
+    spread: float
+    reviews: int
+    margin: float
+    """Lead over the next member; 0 inside a tie."""
+    tied: bool = False
+
+
+class Ranking(Event, tag="ranking"):
+    entries: list[RankEntry]
+    ties: list[list[str]] = []
+    tie_break: str = ""
+
+
+class MemberSummary(Struct, kw_only=True):
+    member: str
+    model: str
+    usage: Usage
+    latency_ms: float
+
+
+class ReviewSummary(Struct, kw_only=True):
+    reviewer: str
+    reviewed: str
+    model: str
+    score: float
+    usage: Usage
+    latency_ms: float
+
+
+class Failure(Struct, kw_only=True):
+    member: str
+    stage: Stage
+    reason: AgentErrorCode
+    detail: str = ""
+
+
+class FinalAnswer(Event, tag="final_answer"):
+    answer: str
+    chairman: str
+    ranking: list[RankEntry]
+    opinions: list[MemberSummary]
+    reviews: list[ReviewSummary]
+    failed: list[Failure]
+    usage: dict[str, Usage]
+    """Per stage: opinions, reviews, synthesis, total."""
+    usage_by_model: dict[str, Usage]
+    latency_ms: dict[str, float]
+    """Wall clock per stage and ``total``."""
+
+
+class SessionFailed(Event, tag="session_failed"):
+    reason: str
+    detail: str = ""
+    stage: str = ""
+
+
+SessionEvent = (
+    SessionStarted
+    | StageStarted
+    | Opinion
+    | MemberFailed
+    | Review
+    | ReviewFailed
+    | Ranking
+    | FinalAnswer
+    | SessionFailed
+)
+
+TERMINAL_EVENTS = (FinalAnswer, SessionFailed)
+
+
+def event_kind(event: Event) -> str:
+    """The subject suffix of an event: its tag."""
+    return str(type(event).__struct_config__.tag)
+
+
+# --- council.live.<sid>.<stage>.<member> (core NATS, not stored) -------------
+
+
+class TokenDelta(Struct, kw_only=True):
+    session_id: str
+    stage: Stage
+    member: str
+    text: str
+    index: int
+    done: bool = False
+    v: int = SCHEMA_VERSION
+
+
+# --- council.health.<node> and council.agents.roster ------------------------
+
+
+class ModelStatus(Struct, kw_only=True):
+    name: str
+    runtime: str
+    status: Literal["loading", "ready", "error"] = "ready"
+    in_flight: int = 0
+    detail: str = ""
+    kinds: list[str] = []
+    """Request kinds served for this model: opinion, review, synthesize."""
+
+
+class NodeHealth(Struct, kw_only=True):
+    node: str
+    role: str
+    pid: int
+    cpu_percent: float
+    ram_percent: float
+    rss_mb: float
+    models: list[ModelStatus] = []
+    in_flight: int = 0
+    generation_slots: int = 0
+    threads_per_generation: int = 0
+    ts: float = msgspec.field(default_factory=now)
+    v: int = SCHEMA_VERSION
+
+
+class AgentInfo(Struct, kw_only=True):
+    node: str
+    models: list[ModelStatus]
+    v: int = SCHEMA_VERSION

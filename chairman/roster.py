@@ -1,0 +1,68 @@
+"""Which models the agents on the bus serve, from heartbeats and roster replies."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from council.bus import subjects
+from council.bus.client import decode, encode
+from council.bus.errors import InvalidMessage
+from council.bus.messages import AgentInfo, ModelStatus, NodeHealth
+
+log = structlog.get_logger()
+
+
+class Roster:
+    def __init__(self, nc: Client, *, stale_after_s: float = 10.0) -> None:
+        self.nc = nc
+        self.stale_after_s = stale_after_s
+        self._seen: dict[str, tuple[float, list[ModelStatus]]] = {}
+
+    async def start(self) -> None:
+        await self.nc.subscribe(subjects.HEALTH, cb=self._on_health)
+
+    async def _on_health(self, msg: Msg) -> None:
+        try:
+            health = decode(NodeHealth, msg.data, msg.subject)
+        except InvalidMessage as exc:
+            log.warning("bad_heartbeat", subject=msg.subject, error=exc.detail)
+            return
+        if health.models:
+            self._seen[health.node] = (time.monotonic(), health.models)
+
+    def models(self, kind: str = "opinion") -> set[str]:
+        """Models some fresh agent serves for ``kind`` (and has not failed to load)."""
+        cutoff = time.monotonic() - self.stale_after_s
+        return {
+            m.name
+            for seen, statuses in self._seen.values()
+            if seen >= cutoff
+            for m in statuses
+            if kind in m.kinds and m.status != "error"
+        }
+
+    async def refresh(self, window_s: float = 0.3) -> None:
+        """Scatter a roster request and gather every agent's answer for ``window_s``."""
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        try:
+            await self.nc.publish(subjects.ROSTER, encode({}), reply=inbox)
+            deadline = time.monotonic() + window_s
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    msg = await sub.next_msg(timeout=left)
+                except TimeoutError:
+                    break
+                try:
+                    info = decode(AgentInfo, msg.data, msg.subject)
+                except InvalidMessage:
+                    continue
+                self._seen[info.node] = (time.monotonic(), info.models)
+        except Exception as exc:
+            log.warning("roster_refresh_failed", error=repr(exc))
+        finally:
+            await sub.unsubscribe()

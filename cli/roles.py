@@ -1,0 +1,108 @@
+"""Start the agents and chairman roles from settings (the only place that joins roles)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from nats.aio.client import Client
+
+from council.agents.runtimes.router import RoutedRuntime, build_runtime
+from council.agents.service import AgentService
+from council.bus.client import connect
+from council.bus.health import default_node_name
+from council.chairman.admission import Defaults
+from council.chairman.conductor import CouncilConfig
+from council.chairman.service import ChairmanService
+from council.cli.settings import Settings
+
+log = structlog.get_logger()
+
+
+def council_config(settings: Settings) -> CouncilConfig:
+    return CouncilConfig(
+        quorum=settings.quorum,
+        opinions_deadline_s=settings.opinions_deadline,
+        reviews_deadline_s=settings.reviews_deadline,
+        synthesis_deadline_s=settings.synthesis_deadline,
+        opinion_max_tokens=settings.opinion_max_tokens,
+        review_max_tokens=settings.review_max_tokens,
+        synthesis_max_tokens=settings.synthesis_max_tokens,
+    )
+
+
+async def runtime_for(settings: Settings, models: list[str]) -> RoutedRuntime:
+    return await build_runtime(
+        models,
+        runtime=settings.runtime,
+        ollama_host=settings.ollama_host,
+        models_dir=settings.models_path,
+        threads=settings.threads or None,
+        n_ctx=settings.n_ctx,
+        scripted_delay_s=settings.scripted_delay_ms / 1000,
+    )
+
+
+async def start_agents(
+    nc: Client, settings: Settings, models: list[str], kinds: tuple[str, ...], role: str
+) -> AgentService:
+    runtime = await runtime_for(settings, models)
+    service = AgentService(
+        nc,
+        runtime,
+        node=settings.node or default_node_name(role),
+        kinds=kinds,
+        concurrency=settings.concurrency,
+        heartbeat_s=settings.heartbeat,
+    )
+    await service.start()
+    return service
+
+
+async def start_chairman(nc: Client, settings: Settings) -> ChairmanService:
+    service = ChairmanService(
+        nc,
+        defaults=Defaults(tuple(settings.member_list), settings.chairman, settings.mode),  # type: ignore[arg-type]
+        config=council_config(settings),
+        node=settings.node or default_node_name("chairman"),
+        max_sessions=settings.max_sessions,
+        heartbeat_s=settings.heartbeat,
+    )
+    await service.start()
+    return service
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def serve_agents(settings: Settings) -> None:
+    nc = await connect(settings.nats_url, name="council-agents", initial_wait_s=30.0)
+    service = await start_agents(
+        nc, settings, settings.agent_models, ("opinion", "review", "synthesize"), "agents"
+    )
+    log.info("agents_ready", models=service.models, nats=settings.nats_url)
+    await wait_for_signal()
+    await service.stop()
+    await service.runtime.close()
+    await nc.drain()
+
+
+async def serve_chairman(settings: Settings, *, local_agent: bool) -> None:
+    nc = await connect(settings.nats_url, name="council-chairman", initial_wait_s=30.0)
+    agent = None
+    if local_agent:
+        agent = await start_agents(nc, settings, [settings.chairman], ("synthesize",), "chairman")
+    service = await start_chairman(nc, settings)
+    log.info("chairman_ready", nats=settings.nats_url, local_agent=local_agent)
+    await wait_for_signal()
+    await service.stop()
+    if agent:
+        await agent.stop()
+        await agent.runtime.close()
+    await nc.drain()

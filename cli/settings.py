@@ -1,0 +1,141 @@
+"""The one settings object: defaults, overridden by ``COUNCIL_*`` variables, then flags.
+
+Read only here, in the entry point; roles receive plain arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from council.chairman.prompts import split_member
+
+DEFAULT_MEMBERS = "smollm2-135m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b"
+DEFAULT_CHAIRMAN = "qwen2.5-coder-1.5b"
+
+
+def _setting(default: Any, env: str, help: str, flag: str | None = None) -> Any:
+    return field(default=default, metadata={"env": env, "help": help, "flag": flag})
+
+
+def _default_models_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "council" / "models"
+
+
+@dataclass(frozen=True)
+class Settings:
+    nats_url: str = _setting(
+        "nats://127.0.0.1:4222", "COUNCIL_NATS_URL", "NATS server URL", "--nats"
+    )
+    members: str = _setting(
+        DEFAULT_MEMBERS,
+        "COUNCIL_MEMBERS",
+        "council members, comma-separated (model or model@persona)",
+    )
+    chairman: str = _setting(DEFAULT_CHAIRMAN, "COUNCIL_CHAIRMAN", "the chairman's model")
+    mode: str = _setting("pairwise", "COUNCIL_MODE", "review mode: pairwise or rank")
+    models: str = _setting(
+        "", "COUNCIL_AGENT_MODELS", "models `council agents` serves (default: the members)"
+    )
+    runtime: str = _setting("auto", "COUNCIL_RUNTIME", "auto, ollama, embedded or scripted")
+    ollama_host: str = _setting(
+        "http://127.0.0.1:11434", "COUNCIL_OLLAMA_HOST", "Ollama server for the ollama runtime"
+    )
+    models_dir: str = _setting(
+        "",
+        "COUNCIL_MODELS_DIR",
+        "where pulled GGUF models are stored (default ~/.cache/council/models)",
+    )
+    threads: int = _setting(0, "COUNCIL_THREADS", "generation threads per call (0: all cores)")
+    n_ctx: int = _setting(4096, "COUNCIL_N_CTX", "context window of embedded models")
+    quorum: int = _setting(2, "COUNCIL_QUORUM", "opinions needed for a session to go on")
+    opinions_deadline: float = _setting(180.0, "COUNCIL_OPINIONS_DEADLINE", "stage 1 deadline, s")
+    reviews_deadline: float = _setting(300.0, "COUNCIL_REVIEWS_DEADLINE", "stage 2 deadline, s")
+    synthesis_deadline: float = _setting(240.0, "COUNCIL_SYNTHESIS_DEADLINE", "stage 3 deadline, s")
+    opinion_max_tokens: int = _setting(384, "COUNCIL_OPINION_MAX_TOKENS", "tokens per opinion")
+    review_max_tokens: int = _setting(160, "COUNCIL_REVIEW_MAX_TOKENS", "tokens per review")
+    synthesis_max_tokens: int = _setting(
+        512, "COUNCIL_SYNTHESIS_MAX_TOKENS", "tokens of the final answer"
+    )
+    concurrency: int = _setting(2, "COUNCIL_AGENT_CONCURRENCY", "requests in flight per model")
+    max_sessions: int = _setting(16, "COUNCIL_MAX_SESSIONS", "sessions one chairman runs at once")
+    heartbeat: float = _setting(2.0, "COUNCIL_HEARTBEAT", "seconds between health heartbeats")
+    node: str = _setting("", "COUNCIL_NODE", "node name in heartbeats (default host-role-pid)")
+    scripted_delay_ms: float = _setting(
+        0.0, "COUNCIL_SCRIPTED_DELAY_MS", "per-call delay of the scripted runtime"
+    )
+    ask_timeout: float = _setting(900.0, "COUNCIL_ASK_TIMEOUT", "how long `council ask` waits, s")
+    log_format: str = _setting(
+        "auto", "COUNCIL_LOG_FORMAT", "auto (console on a TTY), json, console"
+    )
+    log_level: str = _setting("info", "COUNCIL_LOG_LEVEL", "debug, info, warning, error")
+
+    @property
+    def member_list(self) -> list[str]:
+        return [m.strip() for m in self.members.split(",") if m.strip()]
+
+    @property
+    def models_path(self) -> Path:
+        return Path(self.models_dir).expanduser() if self.models_dir else _default_models_dir()
+
+    @property
+    def agent_models(self) -> list[str]:
+        listed = [m.strip() for m in self.models.split(",") if m.strip()]
+        if listed:
+            return listed
+        return list(dict.fromkeys(split_member(m)[0] for m in self.member_list))
+
+
+SETTINGS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _kind(name: str) -> type:
+    default: Any = SETTINGS[name].default
+    return type(default)
+
+
+def flag_of(name: str) -> str:
+    return SETTINGS[name].metadata["flag"] or "--" + name.replace("_", "-")
+
+
+def add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    group = parser.add_argument_group("settings (flag > environment variable > default)")
+    for name in names:
+        f = SETTINGS[name]
+        group.add_argument(
+            flag_of(name),
+            dest=name,
+            type=_kind(name),
+            default=None,
+            help=f"{f.metadata['help']} [${f.metadata['env']}, default {f.default!r}]",
+        )
+
+
+def explicit(name: str, args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the user set ``name`` (by flag or environment) rather than left the default."""
+    return getattr(args, name, None) is not None or bool(
+        environ.get(SETTINGS[name].metadata["env"])
+    )
+
+
+def load(
+    args: argparse.Namespace | None = None, environ: Mapping[str, str] = os.environ
+) -> Settings:
+    values: dict[str, Any] = {}
+    for name, f in SETTINGS.items():
+        env = environ.get(f.metadata["env"])
+        if env is not None and env != "":
+            try:
+                values[name] = _kind(name)(env)
+            except ValueError as exc:
+                raise SystemExit(f"error: ${f.metadata['env']}={env!r}: {exc}") from None
+        flag = getattr(args, name, None) if args is not None else None
+        if flag is not None:
+            values[name] = flag
+    return Settings(**values)

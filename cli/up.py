@@ -1,0 +1,183 @@
+"""`council up`: the whole council on one machine.
+
+Starts an embedded nats-server when nothing answers at the NATS URL, pulls the
+models the defaults need, then runs agents and chairman as child processes
+(they meet only on the bus, exactly as on several hosts). Ctrl-C stops all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import nats.errors
+from nats.aio.client import Client
+from rich.console import Console
+
+from council.agents.catalogue import CATALOGUE
+from council.bus import subjects
+from council.bus.client import connect, encode
+from council.bus.errors import CouncilError
+from council.bus.messages import Question
+from council.bus.server import EmbeddedNats, answers
+from council.chairman.roster import Roster
+from council.cli.ask import run_ask
+from council.cli.models import pull_models
+from council.cli.roles import wait_for_signal
+from council.cli.settings import SETTINGS, Settings
+
+
+def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, f in SETTINGS.items():
+        env[f.metadata["env"]] = str(getattr(settings, name))
+    env.update(overrides)
+    return env
+
+
+def _data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "council"
+
+
+def _nats_config(given: str) -> Path | None:
+    """The config named, else ./nats.conf when there is one, else none (flags only)."""
+    if given:
+        return Path(given)
+    return Path("nats.conf") if Path("nats.conf").is_file() else None
+
+
+class Children:
+    def __init__(self) -> None:
+        self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        command = [sys.executable, "-m", "council.cli", *args]
+        # stdout belongs to the answer (`--json`): children write to stderr only
+        self.processes.append((name, subprocess.Popen(command, env=env, stdout=sys.stderr)))
+
+    def dead(self) -> list[str]:
+        return [f"{n} (exit {p.returncode})" for n, p in self.processes if p.poll() is not None]
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        for _, p in self.processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout_s
+        for _, p in self.processes:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+async def wait_ready(settings: Settings, children: Children, console: Console) -> None:
+    """Until agents serve every member model and the chairman model; fail if a child dies."""
+    models = set(settings.agent_models)
+    nc = await connect(settings.nats_url, name="council-up", initial_wait_s=30.0)
+    roster = Roster(nc)
+    await roster.start()
+    shown = 0.0
+    try:
+        while True:
+            if dead := children.dead():
+                raise CouncilError(f"council process died during start-up: {', '.join(dead)}")
+            await roster.refresh(0.3)
+            ready = roster.models("opinion") & roster.models("synthesize")
+            if models <= ready:
+                # the chairman answers council.ask once its subscription is in
+                reply_ok = await _chairman_answers(nc)
+                if reply_ok:
+                    return
+            if time.monotonic() - shown > 10:
+                shown = time.monotonic()
+                waiting = ", ".join(sorted(models - ready)) or "chairman"
+                console.print(f"waiting for: {waiting} (loading models)")
+            await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
+
+
+async def _chairman_answers(nc: Client) -> bool:
+    """Probe with an empty question: any reply (a Rejected) means a chairman listens."""
+    try:
+        await nc.request(subjects.ASK, encode(Question(question="")), timeout=1.0)
+        return True
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return False
+
+
+async def run_up(settings: Settings, *, ask: str | None, as_json: bool, nats_config: str) -> int:
+    console = Console(stderr=True)
+    server = None
+    if not answers(settings.nats_url):
+        parsed = urlparse(settings.nats_url)
+        config = _nats_config(nats_config)
+        if config and not config.is_file():
+            console.print(f"[red]no such NATS config: {config}[/]")
+            return 2
+        server = EmbeddedNats(
+            _data_dir() / "jetstream",
+            host=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 4222,
+            config=config,
+            log_file=_data_dir() / "nats-server.log",
+        ).start()
+        console.print(f"started nats-server at {server.url} (JetStream in {server.store_dir})")
+    else:
+        console.print(f"using the NATS server at {settings.nats_url}")
+    if settings.runtime in ("auto", "embedded"):
+        needed = [m for m in settings.agent_models if m in CATALOGUE]
+        missing = [m for m in needed if not CATALOGUE[m].installed(settings.models_path)]
+        if missing:
+            console.print(f"first run: pulling {', '.join(missing)} into {settings.models_path}")
+            if code := pull_models(missing, settings.models_path, console):
+                return code
+    child_level = settings.log_level if ask is None else "warning"
+    env = settings_env(
+        settings,
+        COUNCIL_AGENT_MODELS=",".join(settings.agent_models),
+        COUNCIL_LOG_LEVEL=child_level,
+    )
+    children = Children()
+    try:
+        children.start("agents", ["agents"], env)
+        children.start("chairman", ["chairman", "--no-local-agent"], env)
+        console.print("starting agents and chairman, loading models ...")
+        await wait_ready(settings, children, console)
+        console.print(
+            f"[bold green]council ready[/]: members {settings.members}, chairman "
+            f"{settings.chairman}, NATS {settings.nats_url}\n"
+            f'ask with: council ask "your question"   (Ctrl-C stops the council)'
+        )
+        if ask is not None:
+            return await run_ask(
+                settings,
+                ask,
+                members=[],
+                chairman="",
+                mode=settings.mode,
+                as_json=as_json,
+                seed=None,
+            )
+        await wait_for_signal()
+        return 0
+    finally:
+        console.print("stopping the council ...")
+        children.stop()
+        if server:
+            server.stop()
+
+
+def with_agent_models(settings: Settings) -> Settings:
+    """The agents of `council up` serve the members and the chairman's model."""
+    models = list(dict.fromkeys([*settings.agent_models, settings.chairman]))
+    return dataclasses.replace(settings, models=",".join(models))

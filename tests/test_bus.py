@@ -1,0 +1,255 @@
+"""Agents and chairman on a real nats-server, scripted runtime: the wiring and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+from nats.aio.client import Client
+
+from council.agents.runtimes.router import RoutedRuntime
+from council.agents.runtimes.scripted import HANG, ScriptedRuntime
+from council.agents.service import AgentService
+from council.bus import subjects
+from council.bus.ask import follow, submit
+from council.bus.client import connect, decode, decode_event, encode
+from council.bus.errors import NoCouncil, QuestionRejected
+from council.bus.messages import (
+    AgentError,
+    AskReply,
+    Completion,
+    FinalAnswer,
+    MemberFailed,
+    NodeHealth,
+    OpinionRequest,
+    Question,
+    Rejected,
+    SessionEvent,
+    TokenDelta,
+)
+from council.bus.server import EmbeddedNats
+from council.chairman.admission import Defaults
+from council.chairman.conductor import CouncilConfig
+from council.chairman.service import ChairmanService
+
+MODELS = ["m1", "m2", "m3"]
+
+
+@dataclass
+class Council:
+    url: str
+    runtime: ScriptedRuntime
+    agents: AgentService
+    chairman: ChairmanService
+
+
+async def start_agents(url: str, runtime: ScriptedRuntime, node: str) -> AgentService:
+    nc = await connect(url, name=node)
+    service = AgentService(
+        nc, RoutedRuntime(dict.fromkeys(runtime.models, runtime)), node=node, heartbeat_s=0.2
+    )
+    await service.start()
+    return service
+
+
+@asynccontextmanager
+async def council(
+    server: EmbeddedNats, config: CouncilConfig | None = None, max_sessions: int = 16
+) -> AsyncIterator[Council]:
+    runtime = ScriptedRuntime(MODELS)
+    agents = await start_agents(server.url, runtime, "agents-1")
+    chairman_nc = await connect(server.url, name="chairman")
+    chairman = ChairmanService(
+        chairman_nc,
+        defaults=Defaults(tuple(MODELS), "m1"),
+        config=config or CouncilConfig(),
+        node="chairman-1",
+        max_sessions=max_sessions,
+        heartbeat_s=0.2,
+    )
+    await chairman.start()
+    try:
+        yield Council(server.url, runtime, agents, chairman)
+    finally:
+        await chairman.stop()
+        await agents.stop()
+        await chairman_nc.close()
+        await agents.nc.close()
+
+
+async def ask(nc: Client, question: Question) -> list[SessionEvent]:
+    accepted = await submit(nc, question)
+    return [e async for e in follow(nc, accepted.session_id, timeout_s=30)]
+
+
+async def test_question_over_the_bus_yields_every_event_in_seq_order(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A session asked on council.ask runs all stages; the stream replays it in order."""
+    async with council(nats_server):
+        deltas: list[TokenDelta] = []
+        accepted = await submit(nc, Question(question="What is 2+2?"))
+        events = [
+            e async for e in follow(nc, accepted.session_id, timeout_s=30, on_delta=deltas.append)
+        ]
+    final = events[-1]
+    assert isinstance(final, FinalAnswer)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert len(final.opinions) == 3
+    assert len(final.reviews) == 6
+    assert final.answer
+    # a late joiner replays the same history from the stream
+    replay = [e async for e in follow(nc, accepted.session_id, timeout_s=10)]
+    assert replay == events
+    assert {d.stage for d in deltas} >= {"opinions", "synthesis"}
+    assert any(d.done for d in deltas)
+
+
+async def test_nobody_listening_raises_no_council(nc: Client) -> None:
+    """With no chairman on the bus, asking fails fast with NoCouncil."""
+    with pytest.raises(NoCouncil):
+        await submit(nc, Question(question="anyone?"), timeout_s=1)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"not json", b"\x00\xff\xfe", b'{"question": 42}', b'{"question": "q", "mode": "vote"}',
+     b'{"question": "q", "extra": 1}', b"[]"],
+)  # fmt: skip
+async def test_malformed_question_gets_bad_request_and_chairman_keeps_serving(
+    nats_server: EmbeddedNats, nc: Client, payload: bytes
+) -> None:
+    """Garbage on council.ask is answered with Rejected(bad_request); the next ask works."""
+    async with council(nats_server):
+        msg = await nc.request(subjects.ASK, payload, timeout=5)
+        reply = decode(AskReply, msg.data)
+        assert isinstance(reply, Rejected)
+        assert reply.reason == "bad_request"
+        assert reply.detail
+        events = await ask(nc, Question(question="still there?"))
+        assert isinstance(events[-1], FinalAnswer)
+
+
+async def test_unknown_model_and_empty_question_are_rejected_over_the_bus(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """Rejections reach the client as QuestionRejected with the reason."""
+    async with council(nats_server):
+        with pytest.raises(QuestionRejected) as unknown:
+            await submit(nc, Question(question="q", members=["m1", "llama-9000"]))
+        assert unknown.value.reason == "unknown_model"
+        with pytest.raises(QuestionRejected) as empty:
+            await submit(nc, Question(question=" "))
+        assert empty.value.reason == "empty_question"
+
+
+async def test_malformed_agent_request_gets_bad_request_and_agent_keeps_serving(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """Garbage or a wrong model on an agent subject gets AgentError(bad_request)."""
+    async with council(nats_server):
+        subject = subjects.agent("m2", "opinion")
+        for payload in (b"garbage", b'{"type": "opinion"}'):
+            reply = decode(Completion | AgentError, (await nc.request(subject, payload, 5)).data)
+            assert isinstance(reply, AgentError)
+            assert reply.code == "bad_request"
+        wrong = OpinionRequest(session_id="x", member="m1", model="m1", messages=[])
+        reply = decode(Completion | AgentError, (await nc.request(subject, encode(wrong), 5)).data)
+        assert isinstance(reply, AgentError)
+        assert "m1" in reply.detail
+        events = await ask(nc, Question(question="still there?"))
+        assert isinstance(events[-1], FinalAnswer)
+
+
+async def test_garbage_heartbeats_and_events_do_not_disturb_a_session(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """Random bytes on health, live and session subjects are ignored; sessions finish."""
+    async with council(nats_server):
+        for subject in (
+            "council.health.evil",
+            "council.live.x.opinions.m1",
+            "council.agents.roster",
+        ):
+            await nc.publish(subject, b"\x00garbage")
+        await nc.flush()
+        events = await ask(nc, Question(question="q"))
+        assert isinstance(events[-1], FinalAnswer)
+
+
+async def test_agent_timeout_over_the_bus_is_a_named_member_failure(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A model that never answers becomes MemberFailed(timeout); the session finishes."""
+    async with council(nats_server, CouncilConfig(opinions_deadline_s=1.0)) as c:
+        c.runtime.enqueue("m3", HANG)
+        events = await ask(nc, Question(question="q"))
+    failed = [e for e in events if isinstance(e, MemberFailed)]
+    assert [(f.member, f.reason) for f in failed] == [("m3", "timeout")]
+    assert isinstance(events[-1], FinalAnswer)
+
+
+async def test_two_agents_serving_the_same_models_share_the_work(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A second agent process on the same models joins the queue group: both get calls."""
+    async with council(nats_server) as c:
+        second = ScriptedRuntime(MODELS)
+        other = await start_agents(c.url, second, "agents-2")
+        try:
+            for _ in range(3):
+                events = await ask(nc, Question(question=f"q {uuid.uuid4()}"))
+                assert isinstance(events[-1], FinalAnswer)
+        finally:
+            await other.stop()
+            await other.nc.close()
+        assert c.runtime.history
+        assert second.history
+        assert len(c.runtime.history) + len(second.history) == 3 * 10
+
+
+async def test_chairman_rejects_when_busy(nats_server: EmbeddedNats, nc: Client) -> None:
+    """Beyond max_sessions a question gets Rejected(busy), and the running one finishes."""
+    async with council(nats_server, max_sessions=1) as c:
+        for model in MODELS:
+            c.runtime.enqueue(model, HANG)
+        first = await submit(nc, Question(question="slow"))
+        with pytest.raises(QuestionRejected) as busy:
+            await submit(nc, Question(question="second"))
+        assert busy.value.reason == "busy"
+        assert first.session_id in c.chairman.sessions
+
+
+async def test_agents_publish_health_heartbeats(nats_server: EmbeddedNats, nc: Client) -> None:
+    """Heartbeats carry psutil figures and the served models with their kinds."""
+    async with council(nats_server):
+        sub = await nc.subscribe("council.health.agents-1")
+        msg = await sub.next_msg(timeout=5)
+        health = decode(NodeHealth, msg.data)
+    assert health.role == "agents"
+    assert health.pid > 0
+    assert health.rss_mb > 0
+    assert {m.name for m in health.models} == set(MODELS)
+    assert all("opinion" in m.kinds for m in health.models)
+
+
+async def test_stopping_the_chairman_ends_running_sessions_with_a_named_failure(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A session cut by a chairman shutdown ends with SessionFailed(chairman_stopped)."""
+    async with council(nats_server) as c:
+        for model in MODELS:
+            c.runtime.enqueue(model, HANG)
+        accepted = await submit(nc, Question(question="q"))
+        await asyncio.sleep(0.2)
+    events = [e async for e in follow(nc, accepted.session_id, timeout_s=10)]
+    assert type(events[-1]).__name__ == "SessionFailed"
+    assert events[-1].reason == "chairman_stopped"  # type: ignore[union-attr]
+    raw = await nc.jetstream().get_last_msg(
+        subjects.STREAM, subjects.session_events(accepted.session_id)
+    )
+    assert decode_event(raw.data) == events[-1]

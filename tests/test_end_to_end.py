@@ -1,0 +1,221 @@
+"""A real model (SmolLM2-135M, embedded runtime) through a real council.
+
+The in-process tests share the session's loaded model; the process tests run
+the `council` commands themselves, as a user does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import TEST_MODEL
+from nats.aio.client import Client
+
+from council.agents.runtimes.embedded import EmbeddedRuntime
+from council.agents.runtimes.router import RoutedRuntime
+from council.agents.service import AgentService
+from council.bus import subjects
+from council.bus.ask import follow, submit
+from council.bus.client import connect, decode_event
+from council.bus.messages import (
+    FinalAnswer,
+    Opinion,
+    Question,
+    Ranking,
+    Review,
+    ReviewFailed,
+    SessionEvent,
+)
+from council.bus.server import EmbeddedNats, answers, free_port
+from council.chairman.admission import Defaults
+from council.chairman.conductor import CouncilConfig
+from council.chairman.service import ChairmanService
+
+pytestmark = pytest.mark.model
+
+MEMBERS = [f"{TEST_MODEL}@careful", f"{TEST_MODEL}@concise", f"{TEST_MODEL}@skeptic"]
+SMALL = CouncilConfig(opinion_max_tokens=96, review_max_tokens=64, synthesis_max_tokens=128)
+SMALL_ENV = {
+    "COUNCIL_OPINION_MAX_TOKENS": "96",
+    "COUNCIL_REVIEW_MAX_TOKENS": "64",
+    "COUNCIL_SYNTHESIS_MAX_TOKENS": "128",
+}
+
+
+async def run_council(
+    url: str, runtime: EmbeddedRuntime, question: Question
+) -> tuple[list[SessionEvent], list[SessionEvent]]:
+    """Agents and chairman as tasks on their own real connections; returns (live, stored)."""
+    agents_nc = await connect(url, name="e2e-agents")
+    chairman_nc = await connect(url, name="e2e-chairman")
+    client = await connect(url, name="e2e-client")
+    agents = AgentService(agents_nc, RoutedRuntime({TEST_MODEL: runtime}), node="e2e-agents")
+    chairman = ChairmanService(
+        chairman_nc, defaults=Defaults(tuple(MEMBERS), TEST_MODEL), config=SMALL, node="e2e-chair"
+    )
+    try:
+        await agents.start()
+        await chairman.start()
+        accepted = await submit(client, question)
+        seen = [e async for e in follow(client, accepted.session_id, timeout_s=300)]
+        stored = await stored_events(client, accepted.session_id)
+    finally:
+        await chairman.stop()
+        await agents.stop()
+        for nc in (agents_nc, chairman_nc, client):
+            await nc.close()
+    return seen, stored
+
+
+async def stored_events(nc: Client, session_id: str) -> list[SessionEvent]:
+    """Every event of the session as the COUNCIL stream holds it, in stream order."""
+    sub = await nc.jetstream().subscribe(subjects.session_events(session_id), ordered_consumer=True)
+    events = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except TimeoutError:
+                return events
+            events.append(decode_event(msg.data, msg.subject))
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_three_member_pairwise_council_on_a_real_model(
+    nats_server: EmbeddedNats, embedded: EmbeddedRuntime
+) -> None:
+    """3 opinions, 6 reviews, a ranking and a non-empty answer, all stored in seq order."""
+    seen, stored = await run_council(
+        nats_server.url, embedded, Question(question="What is the capital of France?", seed=1)
+    )
+    final = seen[-1]
+    assert isinstance(final, FinalAnswer), final
+    opinions = [e for e in seen if isinstance(e, Opinion)]
+    reviews = [e for e in seen if isinstance(e, Review)]
+    failed_reviews = [e for e in seen if isinstance(e, ReviewFailed)]
+    assert len(opinions) == 3
+    assert len(reviews) + len(failed_reviews) == 6
+    assert len(reviews) >= 4, failed_reviews
+    assert all(o.text and o.usage.completion_tokens > 0 for o in opinions)
+    assert all(o.usage.prompt_tokens > 0 for o in opinions)
+    assert all(1 <= r.score <= 10 for r in reviews)
+    [ranking] = [e for e in seen if isinstance(e, Ranking)]
+    assert sorted(e.rank for e in ranking.entries) == [1, 2, 3]
+    assert final.answer.strip()
+    assert final.usage["total"].completion_tokens > 0
+    assert final.usage["synthesis"].completion_tokens > 0
+    assert final.latency_ms["total"] > 0
+    assert stored == seen
+    assert [e.seq for e in stored] == list(range(1, len(stored) + 1))
+
+
+async def test_rank_mode_council_on_a_real_model(
+    nats_server: EmbeddedNats, embedded: EmbeddedRuntime
+) -> None:
+    """rank mode: one call per reviewer; the session still ends with a ranking and answer."""
+    seen, _ = await run_council(
+        nats_server.url, embedded, Question(question="Name a primary colour.", mode="rank", seed=2)
+    )
+    assert isinstance(seen[-1], FinalAnswer)
+    assert len([e for e in seen if isinstance(e, Opinion)]) == 3
+    ranking = [e for e in seen if isinstance(e, Ranking)]
+    assert len(ranking) == 1
+    assert len(ranking[0].entries) == 3
+
+
+def council_env(url: str, models_dir: Path, tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        **SMALL_ENV,
+        "COUNCIL_NATS_URL": url,
+        "COUNCIL_RUNTIME": "embedded",
+        "COUNCIL_MEMBERS": ",".join(MEMBERS),
+        "COUNCIL_CHAIRMAN": TEST_MODEL,
+        "COUNCIL_MODELS_DIR": str(models_dir),
+        "COUNCIL_LOG_FORMAT": "json",
+        "XDG_DATA_HOME": str(tmp / "data"),
+    }
+
+
+@pytest.fixture
+def council_processes(
+    nats_server: EmbeddedNats, models_dir: Path, test_model_path: Path, tmp_path: Path
+) -> Iterator[dict[str, str]]:
+    """`council agents` and `council chairman` as real processes on the session's server."""
+    env = council_env(nats_server.url, models_dir, tmp_path)
+    logs = [(tmp_path / f"{name}.log").open("wb") for name in ("agents", "chairman")]
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "council.cli", *args], env=env, stderr=log)
+        for args, log in zip((["agents"], ["chairman"]), logs, strict=True)
+    ]
+    yield env
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        p.wait(30)
+        assert p.returncode == 0, (tmp_path / "agents.log").read_text()[-2000:]
+
+
+def ask_json(
+    env: dict[str, str], question: str, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    deadline = time.monotonic() + 60
+    while True:  # until the processes have loaded their models and subscribed
+        result = subprocess.run(
+            [sys.executable, "-m", "council.cli", "ask", "--json", question],
+            env=env, capture_output=True, text=True, timeout=timeout_s,
+        )  # fmt: skip
+        not_ready = result.returncode == 3 or "unknown_model" in result.stderr
+        if not not_ready or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
+def check_final_answer_json(stdout: str) -> dict:
+    final = json.loads(stdout)
+    assert final["type"] == "final_answer"
+    assert final["session_id"]
+    assert final["answer"].strip()
+    assert len(final["ranking"]) == 3
+    assert [e["rank"] for e in final["ranking"]] == [1, 2, 3]
+    assert len(final["opinions"]) == 3
+    assert all(o["usage"]["completion_tokens"] > 0 for o in final["opinions"])
+    assert len(final["reviews"]) + len(final["failed"]) >= 4
+    assert all({"model", "usage", "latency_ms"} <= set(r) for r in final["reviews"])
+    assert set(final["usage"]) == {"opinions", "reviews", "synthesis", "total"}
+    assert set(final["latency_ms"]) == {"opinions", "reviews", "synthesis", "total"}
+    return final
+
+
+def test_council_ask_json_against_agent_and_chairman_processes(
+    council_processes: dict[str, str],
+) -> None:
+    """`council ask --json` prints one complete FinalAnswer from real processes."""
+    result = ask_json(council_processes, "What is 3 + 4?")
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_final_answer_json(result.stdout)
+    assert "opinions" in result.stderr  # progress went to stderr, not into the JSON
+
+
+def test_council_up_ask_runs_the_whole_council_from_one_command(
+    models_dir: Path, test_model_path: Path, tmp_path: Path
+) -> None:
+    """`council up --ask` starts nats-server, agents and chairman, answers, and stops all."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    env = council_env(url, models_dir, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "council.cli", "up", "--json", "--ask", "Name a planet."],
+        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    check_final_answer_json(result.stdout)
+    assert "started nats-server" in result.stderr
+    assert not answers(url), "council up left its nats-server running"
