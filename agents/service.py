@@ -154,7 +154,20 @@ class AgentService:
             finally:
                 self.in_flight -= 1
                 await live.close()
-        bound.info("agent_replied", reply=type(reply).__name__, model=model)
+        if isinstance(reply, AgentError):
+            bound.warning("llm_call_failed", model=model, code=reply.code, detail=reply.detail)
+        else:
+            bound.info(
+                "llm_call",
+                model=model,
+                runtime=reply.runtime,
+                prompt_tokens=reply.usage.prompt_tokens,
+                completion_tokens=reply.usage.completion_tokens,
+                latency_ms=round(reply.latency_ms, 1),
+                tokens_per_s=round(
+                    reply.usage.completion_tokens / max(reply.latency_ms / 1000, 1e-6), 1
+                ),
+            )
         await self._reply(msg, reply)
 
     async def _reply(self, msg: Msg, reply: AgentReply) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import msgspec
 import nats
@@ -68,30 +69,53 @@ async def connect(
     async def on_error(exc: Exception) -> None:
         bound.error("nats_error", error=repr(exc))
 
+    client: list[Client] = []
+
     async def on_disconnected() -> None:
-        bound.warning("nats_disconnected")
+        closing = bool(client) and (client[0].is_closed or client[0].is_draining)
+        (bound.debug if closing else bound.warning)("nats_disconnected")
 
     async def on_reconnected() -> None:
         bound.info("nats_reconnected")
 
+    # With unlimited reconnects nats-py retries a first connection forever: probe first.
+    servers = [u.strip() for u in url.split(",") if u.strip()]
     deadline = time.monotonic() + initial_wait_s
-    while True:
+    while not await _any_listens(servers, connect_timeout):
+        if time.monotonic() >= deadline:
+            raise BusUnavailable(url, "nothing listens there")
+        await asyncio.sleep(0.25)
+    try:
+        connected = await nats.connect(
+            servers,
+            name=name,
+            connect_timeout=connect_timeout,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            allow_reconnect=True,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        raise BusUnavailable(url, str(exc) or type(exc).__name__) from exc
+    client.append(connected)
+    return connected
+
+
+async def _any_listens(servers: list[str], timeout_s: float) -> bool:
+    for server in servers:
+        parsed = urlparse(server if "://" in server else f"nats://{server}")
         try:
-            return await nats.connect(
-                url,
-                name=name,
-                connect_timeout=connect_timeout,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                allow_reconnect=True,
-                error_cb=on_error,
-                disconnected_cb=on_disconnected,
-                reconnected_cb=on_reconnected,
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(parsed.hostname or "127.0.0.1", parsed.port or 4222),
+                timeout_s,
             )
-        except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
-            if time.monotonic() >= deadline:
-                raise BusUnavailable(url, str(exc) or type(exc).__name__) from exc
-            await asyncio.sleep(0.25)
+        except (OSError, TimeoutError):
+            continue
+        writer.close()
+        return True
+    return False
 
 
 async def ensure_stream(js: JetStreamContext) -> None:

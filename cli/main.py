@@ -8,8 +8,6 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from rich.console import Console
-
 from council.bus.errors import CouncilError, NoCouncil, QuestionRejected
 from council.cli import settings as config
 from council.cli.logs import configure_logging
@@ -124,18 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = config.load(args)
     configure_logging(settings.log_format, settings.log_level)
-    err = Console(stderr=True)
     try:
         work = dispatch(args, settings)
         return asyncio.run(work) if not isinstance(work, int) else work
     except QuestionRejected as exc:
-        err.print(f"[red]error:[/] {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except NoCouncil as exc:
-        err.print(f"[red]error:[/] {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 3
     except CouncilError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -34,6 +34,7 @@ async def run_trace(settings: Settings, *, live: bool, health: bool) -> int:
         print(format_message(msg.subject, msg.data), flush=True)
 
     await nc.subscribe(subjects.ALL, cb=on_message)
+    await nc.flush()
     print(f"tracing {subjects.ALL} on {settings.nats_url} (Ctrl-C to stop)", file=sys.stderr)
     await wait_for_signal()
     await nc.close()

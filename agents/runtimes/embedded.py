@@ -165,9 +165,8 @@ def _generate(
     stop: threading.Event,
 ) -> None:
     """Runs in a worker thread; reports chunks, an exception, then _DONE."""
+    tokens = _TokenCounter()
     try:
-        prompt_tokens = _prompt_tokens(llama, messages)
-        completion_tokens = 0
         stream = llama.create_chat_completion(
             messages=[{"role": m.role, "content": m.content} for m in messages],
             stream=True,
@@ -175,6 +174,7 @@ def _generate(
             seed=options.seed if options.seed is not None else -1,
             max_tokens=options.max_tokens,
             response_format={"type": "json_object", "schema": schema} if schema else None,
+            logits_processor=[tokens],
         )
         for chunk in stream:
             if stop.is_set():
@@ -182,16 +182,24 @@ def _generate(
                 break
             text = chunk["choices"][0]["delta"].get("content") or ""
             if text:
-                completion_tokens += 1
                 emit(ChatChunk(text))
-        emit(ChatChunk(usage=Usage(prompt_tokens, completion_tokens)))
+        emit(ChatChunk(usage=Usage(tokens.prompt, tokens.completion)))
     except Exception as exc:
         emit(exc)
     finally:
         emit(_DONE)
 
 
-def _prompt_tokens(llama: Any, messages: list[ChatMessage]) -> int:
-    """Token count of the prompt as the model's chat template renders it."""
-    text = "".join(f"<|{m.role}|>\n{m.content}\n" for m in messages)
-    return len(llama.tokenize(text.encode(), add_bos=True, special=True))
+class _TokenCounter:
+    """A pass-through logits processor: llama.cpp calls it once per sampled token with
+    every token so far, so its first call sees exactly the prompt as templated."""
+
+    def __init__(self) -> None:
+        self.prompt = 0
+        self.completion = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.completion == 0:
+            self.prompt = len(input_ids)
+        self.completion += 1
+        return scores

@@ -1,0 +1,112 @@
+"""The `council` command: settings precedence, clear errors, `council trace`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from council.bus.server import EmbeddedNats, free_port
+from council.cli.main import build_parser
+from council.cli.settings import SETTINGS, explicit, load
+
+
+def council(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
+    return subprocess.run(
+        [sys.executable, "-m", "council.cli", *args],
+        env={**os.environ, "COUNCIL_LOG_FORMAT": "json", **(env or {})},
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_settings_come_from_flags_then_environment_then_defaults() -> None:
+    """A flag beats its environment variable, which beats the default."""
+    args = build_parser().parse_args(["chairman", "--quorum", "3"])
+    environ = {"COUNCIL_QUORUM": "5", "COUNCIL_MODE": "rank"}
+    settings = load(args, environ)
+    assert settings.quorum == 3
+    assert settings.mode == "rank"
+    assert settings.nats_url == SETTINGS["nats_url"].default
+    assert explicit("mode", args, environ)
+    assert not explicit("chairman", args, environ)
+
+
+def test_every_setting_has_an_environment_variable_and_help() -> None:
+    """Each setting is documented by a COUNCIL_* variable and a help text."""
+    for field in SETTINGS.values():
+        assert field.metadata["env"].startswith("COUNCIL_")
+        assert field.metadata["help"]
+
+
+def test_bad_environment_value_is_a_clear_error() -> None:
+    """A non-numeric COUNCIL_QUORUM stops with a message naming the variable."""
+    result = council("ask", "q", env={"COUNCIL_QUORUM": "many"})
+    assert result.returncode != 0
+    assert "COUNCIL_QUORUM" in result.stderr
+
+
+def test_ask_with_no_council_exits_3_with_advice(nats_server: EmbeddedNats) -> None:
+    """Nobody on council.ask: exit code 3 and a hint to start a council."""
+    result = council("ask", "hello?", "--nats", nats_server.url)
+    assert result.returncode == 3
+    assert "no council answered" in result.stderr
+    assert "council up" in result.stderr
+
+
+def test_ask_with_no_nats_server_exits_1_naming_the_url() -> None:
+    """An unreachable NATS URL is reported, not a traceback."""
+    url = f"nats://127.0.0.1:{free_port()}"
+    result = council("ask", "hello?", "--nats", url)
+    assert result.returncode == 1
+    assert f"cannot reach NATS at {url}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_agents_with_an_unknown_model_exit_with_the_known_models(
+    nats_server: EmbeddedNats,
+) -> None:
+    """`council agents --models nope` fails at start-up, listing what exists."""
+    result = council(
+        "agents", "--nats", nats_server.url, "--models", "nope", "--runtime", "embedded"
+    )
+    assert result.returncode == 1
+    assert "unknown model 'nope'" in result.stderr
+    assert "smollm2-135m" in result.stderr
+
+
+async def test_trace_prints_every_council_message_readably(nats_server: EmbeddedNats, nc) -> None:
+    """`council trace` prints subject and JSON per message, and marks non-JSON payloads."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "council.cli", "trace", "--nats", nats_server.url, "--no-health",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        ready = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert b"tracing" in ready
+        await nc.publish("council.session.abc.opinion", json.dumps({"type": "opinion"}).encode())
+        await nc.publish("council.ask", b"\x00garbage")
+        await nc.flush()
+        first = (await asyncio.wait_for(process.stdout.readline(), 10)).decode()
+        second = (await asyncio.wait_for(process.stdout.readline(), 10)).decode()
+    finally:
+        process.terminate()
+        await process.wait()
+    assert "council.session.abc.opinion" in first
+    assert '"type": "opinion"' in first
+    assert "council.ask" in second
+    assert "not JSON" in second
+
+
+@pytest.mark.parametrize("command", ["up", "agents", "chairman", "ask", "trace", "models"])
+def test_every_command_documents_its_flags(command: str) -> None:
+    """`council COMMAND --help` works and names the NATS flag where it applies."""
+    result = council(command, "--help")
+    assert result.returncode == 0
+    if command != "models":
+        assert "--nats" in result.stdout
