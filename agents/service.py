@@ -36,6 +36,7 @@ from council.bus.messages import (
     Stage,
     SynthesisRequest,
 )
+from council.bus.tasks import cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -117,9 +118,7 @@ class AgentService:
         self._subs.clear()
         if self._heartbeat:
             self._heartbeat.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
 
     def _dispatcher(self, model: str, kind: str) -> Callable[[Msg], Awaitable[None]]:
         async def on_message(msg: Msg) -> None:

@@ -15,7 +15,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from council.bus import subjects
-from council.bus.client import decode, decode_event, encode
+from council.bus.client import decode, decode_event, encode, request
 from council.bus.errors import InvalidMessage, NoCouncil, QuestionRejected, SessionTimeout
 from council.bus.messages import (
     TERMINAL_EVENTS,
@@ -32,7 +32,7 @@ async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> 
     """Ask; raise NoCouncil when nobody answers, QuestionRejected with its reason."""
     url = str(nc.connected_url.geturl()) if nc.connected_url else "?"
     try:
-        msg = await nc.request(subjects.ASK, encode(question), timeout=timeout_s)
+        msg = await request(nc, subjects.ASK, encode(question), timeout_s=timeout_s)
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
         raise NoCouncil(url) from None
     reply = decode(AskReply, msg.data, subjects.ASK)

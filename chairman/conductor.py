@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -183,21 +184,25 @@ class Conductor:
             )
 
         calls = {m: self.agents.opinion(request(m)) for m in plan.members}
-        async for member, reply in _until(deadline, calls):
-            if isinstance(reply, Completion):
-                await self.record(
-                    Opinion(
-                        session_id=plan.session_id,
-                        member=member,
-                        model=reply.model,
-                        label=self.labels[member],
-                        text=reply.text,
-                        usage=reply.usage,
-                        latency_ms=reply.latency_ms,
-                    )
+        async with aclosing(_until(deadline, calls)) as replies:
+            async for member, reply in replies:
+                await self._record_opinion(member, reply)
+
+    async def _record_opinion(self, member: str, reply: Completion | AgentError | None) -> None:
+        if isinstance(reply, Completion):
+            await self.record(
+                Opinion(
+                    session_id=self.plan.session_id,
+                    member=member,
+                    model=reply.model,
+                    label=self.labels[member],
+                    text=reply.text,
+                    usage=reply.usage,
+                    latency_ms=reply.latency_ms,
                 )
-            else:
-                await self._member_failed(member, "opinions", reply)
+            )
+        else:
+            await self._member_failed(member, "opinions", reply)
 
     async def _member_failed(self, member: str, stage: str, error: AgentError | None) -> None:
         code = error.code if error else "timeout"
@@ -255,35 +260,9 @@ class Conductor:
         deadline = time.monotonic() + self.config.reviews_deadline_s
         members_by_label = {label: m for m, label in self.labels.items()}
         calls = {key: self.agents.review(req) for key, req in requests.items()}
-        async for key, reply in _until(deadline, calls):
-            request = requests[key]
-            if isinstance(reply, ReviewResult):
-                for i, (label, score) in enumerate(sorted(reply.scores.items())):
-                    await self.record(
-                        Review(
-                            session_id=plan.session_id,
-                            reviewer=request.member,
-                            reviewed=members_by_label[label],
-                            score=score,
-                            justification=reply.justification,
-                            # One rank-mode call scores several members: its cost is
-                            # counted once, on the first review it produced.
-                            usage=reply.usage if i == 0 else Usage(),
-                            latency_ms=reply.latency_ms if i == 0 else 0.0,
-                            mode=request.mode,
-                            repaired=reply.repaired,
-                        )
-                    )
-            else:
-                await self.record(
-                    ReviewFailed(
-                        session_id=plan.session_id,
-                        reviewer=request.member,
-                        reviewed=[members_by_label[label] for label in request.labels],
-                        reason=reply.code if reply else "timeout",
-                        detail=reply.detail if reply else "passed the reviews deadline",
-                    )
-                )
+        async with aclosing(_until(deadline, calls)) as replies:
+            async for key, reply in replies:
+                await self._record_review(requests[key], reply, members_by_label)
         scores = [aggregate.Score(r.reviewer, r.reviewed, r.score) for r in self.state.reviews]
         entries, ties, rule = aggregate.rank(
             self.state.answered, self.labels, scores, seed=plan.seed
@@ -291,6 +270,41 @@ class Conductor:
         await self.record(
             Ranking(session_id=plan.session_id, entries=entries, ties=ties, tie_break=rule)
         )
+
+    async def _record_review(
+        self,
+        request: ReviewRequest,
+        reply: ReviewResult | AgentError | None,
+        members_by_label: dict[str, str],
+    ) -> None:
+        plan = self.plan
+        if isinstance(reply, ReviewResult):
+            for i, (label, score) in enumerate(sorted(reply.scores.items())):
+                await self.record(
+                    Review(
+                        session_id=plan.session_id,
+                        reviewer=request.member,
+                        reviewed=members_by_label[label],
+                        score=score,
+                        justification=reply.justification,
+                        # One rank-mode call scores several members: its cost is
+                        # counted once, on the first review it produced.
+                        usage=reply.usage if i == 0 else Usage(),
+                        latency_ms=reply.latency_ms if i == 0 else 0.0,
+                        mode=request.mode,
+                        repaired=reply.repaired,
+                    )
+                )
+        else:
+            await self.record(
+                ReviewFailed(
+                    session_id=plan.session_id,
+                    reviewer=request.member,
+                    reviewed=[members_by_label[label] for label in request.labels],
+                    reason=reply.code if reply else "timeout",
+                    detail=reply.detail if reply else "passed the reviews deadline",
+                )
+            )
 
     async def _synthesis(self) -> Completion | AgentError:
         plan, config = self.plan, self.config
@@ -372,7 +386,7 @@ class Conductor:
 
 async def _until(
     deadline: float, calls: dict[str, Coroutine[Any, Any, R]]
-) -> AsyncIterator[tuple[str, R | None]]:
+) -> AsyncGenerator[tuple[str, R | None], None]:
     """Yield (key, reply) as calls finish; at the deadline, (key, None) for the rest."""
     tasks = {asyncio.ensure_future(call): key for key, call in calls.items()}
     pending = set(tasks)

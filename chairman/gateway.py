@@ -9,6 +9,7 @@ from nats.aio.client import Client
 
 from council.bus import subjects
 from council.bus.client import decode, encode
+from council.bus.client import request as bus_request
 from council.bus.errors import InvalidMessage
 from council.bus.messages import (
     AgentError,
@@ -42,8 +43,8 @@ class BusAgents:
     async def _request(self, request: AgentRequest, kind: str, expected: type[R]) -> R | AgentError:
         subject = subjects.agent(request.model, kind)
         try:
-            msg = await self.nc.request(
-                subject, encode(request), timeout=request.timeout_s + self.grace_s
+            msg = await bus_request(
+                self.nc, subject, encode(request), timeout_s=request.timeout_s + self.grace_s
             )
         except nats.errors.NoRespondersError:
             return AgentError(

@@ -22,6 +22,7 @@ from council.bus.messages import (
     SessionEvent,
     SessionFailed,
 )
+from council.bus.tasks import cancel_and_wait
 from council.chairman.admission import Defaults, admit, needed_models
 from council.chairman.conductor import Conductor, CouncilConfig
 from council.chairman.gateway import BusAgents
@@ -83,8 +84,7 @@ class ChairmanService:
         for session_id, conductor in list(self.sessions.items()):
             task = self._tasks.get(session_id)
             if task:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                await cancel_and_wait([task])
             if conductor.state.state not in TERMINAL:
                 await conductor.record(
                     SessionFailed(

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from council.agents.catalogue import CATALOGUE
 from council.bus import subjects
-from council.bus.client import connect, encode
+from council.bus.client import connect, encode, request
 from council.bus.errors import CouncilError
 from council.bus.messages import Question
 from council.bus.server import EmbeddedNats, answers
@@ -109,7 +109,7 @@ async def wait_ready(settings: Settings, children: Children, console: Console) -
 async def _chairman_answers(nc: Client) -> bool:
     """Probe with an empty question: any reply (a Rejected) means a chairman listens."""
     try:
-        await nc.request(subjects.ASK, encode(Question(question="")), timeout=1.0)
+        await request(nc, subjects.ASK, encode(Question(question="")), timeout_s=1.0)
         return True
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
         return False

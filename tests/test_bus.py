@@ -16,7 +16,7 @@ from council.agents.runtimes.scripted import HANG, ScriptedRuntime
 from council.agents.service import AgentService
 from council.bus import subjects
 from council.bus.ask import follow, submit
-from council.bus.client import connect, decode, decode_event, encode
+from council.bus.client import connect, decode, decode_event, encode, request
 from council.bus.errors import NoCouncil, QuestionRejected
 from council.bus.messages import (
     AgentError,
@@ -125,7 +125,7 @@ async def test_malformed_question_gets_bad_request_and_chairman_keeps_serving(
 ) -> None:
     """Garbage on council.ask is answered with Rejected(bad_request); the next ask works."""
     async with council(nats_server):
-        msg = await nc.request(subjects.ASK, payload, timeout=5)
+        msg = await request(nc, subjects.ASK, payload, timeout_s=5)
         reply = decode(AskReply, msg.data)
         assert isinstance(reply, Rejected)
         assert reply.reason == "bad_request"
@@ -154,11 +154,15 @@ async def test_malformed_agent_request_gets_bad_request_and_agent_keeps_serving(
     async with council(nats_server):
         subject = subjects.agent("m2", "opinion")
         for payload in (b"garbage", b'{"type": "opinion"}'):
-            reply = decode(Completion | AgentError, (await nc.request(subject, payload, 5)).data)
+            reply = decode(
+                Completion | AgentError, (await request(nc, subject, payload, timeout_s=5)).data
+            )
             assert isinstance(reply, AgentError)
             assert reply.code == "bad_request"
         wrong = OpinionRequest(session_id="x", member="m1", model="m1", messages=[])
-        reply = decode(Completion | AgentError, (await nc.request(subject, encode(wrong), 5)).data)
+        reply = decode(
+            Completion | AgentError, (await request(nc, subject, encode(wrong), timeout_s=5)).data
+        )
         assert isinstance(reply, AgentError)
         assert "m1" in reply.detail
         events = await ask(nc, Question(question="still there?"))
