@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import nats.errors
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -27,14 +28,21 @@ from council.bus.messages import (
     TokenDelta,
 )
 
+log = structlog.get_logger()
+
 
 async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> Accepted:
     """Ask; raise NoCouncil when nobody answers, QuestionRejected with its reason."""
     url = str(nc.connected_url.geturl()) if nc.connected_url else "?"
+    payload = encode(question)
     try:
-        msg = await request(nc, subjects.ASK, encode(question), timeout_s=timeout_s)
+        msg = await request(nc, subjects.ASK, payload, timeout_s=timeout_s)
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
         raise NoCouncil(url) from None
+    except nats.errors.MaxPayloadError:
+        raise QuestionRejected(
+            "question_too_long", f"{len(payload)} bytes exceed the NATS server's max_payload"
+        ) from None
     reply = decode(AskReply, msg.data, subjects.ASK)
     if isinstance(reply, Rejected):
         raise QuestionRejected(reply.reason, reply.detail)
@@ -73,7 +81,14 @@ async def follow(
                 msg = await events.next_msg(timeout=min(left, 5.0))
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
-            event = decode_event(msg.data, msg.subject)
+            try:
+                event = decode_event(msg.data, msg.subject)
+            except InvalidMessage as exc:  # anyone may publish here; skip what is not ours
+                log.warning("invalid_session_event", subject=msg.subject, error=exc.detail)
+                continue
+            if event.session_id != session_id:
+                log.warning("foreign_session_event", subject=msg.subject, claims=event.session_id)
+                continue
             yield event
             if isinstance(event, TERMINAL_EVENTS):
                 return

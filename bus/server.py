@@ -71,7 +71,9 @@ class EmbeddedNats:
         command = [find_nats_server()]
         if self.config:
             command += ["-c", str(self.config)]
-        command += ["-js", "-a", self.host, "-p", str(self.port), "-sd", str(self.store_dir)]
+        command += ["-js", "-a", self.host, "-p", str(self.port)]
+        if not self.config:  # a config names its own store_dir (nats-server refuses both)
+            command += ["-sd", str(self.store_dir)]
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s

@@ -138,5 +138,5 @@ async def run_ask(
     if as_json:
         sys.stdout.write(msgspec.json.encode(outcome).decode() + "\n")
     else:
-        render(outcome, Console())
+        render(outcome, Console() if sys.stdout.isatty() else Console(width=120))
     return 0

@@ -131,7 +131,8 @@ async def run_up(settings: Settings, *, ask: str | None, as_json: bool, nats_con
             config=config,
             log_file=_data_dir() / "nats-server.log",
         ).start()
-        console.print(f"started nats-server at {server.url} (JetStream in {server.store_dir})")
+        where = f"config {config}" if config else f"JetStream in {server.store_dir}"
+        console.print(f"started nats-server at {server.url} ({where})")
     else:
         console.print(f"using the NATS server at {settings.nats_url}")
     if settings.runtime in ("auto", "embedded"):

@@ -29,6 +29,7 @@ from council.bus.messages import (
     Question,
     Rejected,
     SessionEvent,
+    SessionFailed,
     TokenDelta,
 )
 from council.bus.server import EmbeddedNats
@@ -257,3 +258,31 @@ async def test_stopping_the_chairman_ends_running_sessions_with_a_named_failure(
         subjects.STREAM, subjects.session_events(accepted.session_id)
     )
     assert decode_event(raw.data) == events[-1]
+
+
+async def test_garbage_in_a_session_stream_is_skipped_by_followers(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """Bytes, foreign events and wrong schemas stored under a session do not stop a reader."""
+    async with council(nats_server) as c:
+        for model in MODELS:
+            c.runtime.enqueue(model, HANG)
+        accepted = await submit(nc, Question(question="q"))
+        sid = accepted.session_id
+        js = nc.jetstream()
+        await js.publish(subjects.session_event(sid, "junk"), b"\x00\x01")
+        await js.publish(subjects.session_event(sid, "junk"), b'{"type": "opinion"}')
+        foreign = SessionFailed(session_id="someone-else", seq=99, reason="forged")
+        await js.publish(subjects.session_event(sid, "session_failed"), encode(foreign))
+    events = [e async for e in follow(nc, sid, timeout_s=10)]
+    assert all(e.session_id == sid for e in events)
+    assert events[-1].reason == "chairman_stopped"  # type: ignore[union-attr]
+
+
+async def test_question_over_the_servers_max_payload_is_rejected_client_side(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A payload bigger than NATS allows never leaves the client: QuestionRejected."""
+    with pytest.raises(QuestionRejected) as rejected:
+        await submit(nc, Question(question="x" * (nc.max_payload + 1)))
+    assert rejected.value.reason == "question_too_long"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -211,6 +212,7 @@ def test_council_up_ask_runs_the_whole_council_from_one_command(
     """`council up --ask` starts nats-server, agents and chairman, answers, and stops all."""
     url = f"nats://127.0.0.1:{free_port()}"
     env = council_env(url, models_dir, tmp_path)
+    shutil.copy(Path(__file__).parent.parent / "nats.conf", tmp_path)  # the shipped config
     result = subprocess.run(
         [sys.executable, "-m", "council.cli", "up", "--json", "--ask", "Name a planet."],
         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
@@ -218,4 +220,6 @@ def test_council_up_ask_runs_the_whole_council_from_one_command(
     assert result.returncode == 0, result.stderr[-3000:]
     check_final_answer_json(result.stdout)
     assert "started nats-server" in result.stderr
+    assert "config nats.conf" in result.stderr
+    assert (tmp_path / ".council-jetstream").is_dir()
     assert not answers(url), "council up left its nats-server running"
