@@ -33,10 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run a whole council on this machine")
     up.add_argument("--ask", metavar="QUESTION", help="ask one question, print the answer, stop")
     up.add_argument("--json", action="store_true", help="with --ask: the FinalAnswer as JSON")
+    up.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     up.add_argument(
         "--nats-config", default="", help="embedded nats-server config (default: ./nats.conf)"
     )
-    config.add_settings(up, (*COMMON, *COUNCIL, *RUNTIME, "concurrency", "heartbeat"))
+    config.add_settings(
+        up,
+        (*COMMON, *COUNCIL, *RUNTIME, "concurrency", "heartbeat", "dashboard_address",
+         "dashboard_port"),
+    )  # fmt: skip
+
+    dashboard = commands.add_parser("dashboard", help="serve the Streamlit dashboard")
+    config.add_settings(dashboard, (*COMMON, "dashboard_address", "dashboard_port"))
 
     agents = commands.add_parser("agents", help="serve council models on the bus")
     config.add_settings(agents, (*COMMON, *AGENTS, "members"))
@@ -74,8 +82,12 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
 
             return run_up(
                 with_agent_models(settings), ask=args.ask, as_json=args.json,
-                nats_config=args.nats_config,
+                nats_config=args.nats_config, dashboard=not args.no_dashboard and args.ask is None,
             )  # fmt: skip
+        case "dashboard":
+            from council.cli.dashboard import run_dashboard
+
+            return run_dashboard(settings)
         case "agents":
             from council.cli.roles import serve_agents
 

@@ -70,6 +70,10 @@ class Settings:
     scripted_delay_ms: float = _setting(
         0.0, "COUNCIL_SCRIPTED_DELAY_MS", "per-call delay of the scripted runtime"
     )
+    dashboard_address: str = _setting(
+        "127.0.0.1", "COUNCIL_DASHBOARD_ADDRESS", "address the dashboard listens on"
+    )
+    dashboard_port: int = _setting(8501, "COUNCIL_DASHBOARD_PORT", "port of the dashboard")
     ask_timeout: float = _setting(900.0, "COUNCIL_ASK_TIMEOUT", "how long `council ask` waits, s")
     log_format: str = _setting(
         "auto", "COUNCIL_LOG_FORMAT", "auto (console on a TTY), json, console"

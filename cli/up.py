@@ -29,6 +29,7 @@ from council.bus.messages import Question
 from council.bus.server import EmbeddedNats, answers
 from council.chairman.roster import Roster
 from council.cli.ask import run_ask
+from council.cli.dashboard import dashboard_command, dashboard_env, dashboard_url
 from council.cli.models import pull_models
 from council.cli.roles import wait_for_signal
 from council.cli.settings import SETTINGS, Settings
@@ -59,7 +60,9 @@ class Children:
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        command = [sys.executable, "-m", "council.cli", *args]
+        self.run(name, [sys.executable, "-m", "council.cli", *args], env)
+
+    def run(self, name: str, command: list[str], env: dict[str, str]) -> None:
         # stdout belongs to the answer (`--json`): children write to stderr only
         self.processes.append((name, subprocess.Popen(command, env=env, stdout=sys.stderr)))
 
@@ -115,7 +118,9 @@ async def _chairman_answers(nc: Client) -> bool:
         return False
 
 
-async def run_up(settings: Settings, *, ask: str | None, as_json: bool, nats_config: str) -> int:
+async def run_up(
+    settings: Settings, *, ask: str | None, as_json: bool, nats_config: str, dashboard: bool
+) -> int:
     console = Console(stderr=True)
     server = None
     if not answers(settings.nats_url):
@@ -154,6 +159,9 @@ async def run_up(settings: Settings, *, ask: str | None, as_json: bool, nats_con
         children.start("chairman", ["chairman", "--no-local-agent"], env)
         console.print("starting agents and chairman, loading models ...")
         await wait_ready(settings, children, console)
+        if dashboard:
+            children.run("dashboard", dashboard_command(settings), dashboard_env(settings))
+            console.print(f"dashboard: [bold]{dashboard_url(settings)}[/]")
         console.print(
             f"[bold green]council ready[/]: members {settings.members}, chairman "
             f"{settings.chairman}, NATS {settings.nats_url}\n"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +21,13 @@ from council.bus.server import EmbeddedNats
 
 TEST_MODEL = "smollm2-135m"
 """The fastest packaged chat model: every real-model test shares it."""
+MEMBERS = [f"{TEST_MODEL}@careful", f"{TEST_MODEL}@concise", f"{TEST_MODEL}@skeptic"]
+"""A test council: three persona copies of one model, not three models."""
+SMALL_ENV = {
+    "COUNCIL_OPINION_MAX_TOKENS": "96",
+    "COUNCIL_REVIEW_MAX_TOKENS": "64",
+    "COUNCIL_SYNTHESIS_MAX_TOKENS": "128",
+}
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +66,59 @@ async def embedded(models_dir: Path, test_model_path: Path) -> AsyncIterator[Emb
     await runtime.load(TEST_MODEL)
     yield runtime
     await runtime.close()
+
+
+def council_env(url: str, models_dir: Path, tmp: Path) -> dict[str, str]:
+    """Environment for `council` processes running the test council."""
+    return {
+        **os.environ,
+        **SMALL_ENV,
+        "COUNCIL_NATS_URL": url,
+        "COUNCIL_RUNTIME": "embedded",
+        "COUNCIL_MEMBERS": ",".join(MEMBERS),
+        "COUNCIL_CHAIRMAN": TEST_MODEL,
+        "COUNCIL_MODELS_DIR": str(models_dir),
+        "COUNCIL_LOG_FORMAT": "json",
+        "XDG_DATA_HOME": str(tmp / "data"),
+    }
+
+
+@pytest.fixture(scope="session")
+def council_processes(
+    nats_server: EmbeddedNats,
+    models_dir: Path,
+    test_model_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, str]]:
+    """`council agents` and `council chairman` as real processes, shared by the session."""
+    tmp = tmp_path_factory.mktemp("council")
+    env = council_env(nats_server.url, models_dir, tmp)
+    logs = {name: tmp / f"{name}.log" for name in ("agents", "chairman")}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "council.cli", name], env=env, stderr=path.open("wb")
+        )
+        for name, path in logs.items()
+    ]
+    yield env
+    for p in processes:
+        p.terminate()
+    for p, path in zip(processes, logs.values(), strict=True):
+        p.wait(30)
+        assert p.returncode == 0, path.read_text()[-2000:]
+
+
+def ask_json(
+    env: dict[str, str], question: str, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`council ask --json`, retried until the council processes have loaded and subscribed."""
+    deadline = time.monotonic() + 60
+    while True:
+        result = subprocess.run(
+            [sys.executable, "-m", "council.cli", "ask", "--json", question],
+            env=env, capture_output=True, text=True, timeout=timeout_s,
+        )  # fmt: skip
+        not_ready = result.returncode == 3 or "unknown_model" in result.stderr
+        if not not_ready or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)

@@ -7,16 +7,13 @@ the `council` commands themselves, as a user does.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEST_MODEL
+from conftest import MEMBERS, TEST_MODEL, ask_json, council_env
 from nats.aio.client import Client
 
 from council.agents.runtimes.embedded import EmbeddedRuntime
@@ -41,13 +38,7 @@ from council.chairman.service import ChairmanService
 
 pytestmark = pytest.mark.model
 
-MEMBERS = [f"{TEST_MODEL}@careful", f"{TEST_MODEL}@concise", f"{TEST_MODEL}@skeptic"]
 SMALL = CouncilConfig(opinion_max_tokens=96, review_max_tokens=64, synthesis_max_tokens=128)
-SMALL_ENV = {
-    "COUNCIL_OPINION_MAX_TOKENS": "96",
-    "COUNCIL_REVIEW_MAX_TOKENS": "64",
-    "COUNCIL_SYNTHESIS_MAX_TOKENS": "128",
-}
 
 
 async def run_council(
@@ -130,54 +121,6 @@ async def test_rank_mode_council_on_a_real_model(
     ranking = [e for e in seen if isinstance(e, Ranking)]
     assert len(ranking) == 1
     assert len(ranking[0].entries) == 3
-
-
-def council_env(url: str, models_dir: Path, tmp: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        **SMALL_ENV,
-        "COUNCIL_NATS_URL": url,
-        "COUNCIL_RUNTIME": "embedded",
-        "COUNCIL_MEMBERS": ",".join(MEMBERS),
-        "COUNCIL_CHAIRMAN": TEST_MODEL,
-        "COUNCIL_MODELS_DIR": str(models_dir),
-        "COUNCIL_LOG_FORMAT": "json",
-        "XDG_DATA_HOME": str(tmp / "data"),
-    }
-
-
-@pytest.fixture
-def council_processes(
-    nats_server: EmbeddedNats, models_dir: Path, test_model_path: Path, tmp_path: Path
-) -> Iterator[dict[str, str]]:
-    """`council agents` and `council chairman` as real processes on the session's server."""
-    env = council_env(nats_server.url, models_dir, tmp_path)
-    logs = [(tmp_path / f"{name}.log").open("wb") for name in ("agents", "chairman")]
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "council.cli", *args], env=env, stderr=log)
-        for args, log in zip((["agents"], ["chairman"]), logs, strict=True)
-    ]
-    yield env
-    for p in processes:
-        p.terminate()
-    for p in processes:
-        p.wait(30)
-        assert p.returncode == 0, (tmp_path / "agents.log").read_text()[-2000:]
-
-
-def ask_json(
-    env: dict[str, str], question: str, timeout_s: float = 300
-) -> subprocess.CompletedProcess[str]:
-    deadline = time.monotonic() + 60
-    while True:  # until the processes have loaded their models and subscribed
-        result = subprocess.run(
-            [sys.executable, "-m", "council.cli", "ask", "--json", question],
-            env=env, capture_output=True, text=True, timeout=timeout_s,
-        )  # fmt: skip
-        not_ready = result.returncode == 3 or "unknown_model" in result.stderr
-        if not not_ready or time.monotonic() > deadline:
-            return result
-        time.sleep(0.5)
 
 
 def check_final_answer_json(stdout: str) -> dict:

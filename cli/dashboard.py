@@ -1,0 +1,42 @@
+"""`council dashboard`: serve the Streamlit app, talking to the council only through NATS."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import council.dashboard
+from council.cli.settings import Settings
+
+
+def dashboard_command(settings: Settings) -> list[str]:
+    app = Path(council.dashboard.__file__).parent / "app.py"
+    return [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.headless", "true",
+        "--server.address", settings.dashboard_address,
+        "--server.port", str(settings.dashboard_port),
+        "--browser.gatherUsageStats", "false",
+        "--theme.base", "dark",
+    ]  # fmt: skip
+
+
+def dashboard_env(settings: Settings) -> dict[str, str]:
+    return {**os.environ, "COUNCIL_NATS_URL": settings.nats_url}
+
+
+def dashboard_url(settings: Settings) -> str:
+    return f"http://{settings.dashboard_address}:{settings.dashboard_port}"
+
+
+def run_dashboard(settings: Settings) -> int:
+    print(
+        f"council dashboard on {dashboard_url(settings)} (NATS {settings.nats_url})",
+        file=sys.stderr,
+    )
+    try:
+        return subprocess.call(dashboard_command(settings), env=dashboard_env(settings))
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,1 @@
+"""council.dashboard: a Streamlit client of the bus (asks, watches, replays, measures)."""

@@ -1,0 +1,51 @@
+"""What every page shares: the cached feed, colours per model, a session picker."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import streamlit as st
+
+from council.dashboard.feed import Feed
+from council.dashboard.view import SessionView
+
+PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"]
+STALE_AFTER_S = 10.0
+
+
+@st.cache_resource
+def _feed(url: str) -> Feed:
+    return Feed(url)
+
+
+def feed() -> Feed:
+    """The process's one feed; shows its error and stops the page when it has none."""
+    current = _feed(os.environ.get("COUNCIL_NATS_URL", "nats://127.0.0.1:4222"))
+    current.wait_ready(3.0)
+    if current.error:
+        st.error(current.error)
+        st.stop()
+    return current
+
+
+def colour(model: str) -> str:
+    return PALETTE[hashlib.sha256(model.encode()).digest()[0] % len(PALETTE)]
+
+
+def badge(member: str, model: str) -> str:
+    return f'<span style="color:{colour(model)};font-weight:600">● {member}</span>'
+
+
+def pick_session(views: list[SessionView], key: str) -> SessionView | None:
+    """A session chooser defaulting to the one opened elsewhere, else the newest."""
+    if not views:
+        st.info("No sessions yet: ask a question on the Ask page.")
+        return None
+    ids = [v.session_id for v in views]
+    wanted = st.session_state.get("selected_session")
+    index = ids.index(wanted) if wanted in ids else 0
+    labels = {v.session_id: f"{v.question[:60]} · {v.status} · {v.session_id}" for v in views}
+    chosen = st.selectbox("Session", ids, index=index, format_func=labels.__getitem__, key=key)
+    st.session_state["selected_session"] = chosen
+    return next(v for v in views if v.session_id == chosen)

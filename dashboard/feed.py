@@ -1,0 +1,172 @@
+"""The dashboard's one background subscriber.
+
+A NATS client belongs to the event loop that made it, and Streamlit reruns
+scripts on other threads: the feed runs its own loop in a daemon thread (one
+per Streamlit server process, held by ``st.cache_resource``), replays the
+COUNCIL stream from its start, then stays live, and fills thread-safe views
+that the pages read. Pages never wait on NATS except to ask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from council.bus import subjects
+from council.bus.ask import submit
+from council.bus.client import connect, decode, decode_event, encode
+from council.bus.errors import CouncilError, InvalidMessage
+from council.bus.messages import Accepted, AgentInfo, NodeHealth, Question, TokenDelta
+from council.dashboard.view import SessionView
+
+log = structlog.get_logger()
+
+T = TypeVar("T")
+
+
+class Feed:
+    def __init__(self, url: str, *, connect_wait_s: float = 30.0) -> None:
+        self.url = url
+        self.connect_wait_s = connect_wait_s
+        self.error = ""
+        self._lock = threading.Lock()
+        self._sessions: dict[str, SessionView] = {}
+        self._health: dict[str, NodeHealth] = {}
+        self._seen_health: dict[str, float] = {}
+        self._ready = threading.Event()
+        self._nc: Client | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="council-feed", daemon=True)
+        self._thread.start()
+
+    # --- reading (any thread) -------------------------------------------------
+
+    def wait_ready(self, timeout_s: float = 10.0) -> bool:
+        return self._ready.wait(timeout_s)
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    def sessions(self) -> list[SessionView]:
+        """Every known session, newest first (copies: safe to read while the feed writes)."""
+        with self._lock:
+            views = [copy.copy(v) for v in self._sessions.values()]
+        return sorted(views, key=lambda v: v.started_at, reverse=True)
+
+    def session(self, session_id: str) -> SessionView | None:
+        with self._lock:
+            view = self._sessions.get(session_id)
+            return copy.deepcopy(view) if view else None
+
+    def health(self) -> list[tuple[NodeHealth, float]]:
+        """Each node's last heartbeat and its age in seconds."""
+        now = time.monotonic()
+        with self._lock:
+            return [(h, now - self._seen_health[n]) for n, h in sorted(self._health.items())]
+
+    # --- acting (blocks the calling thread, never the feed) ----------------------
+
+    def ask(self, question: Question, timeout_s: float = 10.0) -> Accepted:
+        return self._call(self._submit(question, timeout_s), timeout_s + 2)
+
+    def roster(self, window_s: float = 0.5) -> list[AgentInfo]:
+        return self._call(self._roster(window_s), window_s + 5)
+
+    def _call(self, work: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        if not self.wait_ready(self.connect_wait_s):
+            work.close()
+            raise CouncilError(self.error or f"not connected to NATS at {self.url}")
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout_s)
+
+    async def _submit(self, question: Question, timeout_s: float) -> Accepted:
+        assert self._nc is not None
+        return await submit(self._nc, question, timeout_s=timeout_s)
+
+    async def _roster(self, window_s: float) -> list[AgentInfo]:
+        assert self._nc is not None
+        inbox = self._nc.new_inbox()
+        sub = await self._nc.subscribe(inbox)
+        infos = []
+        try:
+            await self._nc.publish(subjects.ROSTER, encode({}), reply=inbox)
+            deadline = time.monotonic() + window_s
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    msg = await sub.next_msg(timeout=left)
+                except TimeoutError:
+                    break
+                try:
+                    infos.append(decode(AgentInfo, msg.data, msg.subject))
+                except InvalidMessage:
+                    continue
+        finally:
+            await sub.unsubscribe()
+        return infos
+
+    # --- the feed's own thread -----------------------------------------------
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.create_task(self._main())
+        self._loop.run_forever()
+
+    async def _main(self) -> None:
+        try:
+            self._nc = await connect(
+                self.url, name="council-dashboard", initial_wait_s=self.connect_wait_s
+            )
+            await self._nc.subscribe(subjects.HEALTH, cb=self._on_health)
+            await self._nc.subscribe(subjects.LIVE, cb=self._on_live)
+            await self._nc.jetstream().subscribe(
+                subjects.SESSIONS,
+                cb=self._on_event,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+            )
+        except Exception as exc:  # shown on every page instead of a blank dashboard
+            self.error = f"cannot follow the council at {self.url}: {exc}"
+            log.error("feed_failed", error=self.error)
+            return
+        self._ready.set()
+        log.info("feed_ready", url=self.url)
+
+    async def _on_event(self, msg: Msg) -> None:
+        try:
+            event = decode_event(msg.data, msg.subject)
+        except InvalidMessage as exc:
+            log.warning("invalid_session_event", subject=msg.subject, error=exc.detail)
+            return
+        if msg.subject.split(".")[2:3] != [event.session_id]:
+            log.warning("foreign_session_event", subject=msg.subject)
+            return
+        with self._lock:
+            view = self._sessions.setdefault(event.session_id, SessionView(event.session_id))
+            view.apply(event)
+
+    async def _on_live(self, msg: Msg) -> None:
+        try:
+            delta = decode(TokenDelta, msg.data, msg.subject)
+        except InvalidMessage:
+            return
+        with self._lock:
+            view = self._sessions.setdefault(delta.session_id, SessionView(delta.session_id))
+            view.add_delta(delta)
+
+    async def _on_health(self, msg: Msg) -> None:
+        try:
+            health = decode(NodeHealth, msg.data, msg.subject)
+        except InvalidMessage:
+            return
+        with self._lock:
+            self._health[health.node] = health
+            self._seen_health[health.node] = time.monotonic()

@@ -1,0 +1,97 @@
+"""Ask: pick members from what the agents serve, ask, watch the stages and the answer stream."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from council.bus.errors import CouncilError
+from council.bus.messages import Question
+from council.dashboard.common import feed
+from council.dashboard.view import SessionView
+
+PERSONAS = ("careful", "concise", "skeptic", "teacher")
+
+st.title("Ask the council")
+current = feed()
+
+try:
+    roster = current.roster()
+except CouncilError as exc:
+    st.error(str(exc))
+    roster = []
+served = sorted({m.name for info in roster for m in info.models if "opinion" in m.kinds})
+chairs = sorted({m.name for info in roster for m in info.models if "synthesize" in m.kinds})
+if not served:
+    st.warning("No agents answer on the bus yet: start them with `council up` or `council agents`.")
+options = served + [f"{m}@{p}" for m in served for p in PERSONAS]
+default = served if len(served) >= 2 else options[1:4]
+
+with st.form("ask"):
+    question = st.text_area("Question", placeholder="What is the capital of Australia?")
+    members = st.multiselect("Council members", options, default=default)
+    left, right = st.columns(2)
+    chairman = left.selectbox("Chairman", chairs or [""], index=0)
+    mode = right.radio("Review mode", ["pairwise", "rank"], horizontal=True)
+    asked = st.form_submit_button("Ask", type="primary")
+
+if asked:
+    try:
+        accepted = current.ask(
+            Question(question=question, members=members, chairman=chairman, mode=mode)  # type: ignore[arg-type]
+        )
+        st.session_state["ask_session"] = accepted.session_id
+        st.session_state["selected_session"] = accepted.session_id
+    except CouncilError as exc:
+        st.error(str(exc))
+
+
+def show_progress(view: SessionView) -> None:
+    for stage, (done, expected) in view.progress().items():
+        label = f"{stage}: {done}/{expected}" if expected else f"{stage}: waiting"
+        st.progress(min(1.0, done / expected) if expected else 0.0, text=label)
+
+
+@st.fragment(run_every=1.0)
+def live_session() -> None:
+    session_id = st.session_state.get("ask_session")
+    if not session_id:
+        return
+    view = current.session(session_id)
+    if view is None:
+        st.caption(f"session {session_id}: waiting for its first event …")
+        return
+    st.caption(f"session {session_id} · {view.status}")
+    show_progress(view)
+    for member, failure in view.failures.items():
+        st.error(f"{member} failed in {failure.stage}: {failure.reason} {failure.detail}")
+    if view.final:
+        st.subheader("Final answer")
+        st.markdown(view.final.answer)
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "rank": e.rank,
+                        "member": e.member,
+                        "label": e.label,
+                        "score": e.score,
+                        "raw mean": e.raw_mean,
+                        "spread": e.spread,
+                        "tied": e.tied,
+                    }
+                    for e in view.final.ranking
+                ]  # fmt: skip
+            ),
+            hide_index=True,
+        )
+    elif view.failed:
+        st.error(f"The session failed: {view.failed.reason}. {view.failed.detail}")
+    else:
+        streamed = view.live.get(("synthesis", "chairman"), "")
+        if streamed:
+            st.subheader("Final answer (streaming)")
+            st.markdown(streamed + " ▌")
+
+
+live_session()

@@ -1,0 +1,59 @@
+"""Responses: every opinion, the reviewer × reviewed score matrix, every justification."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from council.dashboard.common import badge, feed, pick_session
+
+st.title("Responses")
+view = pick_session(feed().sessions(), key="responses_session")
+if view is not None:
+    st.markdown(f"**Question:** {view.question}")
+    st.caption(f"status: {view.status}")
+    members = view.started.members if view.started else list(view.opinions)
+    for member in members:
+        with st.container(border=True):
+            if member in view.opinions:
+                o = view.opinions[member]
+                st.markdown(
+                    f"{badge(member, o.model)} · {o.label} · {o.usage.completion_tokens} tokens"
+                    f" · {o.latency_ms / 1000:.1f} s",
+                    unsafe_allow_html=True,
+                )
+                st.markdown(o.text)
+            elif member in view.failures:
+                f = view.failures[member]
+                st.error(f"{member} failed in {f.stage}: {f.reason}. {f.detail}")
+            else:
+                st.caption(f"{member}: no answer yet")
+
+    matrix = view.score_matrix()
+    if matrix:
+        st.subheader("Scores: reviewer × reviewed")
+        frame = pd.DataFrame(matrix).T.reindex(index=members, columns=members)
+        figure = px.imshow(
+            frame, text_auto=True, zmin=1, zmax=10, color_continuous_scale="Viridis",
+            labels={"x": "reviewed", "y": "reviewer", "color": "score"},
+        )  # fmt: skip
+        st.plotly_chart(figure, use_container_width=True)
+        st.subheader("Justifications")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "reviewer": r.reviewer,
+                        "reviewed": r.reviewed,
+                        "score": r.score,
+                        "justification": r.justification,
+                        "repaired": r.repaired,
+                    }
+                    for r in view.reviews
+                ]  # fmt: skip
+            ),
+            hide_index=True,
+        )
+    for failure in view.review_failures:
+        st.warning(f"review by {failure.reviewer} failed: {failure.reason}. {failure.detail}")
