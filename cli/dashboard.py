@@ -20,6 +20,7 @@ def dashboard_command(settings: Settings) -> list[str]:
         "--server.port", str(settings.dashboard_port),
         "--browser.gatherUsageStats", "false",
         "--theme.base", "dark",
+        "--client.toolbarMode", "minimal",
     ]  # fmt: skip
 
 

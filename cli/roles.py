@@ -51,7 +51,7 @@ async def start_agents(
     service = AgentService(
         nc,
         runtime,
-        node=settings.node or default_node_name(role),
+        node=f"{settings.node}-{role}" if settings.node else default_node_name(role),
         kinds=kinds,
         concurrency=settings.concurrency,
         heartbeat_s=settings.heartbeat,
@@ -97,7 +97,9 @@ async def serve_chairman(settings: Settings, *, local_agent: bool) -> None:
     nc = await connect(settings.nats_url, name="council-chairman", initial_wait_s=30.0)
     agent = None
     if local_agent:
-        agent = await start_agents(nc, settings, [settings.chairman], ("synthesize",), "chairman")
+        agent = await start_agents(
+            nc, settings, [settings.chairman], ("synthesize",), "chairman-agent"
+        )
     service = await start_chairman(nc, settings)
     log.info("chairman_ready", nats=settings.nats_url, local_agent=local_agent)
     await wait_for_signal()

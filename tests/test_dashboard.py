@@ -69,6 +69,11 @@ def test_history_lists_the_session_and_searches(app: AppTest, finished: dict[str
     row = frame[frame["session"] == sid].iloc[0]
     assert row["question"] == "What is the capital of France?"
     assert row["status"] == "done"
+    app.selectbox[0].set_value(sid)
+    app.button[0].click().run()
+    assert app.session_state["selected_session"] == sid
+    assert any(t.value == "Responses" for t in app.title)  # opened in Responses
+    show(app, "pages/history.py", lambda a: bool(a.text_input))
     app.text_input[0].input("no-such-words-anywhere").run()
     assert any("No sessions match" in i.value for i in app.info)
 

@@ -1,0 +1,117 @@
+"""A real browser on the running dashboard: ask, wait for the answer, screenshot each page.
+
+Headless Chromium from Debian's packages (installed here when missing, which
+needs root and apt-get) is driven by Playwright; the screenshots land in
+``docs/`` and are the ones the README shows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from council.bus.server import free_port
+
+pytestmark = pytest.mark.model
+
+DOCS = Path(__file__).parent.parent / "docs"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]  # fmt: skip
+
+
+def find_or_install_chromium() -> str | None:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, timeout=600)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=False, timeout=900
+    )
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = find_or_install_chromium()
+    if path is None:
+        pytest.skip("no Chromium, and it cannot be installed here (needs root and apt-get)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(council_processes: dict[str, str]) -> Iterator[str]:
+    """`council dashboard` as a real process on a free port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "council.cli", "dashboard", "--dashboard-port", str(port)],
+        env=council_processes, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            pass
+        assert process.poll() is None, "council dashboard exited"
+        assert time.monotonic() < deadline, "the dashboard did not answer in 60 s"
+        time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(30)
+
+
+def test_browser_asks_sees_the_answer_and_every_page(chromium: str, dashboard_url: str) -> None:
+    """In Chromium: ask on the Ask page, see the final answer, then open each page."""
+    from playwright.sync_api import expect, sync_playwright
+
+    DOCS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(dashboard_url)
+        expect(page.get_by_text("Ask the council")).to_be_visible(timeout=60_000)
+        question = page.get_by_label("Question")
+        question.fill("What is the largest planet in the solar system?")
+        page.get_by_role("button", name="Ask").click()
+        expect(page.get_by_text("Final answer", exact=True)).to_be_visible(timeout=240_000)
+        expect(page.get_by_text("synthesis: 1/1")).to_be_visible()
+        page.screenshot(path=DOCS / "dashboard-ask.png", full_page=True)
+
+        for path, marker in [
+            ("responses", "Scores: reviewer × reviewed"),
+            ("kpis", "Per model"),
+            ("history", "Open in Responses"),
+            ("health", None),
+        ]:
+            page.goto(f"{dashboard_url}/{path}")
+            content = (
+                page.get_by_text(marker, exact=True).first
+                if marker
+                else page.locator('[data-testid="stDataFrame"]').first
+            )
+            expect(content).to_be_visible(timeout=60_000)
+            page.wait_for_timeout(1500)  # let charts and tables draw before the picture
+            page.screenshot(path=DOCS / f"dashboard-{path}.png", full_page=True)
+
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone.goto(f"{dashboard_url}/responses")
+        expect(phone.get_by_text("Scores: reviewer × reviewed")).to_be_visible(timeout=60_000)
+        phone.wait_for_timeout(1500)
+        phone.screenshot(path=DOCS / "dashboard-phone.png", full_page=True)
+        browser.close()
+    for name in ("ask", "responses", "kpis", "history", "health", "phone"):
+        assert (DOCS / f"dashboard-{name}.png").stat().st_size > 10_000
