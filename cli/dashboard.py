@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,11 +32,10 @@ def dashboard_url(settings: Settings) -> str:
 
 
 def run_dashboard(settings: Settings) -> int:
+    """Become the Streamlit server, so that signals reach it directly (no orphan on stop)."""
     print(
         f"council dashboard on {dashboard_url(settings)} (NATS {settings.nats_url})",
         file=sys.stderr,
     )
-    try:
-        return subprocess.call(dashboard_command(settings), env=dashboard_env(settings))
-    except KeyboardInterrupt:
-        return 0
+    command = dashboard_command(settings)
+    os.execve(command[0], command, dashboard_env(settings))

@@ -84,15 +84,25 @@ def council_env(url: str, models_dir: Path, tmp: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def council_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """A second nats-server, for the council processes alone: the bus tests on
+    ``nats_server`` start and stop councils of their own and must not meet these."""
+    root = tmp_path_factory.mktemp("council-nats")
+    server = EmbeddedNats(root / "store", log_file=root / "nats.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def council_processes(
-    nats_server: EmbeddedNats,
+    council_nats: EmbeddedNats,
     models_dir: Path,
     test_model_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, str]]:
     """`council agents` and `council chairman` as real processes, shared by the session."""
     tmp = tmp_path_factory.mktemp("council")
-    env = council_env(nats_server.url, models_dir, tmp)
+    env = council_env(council_nats.url, models_dir, tmp)
     logs = {name: tmp / f"{name}.log" for name in ("agents", "chairman")}
     processes = [
         subprocess.Popen(

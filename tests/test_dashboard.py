@@ -34,8 +34,8 @@ def finished(council_processes: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def app(nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    monkeypatch.setenv("COUNCIL_NATS_URL", nats_server.url)
+def app(council_nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("COUNCIL_NATS_URL", council_nats.url)
     return AppTest.from_file(str(APP), default_timeout=60)
 
 
