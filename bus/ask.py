@@ -17,7 +17,13 @@ from nats.aio.msg import Msg
 
 from council.bus import subjects
 from council.bus.client import decode, decode_event, encode, request
-from council.bus.errors import InvalidMessage, NoCouncil, QuestionRejected, SessionTimeout
+from council.bus.errors import (
+    CouncilError,
+    InvalidMessage,
+    NoCouncil,
+    QuestionRejected,
+    SessionTimeout,
+)
 from council.bus.messages import (
     TERMINAL_EVENTS,
     Accepted,
@@ -68,9 +74,12 @@ async def follow(
                 pass
 
         live = await nc.subscribe(subjects.live_session(session_id), cb=on_live)
-    events = await nc.jetstream().subscribe(
-        subjects.session_events(session_id), ordered_consumer=True
-    )
+    try:  # naming the stream spares a $JS.API.STREAM.NAMES lookup readers may not make
+        events = await nc.jetstream().subscribe(
+            subjects.session_events(session_id), stream=subjects.STREAM, ordered_consumer=True
+        )
+    except nats.errors.Error as exc:
+        raise CouncilError(f"cannot read the events of session {session_id}: {exc!r}") from exc
     deadline = time.monotonic() + timeout_s
     try:
         while True:
@@ -93,6 +102,13 @@ async def follow(
             if isinstance(event, TERMINAL_EVENTS):
                 return
     finally:
-        await events.unsubscribe()
+        # an ordered consumer outlives its subscription by seconds: delete it now, or
+        # a busy server runs into the stream's consumer limit
+        try:
+            info = await events.consumer_info()
+            await events.unsubscribe()
+            await nc.jetstream().delete_consumer(subjects.STREAM, info.name)
+        except nats.errors.Error:
+            pass
         if live is not None:
             await live.unsubscribe()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -53,10 +54,27 @@ def decode_event(data: bytes, subject: str = "?") -> SessionEvent:
         raise InvalidMessage(subject, str(exc)) from exc
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """Who a process is on the bus: a user and password, or a NATS .creds file."""
+
+    user: str = ""
+    password: str = ""
+    creds_file: str = ""
+
+    def options(self) -> dict[str, Any]:
+        if self.creds_file:
+            return {"user_credentials": self.creds_file}
+        if self.user:
+            return {"user": self.user, "password": self.password}
+        return {}
+
+
 async def connect(
     url: str = DEFAULT_URL,
     *,
     name: str,
+    credentials: Credentials | None = None,
     connect_timeout: float = 2.0,
     initial_wait_s: float = 0.0,
 ) -> Client:
@@ -67,7 +85,10 @@ async def connect(
     """
     bound = log.bind(connection=name, url=url)
 
+    errors: list[str] = []
+
     async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
         bound.error("nats_error", error=repr(exc))
 
     client: list[Client] = []
@@ -91,15 +112,18 @@ async def connect(
             servers,
             name=name,
             connect_timeout=connect_timeout,
-            max_reconnect_attempts=-1,
+            # one try while connecting (a refused login must not retry forever) …
+            max_reconnect_attempts=1,
             reconnect_time_wait=0.5,
             allow_reconnect=True,
             error_cb=on_error,
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
+            **(credentials or Credentials()).options(),
         )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
-        raise BusUnavailable(url, str(exc) or type(exc).__name__) from exc
+        raise BusUnavailable(url, (errors or [str(exc) or type(exc).__name__])[-1]) from exc
+    connected.options["max_reconnect_attempts"] = -1  # … then reconnect forever
     client.append(connected)
     return connected
 
@@ -130,6 +154,7 @@ async def ensure_stream(js: JetStreamContext) -> None:
         max_bytes=1024**3,
         discard=DiscardPolicy.OLD,
         duplicate_window=120,
+        max_consumers=10_000,  # readers' ordered consumers; the server default is lower
     )
     try:
         await js.stream_info(subjects.STREAM)

@@ -54,12 +54,14 @@ class EmbeddedNats:
         port: int | None = None,
         config: Path | None = None,
         log_file: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.store_dir = store_dir
         self.config = config
         self.log_file = log_file
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,7 +77,7 @@ class EmbeddedNats:
         if not self.config:  # a config names its own store_dir (nats-server refuses both)
             command += ["-sd", str(self.store_dir)]
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout_s
         while not answers(self.url, 0.2):
             if self.process.poll() is not None:

@@ -30,13 +30,16 @@ def normalize(scores: list[Score]) -> list[Score]:
     given: dict[str, list[float]] = defaultdict(list)
     for s in scores:
         given[s.reviewer].append(s.score)
-    out = []
-    for s in scores:
-        mine = given[s.reviewer]
-        spread = statistics.pstdev(mine) if len(mine) > 1 else 0.0
-        z = (s.score - statistics.fmean(mine)) / spread if spread > 0 else 0.0
-        out.append(Score(s.reviewer, s.reviewed, z))
-    return out
+    centre = {r: statistics.fmean(v) for r, v in given.items()}
+    spread = {r: statistics.pstdev(v) if len(v) > 1 else 0.0 for r, v in given.items()}
+    return [
+        Score(
+            s.reviewer,
+            s.reviewed,
+            (s.score - centre[s.reviewer]) / spread[s.reviewer] if spread[s.reviewer] else 0.0,
+        )
+        for s in scores
+    ]
 
 
 def rank(

@@ -105,7 +105,7 @@ async def run_ask(
     seed: int | None,
 ) -> int:
     err = Console(stderr=True)
-    nc = await connect(settings.nats_url, name="council-ask")
+    nc = await connect(settings.nats_url, name="council-ask", credentials=settings.credentials)
     try:
         question = Question(
             question=text,

@@ -24,7 +24,13 @@ def dashboard_command(settings: Settings) -> list[str]:
 
 
 def dashboard_env(settings: Settings) -> dict[str, str]:
-    return {**os.environ, "COUNCIL_NATS_URL": settings.nats_url}
+    return {
+        **os.environ,
+        "COUNCIL_NATS_URL": settings.nats_url,
+        "COUNCIL_NATS_USER": settings.nats_user,
+        "COUNCIL_NATS_PASSWORD": settings.nats_password,
+        "COUNCIL_NATS_CREDS": settings.nats_creds,
+    }
 
 
 def dashboard_url(settings: Settings) -> str:

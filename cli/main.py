@@ -12,7 +12,7 @@ from council.bus.errors import CouncilError, NoCouncil, QuestionRejected
 from council.cli import settings as config
 from council.cli.logs import configure_logging
 
-COMMON = ("nats_url", "log_format", "log_level")
+COMMON = ("nats_url", "nats_user", "nats_password", "nats_creds", "log_format", "log_level")
 RUNTIME = ("runtime", "ollama_host", "models_dir", "threads", "n_ctx", "scripted_delay_ms")
 AGENTS = (*RUNTIME, "models", "concurrency", "heartbeat", "node")
 COUNCIL = (

@@ -82,7 +82,12 @@ async def wait_for_signal() -> None:
 
 
 async def serve_agents(settings: Settings) -> None:
-    nc = await connect(settings.nats_url, name="council-agents", initial_wait_s=30.0)
+    nc = await connect(
+        settings.nats_url,
+        name="council-agents",
+        credentials=settings.credentials,
+        initial_wait_s=30.0,
+    )
     service = await start_agents(
         nc, settings, settings.agent_models, ("opinion", "review", "synthesize"), "agents"
     )
@@ -94,7 +99,12 @@ async def serve_agents(settings: Settings) -> None:
 
 
 async def serve_chairman(settings: Settings, *, local_agent: bool) -> None:
-    nc = await connect(settings.nats_url, name="council-chairman", initial_wait_s=30.0)
+    nc = await connect(
+        settings.nats_url,
+        name="council-chairman",
+        credentials=settings.credentials,
+        initial_wait_s=30.0,
+    )
     agent = None
     if local_agent:
         agent = await start_agents(

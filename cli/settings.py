@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from council.bus.client import Credentials
 from council.chairman.prompts import split_member
 
 DEFAULT_MEMBERS = "smollm2-135m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b"
@@ -33,6 +34,9 @@ class Settings:
     nats_url: str = _setting(
         "nats://127.0.0.1:4222", "COUNCIL_NATS_URL", "NATS server URL", "--nats"
     )
+    nats_user: str = _setting("", "COUNCIL_NATS_USER", "NATS user (nats.conf has one per role)")
+    nats_password: str = _setting("", "COUNCIL_NATS_PASSWORD", "NATS password of that user")
+    nats_creds: str = _setting("", "COUNCIL_NATS_CREDS", "a NATS .creds file, instead of a user")
     members: str = _setting(
         DEFAULT_MEMBERS,
         "COUNCIL_MEMBERS",
@@ -79,6 +83,10 @@ class Settings:
         "auto", "COUNCIL_LOG_FORMAT", "auto (console on a TTY), json, console"
     )
     log_level: str = _setting("info", "COUNCIL_LOG_LEVEL", "debug, info, warning, error")
+
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials(self.nats_user, self.nats_password, self.nats_creds)
 
     @property
     def member_list(self) -> list[str]:

@@ -24,7 +24,7 @@ def format_message(subject: str, data: bytes) -> str:
 
 
 async def run_trace(settings: Settings, *, live: bool, health: bool) -> int:
-    nc = await connect(settings.nats_url, name="council-trace")
+    nc = await connect(settings.nats_url, name="council-trace", credentials=settings.credentials)
 
     async def on_message(msg: Msg) -> None:
         if not live and msg.subject.startswith("council.live."):

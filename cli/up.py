@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -85,7 +86,9 @@ class Children:
 async def wait_ready(settings: Settings, children: Children, console: Console) -> None:
     """Until agents serve every member model and the chairman model; fail if a child dies."""
     models = set(settings.agent_models)
-    nc = await connect(settings.nats_url, name="council-up", initial_wait_s=30.0)
+    nc = await connect(
+        settings.nats_url, name="council-up", credentials=settings.credentials, initial_wait_s=30.0
+    )
     roster = Roster(nc)
     await roster.start()
     shown = 0.0
@@ -118,69 +121,94 @@ async def _chairman_answers(nc: Client) -> bool:
         return False
 
 
+ROLES = ("chairman", "agent", "dashboard", "client")
+
+
 async def run_up(
     settings: Settings, *, ask: str | None, as_json: bool, nats_config: str, dashboard: bool
 ) -> int:
     console = Console(stderr=True)
     server = None
-    if not answers(settings.nats_url):
-        parsed = urlparse(settings.nats_url)
-        config = _nats_config(nats_config)
-        if config and not config.is_file():
-            console.print(f"[red]no such NATS config: {config}[/]")
-            return 2
-        server = EmbeddedNats(
-            _data_dir() / "jetstream",
-            host=parsed.hostname or "127.0.0.1",
-            port=parsed.port or 4222,
-            config=config,
-            log_file=_data_dir() / "nats-server.log",
-        ).start()
-        where = f"config {config}" if config else f"JetStream in {server.store_dir}"
-        console.print(f"started nats-server at {server.url} ({where})")
-    else:
-        console.print(f"using the NATS server at {settings.nats_url}")
-    if settings.runtime in ("auto", "embedded"):
-        needed = [m for m in settings.agent_models if m in CATALOGUE]
-        missing = [m for m in needed if not CATALOGUE[m].installed(settings.models_path)]
-        if missing:
-            console.print(f"first run: pulling {', '.join(missing)} into {settings.models_path}")
-            if code := pull_models(missing, settings.models_path, console):
-                return code
-    child_level = settings.log_level if ask is None else "warning"
-    env = settings_env(
-        settings,
-        COUNCIL_AGENT_MODELS=",".join(settings.agent_models),
-        COUNCIL_LOG_LEVEL=child_level,
-    )
+    users: dict[str, Settings] = {}
     children = Children()
     try:
-        children.start("agents", ["agents"], env)
-        children.start("chairman", ["chairman", "--no-local-agent"], env)
+        if not answers(settings.nats_url):
+            config = _nats_config(nats_config)
+            if config and not config.is_file():
+                console.print(f"[red]no such NATS config: {config}[/]")
+                return 2
+            server_env = dict(os.environ)
+            if config:  # nats.conf has a user per role: fresh passwords for every run
+                passwords = {role: "p" + secrets.token_hex(16) for role in ROLES}
+                server_env.update(
+                    {f"COUNCIL_{r.upper()}_PASSWORD": p for r, p in passwords.items()}
+                )
+                users = {
+                    r: dataclasses.replace(settings, nats_user=r, nats_password=p, nats_creds="")
+                    for r, p in passwords.items()
+                }
+            parsed = urlparse(settings.nats_url)
+            server = EmbeddedNats(
+                _data_dir() / "jetstream",
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or 4222,
+                config=config,
+                log_file=_data_dir() / "nats-server.log",
+                env=server_env,
+            ).start()
+            where = (
+                f"config {config}, a user per role"
+                if config
+                else f"JetStream in {server.store_dir}"
+            )
+            console.print(f"started nats-server at {server.url} ({where})")
+        else:
+            console.print(f"using the NATS server at {settings.nats_url}")
+        if settings.runtime in ("auto", "embedded"):
+            needed = [m for m in settings.agent_models if m in CATALOGUE]
+            missing = [m for m in needed if not CATALOGUE[m].installed(settings.models_path)]
+            if missing:
+                console.print(
+                    f"first run: pulling {', '.join(missing)} into {settings.models_path}"
+                )
+                if code := pull_models(missing, settings.models_path, console):
+                    return code
+        child = {
+            "COUNCIL_AGENT_MODELS": ",".join(settings.agent_models),
+            "COUNCIL_LOG_LEVEL": settings.log_level if ask is None else "warning",
+        }
+        children.start("agents", ["agents"], settings_env(users.get("agent", settings), **child))
+        children.start(
+            "chairman",
+            ["chairman", "--no-local-agent"],
+            settings_env(users.get("chairman", settings), **child),
+        )
         console.print("starting agents and chairman, loading models ...")
-        await wait_ready(settings, children, console)
+        client = users.get("client", settings)
+        await wait_ready(client, children, console)
         if dashboard:
-            children.run("dashboard", dashboard_command(settings), dashboard_env(settings))
+            viewer = users.get("dashboard", settings)
+            children.run("dashboard", dashboard_command(viewer), dashboard_env(viewer))
             console.print(f"dashboard: [bold]{dashboard_url(settings)}[/]")
+        login = (
+            f"COUNCIL_NATS_USER=client COUNCIL_NATS_PASSWORD={client.nats_password} "
+            if "client" in users
+            else ""
+        )
         console.print(
             f"[bold green]council ready[/]: members {settings.members}, chairman "
             f"{settings.chairman}, NATS {settings.nats_url}\n"
-            f'ask with: council ask "your question"   (Ctrl-C stops the council)'
+            f'ask with: {login}council ask "your question"   (Ctrl-C stops the council)'
         )
         if ask is not None:
             return await run_ask(
-                settings,
-                ask,
-                members=[],
-                chairman="",
-                mode=settings.mode,
-                as_json=as_json,
-                seed=None,
+                client, ask, members=[], chairman="", mode=settings.mode, as_json=as_json, seed=None
             )
         await wait_for_signal()
         return 0
     finally:
-        console.print("stopping the council ...")
+        if children.processes or server:
+            console.print("stopping the council ...")
         children.stop()
         if server:
             server.stop()

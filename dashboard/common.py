@@ -7,6 +7,7 @@ import os
 
 import streamlit as st
 
+from council.bus.client import Credentials
 from council.dashboard.feed import Feed
 from council.dashboard.view import SessionView
 
@@ -15,13 +16,18 @@ STALE_AFTER_S = 10.0
 
 
 @st.cache_resource
-def _feed(url: str) -> Feed:
-    return Feed(url)
+def _feed(url: str, credentials: Credentials) -> Feed:
+    return Feed(url, credentials=credentials)
 
 
 def feed() -> Feed:
     """The process's one feed; shows its error and stops the page when it has none."""
-    current = _feed(os.environ.get("COUNCIL_NATS_URL", "nats://127.0.0.1:4222"))
+    credentials = Credentials(
+        os.environ.get("COUNCIL_NATS_USER", ""),
+        os.environ.get("COUNCIL_NATS_PASSWORD", ""),
+        os.environ.get("COUNCIL_NATS_CREDS", ""),
+    )
+    current = _feed(os.environ.get("COUNCIL_NATS_URL", "nats://127.0.0.1:4222"), credentials)
     current.wait_ready(3.0)
     if current.error:
         st.error(current.error)

@@ -23,7 +23,7 @@ from nats.js.api import DeliverPolicy
 
 from council.bus import subjects
 from council.bus.ask import submit
-from council.bus.client import connect, decode, decode_event, encode
+from council.bus.client import Credentials, connect, decode, decode_event, encode
 from council.bus.errors import CouncilError, InvalidMessage
 from council.bus.messages import Accepted, AgentInfo, NodeHealth, Question, TokenDelta
 from council.dashboard.view import SessionView
@@ -34,8 +34,11 @@ T = TypeVar("T")
 
 
 class Feed:
-    def __init__(self, url: str, *, connect_wait_s: float = 30.0) -> None:
+    def __init__(
+        self, url: str, *, credentials: Credentials | None = None, connect_wait_s: float = 30.0
+    ) -> None:
         self.url = url
+        self.credentials = credentials
         self.connect_wait_s = connect_wait_s
         self.error = ""
         self._lock = threading.Lock()
@@ -123,12 +126,16 @@ class Feed:
     async def _main(self) -> None:
         try:
             self._nc = await connect(
-                self.url, name="council-dashboard", initial_wait_s=self.connect_wait_s
+                self.url,
+                name="council-dashboard",
+                credentials=self.credentials,
+                initial_wait_s=self.connect_wait_s,
             )
             await self._nc.subscribe(subjects.HEALTH, cb=self._on_health)
             await self._nc.subscribe(subjects.LIVE, cb=self._on_live)
             await self._nc.jetstream().subscribe(
                 subjects.SESSIONS,
+                stream=subjects.STREAM,
                 cb=self._on_event,
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.ALL,

@@ -25,10 +25,12 @@ HANG = object()
 class ScriptedRuntime:
     name = "scripted"
 
-    def __init__(self, models: list[str], *, delay_s: float = 0.0) -> None:
+    def __init__(
+        self, models: list[str], *, delay_s: float = 0.0, history_limit: int = 10_000
+    ) -> None:
         self.models = list(models)
         self.delay_s = delay_s
-        self.history: list[ChatCall] = []
+        self.history: deque[ChatCall] = deque(maxlen=history_limit)
         self._queued: dict[str, deque[object]] = defaultdict(deque)
 
     def enqueue(self, model: str, *replies: object) -> None:

@@ -1,0 +1,312 @@
+"""What the benchmarks share: output, statistics, and the two ways to run a session.
+
+A session runs either over NATS (an embedded nats-server, ``AgentService`` and
+``ChairmanService`` in this process, asked through ``council.bus.ask`` like
+any client) or in-process (the same ``Conductor`` and agent handlers, called
+directly, events dropped). Same runtime, same stages: the difference is what
+the bus costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, cast
+
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import StreamConfig
+
+from council.agents import handlers
+from council.agents.runtimes.router import RoutedRuntime
+from council.agents.runtimes.scripted import ScriptedRuntime
+from council.agents.service import AgentService
+from council.bus import subjects
+from council.bus.ask import follow, submit
+from council.bus.client import connect, ensure_stream
+from council.bus.messages import (
+    AgentError,
+    Completion,
+    FinalAnswer,
+    OpinionRequest,
+    Question,
+    ReviewMode,
+    ReviewRequest,
+    ReviewResult,
+    SessionEvent,
+    SessionFailed,
+    SynthesisRequest,
+)
+from council.bus.server import EmbeddedNats
+from council.chairman.admission import Defaults, admit
+from council.chairman.conductor import Conductor, CouncilConfig, Plan
+from council.chairman.service import ChairmanService
+from council.cli.logs import configure_logging
+
+QUESTION = "What is the capital of Australia, and why is it not Sydney?"
+
+
+# --- command line and output -------------------------------------------------
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    p.add_argument("--json", action="store_true", help="print only the JSON object")
+    return p
+
+
+def quiet_logs() -> None:
+    """Warnings only: rendering info lines would be measured as council's cost."""
+    configure_logging("json", "warning")
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+
+    def render(self) -> str:
+        cells = [self.headers] + [[_cell(v) for v in row] for row in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.headers))]
+        lines = [
+            self.title,
+            "  ".join(h.ljust(w) for h, w in zip(self.headers, widths, strict=True)),
+        ]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += [
+            "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells[1:]
+        ]
+        return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int) or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def report(result: dict[str, Any], tables: Sequence[Table], *, as_json: bool) -> None:
+    """Tables for people, then one JSON line for scripts."""
+    if not as_json:
+        for t in tables:
+            print(t.render(), end="\n\n")
+    print(json.dumps(result))
+
+
+def machine() -> dict[str, Any]:
+    """Load average and cores: a busy machine makes every figure worse."""
+    return {"cores": os.cpu_count(), "load_1m": round(os.getloadavg()[0], 2)}
+
+
+# --- statistics ----------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ys over xs."""
+    return statistics.linear_regression(xs, ys).slope
+
+
+# --- sessions --------------------------------------------------------------------
+
+
+def models(n: int) -> list[str]:
+    return [f"m{i}" for i in range(1, n + 1)]
+
+
+def question(n: int, mode: ReviewMode = "pairwise") -> Question:
+    return Question(question=QUESTION, members=models(n), chairman="m1", mode=mode)
+
+
+def calls_per_session(n: int, mode: ReviewMode = "pairwise") -> int:
+    """LLM calls of a session with no failures: opinions, reviews, one synthesis."""
+    return n + (n * (n - 1) if mode == "pairwise" else n) + 1
+
+
+class LocalAgents:
+    """The conductor's agent gateway served by the real handlers, no bus."""
+
+    def __init__(self, runtime: ScriptedRuntime) -> None:
+        self.runtime = runtime
+
+    async def opinion(self, request: OpinionRequest) -> Completion | AgentError:
+        return await handlers.handle_opinion(self.runtime, request)
+
+    async def review(self, request: ReviewRequest) -> ReviewResult | AgentError:
+        return await handlers.handle_review(self.runtime, request)
+
+    async def synthesize(self, request: SynthesisRequest) -> Completion | AgentError:
+        return await handlers.handle_synthesis(self.runtime, request)
+
+
+async def _discard(event: SessionEvent) -> None:
+    return None
+
+
+def _finished(outcome: FinalAnswer | SessionFailed | SessionEvent | None) -> FinalAnswer:
+    if not isinstance(outcome, FinalAnswer):
+        raise RuntimeError(f"session did not finish: {outcome!r}")
+    return outcome
+
+
+async def local_session(runtime: ScriptedRuntime, q: Question) -> FinalAnswer:
+    """One session in-process: admission, the three stages, events dropped."""
+    plan = admit(
+        q,
+        Defaults(tuple(q.members), q.chairman),
+        quorum=2,
+        opinion_models=set(runtime.models),
+        synthesis_models=set(runtime.models),
+    )
+    assert isinstance(plan, Plan), plan
+    outcome = await Conductor(plan, CouncilConfig(), LocalAgents(runtime), _discard).run()
+    _trim(runtime)
+    return _finished(outcome)
+
+
+async def bus_session(nc: Client, q: Question, timeout_s: float = 120.0) -> FinalAnswer:
+    """One session as any client asks it: submit on council.ask, follow the events."""
+    accepted = await submit(nc, q, timeout_s=timeout_s)
+    last: SessionEvent | None = None
+    async for last in follow(nc, accepted.session_id, timeout_s=timeout_s):  # noqa: B007
+        pass
+    return _finished(last)
+
+
+def _trim(runtime: ScriptedRuntime) -> None:
+    """The scripted runtime keeps every call; drop them so long runs stay flat."""
+    if len(runtime.history) > 1000:
+        runtime.history.clear()
+
+
+CONSUMER_CAP = 100_000
+"""nats-server 2.15 caps a stream at 1,000 consumers unless the stream sets a cap, and each
+``follow`` leaves its ordered consumer on the server for ~5 s after it returns: past about
+200 sessions/s, asks fail with "maximum consumers limit reached". The benchmarks create the
+COUNCIL stream with a higher cap so they can measure beyond that (see README, Performance)."""
+
+
+class _RaisedConsumerCap:
+    """A JetStream context whose add_stream sets ``max_consumers``; the rest is forwarded."""
+
+    def __init__(self, js: JetStreamContext, cap: int) -> None:
+        self._js = js
+        self._cap = cap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._js, name)
+
+    async def add_stream(self, config: StreamConfig, **params: Any) -> Any:
+        return await self._js.add_stream(replace(config, max_consumers=self._cap), **params)
+
+
+async def create_stream(nc: Client, cap: int = CONSUMER_CAP) -> None:
+    """The project's COUNCIL stream (``ensure_stream``), with a consumer cap of ``cap``."""
+    await ensure_stream(cast(JetStreamContext, _RaisedConsumerCap(nc.jetstream(), cap)))
+    info = await nc.jetstream().stream_info(subjects.STREAM)
+    if info.config.max_consumers != cap:
+        raise RuntimeError(f"COUNCIL stream exists with max_consumers={info.config.max_consumers}")
+
+
+@dataclass
+class BusCouncil:
+    server: EmbeddedNats
+    runtime: ScriptedRuntime
+    agents: AgentService
+    chairman: ChairmanService
+    client: Client
+
+    async def session(self, q: Question) -> FinalAnswer:
+        final = await bus_session(self.client, q)
+        _trim(self.runtime)
+        return final
+
+
+@asynccontextmanager
+async def bus_council(
+    store: Path,
+    served: list[str],
+    *,
+    delay_s: float = 0.0,
+    concurrency: int = 2,
+    max_sessions: int = 16,
+) -> AsyncIterator[BusCouncil]:
+    """nats-server, agents serving ``served``, a chairman and a client, all ready."""
+    server = EmbeddedNats(store, log_file=store / "nats.log").start()
+    runtime = ScriptedRuntime(served, delay_s=delay_s)
+    connections: list[Client] = []
+    try:
+        for name in ("bench-agents", "bench-chairman", "bench-client"):
+            connections.append(await connect(server.url, name=name))
+        agents_nc, chairman_nc, client = connections
+        agents = AgentService(
+            agents_nc,
+            RoutedRuntime(dict.fromkeys(served, runtime)),
+            node="bench-agents",
+            concurrency=concurrency,
+        )
+        await agents.start()
+        await create_stream(chairman_nc)
+        chairman = ChairmanService(
+            chairman_nc,
+            defaults=Defaults(tuple(served[:3]), served[0]),
+            config=CouncilConfig(),
+            node="bench-chairman",
+            max_sessions=max_sessions,
+        )
+        await chairman.start()
+        await chairman.roster.refresh()  # so no measured ask waits for a roster refresh
+        try:
+            yield BusCouncil(server, runtime, agents, chairman, client)
+        finally:
+            await chairman.stop()
+            await agents.stop()
+    finally:
+        for nc in connections:
+            await nc.close()
+        server.stop()
+
+
+async def throughput(
+    run_one: Callable[[], Awaitable[Any]], *, concurrency: int, total: int
+) -> float:
+    """Sessions per second with ``concurrency`` clients asking back to back."""
+    left = total
+
+    async def client() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await run_one()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return total / (time.perf_counter() - started)
+
+
+async def timed(work: Awaitable[Any]) -> float:
+    """Wall time of ``work`` in milliseconds."""
+    started = time.perf_counter()
+    await work
+    return (time.perf_counter() - started) * 1000
