@@ -27,6 +27,7 @@ from council.bus.errors import (
 from council.bus.messages import (
     TERMINAL_EVENTS,
     Accepted,
+    AgentInfo,
     AskReply,
     Question,
     Rejected,
@@ -112,3 +113,25 @@ async def follow(
             pass
         if live is not None:
             await live.unsubscribe()
+
+
+async def roster(nc: Client, window_s: float = 0.3) -> list[AgentInfo]:
+    """Scatter a roster request; every agent process that answers within ``window_s``."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    infos: list[AgentInfo] = []
+    try:
+        await nc.publish(subjects.ROSTER, encode({}), reply=inbox)
+        deadline = time.monotonic() + window_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except TimeoutError:
+                break
+            try:
+                infos.append(decode(AgentInfo, msg.data, msg.subject))
+            except InvalidMessage:
+                log.warning("bad_roster_reply", subject=msg.subject)
+    finally:
+        await sub.unsubscribe()
+    return infos

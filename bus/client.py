@@ -122,7 +122,8 @@ async def connect(
             **(credentials or Credentials()).options(),
         )
     except (TimeoutError, OSError, nats.errors.Error) as exc:
-        raise BusUnavailable(url, (errors or [str(exc) or type(exc).__name__])[-1]) from exc
+        seen = list(dict.fromkeys(errors)) or [str(exc) or type(exc).__name__]
+        raise BusUnavailable(url, "; ".join(seen)) from exc
     connected.options["max_reconnect_attempts"] = -1  # … then reconnect forever
     client.append(connected)
     return connected

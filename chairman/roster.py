@@ -9,9 +9,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from council.bus import subjects
-from council.bus.client import decode, encode
+from council.bus.ask import roster as gather_roster
+from council.bus.client import decode
 from council.bus.errors import InvalidMessage
-from council.bus.messages import AgentInfo, ModelStatus, NodeHealth
+from council.bus.messages import ModelStatus, NodeHealth
 
 log = structlog.get_logger()
 
@@ -46,23 +47,9 @@ class Roster:
         }
 
     async def refresh(self, window_s: float = 0.3) -> None:
-        """Scatter a roster request and gather every agent's answer for ``window_s``."""
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox)
+        """Ask every agent directly instead of waiting for heartbeats."""
         try:
-            await self.nc.publish(subjects.ROSTER, encode({}), reply=inbox)
-            deadline = time.monotonic() + window_s
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    msg = await sub.next_msg(timeout=left)
-                except TimeoutError:
-                    break
-                try:
-                    info = decode(AgentInfo, msg.data, msg.subject)
-                except InvalidMessage:
-                    continue
+            for info in await gather_roster(self.nc, window_s):
                 self._seen[info.node] = (time.monotonic(), info.models)
         except Exception as exc:
             log.warning("roster_refresh_failed", error=repr(exc))
-        finally:
-            await sub.unsubscribe()

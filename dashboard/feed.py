@@ -22,8 +22,9 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from council.bus import subjects
+from council.bus.ask import roster as gather_roster
 from council.bus.ask import submit
-from council.bus.client import Credentials, connect, decode, decode_event, encode
+from council.bus.client import Credentials, connect, decode, decode_event
 from council.bus.errors import CouncilError, InvalidMessage
 from council.bus.messages import Accepted, AgentInfo, NodeHealth, Question, TokenDelta
 from council.dashboard.view import SessionView
@@ -97,24 +98,7 @@ class Feed:
 
     async def _roster(self, window_s: float) -> list[AgentInfo]:
         assert self._nc is not None
-        inbox = self._nc.new_inbox()
-        sub = await self._nc.subscribe(inbox)
-        infos = []
-        try:
-            await self._nc.publish(subjects.ROSTER, encode({}), reply=inbox)
-            deadline = time.monotonic() + window_s
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    msg = await sub.next_msg(timeout=left)
-                except TimeoutError:
-                    break
-                try:
-                    infos.append(decode(AgentInfo, msg.data, msg.subject))
-                except InvalidMessage:
-                    continue
-        finally:
-            await sub.unsubscribe()
-        return infos
+        return await gather_roster(self._nc, window_s)
 
     # --- the feed's own thread -----------------------------------------------
 
