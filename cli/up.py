@@ -127,7 +127,7 @@ ROLES = ("chairman", "agent", "dashboard", "client")
 async def run_up(
     settings: Settings, *, ask: str | None, as_json: bool, nats_config: str, dashboard: bool
 ) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     server = None
     users: dict[str, Settings] = {}
     children = Children()

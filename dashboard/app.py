@@ -11,11 +11,13 @@ HERE = Path(__file__).parent
 st.set_page_config(page_title="council", page_icon=":material/balance:", layout="wide")
 navigation = st.navigation(
     [
-        st.Page(HERE / "pages" / "ask.py", title="Ask", icon=":material/forum:", default=True),
-        st.Page(HERE / "pages" / "responses.py", title="Responses", icon=":material/rate_review:"),
-        st.Page(HERE / "pages" / "kpis.py", title="KPIs", icon=":material/monitoring:"),
-        st.Page(HERE / "pages" / "history.py", title="History", icon=":material/history:"),
-        st.Page(HERE / "pages" / "health.py", title="Health", icon=":material/favorite:"),
+        st.Page(HERE / "screens" / "ask.py", title="Ask", icon=":material/forum:", default=True),
+        st.Page(
+            HERE / "screens" / "responses.py", title="Responses", icon=":material/rate_review:"
+        ),
+        st.Page(HERE / "screens" / "kpis.py", title="KPIs", icon=":material/monitoring:"),
+        st.Page(HERE / "screens" / "history.py", title="History", icon=":material/history:"),
+        st.Page(HERE / "screens" / "health.py", title="Health", icon=":material/favorite:"),
     ]
 )
 navigation.run()

@@ -82,6 +82,10 @@ def test_browser_asks_sees_the_answer_and_every_page(chromium: str, dashboard_ur
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        direct = browser.new_page()  # a page opened by its own URL keeps the navigation
+        direct.goto(f"{dashboard_url}/health")
+        expect(direct.get_by_role("link", name="Responses")).to_be_visible(timeout=60_000)
+        direct.close()
         page.goto(dashboard_url)
         expect(page.get_by_text("Ask the council")).to_be_visible(timeout=60_000)
         question = page.get_by_label("Question")

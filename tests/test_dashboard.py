@@ -62,7 +62,7 @@ def test_history_lists_the_session_and_searches(app: AppTest, finished: dict[str
     sid = finished["session_id"]
     show(
         app,
-        "pages/history.py",
+        "screens/history.py",
         lambda a: bool(a.dataframe) and sid in a.dataframe[0].value["session"].values,
     )
     frame = app.dataframe[0].value
@@ -73,7 +73,7 @@ def test_history_lists_the_session_and_searches(app: AppTest, finished: dict[str
     app.button[0].click().run()
     assert app.session_state["selected_session"] == sid
     assert any(t.value == "Responses" for t in app.title)  # opened in Responses
-    show(app, "pages/history.py", lambda a: bool(a.text_input))
+    show(app, "screens/history.py", lambda a: bool(a.text_input))
     app.text_input[0].input("no-such-words-anywhere").run()
     assert any("No sessions match" in i.value for i in app.info)
 
@@ -83,7 +83,7 @@ def test_responses_show_opinions_scores_and_justifications(
 ) -> None:
     """Responses: each member's opinion, the score heatmap, one row per review."""
     app.session_state["selected_session"] = finished["session_id"]
-    show(app, "pages/responses.py", lambda a: len(a.get("plotly_chart")) > 0)
+    show(app, "screens/responses.py", lambda a: len(a.get("plotly_chart")) > 0)
     assert "**Question:** What is the capital of France?" in texts(app)
     for member in MEMBERS:
         assert member in "\n".join(m.value for m in app.markdown)
@@ -95,7 +95,7 @@ def test_responses_show_opinions_scores_and_justifications(
 
 def test_kpis_chart_tokens_latency_stages_and_radar(app: AppTest, finished: dict[str, Any]) -> None:
     """KPIs: four charts and the per-model and per-stage tables from finished sessions."""
-    show(app, "pages/kpis.py", lambda a: len(a.get("plotly_chart")) >= 4)
+    show(app, "screens/kpis.py", lambda a: len(a.get("plotly_chart")) >= 4)
     assert len(app.get("plotly_chart")) == 4
     per_model = app.dataframe[0].value
     assert TEST_MODEL in per_model["model"].values
@@ -108,7 +108,7 @@ def test_health_shows_every_node(app: AppTest, council_processes: dict[str, str]
     """Health: agents and chairman heartbeats with CPU, RAM and models."""
     show(
         app,
-        "pages/health.py",
+        "screens/health.py",
         lambda a: bool(a.dataframe) and {"agents", "chairman"} <= set(a.dataframe[0].value["role"]),
     )
     nodes = app.dataframe[0].value
@@ -123,7 +123,7 @@ def test_ask_page_runs_a_council_and_shows_the_answer(
     """Ask: members come from the roster; asking shows progress, then answer and ranking."""
     show(
         app,
-        "pages/ask.py",
+        "screens/ask.py",
         lambda a: bool(a.multiselect) and TEST_MODEL in a.multiselect[0].options,
     )
     members = app.multiselect[0]
@@ -133,7 +133,7 @@ def test_ask_page_runs_a_council_and_shows_the_answer(
     app.button[0].click().run()
     assert not app.error, [e.value for e in app.error]
     sid = app.session_state["ask_session"]
-    show(app, "pages/ask.py", lambda a: any(m.value == "Final answer" for m in a.subheader), 240)
+    show(app, "screens/ask.py", lambda a: any(m.value == "Final answer" for m in a.subheader), 240)
     assert any(m.value == "Final answer" for m in app.subheader), texts(app)
     assert sid in texts(app)
     assert len(app.dataframe[0].value) == 3

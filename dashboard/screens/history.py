@@ -43,4 +43,4 @@ questions = {v.session_id: f"{v.question[:60]} · {v.session_id}" for v in views
 chosen = st.selectbox("Open a session", ids, format_func=questions.__getitem__)
 if st.button("Open in Responses"):
     st.session_state["selected_session"] = chosen
-    st.switch_page("pages/responses.py")
+    st.switch_page("screens/responses.py")
