@@ -64,7 +64,7 @@ class Feed:
     def sessions(self) -> list[SessionView]:
         """Every known session, newest first (copies: safe to read while the feed writes)."""
         with self._lock:
-            views = [copy.copy(v) for v in self._sessions.values()]
+            views = copy.deepcopy(list(self._sessions.values()))
         return sorted(views, key=lambda v: v.started_at, reverse=True)
 
     def session(self, session_id: str) -> SessionView | None:
