@@ -1,4 +1,4 @@
-"""Asking the council as any client does: request on council.ask, then follow the session.
+"""What any client of the council does: ask, follow a session, list the agents.
 
 Events are read with an ordered JetStream consumer from the session's first
 event, so a client that subscribes after ``Accepted`` misses nothing; token
@@ -40,7 +40,8 @@ log = structlog.get_logger()
 
 async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> Accepted:
     """Ask; raise NoCouncil when nobody answers, QuestionRejected with its reason."""
-    url = str(nc.connected_url.geturl()) if nc.connected_url else "?"
+    where = nc.connected_url
+    url = f"nats://{where.hostname}:{where.port}" if where else "?"  # never the password
     payload = encode(question)
     try:
         msg = await request(nc, subjects.ASK, payload, timeout_s=timeout_s)

@@ -107,6 +107,7 @@ class ChairmanService:
             log.warning("bad_question", error=exc.detail)
             return Rejected(reason="bad_request", detail=exc.detail)
         if len(self.sessions) >= self.max_sessions:
+            log.info("question_rejected", reason="busy", sessions=len(self.sessions))
             return Rejected(
                 reason="busy", detail=f"{len(self.sessions)} sessions running; try again later"
             )
