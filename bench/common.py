@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from council.agents import handlers
+from council.agents.runtimes.base import Runtime
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
 from council.agents.service import AgentService
@@ -147,7 +148,7 @@ def calls_per_session(n: int, mode: ReviewMode = "pairwise") -> int:
 class LocalAgents:
     """The conductor's agent gateway served by the real handlers, no bus."""
 
-    def __init__(self, runtime: ScriptedRuntime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
     async def opinion(self, request: OpinionRequest) -> Completion | AgentError:

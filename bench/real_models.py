@@ -90,7 +90,7 @@ async def local_session(runtime: RoutedRuntime, council: Council) -> FinalAnswer
         synthesis_models=set(runtime.routes),
     )
     assert isinstance(plan, Plan), plan
-    agents = LocalAgents(runtime)  # type: ignore[arg-type]  # any Runtime will do
+    agents = LocalAgents(runtime)
     return _finished(await Conductor(plan, CONFIG, agents, _discard).run())
 
 
