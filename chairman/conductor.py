@@ -202,20 +202,15 @@ class Conductor:
                 )
             )
         else:
-            await self._member_failed(member, "opinions", reply)
-
-    async def _member_failed(self, member: str, stage: str, error: AgentError | None) -> None:
-        code = error.code if error else "timeout"
-        detail = error.detail if error else f"passed the {stage} deadline"
-        await self.record(
-            MemberFailed(
-                session_id=self.plan.session_id,
-                member=member,
-                stage="opinions" if stage == "opinions" else "reviews",
-                reason=code,
-                detail=detail,
+            await self.record(
+                MemberFailed(
+                    session_id=self.plan.session_id,
+                    member=member,
+                    stage="opinions",
+                    reason=reply.code if reply else "timeout",
+                    detail=reply.detail if reply else "passed the opinions deadline",
+                )
             )
-        )
 
     def _review_requests(self) -> dict[str, ReviewRequest]:
         """Pairwise: one call per (reviewer, other). Rank: one call per reviewer."""

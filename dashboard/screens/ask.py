@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from council.bus.errors import CouncilError
-from council.bus.messages import Question
+from council.bus.messages import AgentInfo, Question
 from council.dashboard.common import feed
+from council.dashboard.feed import Feed
 from council.dashboard.view import SessionView
 
 PERSONAS = ("careful", "concise", "skeptic", "teacher")
@@ -15,8 +16,15 @@ PERSONAS = ("careful", "concise", "skeptic", "teacher")
 st.title("Ask the council")
 current = feed()
 
+
+@st.cache_data(ttl=5.0, show_spinner=False)
+def served_models(_feed: Feed) -> list[AgentInfo]:
+    """The roster, asked at most every 5 s: each ask waits for the agents' answers."""
+    return _feed.roster()
+
+
 try:
-    roster = current.roster()
+    roster = served_models(current)
 except CouncilError as exc:
     st.error(str(exc))
     roster = []
