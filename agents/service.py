@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -26,6 +27,7 @@ from council.bus.client import decode, encode
 from council.bus.errors import InvalidMessage
 from council.bus.health import run_heartbeat
 from council.bus.messages import (
+    WORKING_EVERY_S,
     AgentError,
     AgentInfo,
     AgentReply,
@@ -35,6 +37,7 @@ from council.bus.messages import (
     ReviewRequest,
     Stage,
     SynthesisRequest,
+    Working,
 )
 from council.bus.tasks import cancel_and_wait
 
@@ -140,19 +143,17 @@ class AgentService:
             return
         bound = log.bind(session_id=request.session_id, member=request.member, kind=kind)
         received = time.monotonic()
-        async with self._bounds[model]:
-            # The deadline counts from receipt: time spent queued behind other calls is spent.
-            request.timeout_s -= time.monotonic() - received
-            if request.timeout_s <= 0:
-                await self._reply(msg, AgentError(code="timeout", detail="expired while queued"))
-                return
-            self.in_flight += 1
-            live = DeltaPublisher(self.nc, request.session_id, stage, request.member)
-            try:
-                reply = await handler(self.runtime, request, live.add)
-            finally:
-                self.in_flight -= 1
-                await live.close()
+        working = asyncio.create_task(self._say_working(msg))
+        try:
+            async with self._bounds[model]:
+                # The deadline counts from receipt: time queued behind other calls is spent.
+                request.timeout_s -= time.monotonic() - received
+                if request.timeout_s <= 0:
+                    reply: AgentReply = AgentError(code="timeout", detail="expired while queued")
+                else:
+                    reply = await self._generate(handler, request, stage)
+        finally:
+            await cancel_and_wait([working])
         if isinstance(reply, AgentError):
             bound.warning("llm_call_failed", model=model, code=reply.code, detail=reply.detail)
         else:
@@ -168,6 +169,27 @@ class AgentService:
                 ),
             )
         await self._reply(msg, reply)
+
+    async def _generate(self, handler: Handler, request: AgentRequest, stage: Stage) -> AgentReply:
+        self.in_flight += 1
+        live = DeltaPublisher(self.nc, request.session_id, stage, request.member)
+        try:
+            return await handler(self.runtime, request, live.add)
+        finally:
+            self.in_flight -= 1
+            await live.close()
+
+    async def _say_working(self, msg: Msg) -> None:
+        """``Working`` from receipt until the reply, so the requester can tell we are alive."""
+        if not msg.reply:
+            return
+        note = encode(Working(node=self.node))
+        while True:
+            try:
+                await self.nc.publish(msg.reply, note)
+            except nats.errors.Error as exc:  # reconnecting: the next one may get through
+                log.debug("working_note_failed", error=repr(exc))
+            await asyncio.sleep(WORKING_EVERY_S)
 
     async def _reply(self, msg: Msg, reply: AgentReply) -> None:
         if not msg.reply:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from council.bus import subjects
 from council.bus.client import decode, decode_event, encode, request
@@ -32,7 +34,9 @@ from council.bus.messages import (
     Question,
     Rejected,
     SessionEvent,
+    SessionStarted,
     TokenDelta,
+    event_kind,
 )
 
 log = structlog.get_logger()
@@ -76,33 +80,77 @@ async def follow(
                 pass
 
         live = await nc.subscribe(subjects.live_session(session_id), cb=on_live)
+    deadline = time.monotonic() + timeout_s
+    last_seq = 0
+    try:
+        async with _session_consumer(nc, session_id) as events:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise SessionTimeout(session_id, timeout_s)
+                try:
+                    msg = await events.next_msg(timeout=min(left, 5.0))
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                event = _session_event(msg, session_id)
+                if event is None:
+                    continue
+                if event.seq <= last_seq:  # stored twice: seq is gap-free and rising
+                    log.warning("replayed_session_event", session_id=session_id, seq=event.seq)
+                    continue
+                last_seq = event.seq
+                yield event
+                if isinstance(event, TERMINAL_EVENTS):
+                    return
+    finally:
+        if live is not None:
+            await live.unsubscribe()
+
+
+async def stored_events(nc: Client, session_id: str, *, wait_s: float = 2.0) -> list[SessionEvent]:
+    """The events stored for a session so far, in stream order (no waiting for more)."""
+    stored: list[SessionEvent] = []
+    async with _session_consumer(nc, session_id) as events:
+        while True:
+            try:
+                msg = await events.next_msg(timeout=wait_s)
+            except (TimeoutError, nats.errors.TimeoutError):
+                return stored  # nothing stored at all
+            event = _session_event(msg, session_id)
+            if event is not None:
+                stored.append(event)
+            if msg.metadata.num_pending == 0:
+                return stored
+
+
+async def open_sessions(nc: Client) -> list[str]:
+    """Ids of the stored sessions that started and have no terminal event yet."""
+    js = nc.jetstream()
+
+    async def ids(kind: str) -> set[str]:
+        info = await js.stream_info(
+            subjects.STREAM, subjects_filter=subjects.session_event("*", kind)
+        )
+        return {subject.split(".")[2] for subject in (info.state.subjects or {})}
+
+    started = await ids(event_kind(SessionStarted))
+    ended = set().union(*[await ids(event_kind(kind)) for kind in TERMINAL_EVENTS])
+    return sorted(started - ended)
+
+
+@asynccontextmanager
+async def _session_consumer(
+    nc: Client, session_id: str
+) -> AsyncIterator[JetStreamContext.PushSubscription]:
+    """An ordered consumer over one session's events from its first, deleted on exit."""
     try:  # naming the stream spares a $JS.API.STREAM.NAMES lookup readers may not make
         events = await nc.jetstream().subscribe(
             subjects.session_events(session_id), stream=subjects.STREAM, ordered_consumer=True
         )
     except nats.errors.Error as exc:
         raise CouncilError(f"cannot read the events of session {session_id}: {exc!r}") from exc
-    deadline = time.monotonic() + timeout_s
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise SessionTimeout(session_id, timeout_s)
-            try:
-                msg = await events.next_msg(timeout=min(left, 5.0))
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            try:
-                event = decode_event(msg.data, msg.subject)
-            except InvalidMessage as exc:  # anyone may publish here; skip what is not ours
-                log.warning("invalid_session_event", subject=msg.subject, error=exc.detail)
-                continue
-            if event.session_id != session_id:
-                log.warning("foreign_session_event", subject=msg.subject, claims=event.session_id)
-                continue
-            yield event
-            if isinstance(event, TERMINAL_EVENTS):
-                return
+        yield events
     finally:
         # an ordered consumer outlives its subscription by seconds: delete it now, or
         # a busy server runs into the stream's consumer limit
@@ -112,8 +160,19 @@ async def follow(
             await nc.jetstream().delete_consumer(subjects.STREAM, info.name)
         except nats.errors.Error:
             pass
-        if live is not None:
-            await live.unsubscribe()
+
+
+def _session_event(msg: Msg, session_id: str) -> SessionEvent | None:
+    """The event in ``msg``, or None (logged) for what is not one of this session's."""
+    try:
+        event = decode_event(msg.data, msg.subject)
+    except InvalidMessage as exc:  # anyone may publish here; skip what is not ours
+        log.warning("invalid_session_event", subject=msg.subject, error=exc.detail)
+        return None
+    if event.session_id != session_id:
+        log.warning("foreign_session_event", subject=msg.subject, claims=event.session_id)
+        return None
+    return event
 
 
 async def roster(nc: Client, window_s: float = 0.3) -> list[AgentInfo]:

@@ -7,6 +7,8 @@ connection logs them through ``error_cb``.
 from __future__ import annotations
 
 import asyncio
+import json
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,10 +21,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from council.bus import subjects
-from council.bus.errors import BusUnavailable, InvalidMessage
+from council.bus.errors import BusUnavailable, CouncilError, InvalidMessage
 from council.bus.messages import Event, SessionEvent, event_kind
 
 log = structlog.get_logger()
@@ -56,18 +58,48 @@ def decode_event(data: bytes, subject: str = "?") -> SessionEvent:
 
 @dataclass(frozen=True)
 class Credentials:
-    """Who a process is on the bus: a user and password, or a NATS .creds file."""
+    """Who a process is on the bus (a user and password, or a NATS .creds file) and
+    how it checks the server: ``tls_ca`` is the only CA trusted (else the system's),
+    ``tls_cert`` and ``tls_key`` a client certificate for servers that verify clients.
+    """
 
     user: str = ""
     password: str = ""
     creds_file: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @property
+    def wants_tls(self) -> bool:
+        return bool(self.tls_ca or self.tls_cert or self.tls_key)
 
     def options(self) -> dict[str, Any]:
+        """nats.connect keyword arguments; ValueError names a TLS file that cannot be used."""
+        options: dict[str, Any] = {}
         if self.creds_file:
-            return {"user_credentials": self.creds_file}
-        if self.user:
-            return {"user": self.user, "password": self.password}
-        return {}
+            options["user_credentials"] = self.creds_file
+        elif self.user:
+            options.update(user=self.user, password=self.password)
+        if self.wants_tls:
+            options["tls"] = self._tls_context()
+        return options
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self.tls_key and not self.tls_cert:
+            raise ValueError("a TLS client key needs its certificate (COUNCIL_NATS_TLS_CERT)")
+        try:
+            context = ssl.create_default_context(cafile=self.tls_ca or None)
+        except OSError as exc:  # a missing file, or an ssl.SSLError: no certificate in it
+            raise ValueError(f"cannot use TLS CA file {self.tls_ca!r}: {exc}") from exc
+        if self.tls_cert:
+            try:
+                context.load_cert_chain(self.tls_cert, self.tls_key or None)
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot use TLS client certificate {self.tls_cert!r}: {exc}"
+                ) from exc
+        return context
 
 
 async def connect(
@@ -86,10 +118,15 @@ async def connect(
     bound = log.bind(connection=name, url=url)
 
     errors: list[str] = []
+    # A failed TLS handshake makes nats-py hang while closing the socket
+    # (nats-io/nats.py#718), and a certificate failure would not heal by retrying.
+    tls_failed: asyncio.Future[ssl.SSLError] = asyncio.get_running_loop().create_future()
 
     async def on_error(exc: Exception) -> None:
         errors.append(str(exc))
         bound.error("nats_error", error=repr(exc))
+        if isinstance(exc, ssl.SSLError) and not tls_failed.done():
+            tls_failed.set_result(exc)
 
     client: list[Client] = []
 
@@ -100,6 +137,12 @@ async def connect(
     async def on_reconnected() -> None:
         bound.info("nats_reconnected")
 
+    credentials = credentials or Credentials()
+    try:
+        options = credentials.options()
+    except ValueError as exc:
+        raise BusUnavailable(url, str(exc)) from exc
+
     # With unlimited reconnects nats-py retries a first connection forever: probe first.
     servers = [u.strip() for u in url.split(",") if u.strip()]
     deadline = time.monotonic() + initial_wait_s
@@ -107,8 +150,19 @@ async def connect(
         if time.monotonic() >= deadline:
             raise BusUnavailable(url, "nothing listens there")
         await asyncio.sleep(0.25)
-    try:
-        connected = await nats.connect(
+    if credentials.wants_tls or any(s.startswith("tls://") for s in servers):
+        # nats-py encrypts only when the server's INFO requires TLS (a tls:// URL or a
+        # CA does not make it insist), so it would send the login in clear text.
+        plain = await _servers_without_tls(servers, connect_timeout)
+        if plain:
+            raise BusUnavailable(
+                url,
+                f"TLS is configured but {', '.join(plain)} does not require TLS "
+                "(enable tls in its config, or use nats:// and no TLS settings)",
+            )
+
+    attempt = asyncio.ensure_future(
+        nats.connect(
             servers,
             name=name,
             connect_timeout=connect_timeout,
@@ -119,14 +173,64 @@ async def connect(
             error_cb=on_error,
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
-            **(credentials or Credentials()).options(),
+            **options,
         )
+    )
+    try:
+        either: list[asyncio.Future[Any]] = [attempt, tls_failed]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not attempt.done():
+            attempt.cancel()
+            await asyncio.wait([attempt])  # unlike ``await attempt``, keeps our own cancel
+    if attempt.cancelled():  # only by a TLS failure: a cancelled caller never gets here
+        raise BusUnavailable(url, _tls_reason(tls_failed.result()))
+    try:
+        connected = attempt.result()
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         seen = list(dict.fromkeys(errors)) or [str(exc) or type(exc).__name__]
         raise BusUnavailable(url, "; ".join(seen)) from exc
     connected.options["max_reconnect_attempts"] = -1  # … then reconnect forever
     client.append(connected)
     return connected
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"TLS: the server's certificate is not trusted ({exc.verify_message}); trust "
+            "the CA that signed it (COUNCIL_NATS_TLS_CA) and use a host name it lists"
+        )
+    if "CERTIFICATE_REQUIRED" in (exc.reason or ""):
+        return "TLS: the server requires a client certificate (COUNCIL_NATS_TLS_CERT, _KEY)"
+    return f"TLS: {exc}"  # e.g. the server did not accept the client's certificate
+
+
+async def _servers_without_tls(servers: list[str], timeout_s: float) -> list[str]:
+    """The listening servers whose greeting (the INFO line, sent before TLS) does not
+    require TLS; a server that sends none is left to nats-py."""
+    plain: list[str] = []
+    for server in servers:
+        parsed = urlparse(server if "://" in server else f"nats://{server}")
+        host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        except (OSError, TimeoutError):
+            continue
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout_s)
+        except (OSError, TimeoutError):
+            line = b""
+        finally:
+            writer.close()
+        if line.startswith(b"INFO "):
+            try:
+                info = json.loads(line[5:])
+            except ValueError:
+                continue
+            if not info.get("tls_required"):
+                plain.append(f"{host}:{port}")
+    return plain
 
 
 async def _any_listens(servers: list[str], timeout_s: float) -> bool:
@@ -144,8 +248,19 @@ async def _any_listens(servers: list[str], timeout_s: float) -> bool:
     return False
 
 
-async def ensure_stream(js: JetStreamContext) -> None:
-    """Create the COUNCIL stream if missing; it stores session events only."""
+async def ensure_stream(
+    js: JetStreamContext, replicas: int = 1, *, wait_s: float = 15.0, attempt_s: float = 1.0
+) -> None:
+    """Create the COUNCIL stream if missing; it stores session events only.
+
+    ``replicas`` > 1 needs a cluster: R3 keeps every event on three nodes, so
+    the loss of one loses nothing. A cluster that has just started elects its
+    JetStream leader first (about a second here) and drops API requests until
+    then, so each call waits ``attempt_s`` and is retried for up to ``wait_s``.
+    An existing stream keeps its replica count (only logged when it differs):
+    scaling a stream is an operator's decision, and chairmen started with
+    different settings must not scale it back and forth.
+    """
     config = StreamConfig(
         name=subjects.STREAM,
         subjects=[subjects.SESSIONS],
@@ -156,12 +271,50 @@ async def ensure_stream(js: JetStreamContext) -> None:
         discard=DiscardPolicy.OLD,
         duplicate_window=120,
         max_consumers=10_000,  # readers' ordered consumers; the server default is lower
+        num_replicas=replicas,
     )
+    started = time.monotonic()
+    failures = 0
+    while True:
+        try:
+            await asyncio.wait_for(_create_or_check(js, config), attempt_s)
+        except (TimeoutError, ServiceUnavailableError) as exc:
+            waited = time.monotonic() - started
+            if waited >= wait_s:
+                raise CouncilError(
+                    f"JetStream did not create or find the {subjects.STREAM} stream within "
+                    f"{wait_s:g} s ({exc!r}); is JetStream on, and are {replicas} nodes up?"
+                ) from exc
+            if not failures:
+                log.warning("jetstream_not_ready", error=repr(exc), retrying_for_s=wait_s)
+            failures += 1
+            await asyncio.sleep(0.2)
+        except APIError as exc:  # e.g. replicas > 1 on a server that is not clustered
+            raise CouncilError(
+                f"cannot create the {subjects.STREAM} stream with {replicas} replica(s): "
+                f"{exc.description or exc!r}"
+            ) from exc
+        else:
+            if failures:
+                log.info("jetstream_ready", waited_s=round(time.monotonic() - started, 1))
+            return
+
+
+async def _create_or_check(js: JetStreamContext, config: StreamConfig) -> None:
     try:
-        await js.stream_info(subjects.STREAM)
+        info = await js.stream_info(subjects.STREAM)
     except NotFoundError:
         await js.add_stream(config)
-        log.info("stream_created", stream=subjects.STREAM)
+        log.info("stream_created", stream=subjects.STREAM, replicas=config.num_replicas)
+        return
+    if info.config.num_replicas != config.num_replicas:
+        log.warning(
+            "stream_replicas_differ",
+            stream=subjects.STREAM,
+            replicas=info.config.num_replicas,
+            configured=config.num_replicas,
+            hint=f"nats stream edit {subjects.STREAM} --replicas {config.num_replicas}",
+        )
 
 
 async def publish_event(js: JetStreamContext, event: Event) -> None:

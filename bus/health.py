@@ -21,8 +21,10 @@ log = structlog.get_logger()
 Describe = Callable[[], dict[str, Any]]
 
 
-def default_node_name(role: str) -> str:
-    return f"{socket.gethostname()}-{role}-{os.getpid()}"
+def default_node_name(role: str, *, unique: bool = True) -> str:
+    """``host-role-pid``; without the pid where a restart must keep its name."""
+    name = f"{socket.gethostname()}-{role}"
+    return f"{name}-{os.getpid()}" if unique else name
 
 
 def snapshot(node: str, role: str, describe: Describe | None = None) -> NodeHealth:

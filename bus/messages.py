@@ -19,6 +19,9 @@ MAX_QUESTION_CHARS = 4000
 MAX_MEMBERS = 8
 
 Stage = Literal["opinions", "reviews", "synthesis"]
+Strategy = Literal["synthesize", "select", "close", "vote"]
+"""How the chairman concludes: its model writes the answer; or the top-ranked opinion;
+or its model only when the ranking is close; or the answer most members gave."""
 ReviewMode = Literal["pairwise", "rank"]
 Score = Annotated[int, Meta(ge=1, le=10)]
 NonNegative = Annotated[int, Meta(ge=0)]
@@ -66,6 +69,9 @@ class Question(Struct, kw_only=True, forbid_unknown_fields=True):
     mode: ReviewMode = "pairwise"
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
     seed: int | None = None
+    alone: bool = False
+    """Ask the one member named in ``members`` alone: no reviews, no synthesis, its
+    opinion is the answer. The baseline a council is measured against."""
     v: int = SCHEMA_VERSION
 
 
@@ -85,6 +91,7 @@ RejectReason = Literal[
     "unknown_persona",
     "duplicate_member",
     "too_few_members",
+    "too_many_members",
     "busy",
 ]
 
@@ -165,7 +172,13 @@ class ReviewResult(Struct, kw_only=True, tag="review_result", tag_field="type"):
 
 
 AgentErrorCode = Literal[
-    "bad_request", "unknown_model", "timeout", "runtime_error", "invalid_output", "no_responders"
+    "bad_request",
+    "unknown_model",
+    "timeout",
+    "runtime_error",
+    "invalid_output",
+    "no_responders",
+    "agent_lost",
 ]
 
 
@@ -175,7 +188,21 @@ class AgentError(Struct, kw_only=True, tag="agent_error", tag_field="type"):
     v: int = SCHEMA_VERSION
 
 
+WORKING_EVERY_S = 1.0
+"""How often an agent says it is still working on a request (from receipt, queued or not)."""
+
+
+class Working(Struct, kw_only=True, tag="working", tag_field="type"):
+    """Sent to a request's reply subject on receipt and every ``WORKING_EVERY_S`` until the
+    reply: a requester that hears nothing for a while knows the agent is gone and asks
+    another one instead of waiting out the whole deadline."""
+
+    node: str
+    v: int = SCHEMA_VERSION
+
+
 AgentReply = Completion | ReviewResult | AgentError
+AgentResponse = AgentReply | Working
 AnyAgentRequest = OpinionRequest | ReviewRequest | SynthesisRequest
 
 
@@ -200,6 +227,10 @@ class SessionStarted(Event, tag="session_started"):
     seed: int = 0
     labels: dict[str, str] = {}
     """Anonymous label → member, fixed for the session (the chairman model sees labels only)."""
+    owner: str = ""
+    """The chairman node running the session: only it resumes the session after a restart."""
+    temperature: float | None = None
+    alone: bool = False
 
 
 class StageStarted(Event, tag="stage_started"):
@@ -221,6 +252,17 @@ class MemberFailed(Event, tag="member_failed"):
     stage: Stage
     reason: AgentErrorCode
     detail: str = ""
+
+
+class AgentLost(Event, tag="agent_lost"):
+    """The agent working on a member's request went silent (its process died, or the
+    network or server failed); the request was asked again when ``reissued``."""
+
+    member: str
+    stage: Stage
+    node: str
+    detail: str
+    reissued: bool
 
 
 class Review(Event, tag="review"):
@@ -296,6 +338,15 @@ class FinalAnswer(Event, tag="final_answer"):
     usage_by_model: dict[str, Usage]
     latency_ms: dict[str, float]
     """Wall clock per stage and ``total``."""
+    strategy: Literal["synthesize", "select", "vote"] = "synthesize"
+    """How the answer was made: ``synthesize`` (the chairman's model wrote it), or
+    ``select``/``vote`` (a member's opinion, named in ``selected``)."""
+    selected: str = ""
+    fallback: str = ""
+    """Why the chairman's model did not write the answer when it should have (its
+    error); the answer is then the top-ranked opinion."""
+    reviews_skipped: bool = False
+    """Stage 2 was skipped because the members' answers already agreed."""
 
 
 class SessionFailed(Event, tag="session_failed"):
@@ -309,6 +360,7 @@ SessionEvent = (
     | StageStarted
     | Opinion
     | MemberFailed
+    | AgentLost
     | Review
     | ReviewFailed
     | Ranking
@@ -319,9 +371,10 @@ SessionEvent = (
 TERMINAL_EVENTS = (FinalAnswer, SessionFailed)
 
 
-def event_kind(event: Event) -> str:
-    """The subject suffix of an event: its tag."""
-    return str(type(event).__struct_config__.tag)
+def event_kind(event: Event | type[Event]) -> str:
+    """The subject suffix of an event (or event type): its tag."""
+    kind = event if isinstance(event, type) else type(event)
+    return str(kind.__struct_config__.tag)
 
 
 # --- council.live.<sid>.<stage>.<member> (core NATS, not stored) -------------

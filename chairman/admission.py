@@ -50,7 +50,13 @@ def admit(
             reason="duplicate_member",
             detail=f"{', '.join(duplicates)} named twice; give copies a persona (model@careful)",
         )
-    if len(members) < max(2, quorum):
+    if question.alone:
+        if len(members) != 1 or not question.members:
+            return Rejected(
+                reason="too_few_members" if not members else "too_many_members",
+                detail="a question asked alone names exactly one member",
+            )
+    elif len(members) < max(2, quorum):
         return Rejected(
             reason="too_few_members",
             detail=f"{len(members)} member(s); a council needs at least {max(2, quorum)}",
@@ -62,7 +68,9 @@ def admit(
             return Rejected(reason="unknown_persona", detail=f"{member}: personas are {known}")
     unknown = sorted({prompts.split_member(m)[0] for m in members} - opinion_models)
     chairman = (question.chairman or defaults.chairman).strip()
-    if chairman not in synthesis_models:
+    if question.alone:
+        chairman = prompts.split_member(members[0])[0]  # nobody synthesizes
+    elif chairman not in synthesis_models:
         unknown.append(f"{chairman} (as chairman)")
     if unknown:
         served = ", ".join(sorted(opinion_models)) or "none"
@@ -78,4 +86,5 @@ def admit(
         mode=question.mode,
         seed=question.seed if question.seed is not None else random.randrange(2**31),
         temperature=question.temperature,
+        alone=question.alone,
     )

@@ -12,12 +12,13 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 
 from council.bus.messages import (
     AgentError,
+    AgentLost,
     Completion,
     Failure,
     FinalAnswer,
@@ -26,6 +27,7 @@ from council.bus.messages import (
     MemberSummary,
     Opinion,
     OpinionRequest,
+    RankEntry,
     Ranking,
     Review,
     ReviewFailed,
@@ -37,11 +39,12 @@ from council.bus.messages import (
     SessionFailed,
     SessionStarted,
     StageStarted,
+    Strategy,
     SynthesisRequest,
     Usage,
 )
-from council.chairman import aggregate, prompts
-from council.chairman.session import SessionState
+from council.chairman import aggregate, extract, prompts
+from council.chairman.session import SessionState, State
 
 log = structlog.get_logger()
 
@@ -70,6 +73,12 @@ class CouncilConfig:
     temperature: float = 0.7
     review_temperature: float = 0.2
     synthesis_temperature: float = 0.3
+    agent_silence_s: float = 15.0
+    """An agent quiet this long on a request is taken for gone; the request is asked again."""
+    strategy: Strategy = "synthesize"
+    close_margin: float = 0.5
+    """For ``close``: a lead under this (in normalized score) counts as close."""
+    skip_reviews_when_agree: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,59 +92,106 @@ class Plan:
     mode: ReviewMode
     seed: int
     temperature: float | None = None
+    alone: bool = False
+    """One member asked alone: stage 1 only, its opinion is the answer."""
+
+    @classmethod
+    def of(cls, started: SessionStarted) -> Plan:
+        """The plan a stored session was started with (to resume it)."""
+        return cls(
+            session_id=started.session_id,
+            question=started.question,
+            members=started.members,
+            chairman=started.chairman,
+            mode=started.mode,
+            seed=started.seed,
+            temperature=started.temperature,
+            alone=started.alone,
+        )
 
 
 class Conductor:
     def __init__(
-        self, plan: Plan, config: CouncilConfig, agents: AgentGateway, sink: EventSink
+        self,
+        plan: Plan,
+        config: CouncilConfig,
+        agents: AgentGateway,
+        sink: EventSink,
+        *,
+        owner: str = "",
+        state: SessionState | None = None,
     ) -> None:
+        """``state``: a session rebuilt from its events, to finish what it had left."""
         self.plan = plan
         self.config = config
         self.agents = agents
         self.sink = sink
-        self.state = SessionState(plan.session_id)
+        self.owner = owner
+        self.state = state or SessionState(plan.session_id)
+        self._recording = asyncio.Lock()
+        self.reviews_skipped = False
         self.labels = dict(zip(plan.members, prompts.labels_for(len(plan.members)), strict=True))
         self.latency_ms: dict[str, float] = {}
         self.log = log.bind(session_id=plan.session_id)
 
     async def record(self, event: SessionEvent) -> None:
-        event.seq = self.state.seq + 1
-        self.state.apply(event)
-        await self.sink(event)
+        """Apply and store one event; the lock keeps the stream in seq order."""
+        async with self._recording:
+            event.seq = self.state.seq + 1
+            self.state.apply(event)
+            await self.sink(event)
 
-    async def run(self) -> FinalAnswer | SessionFailed:
-        started = time.perf_counter()
-        plan = self.plan
+    async def agent_lost(self, member: str, node: str, reissued: bool) -> None:
+        stage = self.state.state.value
+        if stage not in ("opinions", "reviews", "synthesis"):
+            return
         await self.record(
-            SessionStarted(
-                session_id=plan.session_id,
-                question=plan.question,
-                members=plan.members,
-                chairman=plan.chairman,
-                mode=plan.mode,
-                quorum=self.config.quorum,
-                seed=plan.seed,
-                labels={label: member for member, label in self.labels.items()},
+            AgentLost(
+                session_id=self.plan.session_id,
+                member=member,
+                stage=stage,  # type: ignore[arg-type]
+                node=node or "unknown",
+                detail=f"no word from the agent for {self.config.agent_silence_s:g} s",
+                reissued=reissued,
             )
         )
+
+    async def run(self) -> FinalAnswer | SessionFailed:
+        """Run the session, or finish a rebuilt one from the stage it had reached."""
+        started = time.perf_counter()
+        plan = self.plan
+        if self.state.state is State.NEW:
+            await self.record(
+                SessionStarted(
+                    session_id=plan.session_id,
+                    question=plan.question,
+                    members=plan.members,
+                    chairman=plan.chairman,
+                    mode=plan.mode,
+                    quorum=self.config.quorum,
+                    seed=plan.seed,
+                    labels={label: member for member, label in self.labels.items()},
+                    owner=self.owner,
+                    temperature=plan.temperature,
+                    alone=plan.alone,
+                )
+            )
         try:
-            await self._stage("opinions", self._opinions)
-            answered = self.state.answered
-            if len(answered) < self.config.quorum:
-                return await self._fail(
-                    "quorum_not_met",
-                    f"{len(answered)} of {len(plan.members)} members answered; "
-                    f"quorum is {self.config.quorum}",
-                    "opinions",
-                )
-            await self._stage("reviews", self._reviews)
-            synthesis = await self._stage("synthesis", self._synthesis)
-            if isinstance(synthesis, AgentError):
-                return await self._fail(
-                    f"synthesis_{synthesis.code}", synthesis.detail, "synthesis"
-                )
+            if self.state.state in (State.STARTED, State.OPINIONS):
+                await self._stage("opinions", self._opinions)
+                answered = self.state.answered
+                if len(answered) < (1 if plan.alone else self.config.quorum):
+                    return await self._fail(
+                        "quorum_not_met",
+                        f"{len(answered)} of {len(plan.members)} members answered; "
+                        f"quorum is {self.config.quorum}",
+                        "opinions",
+                    )
+            if self.state.state in (State.OPINIONS, State.REVIEWS):
+                await self._stage("reviews", self._reviews)
+            final = await self._stage("synthesis", self._conclude)
             self.latency_ms["total"] = _ms_since(started)
-            final = self._final_answer(synthesis)
+            final.latency_ms = {k: round(v, 1) for k, v in self.latency_ms.items()}
             await self.record(final)
             return final
         except Exception as exc:
@@ -166,9 +222,12 @@ class Conductor:
 
     async def _opinions(self) -> None:
         plan, config = self.plan, self.config
-        await self.record(
-            StageStarted(session_id=plan.session_id, stage="opinions", expected=len(plan.members))
-        )
+        if self.state.state is State.STARTED:
+            await self.record(
+                StageStarted(
+                    session_id=plan.session_id, stage="opinions", expected=len(plan.members)
+                )
+            )
         deadline = time.monotonic() + config.opinions_deadline_s
         temperature = plan.temperature if plan.temperature is not None else config.temperature
 
@@ -183,7 +242,8 @@ class Conductor:
                 timeout_s=config.opinions_deadline_s,
             )
 
-        calls = {m: self.agents.opinion(request(m)) for m in plan.members}
+        settled = self.state.opinions.keys() | self.state.failed.keys()
+        calls = {m: self.agents.opinion(request(m)) for m in plan.members if m not in settled}
         async with aclosing(_until(deadline, calls)) as replies:
             async for member, reply in replies:
                 await self._record_opinion(member, reply)
@@ -246,15 +306,41 @@ class Conductor:
                 )
         return requests
 
+    def _already_reviewed(self, request: ReviewRequest) -> bool:
+        """Whether a resumed session has this call's outcome (a rank call recorded even
+        in part counts: its scores came from one reply)."""
+        members_by_label = {label: m for m, label in self.labels.items()}
+        group = {members_by_label[label] for label in request.labels}
+        return any(
+            r.reviewer == request.member and r.reviewed in group for r in self.state.reviews
+        ) or any(
+            f.reviewer == request.member and set(f.reviewed) == group
+            for f in self.state.review_failures
+        )
+
+    def _answers_agree(self) -> bool:
+        texts = [self.state.opinions[m].text for m in self.state.answered]
+        return self.plan.alone or (self.config.skip_reviews_when_agree and extract.agree(texts))
+
     async def _reviews(self) -> None:
         plan = self.plan
-        requests = self._review_requests()
-        await self.record(
-            StageStarted(session_id=plan.session_id, stage="reviews", expected=len(requests))
-        )
+        if self.state.state is State.OPINIONS and self._answers_agree():
+            self.reviews_skipped = True
+            await self.record(StageStarted(session_id=plan.session_id, stage="reviews", expected=0))
+        requests = {} if self.reviews_skipped else self._review_requests()
+        if self.state.state is State.OPINIONS:
+            await self.record(
+                StageStarted(session_id=plan.session_id, stage="reviews", expected=len(requests))
+            )
+        if self.state.ranking is not None:
+            return
         deadline = time.monotonic() + self.config.reviews_deadline_s
         members_by_label = {label: m for m, label in self.labels.items()}
-        calls = {key: self.agents.review(req) for key, req in requests.items()}
+        calls = {
+            key: self.agents.review(req)
+            for key, req in requests.items()
+            if not self._already_reviewed(req)
+        }
         async with aclosing(_until(deadline, calls)) as replies:
             async for key, reply in replies:
                 await self._record_review(requests[key], reply, members_by_label)
@@ -301,9 +387,41 @@ class Conductor:
                 )
             )
 
+    async def _conclude(self) -> FinalAnswer:
+        """The final answer, by the configured strategy; the top-ranked opinion, marked
+        as a fallback, when the chairman's model fails."""
+        assert self.state.ranking is not None
+        order = [e.member for e in self.state.ranking.entries]
+        strategy = "select" if self.plan.alone else self.config.strategy
+        synthesize = strategy == "synthesize" or (
+            strategy == "close" and _is_close(self.state.ranking.entries, self.config.close_margin)
+        )
+        if self.state.state is State.REVIEWS:
+            await self.record(
+                StageStarted(
+                    session_id=self.plan.session_id, stage="synthesis", expected=int(synthesize)
+                )
+            )
+        if not synthesize:
+            texts = {m: self.state.opinions[m].text for m in order}
+            how: Literal["select", "vote"] = "vote" if strategy == "vote" else "select"
+            chosen = extract.vote(texts, order) if how == "vote" else order[0]
+            return self._final_answer(texts[chosen], Usage(), how=how, selected=chosen)
+        synthesis = await self._synthesis()
+        if isinstance(synthesis, Completion):
+            return self._final_answer(synthesis.text, synthesis.usage)
+        reason = f"synthesis_{synthesis.code}: {synthesis.detail}"
+        self.log.warning("synthesis_fallback", reason=reason)
+        return self._final_answer(
+            self.state.opinions[order[0]].text,
+            Usage(),
+            how="select",
+            selected=order[0],
+            fallback=reason,
+        )
+
     async def _synthesis(self) -> Completion | AgentError:
         plan, config = self.plan, self.config
-        await self.record(StageStarted(session_id=plan.session_id, stage="synthesis", expected=1))
         assert self.state.ranking is not None
         entries = self.state.ranking.entries
         answers = [(self.labels[m], self.state.opinions[m].text) for m in self.state.answered]
@@ -328,7 +446,15 @@ class Conductor:
         except TimeoutError:
             return AgentError(code="timeout", detail="passed the synthesis deadline")
 
-    def _final_answer(self, synthesis: Completion) -> FinalAnswer:
+    def _final_answer(
+        self,
+        text: str,
+        synthesis_usage: Usage,
+        *,
+        how: Literal["synthesize", "select", "vote"] = "synthesize",
+        selected: str = "",
+        fallback: str = "",
+    ) -> FinalAnswer:
         state, plan = self.state, self.plan
         assert state.ranking is not None
         model_of = {m: prompts.split_member(m)[0] for m in plan.members}
@@ -337,22 +463,23 @@ class Conductor:
         usage = {
             "opinions": opinion_usage,
             "reviews": review_usage,
-            "synthesis": synthesis.usage,
-            "total": opinion_usage + review_usage + synthesis.usage,
+            "synthesis": synthesis_usage,
+            "total": opinion_usage + review_usage + synthesis_usage,
         }
         by_model: dict[str, Usage] = {}
         for member, used in [(o.member, o.usage) for o in state.opinions.values()] + [
             (r.reviewer, r.usage) for r in state.reviews
         ]:
             by_model[model_of[member]] = by_model.get(model_of[member], Usage()) + used
-        by_model[plan.chairman] = by_model.get(plan.chairman, Usage()) + synthesis.usage
+        if synthesis_usage != Usage():
+            by_model[plan.chairman] = by_model.get(plan.chairman, Usage()) + synthesis_usage
         failed = [
             Failure(member=f.member, stage=f.stage, reason=f.reason, detail=f.detail)
             for f in state.failed.values()
         ]
         return FinalAnswer(
             session_id=plan.session_id,
-            answer=synthesis.text,
+            answer=text,
             chairman=plan.chairman,
             ranking=state.ranking.entries,
             opinions=[
@@ -376,6 +503,10 @@ class Conductor:
             usage=usage,
             usage_by_model=by_model,
             latency_ms={k: round(v, 1) for k, v in self.latency_ms.items()},
+            strategy=how,
+            selected=selected,
+            fallback=fallback,
+            reviews_skipped=self.reviews_skipped,
         )
 
 
@@ -401,6 +532,10 @@ async def _until(
     finally:
         for task in pending:
             task.cancel()
+
+
+def _is_close(entries: list[RankEntry], margin: float) -> bool:
+    return len(entries) > 1 and (entries[0].tied or entries[0].margin < margin)
 
 
 def _ms_since(started: float) -> float:

@@ -1,35 +1,83 @@
-"""The conductor's agents, reached over NATS request/reply on ``council.agent.>``."""
+"""The conductor's agents, reached over NATS on ``council.agent.>``, with takeover.
+
+An agent answers ``Working`` on receipt and every second until its reply. When a
+request goes silent for ``silence_s`` (the agent's process died, or the network
+or the server went away), it is asked again: the queue group hands it to another
+agent serving the model. ``on_lost`` hears of each silent agent, so the session
+records it as a named event.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
-import nats.errors
+import msgspec
+import structlog
 from nats.aio.client import Client
 
 from council.bus import subjects
 from council.bus.client import decode, encode
-from council.bus.client import request as bus_request
 from council.bus.errors import InvalidMessage
+from council.bus.inbox import ReplyInbox, is_no_responders
 from council.bus.messages import (
     AgentError,
     AgentReply,
     AgentRequest,
+    AgentResponse,
     Completion,
     OpinionRequest,
     ReviewRequest,
     ReviewResult,
     SynthesisRequest,
+    Working,
 )
+
+log = structlog.get_logger()
 
 R = TypeVar("R", Completion, ReviewResult)
 GRACE_S = 2.0
+SETTLE_S = 0.3
+"""nats-server can answer "no responders" for a few ms after another connection's
+subscription was flushed (1 request in 12 right after a subscribe, measured here);
+re-asking for this long keeps a responder that has just started from looking missing."""
+SILENCE_S = 15.0
+ATTEMPTS = 3
+
+LostHook = Callable[[AgentRequest, str, bool], Awaitable[None]]
+"""(request, node that went silent or "", whether the request is asked again)."""
+
+
+@dataclass(frozen=True)
+class _Silent:
+    node: str
 
 
 class BusAgents:
-    def __init__(self, nc: Client, *, grace_s: float = GRACE_S) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        grace_s: float = GRACE_S,
+        silence_s: float = SILENCE_S,
+        attempts: int = ATTEMPTS,
+        on_lost: LostHook | None = None,
+    ) -> None:
         self.nc = nc
         self.grace_s = grace_s
+        self.silence_s = silence_s
+        self.attempts = attempts
+        self.on_lost = on_lost
+        self.inbox = ReplyInbox(nc)
+
+    async def start(self) -> None:
+        await self.inbox.start()
+
+    async def stop(self) -> None:
+        await self.inbox.stop()
 
     async def opinion(self, request: OpinionRequest) -> Completion | AgentError:
         return await self._request(request, "opinion", Completion)
@@ -42,21 +90,70 @@ class BusAgents:
 
     async def _request(self, request: AgentRequest, kind: str, expected: type[R]) -> R | AgentError:
         subject = subjects.agent(request.model, kind)
-        try:
-            msg = await bus_request(
-                self.nc, subject, encode(request), timeout_s=request.timeout_s + self.grace_s
-            )
-        except nats.errors.NoRespondersError:
-            return AgentError(
-                code="no_responders", detail=f"no agent serves {request.model} on {subject}"
-            )
-        except nats.errors.TimeoutError:
-            # Behind a wildcard subscriber "no responders" also looks like this.
-            return AgentError(code="timeout", detail=f"no reply on {subject} in time")
-        try:
-            reply = decode(AgentReply, msg.data, subject)
-        except InvalidMessage as exc:
-            return AgentError(code="invalid_output", detail=f"unreadable agent reply: {exc.detail}")
-        if isinstance(reply, AgentError | expected):
-            return reply
-        return AgentError(code="invalid_output", detail=f"unexpected {type(reply).__name__}")
+        deadline = time.monotonic() + request.timeout_s + self.grace_s
+        lost: list[str] = []
+        for attempt in range(1, self.attempts + 1):
+            # a request asked again carries what is left of the deadline, not all of it
+            left = max(0.0, deadline - self.grace_s - time.monotonic())
+            asked = request if attempt == 1 else msgspec.structs.replace(request, timeout_s=left)
+            outcome = await self._attempt(subject, encode(asked), deadline)
+            if isinstance(outcome, _Silent):
+                lost.append(outcome.node or "an unknown agent")
+                again = attempt < self.attempts and time.monotonic() < deadline
+                log.warning(
+                    "agent_lost",
+                    session_id=request.session_id,
+                    member=request.member,
+                    subject=subject,
+                    node=outcome.node,
+                    reissued=again,
+                )
+                if self.on_lost:
+                    await self.on_lost(request, outcome.node, again)
+                if again:
+                    continue
+                return AgentError(
+                    code="agent_lost", detail=f"{', '.join(lost)} went silent on {subject}"
+                )
+            if isinstance(outcome, AgentError) and outcome.code == "no_responders" and lost:
+                return AgentError(
+                    code="agent_lost",
+                    detail=f"{', '.join(lost)} went silent and no other agent serves {subject}",
+                )
+            if isinstance(outcome, AgentError | expected):
+                return outcome
+            return AgentError(code="invalid_output", detail=f"unexpected {type(outcome).__name__}")
+        raise AssertionError("unreachable: the last attempt returns")
+
+    async def _attempt(self, subject: str, data: bytes, deadline: float) -> AgentReply | _Silent:
+        """One ask: the reply, an error, or _Silent when no word came for ``silence_s``."""
+        settle_until = time.monotonic() + SETTLE_S
+        node = ""
+        async with self.inbox.open() as (reply_to, replies):
+            await self.nc.publish(subject, data, reply=reply_to)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return AgentError(code="timeout", detail=f"no reply on {subject} in time")
+                try:
+                    msg = await asyncio.wait_for(replies.get(), min(left, self.silence_s))
+                except TimeoutError:
+                    if time.monotonic() >= deadline:
+                        return AgentError(code="timeout", detail=f"no reply on {subject} in time")
+                    return _Silent(node)
+                if is_no_responders(msg):
+                    if time.monotonic() < settle_until:
+                        await asyncio.sleep(0.05)
+                        await self.nc.publish(subject, data, reply=reply_to)
+                        continue
+                    return AgentError(code="no_responders", detail=f"no agent serves {subject}")
+                try:
+                    response = decode(AgentResponse, msg.data, subject)
+                except InvalidMessage as exc:
+                    return AgentError(
+                        code="invalid_output", detail=f"unreadable agent reply: {exc.detail}"
+                    )
+                if isinstance(response, Working):
+                    node = response.node
+                    continue
+                return response

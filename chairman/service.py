@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import structlog
@@ -11,11 +12,13 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from council.bus import subjects
+from council.bus.ask import open_sessions, stored_events
 from council.bus.client import decode, encode, ensure_stream, publish_event
-from council.bus.errors import InvalidMessage
+from council.bus.errors import CouncilError, InvalidMessage
 from council.bus.health import run_heartbeat
 from council.bus.messages import (
     Accepted,
+    AgentRequest,
     AskReply,
     Question,
     Rejected,
@@ -24,10 +27,10 @@ from council.bus.messages import (
 )
 from council.bus.tasks import cancel_and_wait
 from council.chairman.admission import Defaults, admit, needed_models
-from council.chairman.conductor import Conductor, CouncilConfig
+from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.gateway import BusAgents
 from council.chairman.roster import Roster
-from council.chairman.session import TERMINAL
+from council.chairman.session import TERMINAL, InvalidTransition, SessionState
 
 log = structlog.get_logger()
 
@@ -42,6 +45,7 @@ class ChairmanService:
         node: str,
         max_sessions: int = 16,
         heartbeat_s: float = 2.0,
+        stream_replicas: int = 1,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
@@ -50,16 +54,19 @@ class ChairmanService:
         self.node = node
         self.max_sessions = max_sessions
         self.heartbeat_s = heartbeat_s
+        self.stream_replicas = stream_replicas
         self.roster = Roster(nc)
-        self.agents = BusAgents(nc)
+        self.agents = BusAgents(nc, silence_s=config.agent_silence_s, on_lost=self._agent_lost)
         self.sessions: dict[str, Conductor] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._sub: Subscription | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await ensure_stream(self.js)
+        await ensure_stream(self.js, self.stream_replicas)
+        await self.agents.start()
         await self.roster.start()
+        await self.resume_sessions()
         self._sub = await self.nc.subscribe(
             subjects.ASK, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_ask
         )
@@ -74,6 +81,53 @@ class ChairmanService:
             )
         )
         log.info("chairman_serving", node=self.node, defaults=self.defaults)
+
+    async def resume_sessions(self) -> list[str]:
+        """Finish the sessions this node was running when its process died.
+
+        The COUNCIL stream holds every step; a session that started and has no
+        terminal event, owned by this node, is rebuilt and run from where it was.
+        """
+        owned = await self._owned_open_sessions()
+        if owned:
+            await self._refuse_a_namesake()
+        for state in owned:
+            assert state.started is not None
+            config = dataclasses.replace(self.config, quorum=state.started.quorum)
+            plan = Plan.of(state.started)
+            self._launch(
+                Conductor(plan, config, self.agents, self._store, owner=self.node, state=state)
+            )
+            log.info("session_resumed", session_id=state.session_id, stage=state.state.value)
+        return [state.session_id for state in owned]
+
+    async def _owned_open_sessions(self) -> list[SessionState]:
+        owned = []
+        for session_id in await open_sessions(self.nc):
+            first_of_each_seq: dict[int, SessionEvent] = {}
+            for event in await stored_events(self.nc, session_id):
+                first_of_each_seq.setdefault(event.seq, event)  # a replay is not a step
+            try:
+                state = SessionState.rebuild(session_id, list(first_of_each_seq.values()))
+            except InvalidTransition as exc:
+                log.warning("session_not_resumable", session_id=session_id, error=str(exc))
+                continue
+            if state.started is not None and state.started.owner == self.node:
+                owned.append(state)
+        return owned
+
+    async def _refuse_a_namesake(self) -> None:
+        """Two live chairmen with one node name would both resume its sessions."""
+        sub = await self.nc.subscribe(subjects.health(self.node))
+        try:
+            await sub.next_msg(timeout=self.heartbeat_s * 1.5)
+        except TimeoutError:
+            return
+        finally:
+            await sub.unsubscribe()
+        raise CouncilError(
+            f"another chairman is running as node {self.node!r}: give each its own COUNCIL_NODE"
+        )
 
     async def stop(self) -> None:
         """Stop taking questions; end running sessions with a named failure."""
@@ -94,6 +148,7 @@ class ChairmanService:
                         stage=conductor.state.state.value,
                     )
                 )
+        await self.agents.stop()
 
     async def _on_ask(self, msg: Msg) -> None:
         reply = await self.handle_ask(msg.data, msg.subject)
@@ -126,14 +181,21 @@ class ChairmanService:
         if isinstance(plan, Rejected):
             log.info("question_rejected", reason=plan.reason, detail=plan.detail)
             return plan
-        conductor = Conductor(plan, self.config, self.agents, self._store)
-        self.sessions[plan.session_id] = conductor
-        task = asyncio.create_task(self._run(conductor))
-        self._tasks[plan.session_id] = task
+        self._launch(Conductor(plan, self.config, self.agents, self._store, owner=self.node))
         log.info("question_accepted", session_id=plan.session_id, members=plan.members)
         return Accepted(
             session_id=plan.session_id, members=plan.members, chairman=plan.chairman, mode=plan.mode
         )
+
+    def _launch(self, conductor: Conductor) -> None:
+        session_id = conductor.plan.session_id
+        self.sessions[session_id] = conductor
+        self._tasks[session_id] = asyncio.create_task(self._run(conductor))
+
+    async def _agent_lost(self, request: AgentRequest, node: str, reissued: bool) -> None:
+        conductor = self.sessions.get(request.session_id)
+        if conductor is not None:
+            await conductor.agent_lost(request.member, node, reissued)
 
     async def _run(self, conductor: Conductor) -> None:
         session_id = conductor.plan.session_id

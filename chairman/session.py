@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from council.bus.messages import (
+    AgentLost,
     FinalAnswer,
     MemberFailed,
     Opinion,
@@ -62,6 +63,7 @@ class SessionState:
     failed: dict[str, MemberFailed] = field(default_factory=dict)
     reviews: list[Review] = field(default_factory=list)
     review_failures: list[ReviewFailed] = field(default_factory=list)
+    lost: list[AgentLost] = field(default_factory=list)
     ranking: Ranking | None = None
     outcome: FinalAnswer | SessionFailed | None = None
 
@@ -93,6 +95,8 @@ class SessionState:
                 self.opinions[event.member] = event
             case MemberFailed() if self.state in (State.OPINIONS, State.REVIEWS):
                 self.failed[event.member] = event
+            case AgentLost() if self.state in (State.OPINIONS, State.REVIEWS, State.SYNTHESIS):
+                self.lost.append(event)
             case Review() if self.state is State.REVIEWS:
                 self.reviews.append(event)
             case ReviewFailed() if self.state is State.REVIEWS:

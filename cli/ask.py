@@ -11,6 +11,7 @@ from rich.table import Table
 from council.bus.ask import follow, submit
 from council.bus.client import connect
 from council.bus.messages import (
+    AgentLost,
     FinalAnswer,
     MemberFailed,
     Opinion,
@@ -48,6 +49,9 @@ class Progress:
                 )
             case MemberFailed(member=member, stage=stage, reason=reason, detail=detail):
                 c.print(f"  [red]✗ {member} failed in {stage}: {reason}[/] {detail}")
+            case AgentLost(member=member, node=node, reissued=reissued):
+                then = "asked another agent" if reissued else "gave up"
+                c.print(f"  [yellow]! agent {node} went silent on {member}: {then}[/]")
             case Review(reviewer=reviewer, reviewed=reviewed, score=score, latency_ms=ms):
                 self.done["reviews"] += 1
                 c.print(

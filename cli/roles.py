@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import get_args
 
 import structlog
 from nats.aio.client import Client
@@ -12,6 +13,7 @@ from council.agents.runtimes.router import RoutedRuntime, build_runtime
 from council.agents.service import AgentService
 from council.bus.client import connect
 from council.bus.health import default_node_name
+from council.bus.messages import Strategy
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService
@@ -21,11 +23,19 @@ log = structlog.get_logger()
 
 
 def council_config(settings: Settings) -> CouncilConfig:
+    if settings.strategy not in get_args(Strategy):
+        raise SystemExit(
+            f"error: strategy {settings.strategy!r}: choose one of {', '.join(get_args(Strategy))}"
+        )
     return CouncilConfig(
         quorum=settings.quorum,
         opinions_deadline_s=settings.opinions_deadline,
         reviews_deadline_s=settings.reviews_deadline,
         synthesis_deadline_s=settings.synthesis_deadline,
+        agent_silence_s=settings.agent_silence,
+        strategy=settings.strategy,  # type: ignore[arg-type]  # checked above
+        close_margin=settings.close_margin,
+        skip_reviews_when_agree=settings.skip_reviews_when_agree,
         opinion_max_tokens=settings.opinion_max_tokens,
         review_max_tokens=settings.review_max_tokens,
         synthesis_max_tokens=settings.synthesis_max_tokens,
@@ -65,9 +75,11 @@ async def start_chairman(nc: Client, settings: Settings) -> ChairmanService:
         nc,
         defaults=Defaults(tuple(settings.member_list), settings.chairman, settings.mode),  # type: ignore[arg-type]
         config=council_config(settings),
-        node=settings.node or default_node_name("chairman"),
+        # stable across restarts: a restarted chairman resumes the sessions of its name
+        node=settings.node or default_node_name("chairman", unique=False),
         max_sessions=settings.max_sessions,
         heartbeat_s=settings.heartbeat,
+        stream_replicas=settings.stream_replicas,
     )
     await service.start()
     return service

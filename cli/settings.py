@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,13 @@ class Settings:
     nats_user: str = _setting("", "COUNCIL_NATS_USER", "NATS user (nats.conf has one per role)")
     nats_password: str = _setting("", "COUNCIL_NATS_PASSWORD", "NATS password of that user")
     nats_creds: str = _setting("", "COUNCIL_NATS_CREDS", "a NATS .creds file, instead of a user")
+    nats_tls_ca: str = _setting(
+        "", "COUNCIL_NATS_TLS_CA", "CA file that signed the server's TLS certificate"
+    )
+    nats_tls_cert: str = _setting(
+        "", "COUNCIL_NATS_TLS_CERT", "client TLS certificate, for a server that verifies clients"
+    )
+    nats_tls_key: str = _setting("", "COUNCIL_NATS_TLS_KEY", "private key of that certificate")
     members: str = _setting(
         DEFAULT_MEMBERS,
         "COUNCIL_MEMBERS",
@@ -62,6 +69,22 @@ class Settings:
     opinions_deadline: float = _setting(180.0, "COUNCIL_OPINIONS_DEADLINE", "stage 1 deadline, s")
     reviews_deadline: float = _setting(300.0, "COUNCIL_REVIEWS_DEADLINE", "stage 2 deadline, s")
     synthesis_deadline: float = _setting(240.0, "COUNCIL_SYNTHESIS_DEADLINE", "stage 3 deadline, s")
+    agent_silence: float = _setting(
+        15.0,
+        "COUNCIL_AGENT_SILENCE",
+        "seconds without word from an agent before its request is asked of another",
+    )
+    strategy: str = _setting(
+        "synthesize",
+        "COUNCIL_STRATEGY",
+        "how the chairman concludes: synthesize, select, close or vote",
+    )
+    close_margin: float = _setting(
+        0.5, "COUNCIL_CLOSE_MARGIN", "strategy close: a lead under this calls the chairman"
+    )
+    skip_reviews_when_agree: bool = _setting(
+        False, "COUNCIL_SKIP_REVIEWS_WHEN_AGREE", "no stage 2 when the answers agree (1/0)"
+    )
     opinion_max_tokens: int = _setting(384, "COUNCIL_OPINION_MAX_TOKENS", "tokens per opinion")
     review_max_tokens: int = _setting(160, "COUNCIL_REVIEW_MAX_TOKENS", "tokens per review")
     synthesis_max_tokens: int = _setting(
@@ -69,6 +92,9 @@ class Settings:
     )
     concurrency: int = _setting(2, "COUNCIL_AGENT_CONCURRENCY", "requests in flight per model")
     max_sessions: int = _setting(16, "COUNCIL_MAX_SESSIONS", "sessions one chairman runs at once")
+    stream_replicas: int = _setting(
+        1, "COUNCIL_STREAM_REPLICAS", "session events' copies in a NATS cluster (3: lose 1 node)"
+    )
     heartbeat: float = _setting(2.0, "COUNCIL_HEARTBEAT", "seconds between health heartbeats")
     node: str = _setting("", "COUNCIL_NODE", "node name in heartbeats (default host-role-pid)")
     scripted_delay_ms: float = _setting(
@@ -79,6 +105,9 @@ class Settings:
     )
     dashboard_port: int = _setting(8501, "COUNCIL_DASHBOARD_PORT", "port of the dashboard")
     ask_timeout: float = _setting(900.0, "COUNCIL_ASK_TIMEOUT", "how long `council ask` waits, s")
+    evals_dir: str = _setting(
+        "", "COUNCIL_EVALS_DIR", "where eval results go (default ~/.local/share/council/evals)"
+    )
     log_format: str = _setting(
         "auto", "COUNCIL_LOG_FORMAT", "auto (console on a TTY), json, console"
     )
@@ -86,7 +115,21 @@ class Settings:
 
     @property
     def credentials(self) -> Credentials:
-        return Credentials(self.nats_user, self.nats_password, self.nats_creds)
+        return Credentials(
+            self.nats_user,
+            self.nats_password,
+            self.nats_creds,
+            tls_ca=self.nats_tls_ca,
+            tls_cert=self.nats_tls_cert,
+            tls_key=self.nats_tls_key,
+        )
+
+    @property
+    def evals_path(self) -> Path:
+        if self.evals_dir:
+            return Path(self.evals_dir).expanduser()
+        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(data) / "council" / "evals"
 
     @property
     def member_list(self) -> list[str]:
@@ -107,9 +150,16 @@ class Settings:
 SETTINGS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
-def _kind(name: str) -> type:
+def _kind(name: str) -> Callable[[str], Any]:
     default: Any = SETTINGS[name].default
-    return type(default)
+    return _boolean if isinstance(default, bool) else type(default)
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        raise ValueError(f"{text!r} is not one of 1/0, true/false, yes/no, on/off")
+    return lowered in {"1", "true", "yes", "on"}
 
 
 def flag_of(name: str) -> str:

@@ -17,6 +17,7 @@ navigation = st.navigation(
         ),
         st.Page(HERE / "screens" / "kpis.py", title="KPIs", icon=":material/monitoring:"),
         st.Page(HERE / "screens" / "history.py", title="History", icon=":material/history:"),
+        st.Page(HERE / "screens" / "eval.py", title="Eval", icon=":material/fact_check:"),
         st.Page(HERE / "screens" / "health.py", title="Health", icon=":material/favorite:"),
     ]
 )

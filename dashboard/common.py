@@ -1,9 +1,10 @@
-"""What every page shares: the cached feed, colours per model, a session picker."""
+"""What every page shares: the cached feed, colours per model, a session picker, evals_dir."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import streamlit as st
 
@@ -26,6 +27,9 @@ def feed() -> Feed:
         os.environ.get("COUNCIL_NATS_USER", ""),
         os.environ.get("COUNCIL_NATS_PASSWORD", ""),
         os.environ.get("COUNCIL_NATS_CREDS", ""),
+        tls_ca=os.environ.get("COUNCIL_NATS_TLS_CA", ""),
+        tls_cert=os.environ.get("COUNCIL_NATS_TLS_CERT", ""),
+        tls_key=os.environ.get("COUNCIL_NATS_TLS_KEY", ""),
     )
     current = _feed(os.environ.get("COUNCIL_NATS_URL", "nats://127.0.0.1:4222"), credentials)
     current.wait_ready(3.0)
@@ -33,6 +37,15 @@ def feed() -> Feed:
         st.error(current.error)
         st.stop()
     return current
+
+
+def evals_dir() -> Path:
+    """Where `council eval` saves its runs: $COUNCIL_EVALS_DIR, with the CLI setting's default."""
+    configured = os.environ.get("COUNCIL_EVALS_DIR", "")
+    if configured:
+        return Path(configured).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "council" / "evals"
 
 
 def colour(model: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from council.bus.messages import (
+    AgentLost,
     FinalAnswer,
     MemberFailed,
     Opinion,
@@ -30,6 +31,7 @@ class SessionView:
     failures: dict[str, MemberFailed] = field(default_factory=dict)
     reviews: list[Review] = field(default_factory=list)
     review_failures: list[ReviewFailed] = field(default_factory=list)
+    lost: list[AgentLost] = field(default_factory=list)
     ranking: Ranking | None = None
     final: FinalAnswer | None = None
     failed: SessionFailed | None = None
@@ -75,6 +77,8 @@ class SessionView:
                 self.reviews.append(event)
             case ReviewFailed():
                 self.review_failures.append(event)
+            case AgentLost():
+                self.lost.append(event)
             case Ranking():
                 self.ranking = event
             case FinalAnswer():

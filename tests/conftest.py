@@ -122,10 +122,18 @@ def ask_json(
     env: dict[str, str], question: str, timeout_s: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """`council ask --json`, retried until the council processes have loaded and subscribed."""
+    return council_cli(env, ["ask", "--json", question], timeout_s)
+
+
+def council_cli(
+    env: dict[str, str], args: list[str], timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """A `council` command, retried while the council processes are still starting
+    (no council answers, or the members' models are not served yet)."""
     deadline = time.monotonic() + 60
     while True:
         result = subprocess.run(
-            [sys.executable, "-m", "council.cli", "ask", "--json", question],
+            [sys.executable, "-m", "council.cli", *args],
             env=env, capture_output=True, text=True, timeout=timeout_s,
         )  # fmt: skip
         not_ready = result.returncode == 3 or "unknown_model" in result.stderr

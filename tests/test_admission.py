@@ -58,3 +58,21 @@ def test_good_question_gets_a_plan_with_defaults_and_personas() -> None:
     personas = decide(Question(question="q", members=["a@careful", "a@skeptic"]))
     assert isinstance(personas, Plan)
     assert personas.session_id != plan.session_id
+
+
+def test_a_question_asked_alone_names_exactly_one_member() -> None:
+    served = {"m1", "m2"}
+    alone = admit(
+        Question(question="q", members=["m2"], alone=True), DEFAULTS,
+        quorum=2, opinion_models=served, synthesis_models=set(),
+    )  # fmt: skip
+    assert isinstance(alone, Plan)
+    assert alone.alone
+    assert alone.members == ["m2"]
+    for members in ([], ["m1", "m2"]):
+        rejected = admit(
+            Question(question="q", members=members, alone=True), DEFAULTS,
+            quorum=2, opinion_models=served, synthesis_models=set(),
+        )  # fmt: skip
+        assert isinstance(rejected, Rejected)
+        assert "exactly one member" in rejected.detail

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+import structlog
 from nats.aio.client import Client
 from test_bus import council
 
-from council.bus.ask import follow, submit
-from council.bus.errors import QuestionRejected
-from council.bus.messages import Accepted, FinalAnswer, Question
+from council.agents.runtimes.scripted import HANG
+from council.bus import subjects
+from council.bus.ask import follow, stored_events, submit
+from council.bus.client import decode, encode, request
+from council.bus.errors import QuestionRejected, SessionTimeout
+from council.bus.messages import (
+    Accepted,
+    AgentError,
+    AgentReply,
+    AskReply,
+    FinalAnswer,
+    Question,
+    Rejected,
+    event_kind,
+)
 from council.bus.server import EmbeddedNats
 from council.chairman.conductor import CouncilConfig
 
@@ -49,3 +63,66 @@ async def test_burst_of_200_questions_is_accepted_or_busy_and_all_accepted_finis
         assert c.agents.in_flight == 0
         assert len(c.runtime.history) == len(accepted) * 10
         print(f"burst: {len(accepted)} accepted, {len(rejected)} busy")
+
+
+GARBAGE = {
+    "random bytes": bytes(range(256)) * 4,
+    "wrong schema": b'{"type": "review", "session_id": 5, "labels": "A"}',
+    "huge": b'{"question": "' + b"x" * 900_000 + b'"',
+}
+
+
+@pytest.mark.parametrize("kind", GARBAGE)
+async def test_garbage_on_every_request_subject_gets_a_reason_and_is_logged(
+    nats_server: EmbeddedNats, nc: Client, kind: str
+) -> None:
+    """Each request subject answers garbage with a named rejection and logs it; then a
+    session runs as if nothing happened."""
+    payload = GARBAGE[kind]
+    async with council(nats_server):
+        with structlog.testing.capture_logs() as logs:
+            asked = decode(AskReply, (await request(nc, subjects.ASK, payload, timeout_s=5)).data)
+            assert isinstance(asked, Rejected)
+            assert asked.reason == "bad_request"
+            assert asked.detail
+            for kind_ in subjects.AGENT_KINDS:
+                subject = subjects.agent("m2", kind_)
+                reply = decode(AgentReply, (await request(nc, subject, payload, timeout_s=5)).data)
+                assert isinstance(reply, AgentError)
+                assert reply.code == "bad_request"
+                assert reply.detail
+            for subject in ("council.health.x", "council.live.x.opinions.m1", subjects.ROSTER):
+                await nc.publish(subject, payload)
+            await nc.flush()
+        events = [e["event"] for e in logs]
+        assert events.count("bad_question") == 1
+        assert events.count("bad_agent_request") == 3
+        accepted = await submit(nc, Question(question="still serving?"))
+        outcome = [e async for e in follow(nc, accepted.session_id, timeout_s=30)][-1]
+        assert isinstance(outcome, FinalAnswer)
+
+
+async def test_replayed_events_are_skipped_by_a_follower(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """Events stored a second time mid-session (a replay) never reach a reader twice; a
+    session id nobody owns ends in a clear timeout."""
+    async with council(nats_server, CouncilConfig(opinions_deadline_s=2.0)) as c:
+        c.runtime.enqueue("m3", HANG)  # holds the session in stage 1 for 2 s
+        accepted = await submit(nc, Question(question="q"))
+        sid = accepted.session_id
+        for _ in range(100):
+            if len(early := await stored_events(nc, sid)) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        js = nc.jetstream()
+        for event in early[:2]:  # no Nats-Msg-Id: the server stores them again
+            await js.publish(subjects.session_event(sid, event_kind(event)), encode(event))
+        with structlog.testing.capture_logs() as logs:
+            events = [e async for e in follow(nc, sid, timeout_s=30)]
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+        assert isinstance(events[-1], FinalAnswer)
+        assert [e["event"] for e in logs].count("replayed_session_event") == 2
+        assert len(await stored_events(nc, sid)) == len(events) + 2
+        with pytest.raises(SessionTimeout):
+            [e async for e in follow(nc, "no-such-session", timeout_s=1)]

@@ -71,6 +71,9 @@ def live_session() -> None:
         return
     st.caption(f"session {session_id} · {view.status}")
     show_progress(view)
+    for lost in view.lost:
+        then = "asked another agent" if lost.reissued else "gave up"
+        st.warning(f"agent {lost.node} went silent on {lost.member} ({lost.stage}): {then}")
     for member, failure in view.failures.items():
         st.error(f"{member} failed in {failure.stage}: {failure.reason} {failure.detail}")
     if view.final:

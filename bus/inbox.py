@@ -1,0 +1,59 @@
+"""One wildcard inbox subscription for many requests that each get several replies.
+
+nats-py's ``request`` resolves on the first reply; an agent answers with progress
+(``Working``) before its result, so the requester keeps one subscription on
+``<inbox>.*`` and routes each message to its request's queue by the last token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.nuid import NUID
+
+NO_RESPONDERS = "503"
+
+
+def is_no_responders(msg: Msg) -> bool:
+    """The server's empty status reply to a request nobody subscribes to."""
+    return not msg.data and (msg.headers or {}).get("Status") == NO_RESPONDERS
+
+
+class ReplyInbox:
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self._prefix = nc.new_inbox()
+        self._nuid = NUID()
+        self._queues: dict[str, asyncio.Queue[Msg]] = {}
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(f"{self._prefix}.*", cb=self._route)
+
+    async def stop(self) -> None:
+        if self._sub:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[tuple[str, asyncio.Queue[Msg]]]:
+        """A fresh reply subject and the queue its messages arrive on."""
+        if self._sub is None:
+            await self.start()
+        token = self._nuid.next().decode()
+        queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._queues[token] = queue
+        try:
+            yield f"{self._prefix}.{token}", queue
+        finally:
+            del self._queues[token]
+
+    async def _route(self, msg: Msg) -> None:
+        queue = self._queues.get(msg.subject.rsplit(".", 1)[-1])
+        if queue is not None:  # a late reply to a request already settled is dropped
+            queue.put_nowait(msg)

@@ -1,0 +1,287 @@
+"""What `council eval` saves per question, and the report made from those records.
+
+Besides each system's accuracy, the report replays the recorded stages under the
+chairman's other strategies (select, vote, close, skipping reviews when the
+answers agree): those need no model call beyond what was recorded, so one run
+measures them all. Their times are the recorded stage times they would keep.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from council.chairman import extract
+from council.chairman.aggregate import Score, normalize
+
+CLOSE_MARGIN = 0.5
+
+
+class Answer(msgspec.Struct, kw_only=True):
+    text: str = ""
+    correct: bool = False
+    tokens: int = 0
+    """Prompt and completion tokens."""
+    wall_s: float = 0.0
+    error: str = ""
+
+
+class ReviewScore(msgspec.Struct, kw_only=True):
+    reviewer: str
+    reviewed: str
+    score: float
+
+
+class CouncilAnswer(Answer, kw_only=True):
+    members: list[str] = []
+    chairman: str = ""
+    opinions: dict[str, Answer] = {}
+    reviews: list[ReviewScore] = []
+    ranking: list[str] = []
+    margin: float = 0.0
+    tied: bool = False
+    stage_s: dict[str, float] = {}
+    stage_tokens: dict[str, int] = {}
+    strategy: str = ""
+    fallback: str = ""
+    reviews_skipped: bool = False
+
+
+class Record(msgspec.Struct, kw_only=True):
+    id: str
+    kind: str
+    council: CouncilAnswer
+    alone: dict[str, Answer]
+    """Per model: the model asked alone."""
+
+
+class SystemRow(msgspec.Struct, kw_only=True):
+    system: str
+    group: str
+    """``council``, ``alone`` (one model), ``replayed`` (another strategy on the
+    recorded stages) or ``bound`` (oracle, members' mean)."""
+    correct: int
+    n: int
+    accuracy: float
+    low: float
+    high: float
+    tokens: float
+    """Mean per question."""
+    wall_s: float
+    """Mean per question."""
+
+
+class Report(msgspec.Struct, kw_only=True):
+    dataset: str
+    label: str
+    date: str
+    machine: str
+    questions: int
+    answered: int
+    members: list[str]
+    chairman: str
+    systems: list[SystemRow]
+    review_discrimination: float | None
+    """Mean per-reviewer z-score given to right answers minus wrong ones."""
+    discrimination_by_reviewer: dict[str, float]
+    synthesis_broke: int
+    """Synthesized answers that were wrong although the top-ranked opinion was right."""
+    synthesis_fixed: int
+    fallbacks: int
+    council_errors: int
+    time_vs_chairman: float | None
+    """Council wall time over the chairman's model alone, per question (mean ratio)."""
+    by_kind: dict[str, dict[str, float]]
+
+    def print(self, console: Console) -> None:
+        table = Table(title=f"{self.dataset} · {self.label} · {self.answered}/{self.questions}")
+        for column in ("system", "accuracy", "95% interval", "right", "tokens/q", "s/q"):
+            table.add_column(column, justify="left" if column == "system" else "right")
+        for row in self.systems:
+            table.add_row(
+                row.system,
+                f"{row.accuracy:.1%}",
+                f"{row.low:.1%}–{row.high:.1%}",
+                f"{row.correct}/{row.n}",
+                f"{row.tokens:.0f}",
+                f"{row.wall_s:.1f}",
+            )
+        console.print(table)
+        if self.review_discrimination is not None:
+            by = ", ".join(f"{k} {v:+.2f}" for k, v in self.discrimination_by_reviewer.items())
+            console.print(f"review discrimination {self.review_discrimination:+.2f} ({by})")
+        console.print(
+            f"synthesis turned a right top-ranked answer wrong {self.synthesis_broke}×, "
+            f"a wrong one right {self.synthesis_fixed}×; fallbacks {self.fallbacks}; "
+            f"council errors {self.council_errors}"
+        )
+        if self.time_vs_chairman is not None:
+            console.print(f"council time / chairman's model alone: {self.time_vs_chairman:.1f}×")
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval: sensible at 0 and 100 % and for small n."""
+    if n == 0:
+        return 0.0, 0.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def row(system: str, group: str, outcomes: Sequence[tuple[bool, float, float]]) -> SystemRow:
+    """A system's row from (correct, tokens, seconds) per question."""
+    n = len(outcomes)
+    correct = sum(1 for ok, _, _ in outcomes if ok)
+    low, high = wilson(correct, n)
+    return SystemRow(
+        system=system,
+        group=group,
+        correct=correct,
+        n=n,
+        accuracy=correct / n if n else 0.0,
+        low=low,
+        high=high,
+        tokens=statistics.fmean(t for _, t, _ in outcomes) if n else 0.0,
+        wall_s=statistics.fmean(s for _, _, s in outcomes) if n else 0.0,
+    )
+
+
+def build_report(records: list[Record], *, dataset: str, label: str, total: int) -> Report:
+    councils = [r.council for r in records]
+    members = next((c.members for c in councils if c.members), [])
+    chairman = next((c.chairman for c in councils if c.chairman), "")
+    systems = [
+        row("council", "council", [(c.correct, c.tokens, c.wall_s) for c in councils]),
+    ]
+    models = list(dict.fromkeys(m for r in records for m in r.alone))
+    for model in models:
+        answers = [r.alone[model] for r in records if model in r.alone]
+        name = f"{model} alone" + (" (chairman)" if model == chairman else "")
+        systems.append(row(name, "alone", [(a.correct, a.tokens, a.wall_s) for a in answers]))
+    systems += _replayed(councils)
+    reviewed = [c for c in councils if c.opinions]
+    systems.append(
+        row(
+            "oracle: any member right",
+            "bound",
+            [(any(o.correct for o in c.opinions.values()), 0, 0) for c in reviewed],
+        )
+    )
+    discrimination, by_reviewer = _discrimination(councils)
+    synthesized = [c for c in councils if c.strategy == "synthesize" and c.ranking]
+    chairman_alone = [r.alone[chairman].wall_s for r in records if chairman in r.alone]
+    ratios = [
+        r.council.wall_s / r.alone[chairman].wall_s
+        for r in records
+        if chairman in r.alone and r.alone[chairman].wall_s > 0 and not r.council.error
+    ]
+    return Report(
+        dataset=dataset,
+        label=label,
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        machine=f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        questions=total,
+        answered=len(records),
+        members=members,
+        chairman=chairman,
+        systems=systems,
+        review_discrimination=discrimination,
+        discrimination_by_reviewer=by_reviewer,
+        synthesis_broke=sum(
+            1 for c in synthesized if c.opinions[c.ranking[0]].correct and not c.correct
+        ),
+        synthesis_fixed=sum(
+            1 for c in synthesized if not c.opinions[c.ranking[0]].correct and c.correct
+        ),
+        fallbacks=sum(1 for c in councils if c.fallback),
+        council_errors=sum(1 for c in councils if c.error),
+        time_vs_chairman=statistics.fmean(ratios) if ratios and chairman_alone else None,
+        by_kind=_by_kind(records),
+    )
+
+
+def _replayed(councils: list[CouncilAnswer]) -> list[SystemRow]:
+    """The other strategies on the recorded stages of synthesized sessions."""
+    base = [c for c in councils if c.ranking and c.strategy == "synthesize"]
+    if not base:
+        return []
+
+    def kept(c: CouncilAnswer, *stages: str) -> tuple[float, float]:
+        return (
+            sum(c.stage_tokens.get(s, 0) for s in stages),
+            sum(c.stage_s.get(s, 0.0) for s in stages),
+        )
+
+    def select(c: CouncilAnswer) -> tuple[bool, float, float]:
+        return (c.opinions[c.ranking[0]].correct, *kept(c, "opinions", "reviews"))
+
+    def vote(c: CouncilAnswer) -> tuple[bool, float, float]:
+        texts = {m: c.opinions[m].text for m in c.ranking}
+        return (c.opinions[extract.vote(texts, c.ranking)].correct, *kept(c, "opinions", "reviews"))
+
+    def close(c: CouncilAnswer) -> tuple[bool, float, float]:
+        if c.tied or c.margin < CLOSE_MARGIN:
+            return c.correct, c.tokens, c.stage_s.get("total", c.wall_s)
+        return select(c)
+
+    def agree_then_select(c: CouncilAnswer) -> tuple[bool, float, float]:
+        if extract.agree([c.opinions[m].text for m in c.ranking]):
+            return (c.opinions[c.ranking[0]].correct, *kept(c, "opinions"))
+        return select(c)
+
+    stage_one = [(o.correct, o.tokens, o.wall_s) for c in base for o in c.opinions.values()]
+    return [
+        row("council: select top-ranked", "replayed", [select(c) for c in base]),
+        row("council: vote", "replayed", [vote(c) for c in base]),
+        row(f"council: close (margin {CLOSE_MARGIN})", "replayed", [close(c) for c in base]),
+        row(
+            "council: skip reviews if agree, select",
+            "replayed",
+            [agree_then_select(c) for c in base],
+        ),
+        row("members' mean (stage 1)", "bound", stage_one),
+    ]
+
+
+def _discrimination(councils: list[CouncilAnswer]) -> tuple[float | None, dict[str, float]]:
+    right: dict[str, list[float]] = {}
+    wrong: dict[str, list[float]] = {}
+    for c in councils:
+        scores = [
+            Score(r.reviewer, r.reviewed, r.score) for r in c.reviews if r.reviewed in c.opinions
+        ]
+        for s in normalize(scores):
+            bucket = right if c.opinions[s.reviewed].correct else wrong
+            bucket.setdefault(s.reviewer, []).append(s.score)
+    by_reviewer = {
+        reviewer: round(statistics.fmean(right[reviewer]) - statistics.fmean(wrong[reviewer]), 3)
+        for reviewer in sorted(right.keys() & wrong.keys())
+    }
+    all_right = [v for vs in right.values() for v in vs]
+    all_wrong = [v for vs in wrong.values() for v in vs]
+    if not all_right or not all_wrong:
+        return None, by_reviewer
+    return round(statistics.fmean(all_right) - statistics.fmean(all_wrong), 3), by_reviewer
+
+
+def _by_kind(records: list[Record]) -> dict[str, dict[str, float]]:
+    """Accuracy per question kind: the council and each model alone."""
+    kinds: dict[str, dict[str, float]] = {}
+    for kind in sorted({r.kind for r in records}):
+        subset = [r for r in records if r.kind == kind]
+        figures = {"questions": float(len(subset))}
+        figures["council"] = sum(r.council.correct for r in subset) / len(subset)
+        for model in dict.fromkeys(m for r in subset for m in r.alone):
+            answers = [r.alone[model] for r in subset if model in r.alone]
+            figures[model] = sum(a.correct for a in answers) / len(answers)
+        kinds[kind] = figures
+    return kinds

@@ -1,0 +1,253 @@
+"""`council eval`: the council, each member alone and the chairman's model alone on
+checkable questions, through the bus as any client asks.
+
+Each question's record is appended to a results file as soon as it is known, so
+a rerun resumes where the last one stopped and Ctrl-C leaves a usable report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from council.bus.ask import follow, submit
+from council.bus.client import connect
+from council.bus.errors import CouncilError, QuestionRejected, SessionTimeout
+from council.bus.messages import (
+    Accepted,
+    FinalAnswer,
+    Opinion,
+    Question,
+    Ranking,
+    Review,
+    ReviewMode,
+    SessionEvent,
+)
+from council.chairman.prompts import split_member
+from council.cli.evalreport import Answer, CouncilAnswer, Record, ReviewScore, build_report
+from council.cli.evalset import EvalQuestion, load
+from council.cli.settings import Settings
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    path: Path
+    members: list[str]
+    chairman: str
+    mode: ReviewMode
+    limit: int | None
+    name: str
+    sample: int | None = None
+
+    def label(self) -> str:
+        """The results' name: given, or the council asked for (``default``: the chairman's)."""
+        if self.name:
+            return self.name
+        if not self.members and not self.chairman:
+            return f"default-{self.mode}"
+        asked = f"{','.join(self.members)}|{self.chairman}|{self.mode}"
+        return f"custom-{hashlib.sha256(asked.encode()).hexdigest()[:8]}"
+
+
+def spread(questions: list[EvalQuestion], count: int | None) -> list[EvalQuestion]:
+    """``count`` questions evenly spaced through the file, so every kind is in."""
+    if count is None or count >= len(questions):
+        return questions
+    step = len(questions) / max(count, 1)
+    return [questions[int(i * step)] for i in range(count)]
+
+
+def results_path(settings: Settings, plan: EvalPlan) -> Path:
+    return settings.evals_path / f"{plan.path.stem}--{plan.label()}.jsonl"
+
+
+def read_records(path: Path) -> list[Record]:
+    """Records already saved; a line cut short by a crash is skipped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_bytes().splitlines():
+        try:
+            records.append(msgspec.json.decode(line, type=Record))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("eval_record_unreadable", path=str(path))
+    return records
+
+
+async def run_eval(settings: Settings, plan: EvalPlan, *, as_json: bool) -> int:
+    questions = spread(load(plan.path), plan.sample)[: plan.limit]
+    out = results_path(settings, plan)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {r.id: r for r in read_records(out)}
+    todo = [q for q in questions if q.id not in done]
+    console = Console(stderr=True)
+    console.print(
+        f"eval {plan.path.name}: {len(questions)} questions, {len(questions) - len(todo)} "
+        f"already in {out}"
+    )
+    nc = await connect(settings.nats_url, name="council-eval", credentials=settings.credentials)
+    interrupted = False
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("asking", total=len(questions), completed=len(done))
+            for question in todo:
+                record = await evaluate(nc, question, plan, settings.ask_timeout)
+                with out.open("ab") as f:
+                    f.write(msgspec.json.encode(record) + b"\n")
+                done[record.id] = record
+                mark = "✓" if record.council.correct else "✗"
+                progress.update(task, advance=1, description=f"{mark} {question.id}")
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        interrupted = True
+    finally:
+        await nc.close()
+    records = [done[q.id] for q in questions if q.id in done]
+    report = build_report(records, dataset=plan.path.name, label=plan.label(), total=len(questions))
+    report_file = out.with_suffix(".report.json")
+    report_file.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    if as_json:
+        print(msgspec.json.encode(report).decode())
+    else:
+        report.print(Console())
+    console.print(f"records: {out}\nreport: {report_file}")
+    if interrupted:
+        console.print(f"interrupted: {len(records)} of {len(questions)} questions; rerun to resume")
+        return 130
+    return 0
+
+
+async def evaluate(nc: Client, question: EvalQuestion, plan: EvalPlan, timeout_s: float) -> Record:
+    """The council on one question, then each member alone, then the chairman's model
+    alone (when it is not a plain member already): one after another, so each alone
+    call is timed with the machine to itself."""
+    seed = int(hashlib.sha256(question.id.encode()).hexdigest()[:7], 16)
+    council = await ask_council(nc, question, plan, seed, timeout_s)
+    alone: dict[str, Answer] = {}
+    models = [split_member(m)[0] for m in council.members]
+    for model in dict.fromkeys([*models, council.chairman]):
+        if model:
+            alone[model] = await ask_alone(nc, question, model, seed, timeout_s)
+    return Record(id=question.id, kind=question.kind, council=council, alone=alone)
+
+
+async def ask_council(
+    nc: Client, question: EvalQuestion, plan: EvalPlan, seed: int, timeout_s: float
+) -> CouncilAnswer:
+    asked = Question(
+        question=question.question,
+        members=plan.members,
+        chairman=plan.chairman,
+        mode=plan.mode,
+        seed=seed,
+    )
+    started = time.perf_counter()
+    accepted = await submit_when_free(nc, asked)
+    try:
+        events = [e async for e in follow(nc, accepted.session_id, timeout_s=timeout_s)]
+    except CouncilError as exc:
+        return CouncilAnswer(error=str(exc))
+    wall_s = time.perf_counter() - started
+    return council_answer(question, accepted.members, accepted.chairman, events, wall_s)
+
+
+def council_answer(
+    question: EvalQuestion,
+    members: list[str],
+    chairman: str,
+    events: list[SessionEvent],
+    wall_s: float,
+) -> CouncilAnswer:
+    opinions = {
+        e.member: Answer(
+            text=e.text,
+            correct=question.check.accepts(e.text),
+            tokens=e.usage.prompt_tokens + e.usage.completion_tokens,
+            wall_s=e.latency_ms / 1000,
+        )
+        for e in events
+        if isinstance(e, Opinion)
+    }
+    reviews = [
+        ReviewScore(reviewer=e.reviewer, reviewed=e.reviewed, score=e.score)
+        for e in events
+        if isinstance(e, Review)
+    ]
+    ranking = next((e for e in events if isinstance(e, Ranking)), None)
+    final = events[-1]
+    answer = CouncilAnswer(
+        members=members,
+        chairman=chairman,
+        opinions=opinions,
+        reviews=reviews,
+        ranking=[r.member for r in ranking.entries] if ranking else [],
+        margin=ranking.entries[0].margin if ranking and ranking.entries else 0.0,
+        tied=bool(ranking and ranking.entries and ranking.entries[0].tied),
+        wall_s=wall_s,
+    )
+    if not isinstance(final, FinalAnswer):
+        answer.error = f"{getattr(final, 'reason', 'failed')}: {getattr(final, 'detail', '')}"
+        return answer
+    answer.text = final.answer
+    answer.correct = question.check.accepts(final.answer)
+    answer.tokens = final.usage["total"].prompt_tokens + final.usage["total"].completion_tokens
+    answer.stage_s = {k: v / 1000 for k, v in final.latency_ms.items()}
+    answer.stage_tokens = {
+        stage: used.prompt_tokens + used.completion_tokens for stage, used in final.usage.items()
+    }
+    answer.strategy = final.strategy
+    answer.fallback = final.fallback
+    answer.reviews_skipped = final.reviews_skipped
+    return answer
+
+
+async def submit_when_free(nc: Client, asked: Question, patience_s: float = 300) -> Accepted:
+    """Submit, waiting out ``busy``; any other rejection means the whole run is wrong."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return await submit(nc, asked, timeout_s=30)
+        except QuestionRejected as exc:
+            if exc.reason != "busy" or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+
+
+async def ask_alone(
+    nc: Client, question: EvalQuestion, model: str, seed: int, timeout_s: float
+) -> Answer:
+    asked = Question(question=question.question, members=[model], alone=True, seed=seed)
+    started = time.perf_counter()
+    try:
+        accepted = await submit_when_free(nc, asked)
+        events = [e async for e in follow(nc, accepted.session_id, timeout_s=timeout_s)]
+    except QuestionRejected as exc:  # e.g. no agent serves the chairman's model for opinions
+        return Answer(error=f"rejected: {exc.reason}: {exc.detail}")
+    except SessionTimeout as exc:
+        return Answer(error=str(exc))
+    final = events[-1]
+    if not isinstance(final, FinalAnswer):
+        return Answer(error=f"{getattr(final, 'reason', 'failed')}: {getattr(final, 'detail', '')}")
+    total = final.usage["total"]
+    return Answer(
+        text=final.answer,
+        correct=question.check.accepts(final.answer),
+        tokens=total.prompt_tokens + total.completion_tokens,
+        wall_s=time.perf_counter() - started,
+    )

@@ -1,0 +1,160 @@
+"""`council eval`: checkers, the report's arithmetic, and a run on a real model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+from conftest import council_cli
+
+from council.cli.evalreport import Answer, CouncilAnswer, Record, build_report, wilson
+from council.cli.evalset import Check, EvalFileError, load
+
+DEV_SET = Path(__file__).parent.parent / "evals" / "dev.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("check", "answer", "right"),
+    [
+        (Check(answers=["Canberra"]), "The capital is canberra.", True),
+        (Check(answers=["Canberra"]), "Sydney", False),
+        (Check(regex=r"\bBob\b"), "It is bob, clearly.", True),
+        (Check(regex=r"\bBob\b"), "Bobby", False),
+        (Check(number=42), "6 times 7 is 42.", True),
+        (Check(number=42), "42 is wrong, it is 41", False),
+        (Check(number=1500), "That makes 1,500 apples.", True),
+        (Check(number=98.6, tolerance=0.05), "About 98.6 °F", True),
+        (Check(number=98.6, tolerance=0.05), "About 98.7 °F", False),
+        (Check(number=3), "no number here", False),
+    ],
+)
+def test_each_checker_on_known_answers(check: Check, answer: str, right: bool) -> None:
+    assert check.accepts(answer) is right
+
+
+def test_an_eval_file_with_a_bad_line_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    good = '{"id": "a", "question": "q", "check": {"number": 1}}'
+    for bad in (
+        '{"id": "b", "question": "q", "check": {"number": 1, "regex": "x"}}',
+        '{"id": "a", "question": "q", "check": {"number": 1}}',
+        '{"id": "b", "question": "q", "check": {"regex": "("}}',
+        "not json",
+    ):
+        path.write_text(f"{good}\n{bad}\n")
+        with pytest.raises(EvalFileError, match="bad.jsonl:2"):
+            load(path)
+
+
+def test_the_development_set_loads_with_at_least_150_questions_of_several_kinds() -> None:
+    questions = load(DEV_SET)
+    kinds = {q.kind for q in questions}
+    assert len(questions) >= 150
+    assert {"gsm8k", "arithmetic", "facts", "units", "logic", "code"} <= kinds
+
+
+def test_every_development_question_accepts_its_answer_and_refuses_a_non_answer() -> None:
+    """For each line, a model-like reply carrying the true answer passes its checker
+    and one without it fails (a regex check is tried on the word it looks for)."""
+    for q in load(DEV_SET):
+        check = q.check
+        if check.number is not None:
+            right = f"So the answer is {check.number:g}."
+            assert not check.accepts(f"So the answer is {check.number + 1 + check.tolerance:g}.")
+        elif check.answers is not None:
+            right = f"I believe it is {check.answers[0]}."
+        else:
+            assert check.regex is not None
+            word = check.regex.removeprefix(r"\b").removesuffix(r"\b").split("|")[0]
+            right = f"I believe it is {word.strip('()?:')}."
+        assert check.accepts(right), (q.id, right)
+        assert not check.accepts("I don't know."), q.id
+
+
+def test_wilson_interval_contains_the_rate_and_narrows_with_n() -> None:
+    assert wilson(0, 0) == (0.0, 0.0)
+    low, high = wilson(5, 10)
+    assert low < 0.5 < high
+    assert wilson(50, 100)[1] - wilson(50, 100)[0] < high - low
+    assert wilson(10, 10)[1] == 1.0
+
+
+def test_report_counts_selection_oracle_and_synthesis_flips() -> None:
+    """Two questions: the council's top-ranked opinion is right in one, the final
+    answer in the other; the report's figures follow from the records alone."""
+
+    def record(qid: str, top_right: bool, final_right: bool) -> Record:
+        opinions = {
+            "a": Answer(text="1", correct=top_right, tokens=10, wall_s=1.0),
+            "b": Answer(text="2", correct=False, tokens=10, wall_s=1.0),
+        }
+        council = CouncilAnswer(
+            text="x", correct=final_right, tokens=100, wall_s=10.0, members=["a", "b"],
+            chairman="a", opinions=opinions, ranking=["a", "b"], margin=1.0,
+            stage_s={"opinions": 1.0, "reviews": 6.0, "synthesis": 3.0, "total": 10.0},
+            stage_tokens={"opinions": 20, "reviews": 60, "synthesis": 20, "total": 100},
+            strategy="synthesize",
+        )  # fmt: skip
+        alone = {"a": Answer(correct=top_right, tokens=10, wall_s=2.0)}
+        return Record(id=qid, kind="k", council=council, alone=alone)
+
+    report = build_report(
+        [record("q1", True, False), record("q2", False, True)], dataset="d", label="l", total=2
+    )
+    rows = {r.system: r for r in report.systems}
+    assert rows["council"].correct == 1
+    assert rows["a alone (chairman)"].correct == 1
+    assert rows["council: select top-ranked"].correct == 1
+    assert rows["council: select top-ranked"].wall_s == 7.0
+    assert rows["oracle: any member right"].correct == 1
+    assert rows["members' mean (stage 1)"].n == 4
+    assert (report.synthesis_broke, report.synthesis_fixed) == (1, 1)
+    assert report.time_vs_chairman == 5.0
+    assert report.by_kind["k"]["council"] == 0.5
+
+
+def test_council_eval_on_a_real_model_records_resumes_and_reports(
+    council_processes: dict[str, str], tmp_path: Path
+) -> None:
+    """Three questions through the bus on the real test council: every record's
+    verdict matches its checker, the counts add up, and a rerun asks nothing again."""
+    questions = tmp_path / "mini.jsonl"
+    lines = [
+        {"id": "n", "kind": "arithmetic", "question": "What is 2 + 2?", "check": {"number": 4}},
+        {"id": "a", "kind": "facts", "question": "What is the capital of France?",
+         "check": {"answers": ["Paris"]}},
+        {"id": "r", "kind": "facts", "question": "What colour is the sky on a clear day?",
+         "check": {"regex": r"\bblue\b"}},
+    ]  # fmt: skip
+    questions.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    env = {**council_processes, "COUNCIL_EVALS_DIR": str(tmp_path / "evals")}
+
+    first = council_cli(env, ["eval", str(questions), "--json", "--name", "t"], timeout_s=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    report = json.loads(first.stdout)
+    assert (report["questions"], report["answered"]) == (3, 3)
+    rows = {r["system"]: r for r in report["systems"]}
+    assert set(rows) >= {"council", "smollm2-135m alone (chairman)", "oracle: any member right"}
+    for row in rows.values():
+        assert 0 <= row["correct"] <= row["n"] <= 9
+        assert row["low"] <= row["accuracy"] <= row["high"]
+    assert rows["council"]["n"] == 3
+
+    saved = (tmp_path / "evals" / "mini--t.jsonl").read_bytes().splitlines()
+    records = [msgspec.json.decode(line, type=Record) for line in saved]
+    checks = {q.id: q.check for q in load(questions)}
+    assert [r.id for r in records] == ["n", "a", "r"]
+    for r in records:
+        assert r.council.correct == checks[r.id].accepts(r.council.text)
+        assert len(r.council.opinions) == 3
+        assert r.alone["smollm2-135m"].text
+        assert r.alone["smollm2-135m"].correct == checks[r.id].accepts(r.alone["smollm2-135m"].text)
+    assert rows["council"]["correct"] == sum(r.council.correct for r in records)
+
+    again = council_cli(env, ["eval", str(questions), "--json", "--name", "t"], timeout_s=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "3 already" in again.stderr
+    assert (tmp_path / "evals" / "mini--t.jsonl").read_bytes().splitlines() == saved
+    assert (tmp_path / "evals" / "mini--t.report.json").exists()

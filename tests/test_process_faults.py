@@ -1,0 +1,290 @@
+"""Faults on real processes: agents killed mid-stage, the chairman killed and
+restarted, nats-server restarted. Scripted runtime (each call takes a few
+seconds, so there is time to kill something mid-stage); real `council`
+processes on a real nats-server. Each test ends with its session finished once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from council.bus import subjects
+from council.bus.ask import follow, roster, stored_events, submit
+from council.bus.client import connect, decode
+from council.bus.errors import InvalidMessage
+from council.bus.messages import (
+    TERMINAL_EVENTS,
+    AgentLost,
+    FinalAnswer,
+    MemberFailed,
+    NodeHealth,
+    Opinion,
+    Question,
+    Review,
+    SessionEvent,
+    StageStarted,
+)
+from council.bus.server import EmbeddedNats
+
+CALL_MS = 3000
+"""Every scripted call takes this long: time enough to kill a process mid-stage."""
+
+
+class Processes:
+    """`council` commands as real processes on one test's nats-server."""
+
+    def __init__(self, url: str, tmp: Path) -> None:
+        self.url = url
+        self.tmp = tmp
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def env(self, node: str, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "COUNCIL_NATS_URL": self.url,
+            "COUNCIL_RUNTIME": "scripted",
+            "COUNCIL_SCRIPTED_DELAY_MS": str(CALL_MS),
+            "COUNCIL_MEMBERS": "m1,m2,m3",
+            "COUNCIL_CHAIRMAN": "m1",
+            "COUNCIL_AGENT_SILENCE": "2",
+            "COUNCIL_HEARTBEAT": "0.2",
+            "COUNCIL_NODE": node,
+            "COUNCIL_LOG_FORMAT": "json",
+            **extra,
+        }
+
+    def start(self, command: str, node: str, **extra: str) -> None:
+        log = (self.tmp / f"{node}.log").open("ab")
+        self.running[node] = subprocess.Popen(
+            [sys.executable, "-m", "council.cli", command], env=self.env(node, **extra), stderr=log
+        )
+
+    def kill(self, node: str) -> None:
+        """SIGKILL: no goodbye to the server, no cleanup; as a crash or power loss."""
+        process = self.running.pop(node)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def log(self, node: str) -> str:
+        return (self.tmp / f"{node}.log").read_text()
+
+    def stop_all(self) -> None:
+        for process in self.running.values():
+            process.terminate()
+        for process in self.running.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A nats-server of the test's own: a killed process leaves no trace in other tests."""
+    nats = EmbeddedNats(tmp_path / "js", log_file=tmp_path / "nats.log").start()
+    yield nats
+    nats.stop()
+
+
+@pytest.fixture
+def procs(server: EmbeddedNats, tmp_path: Path) -> Iterator[Processes]:
+    processes = Processes(server.url, tmp_path)
+    yield processes
+    processes.stop_all()
+
+
+@pytest.fixture
+async def nc(server: EmbeddedNats) -> AsyncIterator[Client]:
+    client = await connect(server.url, name="test")
+    yield client
+    await client.close()
+
+
+class Health:
+    """The latest heartbeat of every node."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeHealth] = {}
+
+    async def on_beat(self, msg: Msg) -> None:
+        try:
+            beat = decode(NodeHealth, msg.data, msg.subject)
+        except InvalidMessage:
+            return
+        self.nodes[beat.node] = beat
+
+
+async def until(check: Callable[[], object], timeout_s: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        await asyncio.sleep(0.05)
+
+
+async def agents_serving(nc: Client, *nodes: str) -> None:
+    deadline = time.monotonic() + 60
+    while not {f"{n}-agents" for n in nodes} <= {i.node for i in await roster(nc)}:
+        assert time.monotonic() < deadline, f"agents {nodes} never answered the roster"
+
+
+async def outcome(nc: Client, session_id: str, timeout_s: float = 90) -> list[SessionEvent]:
+    """The session's stored events once it has ended (polled: survives a server restart)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            events = await stored_events(nc, session_id)
+        except Exception:  # the server may be restarting
+            events = []
+        if events and isinstance(events[-1], TERMINAL_EVENTS):
+            return events
+        assert time.monotonic() < deadline, f"session {session_id} never ended: {events[-3:]}"
+        await asyncio.sleep(0.5)
+
+
+async def collect(nc: Client, session_id: str) -> list[SessionEvent]:
+    return [e async for e in follow(nc, session_id, timeout_s=90)]
+
+
+def assert_finished_once(events: list[SessionEvent]) -> FinalAnswer:
+    assert [e.seq for e in events] == list(range(1, len(events) + 1)), "seq gap or duplicate"
+    finals = [e for e in events if isinstance(e, TERMINAL_EVENTS)]
+    assert len(finals) == 1, finals
+    assert isinstance(finals[0], FinalAnswer), finals[0]
+    return finals[0]
+
+
+async def ask_and_wait_for_stage(nc: Client, stage: str) -> str:
+    accepted = await submit(nc, Question(question="What is 6 times 7?"), timeout_s=30)
+    await until_stage(nc, accepted.session_id, stage)
+    return accepted.session_id
+
+
+async def until_stage(nc: Client, session_id: str, stage: str) -> None:
+    deadline = time.monotonic() + 60
+    while not any(
+        isinstance(e, StageStarted) and e.stage == stage
+        for e in await stored_events(nc, session_id)
+    ):
+        assert time.monotonic() < deadline, f"stage {stage} never started"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("stage", ["opinions", "reviews"])
+async def test_agent_killed_mid_stage_its_requests_go_to_another_agent(
+    procs: Processes, nc: Client, stage: str
+) -> None:
+    """Two agent processes serve the same models; the one holding requests is killed
+    mid-stage: a named AgentLost event per lost request, and the other finishes them."""
+    health = Health()
+    await nc.subscribe(subjects.HEALTH, cb=health.on_beat)
+    procs.start("chairman", "chair")
+    procs.start("agents", "a")
+    procs.start("agents", "b")
+    await agents_serving(nc, "a", "b")
+    session_id = await ask_and_wait_for_stage(nc, stage)
+    await until(
+        lambda: (
+            sum(health.nodes[n].in_flight for n in ("a-agents", "b-agents") if n in health.nodes)
+            > 0
+        ),
+        what="a request in flight",
+    )
+    victim = max(("a", "b"), key=lambda n: getattr(health.nodes.get(f"{n}-agents"), "in_flight", 0))
+    procs.kill(victim)
+
+    events = await outcome(nc, session_id)
+    final = assert_finished_once(events)
+    lost = [e for e in events if isinstance(e, AgentLost)]
+    assert lost, "no AgentLost event"
+    assert {(e.node, e.stage, e.reissued) for e in lost} == {(f"{victim}-agents", stage, True)}
+    assert not [e for e in events if isinstance(e, MemberFailed)]
+    assert len([e for e in events if isinstance(e, Opinion)]) == 3
+    assert len([e for e in events if isinstance(e, Review)]) == 6
+    assert len(final.opinions) == 3
+    assert len(final.reviews) == 6
+
+
+async def test_agent_killed_with_no_one_to_take_over_fails_its_member_by_name(
+    procs: Processes, nc: Client
+) -> None:
+    """The only agent of one model dies mid-stage 1: that member fails as agent_lost and
+    the session goes on with the quorum."""
+    procs.start("chairman", "chair")
+    procs.start("agents", "a", COUNCIL_AGENT_MODELS="m1,m2")
+    procs.start("agents", "only-m3", COUNCIL_AGENT_MODELS="m3")
+    await agents_serving(nc, "a", "only-m3")
+    session_id = await ask_and_wait_for_stage(nc, "opinions")
+    await asyncio.sleep(0.5)  # the opinion requests have reached their agents
+    procs.kill("only-m3")
+
+    events = await outcome(nc, session_id)
+    final = assert_finished_once(events)
+    failed = [e for e in events if isinstance(e, MemberFailed)]
+    assert [(f.member, f.stage, f.reason) for f in failed] == [("m3", "opinions", "agent_lost")]
+    assert "only-m3-agents" in failed[0].detail
+    assert [f.member for f in final.failed] == ["m3"]
+    assert {o.member for o in final.opinions} == {"m1", "m2"}
+    assert "a-agents" in procs.log("a")  # the survivor kept serving
+    assert procs.running["a"].poll() is None
+
+
+@pytest.mark.parametrize("stage", ["opinions", "reviews"])
+async def test_chairman_killed_and_restarted_resumes_its_session_once(
+    procs: Processes, nc: Client, stage: str
+) -> None:
+    """SIGKILL the chairman mid-session; started again under the same node name it
+    rebuilds the session from the COUNCIL stream and finishes it: one final answer."""
+    procs.start("agents", "a")
+    procs.start("chairman", "chair")
+    await agents_serving(nc, "a")
+    session_id = await ask_and_wait_for_stage(nc, stage)
+    procs.kill("chair")
+    before = await stored_events(nc, session_id)
+    assert not isinstance(before[-1], TERMINAL_EVENTS)
+    procs.start("chairman", "chair")
+
+    events = await outcome(nc, session_id)
+    final = assert_finished_once(events)
+    assert events[: len(before)] == before  # resumed, not restarted
+    assert len(final.opinions) == 3
+    assert len(final.reviews) == 6
+    assert '"event": "session_resumed"' in procs.log("chair")
+    # a new question on the restarted chairman still works
+    second = await submit(nc, Question(question="And 7 times 8?"), timeout_s=30)
+    assert_finished_once(await outcome(nc, second.session_id))
+
+
+async def test_nats_server_restarted_mid_session_everyone_reconnects_and_it_finishes(
+    procs: Processes, server: EmbeddedNats, nc: Client
+) -> None:
+    """Stop and start nats-server (same port, same JetStream store) during stage 1:
+    the clients reconnect, the session finishes once, and a new one runs."""
+    procs.start("agents", "a")
+    procs.start("chairman", "chair")
+    await agents_serving(nc, "a")
+    session_id = await ask_and_wait_for_stage(nc, "opinions")
+    followed = asyncio.create_task(collect(nc, session_id))  # as `council ask` follows
+    await asyncio.sleep(0.2)
+    server.stop()
+    await asyncio.sleep(0.5)
+    server.start()
+
+    events = await outcome(nc, session_id)
+    final = assert_finished_once(events)
+    assert await asyncio.wait_for(followed, 60) == events
+    assert len(final.opinions) + len(final.failed) == 3
+    await agents_serving(nc, "a")
+    second = await submit(nc, Question(question="And 7 times 8?"), timeout_s=30)
+    assert_finished_once(await outcome(nc, second.session_id))
+    assert all(p.poll() is None for p in procs.running.values())
