@@ -28,6 +28,7 @@ from council.bus.errors import InvalidMessage
 from council.bus.health import run_heartbeat
 from council.bus.messages import (
     WORKING_EVERY_S,
+    WORKING_FIRST_S,
     AgentError,
     AgentInfo,
     AgentReply,
@@ -39,7 +40,7 @@ from council.bus.messages import (
     SynthesisRequest,
     Working,
 )
-from council.bus.tasks import cancel_and_wait
+from council.bus.tasks import Ticker, cancel_and_wait
 
 log = structlog.get_logger()
 
@@ -143,7 +144,7 @@ class AgentService:
             return
         bound = log.bind(session_id=request.session_id, member=request.member, kind=kind)
         received = time.monotonic()
-        working = asyncio.create_task(self._say_working(msg))
+        working = self._say_working(msg)
         try:
             async with self._bounds[model]:
                 # The deadline counts from receipt: time queued behind other calls is spent.
@@ -153,7 +154,7 @@ class AgentService:
                 else:
                     reply = await self._generate(handler, request, stage)
         finally:
-            await cancel_and_wait([working])
+            working.cancel()
         if isinstance(reply, AgentError):
             bound.warning("llm_call_failed", model=model, code=reply.code, detail=reply.detail)
         else:
@@ -179,17 +180,24 @@ class AgentService:
             self.in_flight -= 1
             await live.close()
 
-    async def _say_working(self, msg: Msg) -> None:
-        """``Working`` from receipt until the reply, so the requester can tell we are alive."""
-        if not msg.reply:
-            return
+    def _say_working(self, msg: Msg) -> Ticker:
+        """``Working`` soon after receipt, then every second until the reply (cancel the
+        ticker), so the requester can tell we are alive; a quick call sends none."""
         note = encode(Working(node=self.node))
-        while True:
-            try:
-                await self.nc.publish(msg.reply, note)
-            except nats.errors.Error as exc:  # reconnecting: the next one may get through
-                log.debug("working_note_failed", error=repr(exc))
-            await asyncio.sleep(WORKING_EVERY_S)
+
+        def send() -> None:
+            if msg.reply:
+                task = asyncio.create_task(self._publish_quietly(msg.reply, note))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+        return Ticker(WORKING_FIRST_S, WORKING_EVERY_S, send)
+
+    async def _publish_quietly(self, subject: str, data: bytes) -> None:
+        try:
+            await self.nc.publish(subject, data)
+        except nats.errors.Error as exc:  # reconnecting: the next one may get through
+            log.debug("working_note_failed", error=repr(exc))
 
     async def _reply(self, msg: Msg, reply: AgentReply) -> None:
         if not msg.reply:

@@ -188,6 +188,8 @@ async def connect(
     try:
         connected = attempt.result()
     except (TimeoutError, OSError, nats.errors.Error) as exc:
+        if tls_failed.done():  # the handshake failed first: name that, not the broken pipe
+            raise BusUnavailable(url, _tls_reason(tls_failed.result())) from exc
         seen = list(dict.fromkeys(errors)) or [str(exc) or type(exc).__name__]
         raise BusUnavailable(url, "; ".join(seen)) from exc
     connected.options["max_reconnect_attempts"] = -1  # … then reconnect forever

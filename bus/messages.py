@@ -189,13 +189,15 @@ class AgentError(Struct, kw_only=True, tag="agent_error", tag_field="type"):
 
 
 WORKING_EVERY_S = 1.0
-"""How often an agent says it is still working on a request (from receipt, queued or not)."""
+"""How often an agent says it is still working on a request (queued or generating)."""
+WORKING_FIRST_S = 0.25
+"""When it first says so: a call done sooner sends no note at all."""
 
 
 class Working(Struct, kw_only=True, tag="working", tag_field="type"):
-    """Sent to a request's reply subject on receipt and every ``WORKING_EVERY_S`` until the
-    reply: a requester that hears nothing for a while knows the agent is gone and asks
-    another one instead of waiting out the whole deadline."""
+    """Sent to a request's reply subject ``WORKING_FIRST_S`` after receipt, then every
+    ``WORKING_EVERY_S`` until the reply: a requester that hears nothing for a while
+    knows the agent is gone and asks another one instead of waiting out the deadline."""
 
     node: str
     v: int = SCHEMA_VERSION

@@ -88,6 +88,32 @@ def rank(
     return entries, ties, rule
 
 
+def by_agreement(
+    members: list[str], labels: dict[str, str], majority: list[str]
+) -> tuple[list[RankEntry], list[list[str]], str]:
+    """A ranking without reviews: the members who gave the majority's answer first
+    (tied among themselves), the others after."""
+    rest = [m for m in members if m not in majority]
+    entries = [
+        RankEntry(
+            member=m,
+            label=labels.get(m, m),
+            rank=i + 1,
+            score=1.0 if m in majority else 0.0,
+            raw_mean=0.0,
+            spread=0.0,
+            reviews=0,
+            margin=0.0,
+            tied=len(majority if m in majority else rest) > 1,
+        )  # fmt: skip
+        for i, m in enumerate([*majority, *rest])
+    ]
+    if majority and rest:
+        entries[len(majority) - 1].margin = 1.0
+    ties = [g for g in (majority, rest) if len(g) > 1]
+    return entries, ties, "reviews skipped: most members gave the same answer"
+
+
 def dissent(entries: list[RankEntry], threshold: float = 2.0) -> list[str]:
     """Lines for the chairman: where reviewers disagreed, and ties."""
     lines = [

@@ -318,13 +318,19 @@ class Conductor:
             for f in self.state.review_failures
         )
 
-    def _answers_agree(self) -> bool:
-        texts = [self.state.opinions[m].text for m in self.state.answered]
-        return self.plan.alone or (self.config.skip_reviews_when_agree and extract.agree(texts))
+    def _agreeing(self) -> list[str]:
+        """The members whose common answer makes reviews needless: a strict majority
+        (when the setting is on), or the one member asked alone."""
+        if self.plan.alone:
+            return self.state.answered
+        if not self.config.skip_reviews_when_agree:
+            return []
+        return extract.majority({m: self.state.opinions[m].text for m in self.state.answered})
 
     async def _reviews(self) -> None:
         plan = self.plan
-        if self.state.state is State.OPINIONS and self._answers_agree():
+        agreeing = self._agreeing() if self.state.state is State.OPINIONS else []
+        if agreeing:
             self.reviews_skipped = True
             await self.record(StageStarted(session_id=plan.session_id, stage="reviews", expected=0))
         requests = {} if self.reviews_skipped else self._review_requests()
@@ -333,6 +339,12 @@ class Conductor:
                 StageStarted(session_id=plan.session_id, stage="reviews", expected=len(requests))
             )
         if self.state.ranking is not None:
+            return
+        if agreeing:
+            entries, ties, rule = aggregate.by_agreement(self.state.answered, self.labels, agreeing)
+            await self.record(
+                Ranking(session_id=plan.session_id, entries=entries, ties=ties, tie_break=rule)
+            )
             return
         deadline = time.monotonic() + self.config.reviews_deadline_s
         members_by_label = {label: m for m, label in self.labels.items()}
@@ -392,7 +404,9 @@ class Conductor:
         as a fallback, when the chairman's model fails."""
         assert self.state.ranking is not None
         order = [e.member for e in self.state.ranking.entries]
-        strategy = "select" if self.plan.alone else self.config.strategy
+        strategy = self.config.strategy
+        if self.reviews_skipped:  # a majority answered alike: its answer stands
+            strategy = "select" if self.plan.alone else "vote"
         synthesize = strategy == "synthesize" or (
             strategy == "close" and _is_close(self.state.ranking.entries, self.config.close_margin)
         )

@@ -1,4 +1,4 @@
-"""A short, comparable form of an answer, for votes and for agreement checks.
+"""A short, comparable form of an answer, for votes and for majority checks.
 
 Small models wrap the same answer in different prose; what decides most
 checkable questions is the last number, or failing that the answer's first
@@ -34,10 +34,17 @@ def extract(text: str) -> str:
     return " ".join(_WORDS.sub(" ", first.lower()).split())[:80]
 
 
-def agree(texts: list[str]) -> bool:
-    """Whether at least two answers were given and all have one non-empty form."""
-    forms = {extract(t) for t in texts}
-    return len(texts) >= 2 and len(forms) == 1 and "" not in forms
+def majority(texts_by_member: dict[str, str]) -> list[str]:
+    """The members, in order, whose answers share one non-empty form that more than
+    half of all the members gave; [] when no form has a majority."""
+    forms = {m: extract(t) for m, t in texts_by_member.items()}
+    counts = Counter(f for f in forms.values() if f)
+    if not counts:
+        return []
+    form, count = counts.most_common(1)[0]
+    if count * 2 <= len(forms):
+        return []
+    return [m for m, f in forms.items() if f == form]
 
 
 def vote(texts_by_member: dict[str, str], order: list[str]) -> str:

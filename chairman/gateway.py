@@ -136,7 +136,8 @@ class BusAgents:
                 if left <= 0:
                     return AgentError(code="timeout", detail=f"no reply on {subject} in time")
                 try:
-                    msg = await asyncio.wait_for(replies.get(), min(left, self.silence_s))
+                    async with asyncio.timeout(min(left, self.silence_s)):
+                        msg = await replies.get()
                 except TimeoutError:
                     if time.monotonic() >= deadline:
                         return AgentError(code="timeout", detail=f"no reply on {subject} in time")

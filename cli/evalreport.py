@@ -98,7 +98,9 @@ class Report(msgspec.Struct, kw_only=True):
     fallbacks: int
     council_errors: int
     time_vs_chairman: float | None
-    """Council wall time over the chairman's model alone, per question (mean ratio)."""
+    """The council's mean wall time per question over the chairman's model alone's."""
+    time_vs_chairman_median: float | None = None
+    """The median of the per-question ratios (short answers weigh as much as long)."""
     by_kind: dict[str, dict[str, float]]
 
     def print(self, console: Console) -> None:
@@ -124,7 +126,10 @@ class Report(msgspec.Struct, kw_only=True):
             f"council errors {self.council_errors}"
         )
         if self.time_vs_chairman is not None:
-            console.print(f"council time / chairman's model alone: {self.time_vs_chairman:.1f}×")
+            console.print(
+                f"council time / chairman's model alone: {self.time_vs_chairman:.1f}× "
+                f"(median per question {self.time_vs_chairman_median or 0:.1f}×)"
+            )
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -178,9 +183,8 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
     )
     discrimination, by_reviewer = _discrimination(councils)
     synthesized = [c for c in councils if c.strategy == "synthesize" and c.ranking]
-    chairman_alone = [r.alone[chairman].wall_s for r in records if chairman in r.alone]
-    ratios = [
-        r.council.wall_s / r.alone[chairman].wall_s
+    timed = [
+        (r.council.wall_s, r.alone[chairman].wall_s)
         for r in records
         if chairman in r.alone and r.alone[chairman].wall_s > 0 and not r.council.error
     ]
@@ -204,7 +208,8 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
         ),
         fallbacks=sum(1 for c in councils if c.fallback),
         council_errors=sum(1 for c in councils if c.error),
-        time_vs_chairman=statistics.fmean(ratios) if ratios and chairman_alone else None,
+        time_vs_chairman=(sum(c for c, _ in timed) / sum(a for _, a in timed) if timed else None),
+        time_vs_chairman_median=statistics.median(c / a for c, a in timed) if timed else None,
         by_kind=_by_kind(records),
     )
 
@@ -233,10 +238,11 @@ def _replayed(councils: list[CouncilAnswer]) -> list[SystemRow]:
             return c.correct, c.tokens, c.stage_s.get("total", c.wall_s)
         return select(c)
 
-    def agree_then_select(c: CouncilAnswer) -> tuple[bool, float, float]:
-        if extract.agree([c.opinions[m].text for m in c.ranking]):
-            return (c.opinions[c.ranking[0]].correct, *kept(c, "opinions"))
-        return select(c)
+    def majority_then_synthesize(c: CouncilAnswer) -> tuple[bool, float, float]:
+        agreeing = extract.majority({m: c.opinions[m].text for m in c.ranking})
+        if agreeing:
+            return (c.opinions[agreeing[0]].correct, *kept(c, "opinions"))
+        return c.correct, c.tokens, c.stage_s.get("total", c.wall_s)
 
     stage_one = [(o.correct, o.tokens, o.wall_s) for c in base for o in c.opinions.values()]
     return [
@@ -244,9 +250,9 @@ def _replayed(councils: list[CouncilAnswer]) -> list[SystemRow]:
         row("council: vote", "replayed", [vote(c) for c in base]),
         row(f"council: close (margin {CLOSE_MARGIN})", "replayed", [close(c) for c in base]),
         row(
-            "council: skip reviews if agree, select",
+            "council: a majority's answer skips stages 2-3",
             "replayed",
-            [agree_then_select(c) for c in base],
+            [majority_then_synthesize(c) for c in base],
         ),
         row("members' mean (stage 1)", "bound", stage_one),
     ]

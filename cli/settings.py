@@ -83,7 +83,9 @@ class Settings:
         0.5, "COUNCIL_CLOSE_MARGIN", "strategy close: a lead under this calls the chairman"
     )
     skip_reviews_when_agree: bool = _setting(
-        False, "COUNCIL_SKIP_REVIEWS_WHEN_AGREE", "no stage 2 when the answers agree (1/0)"
+        True,
+        "COUNCIL_SKIP_REVIEWS_WHEN_AGREE",
+        "most members give the same answer: it stands, no reviews or synthesis (1/0)",
     )
     opinion_max_tokens: int = _setting(384, "COUNCIL_OPINION_MAX_TOKENS", "tokens per opinion")
     review_max_tokens: int = _setting(160, "COUNCIL_REVIEW_MAX_TOKENS", "tokens per review")

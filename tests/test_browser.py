@@ -23,6 +23,8 @@ from council.bus.server import free_port
 pytestmark = pytest.mark.model
 
 DOCS = Path(__file__).parent.parent / "docs"
+EVAL_RESULTS = Path(__file__).parent.parent / "evals" / "results"
+"""The saved report of the README's eval run, shown on the Eval page."""
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
@@ -55,7 +57,8 @@ def dashboard_url(council_processes: dict[str, str]) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "council.cli", "dashboard", "--dashboard-port", str(port)],
-        env=council_processes, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**council_processes, "COUNCIL_EVALS_DIR": str(EVAL_RESULTS)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -100,6 +103,7 @@ def test_browser_asks_sees_the_answer_and_every_page(chromium: str, dashboard_ur
             ("kpis", "Per model"),
             ("history", "Open in Responses"),
             ("health", None),
+            ("eval", "Accuracy per kind (%)"),
         ]:
             page.goto(f"{dashboard_url}/{path}")
             content = (
@@ -117,5 +121,5 @@ def test_browser_asks_sees_the_answer_and_every_page(chromium: str, dashboard_ur
         phone.wait_for_timeout(1500)
         phone.screenshot(path=DOCS / "dashboard-phone.png", full_page=True)
         browser.close()
-    for name in ("ask", "responses", "kpis", "history", "health", "phone"):
+    for name in ("ask", "responses", "kpis", "history", "health", "eval", "phone"):
         assert (DOCS / f"dashboard-{name}.png").stat().st_size > 10_000

@@ -30,6 +30,7 @@ from council.bus.messages import (
     Rejected,
     SessionEvent,
     SessionFailed,
+    SessionStarted,
     TokenDelta,
 )
 from council.bus.server import EmbeddedNats
@@ -215,6 +216,35 @@ async def test_two_agents_serving_the_same_models_share_the_work(
         assert c.runtime.history
         assert second.history
         assert len(c.runtime.history) + len(second.history) == 3 * 10
+
+
+async def test_two_chairmen_share_the_questions_and_each_session_has_one_owner(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """Chairmen are a queue group on council.ask: each question is run by exactly one,
+    named as the session's owner, and both get questions."""
+    async with council(nats_server) as c:
+        other_nc = await connect(c.url, name="chairman-2")
+        other = ChairmanService(
+            other_nc, defaults=Defaults(tuple(MODELS), "m1"), config=CouncilConfig(),
+            node="chairman-2", heartbeat_s=0.2,
+        )  # fmt: skip
+        await other.start()
+        try:
+            sessions = await asyncio.gather(
+                *(ask(nc, Question(question=f"q {i}")) for i in range(16))
+            )
+        finally:
+            await other.stop()
+            await other_nc.close()
+    owners = []
+    for events in sessions:
+        started = [e for e in events if isinstance(e, SessionStarted)]
+        assert len(started) == 1
+        assert isinstance(events[-1], FinalAnswer)
+        assert len([e for e in events if isinstance(e, FinalAnswer)]) == 1
+        owners.append(started[0].owner)
+    assert set(owners) == {c.chairman.node, "chairman-2"}
 
 
 async def test_chairman_rejects_when_busy(nats_server: EmbeddedNats, nc: Client) -> None:

@@ -195,22 +195,29 @@ async def test_strategies_other_than_synthesize_answer_with_a_members_opinion(
     assert sink.of(StageStarted)[-1].expected == 0
 
 
-async def test_reviews_are_skipped_when_the_answers_agree() -> None:
-    """With skip_reviews_when_agree, three answers ending in the same number need no
-    stage 2; answers that differ still get reviewed."""
+async def test_a_majority_answer_skips_reviews_and_synthesis() -> None:
+    """With skip_reviews_when_agree, two answers of three ending in the same number
+    stand as the answer: no review, no synthesis; three different answers still get
+    the whole council."""
     runtime = ScriptedRuntime(MEMBERS)
-    for model, text in zip(MEMBERS, ["4", "It is 4.", "2 + 2 = 4"], strict=True):
+    for model, text in zip(MEMBERS, ["5", "It is 4.", "2 + 2 = 4"], strict=True):
         runtime.enqueue(model, text)
     outcome, sink, agents = await run(runtime, skip_reviews_when_agree=True)
     assert isinstance(outcome, FinalAnswer)
     assert outcome.reviews_skipped
-    assert not [r for r in agents.requests if isinstance(r, ReviewRequest)]
-    assert [s.expected for s in sink.of(StageStarted)] == [3, 0, 1]
-    runtime.enqueue("m1", "5")
+    assert outcome.strategy == "vote"
+    assert outcome.selected == "m2"
+    assert outcome.answer == "It is 4."
+    assert [type(r).__name__ for r in agents.requests] == ["OpinionRequest"] * 3
+    assert [s.expected for s in sink.of(StageStarted)] == [3, 0, 0]
+    assert [e.member for e in outcome.ranking] == ["m2", "m3", "m1"]
+    for model, text in zip(MEMBERS, ["5", "4", "3"], strict=True):
+        runtime.enqueue(model, text)
     outcome, _, agents = await run(runtime, skip_reviews_when_agree=True)
     assert isinstance(outcome, FinalAnswer)
     assert not outcome.reviews_skipped
     assert len([r for r in agents.requests if isinstance(r, ReviewRequest)]) == 6
+    assert outcome.strategy == "synthesize"
 
 
 async def test_answers_cannot_forge_the_fence_around_them() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
+import psutil
 import pytest
 import structlog
 from nats.aio.client import Client
@@ -31,38 +33,52 @@ from council.chairman.conductor import CouncilConfig
 async def test_burst_of_200_questions_is_accepted_or_busy_and_all_accepted_finish(
     nats_server: EmbeddedNats, nc: Client
 ) -> None:
-    """200 questions at once: each gets Accepted or Rejected(busy); every accepted one
-    finishes; afterwards no session, task or in-flight call is left behind."""
+    """200 questions at once, three times: each gets Accepted or Rejected(busy); every
+    accepted one finishes; afterwards no session, task or in-flight call is left behind,
+    and the process's memory after the third burst is back at the first one's."""
     async with council(nats_server, CouncilConfig(), max_sessions=32) as c:
         c.runtime.delay_s = 0.01
+        rss_mb = []
+        for round_ in range(3):
+            calls_before = len(c.runtime.history)
+            accepted, busy = await burst(nc, 200, f"burst {round_}")
+            for _ in range(50):
+                if not c.chairman.sessions and not c.agents.in_flight:
+                    break
+                await asyncio.sleep(0.1)
+            assert c.chairman.sessions == {}
+            assert c.agents.in_flight == 0
+            assert len(c.runtime.history) - calls_before == accepted * 10
+            gc.collect()
+            rss_mb.append(psutil.Process().memory_info().rss / 2**20)
+            print(f"burst {round_}: {accepted} accepted, {busy} busy, RSS {rss_mb[-1]:.1f} MB")
+        assert rss_mb[2] <= rss_mb[0] + 10, rss_mb
 
-        async def ask(i: int) -> Accepted | QuestionRejected:
-            try:
-                return await submit(nc, Question(question=f"burst {i}"), timeout_s=30)
-            except QuestionRejected as exc:
-                return exc
 
-        replies = await asyncio.gather(*(ask(i) for i in range(200)))
-        accepted = [r for r in replies if isinstance(r, Accepted)]
-        rejected = [r for r in replies if isinstance(r, QuestionRejected)]
-        assert len(accepted) + len(rejected) == 200
-        assert accepted
-        assert {r.reason for r in rejected} <= {"busy"}
+async def burst(nc: Client, count: int, prefix: str) -> tuple[int, int]:
+    """Ask ``count`` questions at once; every reply is Accepted or Rejected(busy), and
+    every accepted session ends with a FinalAnswer. Returns (accepted, busy)."""
 
-        async def outcome(a: Accepted) -> object:
-            events = [e async for e in follow(nc, a.session_id, timeout_s=120)]
-            return events[-1]
+    async def ask(i: int) -> Accepted | QuestionRejected:
+        try:
+            return await submit(nc, Question(question=f"{prefix} {i}"), timeout_s=30)
+        except QuestionRejected as exc:
+            return exc
 
-        finals = await asyncio.gather(*(outcome(a) for a in accepted))
-        assert all(isinstance(f, FinalAnswer) for f in finals)
-        for _ in range(50):
-            if not c.chairman.sessions and not c.agents.in_flight:
-                break
-            await asyncio.sleep(0.1)
-        assert c.chairman.sessions == {}
-        assert c.agents.in_flight == 0
-        assert len(c.runtime.history) == len(accepted) * 10
-        print(f"burst: {len(accepted)} accepted, {len(rejected)} busy")
+    replies = await asyncio.gather(*(ask(i) for i in range(count)))
+    accepted = [r for r in replies if isinstance(r, Accepted)]
+    rejected = [r for r in replies if isinstance(r, QuestionRejected)]
+    assert len(accepted) + len(rejected) == count
+    assert accepted
+    assert {r.reason for r in rejected} <= {"busy"}
+
+    async def outcome(a: Accepted) -> object:
+        events = [e async for e in follow(nc, a.session_id, timeout_s=120)]
+        return events[-1]
+
+    finals = await asyncio.gather(*(outcome(a) for a in accepted))
+    assert all(isinstance(f, FinalAnswer) for f in finals)
+    return len(accepted), len(rejected)
 
 
 GARBAGE = {

@@ -7,6 +7,7 @@ processes on a real nats-server. Each test ends with its session finished once.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -58,6 +59,7 @@ class Processes:
             "COUNCIL_MEMBERS": "m1,m2,m3",
             "COUNCIL_CHAIRMAN": "m1",
             "COUNCIL_AGENT_SILENCE": "2",
+            "COUNCIL_SKIP_REVIEWS_WHEN_AGREE": "0",
             "COUNCIL_HEARTBEAT": "0.2",
             "COUNCIL_NODE": node,
             "COUNCIL_LOG_FORMAT": "json",
@@ -200,6 +202,7 @@ async def test_agent_killed_mid_stage_its_requests_go_to_another_agent(
         ),
         what="a request in flight",
     )
+    await asyncio.sleep(0.5)  # past the first `working` note, which names the agent
     victim = max(("a", "b"), key=lambda n: getattr(health.nodes.get(f"{n}-agents"), "in_flight", 0))
     procs.kill(victim)
 
@@ -288,3 +291,46 @@ async def test_nats_server_restarted_mid_session_everyone_reconnects_and_it_fini
     second = await submit(nc, Question(question="And 7 times 8?"), timeout_s=30)
     assert_finished_once(await outcome(nc, second.session_id))
     assert all(p.poll() is None for p in procs.running.values())
+
+
+async def test_council_eval_interrupted_leaves_a_report_and_a_rerun_resumes(
+    procs: Processes, nc: Client, tmp_path: Path
+) -> None:
+    """Ctrl-C during `council eval`: exit 130, a report of the questions done, and the
+    records kept; the rerun asks only the rest."""
+    procs.start("agents", "a", COUNCIL_SCRIPTED_DELAY_MS="200")
+    procs.start("chairman", "chair", COUNCIL_SCRIPTED_DELAY_MS="200")
+    await agents_serving(nc, "a")
+    questions = tmp_path / "six.jsonl"
+    questions.write_text(
+        "".join(
+            f'{{"id": "q{i}", "question": "What is {i} + {i}?", "check": {{"number": {2 * i}}}}}\n'
+            for i in range(6)
+        )
+    )
+    env = procs.env("eval", COUNCIL_EVALS_DIR=str(tmp_path / "evals"))
+    command = [sys.executable, "-m", "council.cli", "eval", str(questions), "--name", "t"]
+    records = tmp_path / "evals" / "six--t.jsonl"
+    interrupted = await asyncio.create_subprocess_exec(
+        *command, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    await until(lambda: records.exists() and records.read_text().count("\n") >= 1, 120)
+    interrupted.send_signal(signal.SIGINT)
+    stderr = (await asyncio.wait_for(interrupted.communicate(), 60))[1].decode()
+    assert interrupted.returncode == 130, stderr[-2000:]
+    done = records.read_text().count("\n")
+    assert 1 <= done < 6
+    report = json.loads((tmp_path / "evals" / "six--t.report.json").read_text())
+    assert (report["answered"], report["questions"]) == (done, 6)
+    assert "rerun to resume" in stderr
+
+    rerun = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stderr = (await asyncio.wait_for(rerun.communicate(), 300))[1].decode()
+    assert rerun.returncode == 0, stderr[-2000:]
+    assert f"{done} already in" in stderr
+    ids = [json.loads(line)["id"] for line in records.read_text().splitlines()]
+    assert sorted(ids) == [f"q{i}" for i in range(6)]
+    report = json.loads((tmp_path / "evals" / "six--t.report.json").read_text())
+    assert report["answered"] == 6
