@@ -253,33 +253,47 @@ async def bus_council(
     concurrency: int = 2,
     max_sessions: int = 16,
 ) -> AsyncIterator[BusCouncil]:
-    """nats-server, agents serving ``served``, a chairman and a client, all ready."""
-    server = EmbeddedNats(store, log_file=store / "nats.log").start()
+    """nats-server, scripted agents serving ``served``, a chairman and a client, all ready."""
     runtime = ScriptedRuntime(served, delay_s=delay_s)
+    routed = RoutedRuntime(dict.fromkeys(served, runtime))
+    defaults = Defaults(tuple(served[:3]), served[0])
+    async with serving(
+        store, routed, defaults, concurrency=concurrency, max_sessions=max_sessions
+    ) as (server, agents, chairman, client):
+        yield BusCouncil(server, runtime, agents, chairman, client)
+
+
+@asynccontextmanager
+async def serving(
+    store: Path,
+    runtime: RoutedRuntime,
+    defaults: Defaults,
+    *,
+    config: CouncilConfig | None = None,
+    concurrency: int = 2,
+    max_sessions: int = 16,
+) -> AsyncIterator[tuple[EmbeddedNats, AgentService, ChairmanService, Client]]:
+    """nats-server, agents on ``runtime``, a chairman and a client connection, all ready."""
+    server = EmbeddedNats(store, log_file=store / "nats.log").start()
     connections: list[Client] = []
     try:
         for name in ("bench-agents", "bench-chairman", "bench-client"):
             connections.append(await connect(server.url, name=name))
         agents_nc, chairman_nc, client = connections
-        agents = AgentService(
-            agents_nc,
-            RoutedRuntime(dict.fromkeys(served, runtime)),
-            node="bench-agents",
-            concurrency=concurrency,
-        )
+        agents = AgentService(agents_nc, runtime, node="bench-agents", concurrency=concurrency)
         await agents.start()
         await create_stream(chairman_nc)
         chairman = ChairmanService(
             chairman_nc,
-            defaults=Defaults(tuple(served[:3]), served[0]),
-            config=CouncilConfig(),
+            defaults=defaults,
+            config=config or CouncilConfig(),
             node="bench-chairman",
             max_sessions=max_sessions,
         )
         await chairman.start()
         await chairman.roster.refresh()  # so no measured ask waits for a roster refresh
         try:
-            yield BusCouncil(server, runtime, agents, chairman, client)
+            yield server, agents, chairman, client
         finally:
             await chairman.stop()
             await agents.stop()

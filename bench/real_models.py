@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,23 +30,19 @@ from bench.common import (
     _discard,
     _finished,
     bus_session,
-    create_stream,
     machine,
     median,
     parser,
     quiet_logs,
     report,
+    serving,
 )
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.router import RoutedRuntime
-from council.agents.service import AgentService
-from council.bus.client import connect
 from council.bus.messages import ChatMessage, FinalAnswer, GenerationOptions, Question, Usage
-from council.bus.server import EmbeddedNats
 from council.chairman import prompts
 from council.chairman.admission import Defaults, admit
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
-from council.chairman.service import ChairmanService
 
 MODELS_DIR = Path("~/.cache/council/models").expanduser()
 MEMBERS = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
@@ -92,37 +86,6 @@ async def local_session(runtime: RoutedRuntime, council: Council) -> FinalAnswer
     assert isinstance(plan, Plan), plan
     agents = LocalAgents(runtime)
     return _finished(await Conductor(plan, CONFIG, agents, _discard).run())
-
-
-@asynccontextmanager
-async def over_bus(store: Path, runtime: RoutedRuntime, council: Council) -> AsyncIterator[Any]:
-    """nats-server, agents on ``runtime``, a chairman with ``CONFIG``, and a client."""
-    server = EmbeddedNats(store, log_file=store / "nats.log").start()
-    conns = []
-    try:
-        for name in ("bench-agents", "bench-chairman", "bench-client"):
-            conns.append(await connect(server.url, name=name))
-        agents_nc, chairman_nc, client = conns
-        agents = AgentService(agents_nc, runtime, node="bench-agents")
-        await agents.start()
-        await create_stream(chairman_nc)
-        chairman = ChairmanService(
-            chairman_nc,
-            defaults=Defaults(tuple(council.members), council.chairman),
-            config=CONFIG,
-            node="bench-chairman",
-        )
-        await chairman.start()
-        await chairman.roster.refresh()
-        try:
-            yield client
-        finally:
-            await chairman.stop()
-            await agents.stop()
-    finally:
-        for nc in conns:
-            await nc.close()
-        server.stop()
 
 
 def stage_figures(final: FinalAnswer, wall_ms: float) -> dict[str, Any]:
@@ -196,7 +159,8 @@ async def run(council: Council, repeats: int, try_threads: bool) -> dict[str, An
     bus_runs: list[dict[str, Any]] = []
     local_runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="council-bench-") as tmp:
-        async with over_bus(Path(tmp), routed, council) as client:
+        defaults = Defaults(tuple(council.members), council.chairman)
+        async with serving(Path(tmp), routed, defaults, config=CONFIG) as (*_, client):
             await bus_session(client, council.question(), timeout_s=600)  # warm-up
             for i in range(repeats):
                 pair = [

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from typing import Any
 
+import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -13,7 +14,7 @@ from nats.aio.subscription import Subscription
 
 from council.bus import subjects
 from council.bus.ask import open_sessions, stored_events
-from council.bus.client import decode, encode, ensure_stream, publish_event
+from council.bus.client import decode, decode_event, encode, ensure_stream, publish_event
 from council.bus.errors import CouncilError, InvalidMessage
 from council.bus.health import run_heartbeat
 from council.bus.messages import (
@@ -24,6 +25,8 @@ from council.bus.messages import (
     Rejected,
     SessionEvent,
     SessionFailed,
+    SessionStarted,
+    event_kind,
 )
 from council.bus.tasks import cancel_and_wait
 from council.chairman.admission import Defaults, admit, needed_models
@@ -104,6 +107,8 @@ class ChairmanService:
     async def _owned_open_sessions(self) -> list[SessionState]:
         owned = []
         for session_id in await open_sessions(self.nc):
+            if not await self._owns(session_id):  # another chairman's: read no further
+                continue
             first_of_each_seq: dict[int, SessionEvent] = {}
             for event in await stored_events(self.nc, session_id):
                 first_of_each_seq.setdefault(event.seq, event)  # a replay is not a step
@@ -115,6 +120,16 @@ class ChairmanService:
             if state.started is not None and state.started.owner == self.node:
                 owned.append(state)
         return owned
+
+    async def _owns(self, session_id: str) -> bool:
+        subject = subjects.session_event(session_id, event_kind(SessionStarted))
+        try:
+            raw = await self.js.get_last_msg(subjects.STREAM, subject)
+            started = decode_event(raw.data or b"", subject)
+        except (nats.errors.Error, InvalidMessage) as exc:
+            log.warning("session_not_resumable", session_id=session_id, error=repr(exc))
+            return False
+        return isinstance(started, SessionStarted) and started.owner == self.node
 
     async def _refuse_a_namesake(self) -> None:
         """Two live chairmen with one node name would both resume its sessions."""

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import MEMBERS, SMALL_ENV, TEST_MODEL
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -216,6 +217,43 @@ async def test_agent_killed_mid_stage_its_requests_go_to_another_agent(
     assert len([e for e in events if isinstance(e, Review)]) == 6
     assert len(final.opinions) == 3
     assert len(final.reviews) == 6
+
+
+async def test_agent_killed_mid_generation_on_a_real_model_is_taken_over(
+    procs: Processes, nc: Client, test_model_path: Path, models_dir: Path
+) -> None:
+    """The same takeover with the embedded runtime and SmolLM2: two agent processes, the
+    one generating opinions is killed, and the other one answers them."""
+    real = {
+        **SMALL_ENV,
+        "COUNCIL_RUNTIME": "embedded",
+        "COUNCIL_MEMBERS": ",".join(MEMBERS),
+        "COUNCIL_CHAIRMAN": TEST_MODEL,
+        "COUNCIL_MODELS_DIR": str(models_dir),
+        "COUNCIL_THREADS": "1",
+    }
+    health = Health()
+    await nc.subscribe(subjects.HEALTH, cb=health.on_beat)
+    for node in ("chair", "a", "b"):
+        procs.start("chairman" if node == "chair" else "agents", node, **real)
+    await agents_serving(nc, "a", "b")
+    session_id = await ask_and_wait_for_stage(nc, "opinions")
+    await until(
+        lambda: any(getattr(health.nodes.get(f"{n}-agents"), "in_flight", 0) for n in "ab"),
+        what="an opinion being generated",
+    )
+    await asyncio.sleep(0.5)  # past the first `working` note, which names the agent
+    victim = max("ab", key=lambda n: getattr(health.nodes.get(f"{n}-agents"), "in_flight", 0))
+    procs.kill(victim)
+
+    events = await outcome(nc, session_id, timeout_s=300)
+    final = assert_finished_once(events)
+    lost = [e for e in events if isinstance(e, AgentLost)]
+    assert lost
+    assert {e.node for e in lost} == {f"{victim}-agents"}
+    assert not [e for e in events if isinstance(e, MemberFailed)]
+    assert len(final.opinions) == 3
+    assert all(o.usage.completion_tokens > 0 for o in final.opinions)
 
 
 async def test_agent_killed_with_no_one_to_take_over_fails_its_member_by_name(
