@@ -21,6 +21,7 @@ from rich.table import Table
 
 from council.chairman import extract
 from council.chairman.aggregate import Score, normalize
+from council.chairman.prompts import split_member
 
 CLOSE_MARGIN = 0.5
 
@@ -66,8 +67,9 @@ class Record(msgspec.Struct, kw_only=True):
 class SystemRow(msgspec.Struct, kw_only=True):
     system: str
     group: str
-    """``council``, ``alone`` (one model), ``replayed`` (another strategy on the
-    recorded stages) or ``bound`` (oracle, members' mean)."""
+    """``council``, ``alone`` (one model), ``stage 1`` (one member's opinion inside
+    the council: a second sample of it alone), ``replayed`` (another strategy on
+    the recorded stages) or ``bound`` (oracle, members' mean)."""
     correct: int
     n: int
     accuracy: float
@@ -77,6 +79,19 @@ class SystemRow(msgspec.Struct, kw_only=True):
     """Mean per question."""
     wall_s: float
     """Mean per question."""
+
+
+class Paired(msgspec.Struct, kw_only=True):
+    """The council against one other system on the same questions: only the
+    questions where exactly one of them was right tell them apart."""
+
+    system: str
+    council_only: int
+    """Questions the council got right and the other system wrong."""
+    other_only: int
+    p_value: float
+    """Two-sided exact sign test on those questions: how likely a split at least
+    this uneven is if neither system is better."""
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -102,6 +117,8 @@ class Report(msgspec.Struct, kw_only=True):
     time_vs_chairman_median: float | None = None
     """The median of the per-question ratios (short answers weigh as much as long)."""
     by_kind: dict[str, dict[str, float]]
+    versus_best: Paired | None = None
+    """The council against the most accurate model alone."""
 
     def print(self, console: Console) -> None:
         table = Table(title=f"{self.dataset} · {self.label} · {self.answered}/{self.questions}")
@@ -129,6 +146,12 @@ class Report(msgspec.Struct, kw_only=True):
             console.print(
                 f"council time / chairman's model alone: {self.time_vs_chairman:.1f}× "
                 f"(median per question {self.time_vs_chairman_median or 0:.1f}×)"
+            )
+        if self.versus_best is not None:
+            v = self.versus_best
+            console.print(
+                f"council against {v.system}: right where it was wrong {v.council_only}×, "
+                f"wrong where it was right {v.other_only}× (sign test p = {v.p_value:.2f})"
             )
 
 
@@ -160,6 +183,15 @@ def row(system: str, group: str, outcomes: Sequence[tuple[bool, float, float]]) 
     )
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial test of ``wins`` against ``losses`` at even odds."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def build_report(records: list[Record], *, dataset: str, label: str, total: int) -> Report:
     councils = [r.council for r in records]
     members = next((c.members for c in councils if c.members), [])
@@ -172,6 +204,7 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
         answers = [r.alone[model] for r in records if model in r.alone]
         name = f"{model} alone" + (" (chairman)" if model == chairman else "")
         systems.append(row(name, "alone", [(a.correct, a.tokens, a.wall_s) for a in answers]))
+    systems += _stage_one(councils)
     systems += _replayed(councils)
     reviewed = [c for c in councils if c.opinions]
     systems.append(
@@ -211,6 +244,38 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
         time_vs_chairman=(sum(c for c, _ in timed) / sum(a for _, a in timed) if timed else None),
         time_vs_chairman_median=statistics.median(c / a for c, a in timed) if timed else None,
         by_kind=_by_kind(records),
+        versus_best=_versus_best(records, systems),
+    )
+
+
+def _stage_one(councils: list[CouncilAnswer]) -> list[SystemRow]:
+    """Each member's own opinion in the council: asked as it is alone, with another
+    seed, so it doubles the sample of what that member gets right."""
+    members = list(dict.fromkeys(m for c in councils for m in c.opinions))
+    return [
+        row(
+            f"{member} in stage 1",
+            "stage 1",
+            [(o.correct, o.tokens, o.wall_s) for c in councils if (o := c.opinions.get(member))],
+        )
+        for member in members
+    ]
+
+
+def _versus_best(records: list[Record], systems: list[SystemRow]) -> Paired | None:
+    alone = [r for r in systems if r.group == "alone" and r.n]
+    if not alone:
+        return None
+    best = max(alone, key=lambda r: r.accuracy)
+    model = best.system.removesuffix(" (chairman)").removesuffix(" alone")
+    pairs = [(r.council.correct, r.alone[model].correct) for r in records if model in r.alone]
+    council_only = sum(1 for c, m in pairs if c and not m)
+    other_only = sum(1 for c, m in pairs if m and not c)
+    return Paired(
+        system=best.system,
+        council_only=council_only,
+        other_only=other_only,
+        p_value=round(sign_test(council_only, other_only), 3),
     )
 
 
@@ -244,6 +309,13 @@ def _replayed(councils: list[CouncilAnswer]) -> list[SystemRow]:
             return (c.opinions[agreeing[0]].correct, *kept(c, "opinions"))
         return c.correct, c.tokens, c.stage_s.get("total", c.wall_s)
 
+    def majority_else_chairman(c: CouncilAnswer) -> tuple[bool, float, float]:
+        texts = {m: c.opinions[m].text for m in c.ranking}
+        own = [m for m in c.ranking if split_member(m)[0] == c.chairman]
+        pick = (extract.majority(texts) or own or c.ranking)[0]
+        return (c.opinions[pick].correct, *kept(c, "opinions"))
+
+    weighted = _select_by_weighted_reviews(base)
     stage_one = [(o.correct, o.tokens, o.wall_s) for c in base for o in c.opinions.values()]
     return [
         row("council: select top-ranked", "replayed", [select(c) for c in base]),
@@ -254,8 +326,66 @@ def _replayed(councils: list[CouncilAnswer]) -> list[SystemRow]:
             "replayed",
             [majority_then_synthesize(c) for c in base],
         ),
+        row(
+            "council: a majority's answer, else the chairman's model's opinion",
+            "replayed",
+            [majority_else_chairman(c) for c in base],
+        ),
+        row(
+            "council: select, reviewers weighted by agreement",
+            "replayed",
+            [(ok, *kept(c, "opinions", "reviews")) for c, ok in zip(base, weighted, strict=True)],
+        ),
         row("members' mean (stage 1)", "bound", stage_one),
     ]
+
+
+def agreement_weights(base: list[CouncilAnswer], prior: int = 5) -> list[dict[str, float]]:
+    """Per session, the weight each reviewer had going in: in the sessions before, how
+    much more often than not it agreed with each other reviewer of an answer on
+    whether that answer was above or below the reviewer's own mean (no answer key
+    needed). A reviewer starts at 1, as if from ``prior`` agreeing verdicts; one
+    that scores at random drifts to 0."""
+    agreed: dict[str, list[float]] = {}
+    weights = []
+    for c in base:
+        weights.append(
+            {
+                reviewer: max(0.0, (sum(seen) + prior) / (len(seen) + prior))
+                for reviewer, seen in agreed.items()
+            }
+        )
+        for given in _normalized_by_answer(c).values():
+            for reviewer, z in given.items():
+                for other, v in given.items():
+                    if other != reviewer and z and v:
+                        agreed.setdefault(reviewer, []).append(1.0 if z * v > 0 else -1.0)
+    return weights
+
+
+def _select_by_weighted_reviews(base: list[CouncilAnswer]) -> list[bool]:
+    """Whether the top opinion is right when reviewers count by ``agreement_weights``."""
+    picks = []
+    for c, weight in zip(base, agreement_weights(base), strict=True):
+        by_answer = _normalized_by_answer(c)
+        merit = {m: _weighted_mean(by_answer.get(m, {}), weight) for m in c.ranking}
+        top = max(c.ranking, key=lambda m: (merit[m], -c.ranking.index(m)))
+        picks.append(c.opinions[top].correct)
+    return picks
+
+
+def _normalized_by_answer(c: CouncilAnswer) -> dict[str, dict[str, float]]:
+    """Per answer, each reviewer's normalized score of it."""
+    scores = [Score(r.reviewer, r.reviewed, r.score) for r in c.reviews if r.reviewed in c.opinions]
+    by_answer: dict[str, dict[str, float]] = {}
+    for s in normalize(scores):
+        by_answer.setdefault(s.reviewed, {})[s.reviewer] = s.score
+    return by_answer
+
+
+def _weighted_mean(scores: dict[str, float], weight: dict[str, float]) -> float:
+    total = sum(weight.get(r, 1.0) for r in scores)
+    return sum(weight.get(r, 1.0) * z for r, z in scores.items()) / total if total else 0.0
 
 
 def _discrimination(councils: list[CouncilAnswer]) -> tuple[float | None, dict[str, float]]:

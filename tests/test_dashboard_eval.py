@@ -68,6 +68,7 @@ def test_eval_page_shows_the_report(evals: Path) -> None:
     assert metrics["Time vs chairman alone"] == "7.1×"
     shown = texts(app)
     assert "m2 +1.09, m3 +1.09" in shown
+    assert "Against m1 alone (chairman): the council was right where it was wrong 0×" in shown
     # council 0 % < m1 alone 16.7 %; select 16.7 % > members' mean 5.6 %; 7.1× > 5×
     assert "Verdict: 1/3 targets met" in shown
     assert ":red[**✗**] council ≥ best single model (0.0% vs 16.7%)" in shown

@@ -9,7 +9,16 @@ import msgspec
 import pytest
 from conftest import council_cli
 
-from council.cli.evalreport import Answer, CouncilAnswer, Record, build_report, wilson
+from council.cli.evalreport import (
+    Answer,
+    CouncilAnswer,
+    Record,
+    ReviewScore,
+    agreement_weights,
+    build_report,
+    sign_test,
+    wilson,
+)
 from council.cli.evalset import Check, EvalFileError, load
 
 DEV_SET = Path(__file__).parent.parent / "evals" / "dev.jsonl"
@@ -113,6 +122,71 @@ def test_report_counts_selection_oracle_and_synthesis_flips() -> None:
     assert (report.synthesis_broke, report.synthesis_fixed) == (1, 1)
     assert report.time_vs_chairman == 5.0
     assert report.by_kind["k"]["council"] == 0.5
+
+
+def test_sign_test_is_exact_and_two_sided() -> None:
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(3, 3) == 1.0
+    assert sign_test(5, 0) == pytest.approx(2 / 32)
+    assert sign_test(0, 5) == sign_test(5, 0)
+    assert sign_test(10, 5) == pytest.approx(0.3018, abs=1e-4)
+
+
+def council_record(qid: str, texts: dict[str, str], right: str, scores: dict[str, float]) -> Record:
+    """Every member reviews every other; each gives ``scores`` except "noisy", which
+    gives the opposite (11 - score); the chairman's model is "big"."""
+    opinions = {
+        m: Answer(text=t, correct=t == right, tokens=5, wall_s=1.0) for m, t in texts.items()
+    }
+    reviews = [
+        ReviewScore(
+            reviewer=reviewer,
+            reviewed=reviewed,
+            score=11 - scores[reviewed] if reviewer == "noisy" else scores[reviewed],
+        )
+        for reviewer in texts
+        for reviewed in texts
+        if reviewer != reviewed
+    ]
+    council = CouncilAnswer(
+        text=texts["big"], correct=texts["big"] == right, tokens=50, wall_s=9.0,
+        members=list(texts), chairman="big", opinions=opinions, reviews=reviews,
+        ranking=sorted(texts, key=lambda m: -scores[m]), margin=1.0,
+        stage_s={"opinions": 2.0, "reviews": 5.0, "synthesis": 2.0, "total": 9.0},
+        strategy="synthesize",
+    )  # fmt: skip
+    alone = {m: Answer(text=t, correct=t == right, wall_s=1.0) for m, t in texts.items()}
+    return Record(id=qid, kind="k", council=council, alone=alone)
+
+
+def test_report_replays_trusting_the_chairman_and_pairs_with_the_best_model() -> None:
+    """q1: two members agree on a wrong answer; q2, q3: all differ and only the
+    chairman's model is right."""
+    split = {"big": 9, "small": 5, "noisy": 1}
+    records = [
+        council_record("q1", {"big": "7", "small": "5", "noisy": "5"}, "7", {**split, "big": 3}),
+        council_record("q2", {"big": "7", "small": "6", "noisy": "5"}, "7", split),
+        council_record("q3", {"big": "8", "small": "6", "noisy": "5"}, "8", split),
+    ]
+    report = build_report(records, dataset="d", label="l", total=3)
+    rows = {r.system: r for r in report.systems}
+    trusted = rows["council: a majority's answer, else the chairman's model's opinion"]
+    assert (trusted.correct, trusted.wall_s) == (2, 2.0)
+    assert (rows["big in stage 1"].correct, rows["small in stage 1"].correct) == (3, 0)
+    assert rows["council: select, reviewers weighted by agreement"].n == 3
+    assert report.versus_best is not None
+    assert report.versus_best.system == "big alone (chairman)"
+    assert (report.versus_best.council_only, report.versus_best.other_only) == (0, 0)
+
+
+def test_a_reviewer_that_contradicts_the_others_loses_its_weight() -> None:
+    texts = {"big": "1", "a": "2", "b": "3", "noisy": "4"}
+    scores = {"big": 9, "a": 6, "b": 3, "noisy": 1}
+    councils = [council_record(f"q{i}", texts, "1", scores).council for i in range(8)]
+    weights = agreement_weights(councils)
+    assert weights[0] == {}  # everyone starts at 1
+    assert weights[-1]["noisy"] == 0.0
+    assert min(weights[-1][r] for r in ("big", "a", "b")) > 0.3
 
 
 def test_council_eval_on_a_real_model_records_resumes_and_reports(

@@ -227,8 +227,15 @@ columns[3].metric("Council errors", str(report.get("council_errors", "—")))
 columns[4].metric(
     "Time vs chairman alone",
     "—" if time_ratio is None else f"{time_ratio:.1f}×",
-    help="Council wall time over the chairman's model alone, per question (mean ratio).",
+    help="The council's mean wall time per question over the chairman's model alone's.",
 )
+versus = report.get("versus_best")
+if isinstance(versus, dict) and versus.get("system"):
+    st.caption(
+        f"Against {versus['system']}: the council was right where it was wrong "
+        f"{versus.get('council_only', '—')}×, wrong where it was right "
+        f"{versus.get('other_only', '—')}× (sign test p = {versus.get('p_value', '—')})."
+    )
 by_reviewer = report.get("discrimination_by_reviewer")
 if isinstance(by_reviewer, dict) and by_reviewer:
     st.caption(
