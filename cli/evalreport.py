@@ -79,6 +79,8 @@ class SystemRow(msgspec.Struct, kw_only=True):
     """Mean per question."""
     wall_s: float
     """Mean per question."""
+    vs_chairman: float | None = None
+    """``wall_s`` over the chairman's model alone's (the ratio of mean times)."""
 
 
 class Paired(msgspec.Struct, kw_only=True):
@@ -122,7 +124,8 @@ class Report(msgspec.Struct, kw_only=True):
 
     def print(self, console: Console) -> None:
         table = Table(title=f"{self.dataset} · {self.label} · {self.answered}/{self.questions}")
-        for column in ("system", "accuracy", "95% interval", "right", "tokens/q", "s/q"):
+        columns = ("system", "accuracy", "95% interval", "right", "tokens/q", "s/q", "× chairman")
+        for column in columns:
             table.add_column(column, justify="left" if column == "system" else "right")
         for row in self.systems:
             table.add_row(
@@ -132,6 +135,7 @@ class Report(msgspec.Struct, kw_only=True):
                 f"{row.correct}/{row.n}",
                 f"{row.tokens:.0f}",
                 f"{row.wall_s:.1f}",
+                "" if row.vs_chairman is None else f"{row.vs_chairman:.1f}×",
             )
         console.print(table)
         if self.review_discrimination is not None:
@@ -214,6 +218,11 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
             [(any(o.correct for o in c.opinions.values()), 0, 0) for c in reviewed],
         )
     )
+    chairman_row = next((r for r in systems if r.system == f"{chairman} alone (chairman)"), None)
+    if chairman_row and chairman_row.wall_s > 0:
+        for r in systems:
+            if r.wall_s > 0:
+                r.vs_chairman = round(r.wall_s / chairman_row.wall_s, 2)
     discrimination, by_reviewer = _discrimination(councils)
     synthesized = [c for c in councils if c.strategy == "synthesize" and c.ranking]
     timed = [

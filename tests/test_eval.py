@@ -117,6 +117,7 @@ def test_report_counts_selection_oracle_and_synthesis_flips() -> None:
     assert rows["a alone (chairman)"].correct == 1
     assert rows["council: select top-ranked"].correct == 1
     assert rows["council: select top-ranked"].wall_s == 7.0
+    assert rows["council: select top-ranked"].vs_chairman == 3.5
     assert rows["oracle: any member right"].correct == 1
     assert rows["members' mean (stage 1)"].n == 4
     assert (report.synthesis_broke, report.synthesis_fixed) == (1, 1)

@@ -19,6 +19,7 @@ GROUP_COLOURS = {
     "council": PALETTE[0],
     "alone": PALETTE[1],
     "replayed": PALETTE[2],
+    "stage 1": PALETTE[3],
     "bound": PALETTE[4],
 }
 SELECT = "council: select top-ranked"
@@ -133,6 +134,7 @@ def systems_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for r in rows:
         share, low, high = accuracy(r), number(r.get("low")), number(r.get("high"))
         tokens, wall_s = number(r.get("tokens")), number(r.get("wall_s"))
+        ratio = number(r.get("vs_chairman"))
         table.append(
             {
                 "system": str(r.get("system", "?")),
@@ -144,6 +146,7 @@ def systems_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 "right/n": f"{r.get('correct', '?')}/{r.get('n', '?')}",
                 "tokens/q": None if tokens is None else round(tokens),
                 "s/q": None if wall_s is None else round(wall_s, 2),
+                "× chairman": None if ratio is None else round(ratio, 1),
                 "_low": low,
                 "_high": high,
             }
