@@ -129,7 +129,6 @@ class Conductor:
         self.owner = owner
         self.state = state or SessionState(plan.session_id)
         self._recording = asyncio.Lock()
-        self.reviews_skipped = False
         self.labels = dict(zip(plan.members, prompts.labels_for(len(plan.members)), strict=True))
         self.latency_ms: dict[str, float] = {}
         self.log = log.bind(session_id=plan.session_id)
@@ -320,20 +319,21 @@ class Conductor:
 
     def _agreeing(self) -> list[str]:
         """The members whose common answer makes reviews needless: a strict majority
-        (when the setting is on), or the one member asked alone."""
+        (when the setting is on), or the one member asked alone. A resumed session
+        keeps what it decided before the restart, whatever the setting says now."""
         if self.plan.alone:
             return self.state.answered
-        if not self.config.skip_reviews_when_agree:
+        decided = self.state.state is not State.OPINIONS
+        if (decided and not self.state.reviews_skipped) or (
+            not decided and not self.config.skip_reviews_when_agree
+        ):
             return []
         return extract.majority({m: self.state.opinions[m].text for m in self.state.answered})
 
     async def _reviews(self) -> None:
         plan = self.plan
-        agreeing = self._agreeing() if self.state.state is State.OPINIONS else []
-        if agreeing:
-            self.reviews_skipped = True
-            await self.record(StageStarted(session_id=plan.session_id, stage="reviews", expected=0))
-        requests = {} if self.reviews_skipped else self._review_requests()
+        agreeing = self._agreeing()
+        requests = {} if agreeing else self._review_requests()
         if self.state.state is State.OPINIONS:
             await self.record(
                 StageStarted(session_id=plan.session_id, stage="reviews", expected=len(requests))
@@ -405,7 +405,7 @@ class Conductor:
         assert self.state.ranking is not None
         order = [e.member for e in self.state.ranking.entries]
         strategy = self.config.strategy
-        if self.reviews_skipped:  # a majority answered alike: its answer stands
+        if self.state.reviews_skipped:  # a majority answered alike: its answer stands
             strategy = "select" if self.plan.alone else "vote"
         synthesize = strategy == "synthesize" or (
             strategy == "close" and _is_close(self.state.ranking.entries, self.config.close_margin)
@@ -520,7 +520,7 @@ class Conductor:
             strategy=how,
             selected=selected,
             fallback=fallback,
-            reviews_skipped=self.reviews_skipped,
+            reviews_skipped=self.state.reviews_skipped,
         )
 
 

@@ -66,6 +66,8 @@ class SessionState:
     lost: list[AgentLost] = field(default_factory=list)
     ranking: Ranking | None = None
     outcome: FinalAnswer | SessionFailed | None = None
+    expected: dict[str, int] = field(default_factory=dict)
+    """Per stage begun, how many replies it asked for (``reviews: 0``: skipped)."""
 
     @classmethod
     def rebuild(cls, session_id: str, events: list[SessionEvent]) -> SessionState:
@@ -73,6 +75,10 @@ class SessionState:
         for event in sorted(events, key=lambda e: e.seq):
             state.apply(event)
         return state
+
+    @property
+    def reviews_skipped(self) -> bool:
+        return self.expected.get("reviews") == 0
 
     @property
     def answered(self) -> list[str]:
@@ -91,6 +97,7 @@ class SessionState:
                 self.state = State.STARTED
             case StageStarted() if (event.stage, self.state) in _NEXT_STAGE:
                 self.state = _NEXT_STAGE[(event.stage, self.state)]
+                self.expected[event.stage] = event.expected
             case Opinion() if self.state is State.OPINIONS:
                 self.opinions[event.member] = event
             case MemberFailed() if self.state in (State.OPINIONS, State.REVIEWS):

@@ -304,6 +304,35 @@ async def test_a_rebuilt_session_finishes_from_where_it_stopped(mode: str) -> No
         assert len(agents.requests) <= len(first_agents.requests)
 
 
+async def test_a_rebuilt_majority_session_still_skips_reviews_and_synthesis() -> None:
+    """A session whose majority skipped reviews, cut anywhere after opinions and
+    resumed by a chairman whose setting no longer skips: it asks for no review and
+    no synthesis, and ends with the majority's answer."""
+    runtime = ScriptedRuntime(MEMBERS)
+    for model, text in zip(MEMBERS, ["5", "It is 4.", "2 + 2 = 4"], strict=True):
+        runtime.enqueue(model, text)
+    full, first_run, _ = await run(runtime, skip_reviews_when_agree=True)
+    assert isinstance(full, FinalAnswer)
+    assert full.reviews_skipped
+    events = first_run.events
+    after_opinions = next(
+        i for i, e in enumerate(events) if isinstance(e, StageStarted) and e.stage == "reviews"
+    )
+    for cut in range(after_opinions + 1, len(events)):
+        state = SessionState.rebuild("s1", events[:cut])
+        sink, agents = Collected(), LocalAgents(ScriptedRuntime(MEMBERS))
+        config = CouncilConfig(skip_reviews_when_agree=False)
+        outcome = await Conductor(plan(), config, agents, sink, state=state).run()
+        assert isinstance(outcome, FinalAnswer), (cut, outcome)
+        assert agents.requests == [], cut
+        assert (outcome.answer, outcome.strategy, outcome.reviews_skipped) == (
+            "It is 4.", "vote", True
+        )  # fmt: skip
+        combined = events[:cut] + sink.events
+        assert [e.seq for e in combined] == list(range(1, len(combined) + 1))
+        assert [e.expected for e in combined if isinstance(e, StageStarted)] == [3, 0, 0]
+
+
 def made_before(events: list, mode: str) -> list:
     """Calls whose result was already recorded in ``events``."""
     reviews = [e for e in events if isinstance(e, Review | ReviewFailed)]
