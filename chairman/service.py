@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import time
 from typing import Any
 
 import nats.errors
@@ -49,7 +51,11 @@ class ChairmanService:
         max_sessions: int = 16,
         heartbeat_s: float = 2.0,
         stream_replicas: int = 1,
+        store_patience_s: float = 60.0,
     ) -> None:
+        """``store_patience_s``: how long an event is retried while the stream is
+        unreachable (a restarting server, a cluster electing a leader); the session
+        waits meanwhile rather than go on with a gap."""
         self.nc = nc
         self.js = nc.jetstream()
         self.defaults = defaults
@@ -58,6 +64,7 @@ class ChairmanService:
         self.max_sessions = max_sessions
         self.heartbeat_s = heartbeat_s
         self.stream_replicas = stream_replicas
+        self.store_patience_s = store_patience_s
         self.roster = Roster(nc)
         self.agents = BusAgents(nc, silence_s=config.agent_silence_s, on_lost=self._agent_lost)
         self.sessions: dict[str, Conductor] = {}
@@ -222,11 +229,16 @@ class ChairmanService:
 
     async def _store(self, event: SessionEvent) -> None:
         """Publish to the stream, retrying through a reconnect (dedup makes it safe)."""
-        for attempt in range(5):
+        deadline = time.monotonic() + self.store_patience_s
+        for attempt in itertools.count(1):
             try:
                 await publish_event(self.js, event)
                 return
             except Exception as exc:
+                if time.monotonic() >= deadline:
+                    log.error(
+                        "event_lost", session_id=event.session_id, seq=event.seq, error=repr(exc)
+                    )
+                    return
                 log.warning("event_publish_retry", attempt=attempt, error=repr(exc))
-                await asyncio.sleep(0.5 * (attempt + 1))
-        log.error("event_lost", session_id=event.session_id, seq=event.seq)
+                await asyncio.sleep(min(2.0, 0.25 * attempt))

@@ -41,6 +41,8 @@ from council.bus.server import EmbeddedNats
 
 CALL_MS = 3000
 """Every scripted call takes this long: time enough to kill a process mid-stage."""
+OUTAGE_S = 10.0
+"""nats-server down this long: the opinions finish meanwhile, and their events wait."""
 
 
 class Processes:
@@ -309,8 +311,10 @@ async def test_chairman_killed_and_restarted_resumes_its_session_once(
 async def test_nats_server_restarted_mid_session_everyone_reconnects_and_it_finishes(
     procs: Processes, server: EmbeddedNats, nc: Client
 ) -> None:
-    """Stop and start nats-server (same port, same JetStream store) during stage 1:
-    the clients reconnect, the session finishes once, and a new one runs."""
+    """Stop nats-server during stage 1 for longer than a stage's calls take, and start
+    it again (same port, same JetStream store): the clients reconnect, the
+    chairman's events wait for the stream instead of being lost, the session
+    finishes once, and a new one runs."""
     procs.start("agents", "a")
     procs.start("chairman", "chair")
     await agents_serving(nc, "a")
@@ -318,7 +322,7 @@ async def test_nats_server_restarted_mid_session_everyone_reconnects_and_it_fini
     followed = asyncio.create_task(collect(nc, session_id))  # as `council ask` follows
     await asyncio.sleep(0.2)
     server.stop()
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(OUTAGE_S)
     server.start()
 
     events = await outcome(nc, session_id)
