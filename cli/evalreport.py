@@ -223,7 +223,7 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
         for r in systems:
             if r.wall_s > 0:
                 r.vs_chairman = round(r.wall_s / chairman_row.wall_s, 2)
-    discrimination, by_reviewer = _discrimination(councils)
+    overall, by_reviewer = discrimination(councils)
     synthesized = [c for c in councils if c.strategy == "synthesize" and c.ranking]
     timed = [
         (r.council.wall_s, r.alone[chairman].wall_s)
@@ -240,7 +240,7 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
         members=members,
         chairman=chairman,
         systems=systems,
-        review_discrimination=discrimination,
+        review_discrimination=overall,
         discrimination_by_reviewer=by_reviewer,
         synthesis_broke=sum(
             1 for c in synthesized if c.opinions[c.ranking[0]].correct and not c.correct
@@ -397,7 +397,9 @@ def _weighted_mean(scores: dict[str, float], weight: dict[str, float]) -> float:
     return sum(weight.get(r, 1.0) * z for r, z in scores.items()) / total if total else 0.0
 
 
-def _discrimination(councils: list[CouncilAnswer]) -> tuple[float | None, dict[str, float]]:
+def discrimination(councils: list[CouncilAnswer]) -> tuple[float | None, dict[str, float]]:
+    """Mean normalized score given to right answers minus wrong ones: overall, and
+    per reviewer (for those that scored both)."""
     right: dict[str, list[float]] = {}
     wrong: dict[str, list[float]] = {}
     for c in councils:
