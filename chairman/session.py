@@ -78,6 +78,8 @@ class SessionState:
 
     @property
     def reviews_skipped(self) -> bool:
+        """No review was asked: a majority agreed, the member was asked alone, or only
+        one member answered. Then an opinion stands as the answer, unsynthesized."""
         return self.expected.get("reviews") == 0
 
     @property
