@@ -19,9 +19,11 @@ MAX_QUESTION_CHARS = 4000
 MAX_MEMBERS = 8
 
 Stage = Literal["opinions", "reviews", "synthesis"]
-Strategy = Literal["synthesize", "select", "close", "vote"]
+Strategy = Literal["synthesize", "select", "close", "vote", "majority-or-chairman"]
 """How the chairman concludes: its model writes the answer; or the top-ranked opinion;
-or its model only when the ranking is close; or the answer most members gave."""
+or its model only when the ranking is close; or the answer most members gave; or,
+with no reviews at all, a majority's answer, else the opinion of the member that
+runs the chairman's model."""
 ReviewMode = Literal["pairwise", "rank"]
 Score = Annotated[int, Meta(ge=1, le=10)]
 NonNegative = Annotated[int, Meta(ge=0)]

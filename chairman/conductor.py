@@ -318,17 +318,21 @@ class Conductor:
         )
 
     def _agreeing(self) -> list[str]:
-        """The members whose common answer makes reviews needless: a strict majority
-        (when the setting is on), or the one member asked alone. A resumed session
-        keeps what it decided before the restart, whatever the setting says now."""
-        if self.plan.alone:
-            return self.state.answered
-        decided = self.state.state is not State.OPINIONS
-        if (decided and not self.state.reviews_skipped) or (
-            not decided and not self.config.skip_reviews_when_agree
-        ):
+        """The members whose answer stands without reviews: a strict majority (when
+        the setting is on), the one member asked alone, or, for
+        ``majority-or-chairman`` with no majority, the member running the chairman's
+        model. A resumed session keeps what it decided before the restart."""
+        plan, config, state = self.plan, self.config, self.state
+        if plan.alone:
+            return state.answered
+        trusting = config.strategy == "majority-or-chairman"
+        deciding = state.state is State.OPINIONS
+        if not (state.reviews_skipped or deciding and (trusting or config.skip_reviews_when_agree)):
             return []
-        return extract.majority({m: self.state.opinions[m].text for m in self.state.answered})
+        majority = extract.majority({m: state.opinions[m].text for m in state.answered})
+        if majority or not (trusting or state.reviews_skipped):
+            return majority
+        return [m for m in state.answered if prompts.split_member(m)[0] == plan.chairman][:1]
 
     async def _reviews(self) -> None:
         plan = self.plan
@@ -342,6 +346,8 @@ class Conductor:
             return
         if agreeing:
             entries, ties, rule = aggregate.by_agreement(self.state.answered, self.labels, agreeing)
+            if len(agreeing) == 1 and len(self.state.answered) > 1:
+                rule = "reviews skipped: no majority; the chairman's model's own answer stands"
             await self.record(
                 Ranking(session_id=plan.session_id, entries=entries, ties=ties, tie_break=rule)
             )
@@ -407,7 +413,7 @@ class Conductor:
         strategy = self.config.strategy
         if self.state.reviews_skipped:  # a majority answered alike: its answer stands
             strategy = "select" if self.plan.alone else "vote"
-        synthesize = strategy == "synthesize" or (
+        synthesize = strategy in ("synthesize", "majority-or-chairman") or (
             strategy == "close" and _is_close(self.state.ranking.entries, self.config.close_margin)
         )
         if self.state.state is State.REVIEWS:

@@ -2,7 +2,8 @@
 
 Besides each system's accuracy, the report replays the recorded stages under the
 chairman's other strategies (select, vote, close, skipping reviews when the
-answers agree): those need no model call beyond what was recorded, so one run
+answers agree, majority-or-chairman) and reviewers weighted by how they agree
+with each other: those need no model call beyond what was recorded, so one run
 measures them all. Their times are the recorded stage times they would keep.
 """
 
@@ -336,7 +337,7 @@ def _replayed(councils: list[CouncilAnswer]) -> list[SystemRow]:
             [majority_then_synthesize(c) for c in base],
         ),
         row(
-            "council: a majority's answer, else the chairman's model's opinion",
+            "council: majority-or-chairman (no reviews)",
             "replayed",
             [majority_else_chairman(c) for c in base],
         ),

@@ -77,7 +77,7 @@ class Settings:
     strategy: str = _setting(
         "synthesize",
         "COUNCIL_STRATEGY",
-        "how the chairman concludes: synthesize, select, close or vote",
+        "how the chairman concludes: synthesize, select, close, vote or majority-or-chairman",
     )
     close_margin: float = _setting(
         0.5, "COUNCIL_CLOSE_MARGIN", "strategy close: a lead under this calls the chairman"

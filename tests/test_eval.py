@@ -171,7 +171,7 @@ def test_report_replays_trusting_the_chairman_and_pairs_with_the_best_model() ->
     ]
     report = build_report(records, dataset="d", label="l", total=3)
     rows = {r.system: r for r in report.systems}
-    trusted = rows["council: a majority's answer, else the chairman's model's opinion"]
+    trusted = rows["council: majority-or-chairman (no reviews)"]
     assert (trusted.correct, trusted.wall_s) == (2, 2.0)
     assert (rows["big in stage 1"].correct, rows["small in stage 1"].correct) == (3, 0)
     assert rows["council: select, reviewers weighted by agreement"].n == 3
