@@ -6,6 +6,7 @@ the `council` commands themselves, as a user does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -42,7 +43,7 @@ SMALL = CouncilConfig(opinion_max_tokens=96, review_max_tokens=64, synthesis_max
 
 
 async def run_council(
-    url: str, runtime: EmbeddedRuntime, question: Question
+    url: str, runtime: EmbeddedRuntime, question: Question, config: CouncilConfig = SMALL
 ) -> tuple[list[SessionEvent], list[SessionEvent]]:
     """Agents and chairman as tasks on their own real connections; returns (live, stored)."""
     agents_nc = await connect(url, name="e2e-agents")
@@ -50,7 +51,7 @@ async def run_council(
     client = await connect(url, name="e2e-client")
     agents = AgentService(agents_nc, RoutedRuntime({TEST_MODEL: runtime}), node="e2e-agents")
     chairman = ChairmanService(
-        chairman_nc, defaults=Defaults(tuple(MEMBERS), TEST_MODEL), config=SMALL, node="e2e-chair"
+        chairman_nc, defaults=Defaults(tuple(MEMBERS), TEST_MODEL), config=config, node="e2e-chair"
     )
     try:
         await agents.start()
@@ -121,6 +122,29 @@ async def test_rank_mode_council_on_a_real_model(
     ranking = [e for e in seen if isinstance(e, Ranking)]
     assert len(ranking) == 1
     assert len(ranking[0].entries) == 3
+
+
+async def test_majority_or_chairman_answers_from_stage_one_on_a_real_model(
+    nats_server: EmbeddedNats, embedded: EmbeddedRuntime
+) -> None:
+    """Every member runs the chairman's model here, so whether or not a majority
+    agrees, an opinion stands: no review, no synthesis, all of it stored."""
+    config = dataclasses.replace(SMALL, strategy="majority-or-chairman")
+    seen, stored = await run_council(
+        nats_server.url, embedded, Question(question="What is 6 times 7?", seed=3), config
+    )
+    final = seen[-1]
+    assert isinstance(final, FinalAnswer), final
+    opinions = {e.member: e.text for e in seen if isinstance(e, Opinion)}
+    assert len(opinions) == 3
+    assert not [e for e in seen if isinstance(e, Review | ReviewFailed)]
+    assert final.reviews_skipped
+    assert final.answer == opinions[final.selected]
+    assert final.usage["synthesis"].completion_tokens == 0
+    assert final.usage["reviews"].completion_tokens == 0
+    [ranking] = [e for e in seen if isinstance(e, Ranking)]
+    assert ranking.entries[0].member == final.selected
+    assert stored == seen
 
 
 def check_final_answer_json(stdout: str) -> dict:
