@@ -82,6 +82,11 @@ class SystemRow(msgspec.Struct, kw_only=True):
     """Mean per question."""
     vs_chairman: float | None = None
     """``wall_s`` over the chairman's model alone's (the ratio of mean times)."""
+    gained: int | None = None
+    """Questions this system got right where the best model's own opinion in the
+    same session was wrong: a comparison free of that model's sampling luck."""
+    lost: int | None = None
+    """The reverse of ``gained``."""
 
 
 class Paired(msgspec.Struct, kw_only=True):
@@ -125,7 +130,10 @@ class Report(msgspec.Struct, kw_only=True):
 
     def print(self, console: Console) -> None:
         table = Table(title=f"{self.dataset} · {self.label} · {self.answered}/{self.questions}")
-        columns = ("system", "accuracy", "95% interval", "right", "tokens/q", "s/q", "× chairman")
+        columns = (
+            "system", "accuracy", "95% interval", "right", "tokens/q", "s/q", "× chairman",
+            "vs best's opinion",
+        )  # fmt: skip
         for column in columns:
             table.add_column(column, justify="left" if column == "system" else "right")
         for row in self.systems:
@@ -137,6 +145,7 @@ class Report(msgspec.Struct, kw_only=True):
                 f"{row.tokens:.0f}",
                 f"{row.wall_s:.1f}",
                 "" if row.vs_chairman is None else f"{row.vs_chairman:.1f}×",
+                "" if row.gained is None else f"+{row.gained}/−{row.lost}",
             )
         console.print(table)
         if self.review_discrimination is not None:
@@ -170,9 +179,16 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def row(system: str, group: str, outcomes: Sequence[tuple[bool, float, float]]) -> SystemRow:
-    """A system's row from (correct, tokens, seconds) per question."""
+def row(
+    system: str,
+    group: str,
+    outcomes: Sequence[tuple[bool, float, float]],
+    anchor: Sequence[bool | None] = (),
+) -> SystemRow:
+    """A system's row from (correct, tokens, seconds) per question; ``anchor``, when
+    given, is per question whether the best model's own opinion was right."""
     n = len(outcomes)
+    pairs = list(zip((ok for ok, _, _ in outcomes), anchor, strict=True)) if anchor else []
     correct = sum(1 for ok, _, _ in outcomes if ok)
     low, high = wilson(correct, n)
     return SystemRow(
@@ -185,6 +201,8 @@ def row(system: str, group: str, outcomes: Sequence[tuple[bool, float, float]]) 
         high=high,
         tokens=statistics.fmean(t for _, t, _ in outcomes) if n else 0.0,
         wall_s=statistics.fmean(s for _, _, s in outcomes) if n else 0.0,
+        gained=sum(1 for ok, a in pairs if ok and a is False) if pairs else None,
+        lost=sum(1 for ok, a in pairs if not ok and a is True) if pairs else None,
     )
 
 
@@ -201,8 +219,14 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
     councils = [r.council for r in records]
     members = next((c.members for c in councils if c.members), [])
     chairman = next((c.chairman for c in councils if c.chairman), "")
+    best = _best_alone(records)
     systems = [
-        row("council", "council", [(c.correct, c.tokens, c.wall_s) for c in councils]),
+        row(
+            "council",
+            "council",
+            [(c.correct, c.tokens, c.wall_s) for c in councils],
+            [_opinion_of(c, best) for c in councils],
+        ),
     ]
     models = list(dict.fromkeys(m for r in records for m in r.alone))
     for model in models:
@@ -210,7 +234,7 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
         name = f"{model} alone" + (" (chairman)" if model == chairman else "")
         systems.append(row(name, "alone", [(a.correct, a.tokens, a.wall_s) for a in answers]))
     systems += _stage_one(councils)
-    systems += _replayed(councils)
+    systems += _replayed(councils, best)
     reviewed = [c for c in councils if c.opinions]
     systems.append(
         row(
@@ -289,11 +313,27 @@ def _versus_best(records: list[Record], systems: list[SystemRow]) -> Paired | No
     )
 
 
-def _replayed(councils: list[CouncilAnswer]) -> list[SystemRow]:
+def _best_alone(records: list[Record]) -> str:
+    """The model most often right alone ("" with no alone answers)."""
+    right: dict[str, list[bool]] = {}
+    for r in records:
+        for model, answer in r.alone.items():
+            right.setdefault(model, []).append(answer.correct)
+    return max(right, key=lambda m: statistics.fmean(right[m]), default="")
+
+
+def _opinion_of(c: CouncilAnswer, model: str) -> bool | None:
+    """Whether the opinion of the member running ``model`` was right (None: no such opinion)."""
+    member = next((m for m in c.opinions if split_member(m)[0] == model), None)
+    return c.opinions[member].correct if member else None
+
+
+def _replayed(councils: list[CouncilAnswer], best: str) -> list[SystemRow]:
     """The other strategies on the recorded stages of synthesized sessions."""
     base = [c for c in councils if c.ranking and c.strategy == "synthesize"]
     if not base:
         return []
+    anchor = [_opinion_of(c, best) for c in base]
 
     def kept(c: CouncilAnswer, *stages: str) -> tuple[float, float]:
         return (
@@ -328,23 +368,28 @@ def _replayed(councils: list[CouncilAnswer]) -> list[SystemRow]:
     weighted = _select_by_weighted_reviews(base)
     stage_one = [(o.correct, o.tokens, o.wall_s) for c in base for o in c.opinions.values()]
     return [
-        row("council: select top-ranked", "replayed", [select(c) for c in base]),
-        row("council: vote", "replayed", [vote(c) for c in base]),
-        row(f"council: close (margin {CLOSE_MARGIN})", "replayed", [close(c) for c in base]),
+        row("council: select top-ranked", "replayed", [select(c) for c in base], anchor),
+        row("council: vote", "replayed", [vote(c) for c in base], anchor),
+        row(
+            f"council: close (margin {CLOSE_MARGIN})", "replayed", [close(c) for c in base], anchor
+        ),
         row(
             "council: a majority's answer skips stages 2-3",
             "replayed",
             [majority_then_synthesize(c) for c in base],
+            anchor,
         ),
         row(
             "council: majority-or-chairman (no reviews)",
             "replayed",
             [majority_else_chairman(c) for c in base],
+            anchor,
         ),
         row(
             "council: select, reviewers weighted by agreement",
             "replayed",
             [(ok, *kept(c, "opinions", "reviews")) for c, ok in zip(base, weighted, strict=True)],
+            anchor,
         ),
         row("members' mean (stage 1)", "bound", stage_one),
     ]

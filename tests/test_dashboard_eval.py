@@ -53,7 +53,7 @@ def test_eval_page_shows_the_report(evals: Path) -> None:
     assert len(table) == len(report["systems"]) == 10
     assert list(table.columns) == [
         "system", "group", "accuracy %", "95% interval", "right/n", "tokens/q", "s/q",
-        "× chairman",
+        "× chairman", "vs best's opinion",
     ]  # fmt: skip
     council = table[table["system"] == "council"].iloc[0]
     assert (council["accuracy %"], council["95% interval"], council["right/n"]) == (

@@ -173,6 +173,10 @@ def test_report_replays_trusting_the_chairman_and_pairs_with_the_best_model() ->
     rows = {r.system: r for r in report.systems}
     trusted = rows["council: majority-or-chairman (no reviews)"]
     assert (trusted.correct, trusted.wall_s) == (2, 2.0)
+    # big's own opinion was right in all three: q1's majority lost one, gained none
+    assert (trusted.gained, trusted.lost) == (0, 1)
+    assert (rows["council"].gained, rows["council"].lost) == (0, 0)
+    assert rows["big alone (chairman)"].gained is None
     assert (rows["big in stage 1"].correct, rows["small in stage 1"].correct) == (3, 0)
     assert rows["council: select, reviewers weighted by agreement"].n == 3
     assert report.versus_best is not None

@@ -147,6 +147,9 @@ def systems_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
                 "tokens/q": None if tokens is None else round(tokens),
                 "s/q": None if wall_s is None else round(wall_s, 2),
                 "× chairman": None if ratio is None else round(ratio, 1),
+                "vs best's opinion": (
+                    f"+{r['gained']}/−{r['lost']}" if r.get("gained") is not None else ""
+                ),
                 "_low": low,
                 "_high": high,
             }
