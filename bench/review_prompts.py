@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +145,11 @@ async def run(
     try:
         for model in dict.fromkeys(prompts.split_member(r)[0] for r in reviewers):
             await runtime.load(model)
-        for record in records:
+        for i, record in enumerate(records, 1):
             for variant in variants:
                 requests = requests_for(record, questions[record.id], reviewers, VARIANTS[variant])
                 judged[variant].append(await review_all(runtime, record, requests))
+            print(f"{i}/{len(records)} {record.id}", file=sys.stderr, flush=True)
     finally:
         await runtime.close()
     result: dict[str, Any] = {"machine": machine(), "questions": len(records), "variants": {}}

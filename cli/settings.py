@@ -75,7 +75,7 @@ class Settings:
         "seconds without word from an agent before its request is asked of another",
     )
     strategy: str = _setting(
-        "synthesize",
+        "majority-or-chairman",
         "COUNCIL_STRATEGY",
         "how the chairman concludes: synthesize, select, close, vote or majority-or-chairman",
     )

@@ -24,7 +24,8 @@ TEST_MODEL = "smollm2-135m"
 MEMBERS = [f"{TEST_MODEL}@careful", f"{TEST_MODEL}@concise", f"{TEST_MODEL}@skeptic"]
 """A test council: three persona copies of one model, not three models."""
 SMALL_ENV = {
-    "COUNCIL_SKIP_REVIEWS_WHEN_AGREE": "0",  # the test councils run every stage
+    "COUNCIL_STRATEGY": "synthesize",  # the test councils run every stage
+    "COUNCIL_SKIP_REVIEWS_WHEN_AGREE": "0",
     "COUNCIL_OPINION_MAX_TOKENS": "96",
     "COUNCIL_REVIEW_MAX_TOKENS": "64",
     "COUNCIL_SYNTHESIS_MAX_TOKENS": "128",

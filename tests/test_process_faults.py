@@ -62,6 +62,7 @@ class Processes:
             "COUNCIL_MEMBERS": "m1,m2,m3",
             "COUNCIL_CHAIRMAN": "m1",
             "COUNCIL_AGENT_SILENCE": "2",
+            "COUNCIL_STRATEGY": "synthesize",
             "COUNCIL_SKIP_REVIEWS_WHEN_AGREE": "0",
             "COUNCIL_HEARTBEAT": "0.2",
             "COUNCIL_NODE": node,
