@@ -43,6 +43,14 @@ async def run(
     return outcome, sink, agents
 
 
+def answering(*opinions: str) -> ScriptedRuntime:
+    """A runtime whose members m1, m2, m3 give these opinions, in order."""
+    runtime = ScriptedRuntime(MEMBERS)
+    for model, text in zip(MEMBERS, opinions, strict=True):
+        runtime.enqueue(model, text)
+    return runtime
+
+
 async def test_pairwise_session_runs_three_stages_in_seq_order() -> None:
     """3 members: 3 opinions, 6 reviews, a ranking, a final answer; seq has no gaps."""
     outcome, sink, _ = await run(ScriptedRuntime(MEMBERS))
@@ -199,9 +207,7 @@ async def test_a_majority_answer_skips_reviews_and_synthesis() -> None:
     """With skip_reviews_when_agree, two answers of three ending in the same number
     stand as the answer: no review, no synthesis; three different answers still get
     the whole council."""
-    runtime = ScriptedRuntime(MEMBERS)
-    for model, text in zip(MEMBERS, ["5", "It is 4.", "2 + 2 = 4"], strict=True):
-        runtime.enqueue(model, text)
+    runtime = answering("5", "It is 4.", "2 + 2 = 4")
     outcome, sink, agents = await run(runtime, skip_reviews_when_agree=True)
     assert isinstance(outcome, FinalAnswer)
     assert outcome.reviews_skipped
@@ -343,9 +349,7 @@ async def test_a_rebuilt_majority_session_still_skips_reviews_and_synthesis() ->
     """A session whose majority skipped reviews, cut anywhere after opinions and
     resumed by a chairman whose setting no longer skips: it asks for no review and
     no synthesis, and ends with the majority's answer."""
-    runtime = ScriptedRuntime(MEMBERS)
-    for model, text in zip(MEMBERS, ["5", "It is 4.", "2 + 2 = 4"], strict=True):
-        runtime.enqueue(model, text)
+    runtime = answering("5", "It is 4.", "2 + 2 = 4")
     full, first_run, _ = await run(runtime, skip_reviews_when_agree=True)
     assert isinstance(full, FinalAnswer)
     assert full.reviews_skipped
