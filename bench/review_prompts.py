@@ -64,13 +64,19 @@ VARIANTS: dict[str, str] = {
 }
 
 
+def labels_of(record: Record) -> dict[str, str]:
+    """Each member's anonymous label, as the chairman gives them (member order)."""
+    members = list(record.council.opinions)
+    return dict(zip(members, prompts.labels_for(len(members)), strict=True))
+
+
 def requests_for(
     record: Record, question: str, reviewers: list[str], system: str
 ) -> list[ReviewRequest]:
     """Every pairwise review of the record's opinions by ``reviewers``, as the
     chairman would ask it, with ``system`` as the reviewers' instructions."""
     members = list(record.council.opinions)
-    labels = dict(zip(members, prompts.labels_for(len(members)), strict=True))
+    labels = labels_of(record)
     seed = int(hashlib.sha256(record.id.encode()).hexdigest()[:7], 16)
     requests = []
     for reviewer in (m for m in members if m in reviewers):
@@ -102,14 +108,7 @@ async def review_all(
 ) -> tuple[CouncilAnswer, float, int, int]:
     """The record's council with these reviews instead, seconds and tokens spent,
     and how many reviews failed."""
-    by_label = {
-        label: m
-        for m, label in zip(
-            record.council.opinions,
-            prompts.labels_for(len(record.council.opinions)),
-            strict=True,
-        )
-    }
+    by_label = {label: m for m, label in labels_of(record).items()}
     scores: list[ReviewScore] = []
     seconds, tokens, failed = 0.0, 0, 0
     for request in requests:

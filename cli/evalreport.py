@@ -219,7 +219,12 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
     councils = [r.council for r in records]
     members = next((c.members for c in councils if c.members), [])
     chairman = next((c.chairman for c in councils if c.chairman), "")
-    best = _best_alone(records)
+    alone: dict[str, SystemRow] = {}
+    for model in dict.fromkeys(m for r in records for m in r.alone):
+        answers = [r.alone[model] for r in records if model in r.alone]
+        name = f"{model} alone" + (" (chairman)" if model == chairman else "")
+        alone[model] = row(name, "alone", [(a.correct, a.tokens, a.wall_s) for a in answers])
+    best = max(alone, key=lambda m: alone[m].accuracy, default="")
     systems = [
         row(
             "council",
@@ -227,12 +232,8 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
             [(c.correct, c.tokens, c.wall_s) for c in councils],
             [_opinion_of(c, best) for c in councils],
         ),
+        *alone.values(),
     ]
-    models = list(dict.fromkeys(m for r in records for m in r.alone))
-    for model in models:
-        answers = [r.alone[model] for r in records if model in r.alone]
-        name = f"{model} alone" + (" (chairman)" if model == chairman else "")
-        systems.append(row(name, "alone", [(a.correct, a.tokens, a.wall_s) for a in answers]))
     systems += _stage_one(councils)
     systems += _replayed(councils, best)
     reviewed = [c for c in councils if c.opinions]
@@ -243,7 +244,7 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
             [(any(o.correct for o in c.opinions.values()), 0, 0) for c in reviewed],
         )
     )
-    chairman_row = next((r for r in systems if r.system == f"{chairman} alone (chairman)"), None)
+    chairman_row = alone.get(chairman)
     if chairman_row and chairman_row.wall_s > 0:
         for r in systems:
             if r.wall_s > 0:
@@ -278,7 +279,7 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
         time_vs_chairman=(sum(c for c, _ in timed) / sum(a for _, a in timed) if timed else None),
         time_vs_chairman_median=statistics.median(c / a for c, a in timed) if timed else None,
         by_kind=_by_kind(records),
-        versus_best=_versus_best(records, systems),
+        versus_best=_versus_best(records, best, alone[best].system) if best else None,
     )
 
 
@@ -296,30 +297,16 @@ def _stage_one(councils: list[CouncilAnswer]) -> list[SystemRow]:
     ]
 
 
-def _versus_best(records: list[Record], systems: list[SystemRow]) -> Paired | None:
-    alone = [r for r in systems if r.group == "alone" and r.n]
-    if not alone:
-        return None
-    best = max(alone, key=lambda r: r.accuracy)
-    model = best.system.removesuffix(" (chairman)").removesuffix(" alone")
+def _versus_best(records: list[Record], model: str, system: str) -> Paired:
     pairs = [(r.council.correct, r.alone[model].correct) for r in records if model in r.alone]
     council_only = sum(1 for c, m in pairs if c and not m)
     other_only = sum(1 for c, m in pairs if m and not c)
     return Paired(
-        system=best.system,
+        system=system,
         council_only=council_only,
         other_only=other_only,
         p_value=round(sign_test(council_only, other_only), 3),
     )
-
-
-def _best_alone(records: list[Record]) -> str:
-    """The model most often right alone ("" with no alone answers)."""
-    right: dict[str, list[bool]] = {}
-    for r in records:
-        for model, answer in r.alone.items():
-            right.setdefault(model, []).append(answer.correct)
-    return max(right, key=lambda m: statistics.fmean(right[m]), default="")
 
 
 def _opinion_of(c: CouncilAnswer, model: str) -> bool | None:
