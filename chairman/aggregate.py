@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from council.bus.messages import RankEntry
 
 TIE_EPSILON = 1e-6
+MAJORITY_STANDS = "reviews skipped: most members gave the same answer"
+CHAIRMANS_MODEL_STANDS = "reviews skipped: no majority; the chairman's model's own answer stands"
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,13 @@ def rank(
 
 
 def by_agreement(
-    members: list[str], labels: dict[str, str], majority: list[str]
+    members: list[str],
+    labels: dict[str, str],
+    majority: list[str],
+    rule: str = MAJORITY_STANDS,
 ) -> tuple[list[RankEntry], list[list[str]], str]:
-    """A ranking without reviews: the members who gave the majority's answer first
-    (tied among themselves), the others after."""
+    """A ranking without reviews: the members whose answer stands first (tied among
+    themselves), the others after; ``rule`` says why."""
     rest = [m for m in members if m not in majority]
     entries = [
         RankEntry(
@@ -111,7 +116,7 @@ def by_agreement(
     if majority and rest:
         entries[len(majority) - 1].margin = 1.0
     ties = [g for g in (majority, rest) if len(g) > 1]
-    return entries, ties, "reviews skipped: most members gave the same answer"
+    return entries, ties, rule
 
 
 def dissent(entries: list[RankEntry], threshold: float = 2.0) -> list[str]:

@@ -345,9 +345,10 @@ class Conductor:
         if self.state.ranking is not None:
             return
         if agreeing:
-            entries, ties, rule = aggregate.by_agreement(self.state.answered, self.labels, agreeing)
-            if len(agreeing) == 1 and len(self.state.answered) > 1:
-                rule = "reviews skipped: no majority; the chairman's model's own answer stands"
+            answered = self.state.answered
+            no_majority = len(agreeing) == 1 and len(answered) > 1  # the chairman's model's
+            rule = aggregate.CHAIRMANS_MODEL_STANDS if no_majority else aggregate.MAJORITY_STANDS
+            entries, ties, rule = aggregate.by_agreement(answered, self.labels, agreeing, rule)
             await self.record(
                 Ranking(session_id=plan.session_id, entries=entries, ties=ties, tie_break=rule)
             )
