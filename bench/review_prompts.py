@@ -7,12 +7,12 @@ opinions measures a prompt in a fraction of a whole eval, and every variant
 sees exactly the same answers. Per variant: review discrimination (normalized
 score given to right answers minus wrong ones, overall and per reviewer), the
 accuracy of the top-ranked opinion (what ``select`` would answer), and stage-2
-seconds and tokens per question. The shipped prompt (``judge``) is the baseline,
+seconds and tokens per question. The shipped prompt (``check``) is the baseline,
 measured in the same run; variants take turns on each question, so a machine
 that slows down slows them alike.
 
     python -m bench.review_prompts [--records FILE] [--questions FILE] [--limit N]
-        [--reviewers a,b] [--variants judge,check,verdict] [--quick] [--json]
+        [--reviewers a,b] [--variants check,judge,verdict] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -46,14 +46,13 @@ _SCORE_JSON = (
     '"justification": "<one short sentence>"}.'
 )
 VARIANTS: dict[str, str] = {
-    "judge": prompts.PAIRWISE_SYSTEM,
-    "check": (
-        "You check answers on a council of AI models. You see a question and one "
-        "anonymous response. " + prompts.FENCE_NOTE + " Work out the correct answer "
-        "to the question yourself, then compare it with the response's final answer. "
-        "Ignore style, length and confidence: only whether the final answer is right "
-        "counts. Score 10 if it is right, 1 if it is wrong, 5 only if you cannot tell."
-        + _SCORE_JSON
+    "check": prompts.PAIRWISE_SYSTEM,
+    "judge": (
+        "You are a strict reviewer on a council of AI models. You see a question and "
+        "one anonymous response. " + prompts.FENCE_NOTE + " First check whether the "
+        "response answers the question correctly; then judge its clarity. Reply with a "
+        'JSON object only: {"score": <integer 1-10, 10 = correct and clear, 1 = wrong '
+        'or off-topic>, "justification": "<one short sentence>"}.'
     ),
     "verdict": (
         "You grade answers on a council of AI models. You see a question and one "
@@ -62,6 +61,7 @@ VARIANTS: dict[str, str] = {
         "score." + _SCORE_JSON
     ),
 }
+"""The shipped prompt (``check``) first: it is the baseline of the run."""
 
 
 def labels_of(record: Record) -> dict[str, str]:
@@ -163,9 +163,9 @@ async def run(
             "tokens_per_question": statistics.fmean(t for _, _, t, _ in outcomes),
             "failed_reviews": sum(f for _, _, _, f in outcomes),
         }
-    base = result["variants"].get("judge", {}).get("seconds_per_question")
+    base = result["variants"].get("check", {}).get("seconds_per_question")
     for figures in result["variants"].values():
-        figures["time_vs_judge"] = figures["seconds_per_question"] / base if base else None
+        figures["time_vs_shipped"] = figures["seconds_per_question"] / base if base else None
     return result
 
 
@@ -178,7 +178,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
             "select acc.",
             "s/q",
             "tokens/q",
-            "× judge",
+            "× check",
             "failed",
             "by reviewer",
         ],
@@ -192,7 +192,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
                 f"{f['select_accuracy']:.1%}",
                 f["seconds_per_question"],
                 f["tokens_per_question"],
-                "—" if f["time_vs_judge"] is None else f"{f['time_vs_judge']:.2f}",
+                "—" if f["time_vs_shipped"] is None else f"{f['time_vs_shipped']:.2f}",
                 f["failed_reviews"],
                 by,
             ]

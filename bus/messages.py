@@ -19,11 +19,6 @@ MAX_QUESTION_CHARS = 4000
 MAX_MEMBERS = 8
 
 Stage = Literal["opinions", "reviews", "synthesis"]
-Strategy = Literal["synthesize", "select", "close", "vote", "majority-or-chairman"]
-"""How the chairman concludes: its model writes the answer; or the top-ranked opinion;
-or its model only when the ranking is close; or the answer most members gave; or,
-with no reviews at all, a majority's answer, else the opinion of the member that
-runs the chairman's model."""
 ReviewMode = Literal["pairwise", "rank"]
 Score = Annotated[int, Meta(ge=1, le=10)]
 NonNegative = Annotated[int, Meta(ge=0)]
@@ -75,6 +70,9 @@ class Question(Struct, kw_only=True, forbid_unknown_fields=True):
     """Ask the one member named in ``members`` alone: no reviews, no synthesis, its
     opinion is the answer. The baseline a council is measured against."""
     v: int = SCHEMA_VERSION
+    max_tokens: Annotated[int, Meta(ge=1, le=8192)] | None = None
+    """Tokens per opinion, instead of the chairman's setting (a baseline at its best
+    needs room for its whole working)."""
 
 
 class Accepted(Struct, kw_only=True, tag="accepted", tag_field="type"):
@@ -235,11 +233,15 @@ class SessionStarted(Event, tag="session_started"):
     """The chairman node running the session: only it resumes the session after a restart."""
     temperature: float | None = None
     alone: bool = False
+    max_tokens: int | None = None
 
 
 class StageStarted(Event, tag="stage_started"):
     stage: Stage
     expected: int
+    reason: str = ""
+    """Why the stage runs as it does, for people: "the members disagree (3 answers)",
+    or why it asks nothing ("all 3 members answered 42")."""
 
 
 class Opinion(Event, tag="opinion"):
@@ -249,6 +251,9 @@ class Opinion(Event, tag="opinion"):
     text: str
     usage: Usage
     latency_ms: float
+    conclusion: str = ""
+    """The answer its final-answer line states, apart from the working in ``text``;
+    "" when it states none (a working cut off by the token cap)."""
 
 
 class MemberFailed(Event, tag="member_failed"):
@@ -351,6 +356,8 @@ class FinalAnswer(Event, tag="final_answer"):
     error); the answer is then the top-ranked opinion."""
     reviews_skipped: bool = False
     """Stage 2 was skipped because the members' answers already agreed."""
+    conclusion: str = ""
+    """The answer's final-answer line, apart from the rest of ``answer``."""
 
 
 class SessionFailed(Event, tag="session_failed"):

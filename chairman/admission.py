@@ -87,4 +87,5 @@ def admit(
         seed=question.seed if question.seed is not None else random.randrange(2**31),
         temperature=question.temperature,
         alone=question.alone,
+        max_tokens=question.max_tokens,
     )

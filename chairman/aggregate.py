@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from council.bus.messages import RankEntry
 
 TIE_EPSILON = 1e-6
-MAJORITY_STANDS = "reviews skipped: most members gave the same answer"
-CHAIRMANS_MODEL_STANDS = "reviews skipped: no majority; the chairman's model's own answer stands"
 
 
 @dataclass(frozen=True)
@@ -26,6 +24,8 @@ class Score:
     reviewer: str
     reviewed: str
     score: float
+    weight: float = 1.0
+    """How much this reviewer counts (its measured discrimination)."""
 
 
 def normalize(scores: list[Score]) -> list[Score]:
@@ -39,9 +39,16 @@ def normalize(scores: list[Score]) -> list[Score]:
             s.reviewer,
             s.reviewed,
             (s.score - centre[s.reviewer]) / spread[s.reviewer] if spread[s.reviewer] else 0.0,
+            s.weight,
         )
         for s in scores
     ]
+
+
+def weighted_mean(scores: list[Score]) -> float:
+    """The reviewers' normalized scores of one answer, each counting by its weight."""
+    total = sum(s.weight for s in scores)
+    return sum(s.weight * s.score for s in scores) / total if total else 0.0
 
 
 def rank(
@@ -49,12 +56,12 @@ def rank(
 ) -> tuple[list[RankEntry], list[list[str]], str]:
     """Rank ``members`` (those that answered); returns entries, tie groups and the rule."""
     raw: dict[str, list[float]] = defaultdict(list)
-    norm: dict[str, list[float]] = defaultdict(list)
+    norm: dict[str, list[Score]] = defaultdict(list)
     for s in scores:
         raw[s.reviewed].append(s.score)
     for s in normalize(scores):
-        norm[s.reviewed].append(s.score)
-    mean = {m: statistics.fmean(norm[m]) if norm[m] else 0.0 for m in members}
+        norm[s.reviewed].append(s)
+    mean = {m: weighted_mean(norm[m]) for m in members}
 
     groups: dict[float, list[str]] = defaultdict(list)
     for m in members:
@@ -94,7 +101,7 @@ def by_agreement(
     members: list[str],
     labels: dict[str, str],
     majority: list[str],
-    rule: str = MAJORITY_STANDS,
+    rule: str,
 ) -> tuple[list[RankEntry], list[list[str]], str]:
     """A ranking without reviews: the members whose answer stands first (tied among
     themselves), the others after; ``rule`` says why."""

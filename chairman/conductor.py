@@ -11,8 +11,8 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -27,7 +27,6 @@ from council.bus.messages import (
     MemberSummary,
     Opinion,
     OpinionRequest,
-    RankEntry,
     Ranking,
     Review,
     ReviewFailed,
@@ -39,18 +38,17 @@ from council.bus.messages import (
     SessionFailed,
     SessionStarted,
     StageStarted,
-    Strategy,
     SynthesisRequest,
     Usage,
 )
-from council.chairman import aggregate, extract, prompts
+from council.chairman import aggregate, extract, prompts, strategies
 from council.chairman.session import SessionState, State
+from council.chairman.strategies import Standing, Stands, Strategy
 
 log = structlog.get_logger()
 
 R = TypeVar("R")
 EventSink = Callable[[SessionEvent], Awaitable[None]]
-GRACE_S = 2.0
 
 
 class AgentGateway(Protocol):
@@ -67,18 +65,22 @@ class CouncilConfig:
     opinions_deadline_s: float = 180.0
     reviews_deadline_s: float = 300.0
     synthesis_deadline_s: float = 240.0
-    opinion_max_tokens: int = 384
+    opinion_max_tokens: int = 512
     review_max_tokens: int = 160
     synthesis_max_tokens: int = 512
-    temperature: float = 0.7
+    temperature: float = 0.0
+    """A member's first sample: greedy, what a small model answers best with."""
+    sample_temperature: float = 0.7
+    """A member's further samples (``model#2``): greedy ones would only repeat the first."""
     review_temperature: float = 0.2
     synthesis_temperature: float = 0.3
     agent_silence_s: float = 15.0
     """An agent quiet this long on a request is taken for gone; the request is asked again."""
-    strategy: Strategy = "synthesize"
-    close_margin: float = 0.5
-    """For ``close``: a lead under this (in normalized score) counts as close."""
-    skip_reviews_when_agree: bool = False
+    strategy: Strategy = strategies.STRATEGIES["synthesize"]
+    """The conductor's own default runs every stage; `council` settings choose the product's."""
+    reviewer_weights: dict[str, float] = field(default_factory=dict)
+    """Per reviewer model, how much its scores count (its measured discrimination);
+    a model at 0 is not asked to review; a model not named counts 1."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ class Plan:
     temperature: float | None = None
     alone: bool = False
     """One member asked alone: stage 1 only, its opinion is the answer."""
+    max_tokens: int | None = None
+    """Tokens per opinion, instead of the configured cap."""
 
     @classmethod
     def of(cls, started: SessionStarted) -> Plan:
@@ -107,6 +111,7 @@ class Plan:
             seed=started.seed,
             temperature=started.temperature,
             alone=started.alone,
+            max_tokens=started.max_tokens,
         )
 
 
@@ -173,6 +178,7 @@ class Conductor:
                     owner=self.owner,
                     temperature=plan.temperature,
                     alone=plan.alone,
+                    max_tokens=plan.max_tokens,
                 )
             )
         try:
@@ -228,7 +234,7 @@ class Conductor:
                 )
             )
         deadline = time.monotonic() + config.opinions_deadline_s
-        temperature = plan.temperature if plan.temperature is not None else config.temperature
+        max_tokens = plan.max_tokens or config.opinion_max_tokens
 
         def request(member: str) -> OpinionRequest:
             model, persona = prompts.split_member(member)
@@ -237,7 +243,7 @@ class Conductor:
                 member=member,
                 model=model,
                 messages=prompts.opinion_messages(plan.question, persona),
-                options=self._options(member, config.opinion_max_tokens, temperature),
+                options=self._options(member, max_tokens, self._temperature(member)),
                 timeout_s=config.opinions_deadline_s,
             )
 
@@ -246,6 +252,12 @@ class Conductor:
         async with aclosing(_until(deadline, calls)) as replies:
             async for member, reply in replies:
                 await self._record_opinion(member, reply)
+
+    def _temperature(self, member: str) -> float:
+        if self.plan.temperature is not None:
+            return self.plan.temperature
+        first = prompts.sample_of(member) == 1
+        return self.config.temperature if first else self.config.sample_temperature
 
     async def _record_opinion(self, member: str, reply: Completion | AgentError | None) -> None:
         if isinstance(reply, Completion):
@@ -258,6 +270,7 @@ class Conductor:
                     text=reply.text,
                     usage=reply.usage,
                     latency_ms=reply.latency_ms,
+                    conclusion=extract.conclusion(reply.text),
                 )
             )
         else:
@@ -277,7 +290,7 @@ class Conductor:
         answered = self.state.answered
         draw = random.Random(plan.seed)
         requests: dict[str, ReviewRequest] = {}
-        for reviewer in answered:
+        for reviewer in self._reviewers():
             model, _ = prompts.split_member(reviewer)
             others = [m for m in answered if m != reviewer]
             groups = [[o] for o in others] if plan.mode == "pairwise" else [others]
@@ -317,38 +330,74 @@ class Conductor:
             for f in self.state.review_failures
         )
 
-    def _agreeing(self) -> list[str]:
-        """The members whose answer stands without reviews: a strict majority (when
-        the setting is on), the one member asked alone, or, for
-        ``majority-or-chairman`` with no majority, the member running the chairman's
-        model. A resumed session keeps what it decided before the restart."""
-        plan, config, state = self.plan, self.config, self.state
+    def _reviewers(self) -> list[str]:
+        """The answered members whose reviews count (weight above 0); all of them when
+        none does, so that a session is never left unreviewed by its weights."""
+        answered = self.state.answered
+        counted = [m for m in answered if self._weight(m) > 0]
+        return counted or answered
+
+    def _weight(self, member: str) -> float:
+        return self.config.reviewer_weights.get(prompts.split_member(member)[0], 1.0)
+
+    def _texts(self) -> dict[str, str]:
+        return {m: self.state.opinions[m].text for m in self.state.answered}
+
+    def _stands(self) -> Stands | None:
+        """The answer that stands without reviews: decided by the strategy right after
+        the opinions; a resumed session keeps the decision it recorded (reviews
+        expected 0), whatever the strategy is now."""
+        plan, state = self.plan, self.state
+        answered = state.answered
         if plan.alone:
-            return state.answered
-        trusting = config.strategy == "majority-or-chairman"
-        deciding = state.state is State.OPINIONS
-        if not (state.reviews_skipped or deciding and (trusting or config.skip_reviews_when_agree)):
-            return []
-        majority = extract.majority({m: state.opinions[m].text for m in state.answered})
-        if majority or not (trusting or state.reviews_skipped):
-            return majority
-        return [m for m in state.answered if prompts.split_member(m)[0] == plan.chairman][:1]
+            return Stands(answered, "select", "asked alone")
+        if state.state is State.OPINIONS:
+            return self.config.strategy.stands(self._texts(), plan.chairman)
+        if not state.reviews_skipped:
+            return None
+        for strategy in (self.config.strategy, strategies.STRATEGIES["majority-or-chairman"]):
+            if stands := strategy.stands(self._texts(), plan.chairman):
+                return stands
+        return Stands(answered[:1], "vote", "only one member answered")
+
+    def _why_reviews(self, requests: dict[str, ReviewRequest]) -> str:
+        forms = list(
+            dict.fromkeys(extract.extract(t) or "no answer" for t in self._texts().values())
+        )
+        if len(forms) < 2 and len(self.state.answered) < 2:
+            return "only one member answered: nobody to review"
+        if self.config.strategy.always_reviews:
+            why = f"strategy {self.config.strategy.name} reviews every session"
+        else:
+            why = f"the members disagree ({'; '.join(forms)})"
+        skipped = [m for m in self.state.answered if m not in {r.member for r in requests.values()}]
+        if skipped and requests:
+            why += f"; not reviewing: {', '.join(skipped)} (reviewer weight 0)"
+        return why
 
     async def _reviews(self) -> None:
         plan = self.plan
-        agreeing = self._agreeing()
-        requests = {} if agreeing else self._review_requests()
+        stands = self._stands()
+        requests = {} if stands else self._review_requests()
         if self.state.state is State.OPINIONS:
+            reason = stands.reason if stands else self._why_reviews(requests)
             await self.record(
-                StageStarted(session_id=plan.session_id, stage="reviews", expected=len(requests))
+                StageStarted(
+                    session_id=plan.session_id,
+                    stage="reviews",
+                    expected=len(requests),
+                    reason=reason,
+                )
             )
         if self.state.ranking is not None:
             return
-        if agreeing:
-            answered = self.state.answered
-            no_majority = len(agreeing) == 1 and len(answered) > 1  # the chairman's model's
-            rule = aggregate.CHAIRMANS_MODEL_STANDS if no_majority else aggregate.MAJORITY_STANDS
-            entries, ties, rule = aggregate.by_agreement(answered, self.labels, agreeing, rule)
+        if stands:
+            entries, ties, rule = aggregate.by_agreement(
+                self.state.answered,
+                self.labels,
+                stands.members,
+                f"reviews skipped: {stands.reason}",
+            )
             await self.record(
                 Ranking(session_id=plan.session_id, entries=entries, ties=ties, tie_break=rule)
             )
@@ -363,7 +412,10 @@ class Conductor:
         async with aclosing(_until(deadline, calls)) as replies:
             async for key, reply in replies:
                 await self._record_review(requests[key], reply, members_by_label)
-        scores = [aggregate.Score(r.reviewer, r.reviewed, r.score) for r in self.state.reviews]
+        scores = [
+            aggregate.Score(r.reviewer, r.reviewed, r.score, self._weight(r.reviewer))
+            for r in self.state.reviews
+        ]
         entries, ties, rule = aggregate.rank(
             self.state.answered, self.labels, scores, seed=plan.seed
         )
@@ -407,27 +459,35 @@ class Conductor:
             )
 
     async def _conclude(self) -> FinalAnswer:
-        """The final answer, by the configured strategy; the top-ranked opinion, marked
-        as a fallback, when the chairman's model fails."""
+        """The final answer, by the strategy; the top-ranked opinion, marked as a
+        fallback, when the chairman's model fails."""
         assert self.state.ranking is not None
-        order = [e.member for e in self.state.ranking.entries]
-        strategy = self.config.strategy
-        if self.state.reviews_skipped:  # a majority answered alike: its answer stands
-            strategy = "select" if self.plan.alone else "vote"
-        synthesize = strategy in ("synthesize", "majority-or-chairman") or (
-            strategy == "close" and _is_close(self.state.ranking.entries, self.config.close_margin)
-        )
+        entries = self.state.ranking.entries
+        order = [e.member for e in entries]
+        stands = self._stands()
+        if stands:
+            pick = strategies.Pick(stands.how, stands.members[0])
+            why = f"not needed: {stands.reason}"
+        else:
+            standing = Standing(order, entries[0].margin, entries[0].tied)
+            pick = self.config.strategy.concludes(self._texts(), standing)
+            why = (
+                f"strategy {self.config.strategy.name}: "
+                + ("the chairman's model writes the answer" if pick.how == "synthesize"
+                   else f"the {pick.how} of the reviews stands, no synthesis")
+            )  # fmt: skip
         if self.state.state is State.REVIEWS:
             await self.record(
                 StageStarted(
-                    session_id=self.plan.session_id, stage="synthesis", expected=int(synthesize)
+                    session_id=self.plan.session_id,
+                    stage="synthesis",
+                    expected=int(pick.how == "synthesize"),
+                    reason=why,
                 )
             )
-        if not synthesize:
-            texts = {m: self.state.opinions[m].text for m in order}
-            how: Literal["select", "vote"] = "vote" if strategy == "vote" else "select"
-            chosen = extract.vote(texts, order) if how == "vote" else order[0]
-            return self._final_answer(texts[chosen], Usage(), how=how, selected=chosen)
+        if pick.how != "synthesize":
+            text = self.state.opinions[pick.member].text
+            return self._final_answer(text, Usage(), how=pick.how, selected=pick.member)
         synthesis = await self._synthesis()
         if isinstance(synthesis, Completion):
             return self._final_answer(synthesis.text, synthesis.usage)
@@ -472,7 +532,7 @@ class Conductor:
         text: str,
         synthesis_usage: Usage,
         *,
-        how: Literal["synthesize", "select", "vote"] = "synthesize",
+        how: strategies.How = "synthesize",
         selected: str = "",
         fallback: str = "",
     ) -> FinalAnswer:
@@ -528,6 +588,7 @@ class Conductor:
             selected=selected,
             fallback=fallback,
             reviews_skipped=self.state.reviews_skipped,
+            conclusion=extract.conclusion(text),
         )
 
 
@@ -553,10 +614,6 @@ async def _until(
     finally:
         for task in pending:
             task.cancel()
-
-
-def _is_close(entries: list[RankEntry], margin: float) -> bool:
-    return len(entries) > 1 and (entries[0].tied or entries[0].margin < margin)
 
 
 def _ms_since(started: float) -> float:

@@ -1,8 +1,11 @@
-"""A short, comparable form of an answer, for votes and for majority checks.
+"""An answer's conclusion, and a short comparable form of it for votes and agreement.
 
-Small models wrap the same answer in different prose; what decides most
-checkable questions is the last number, or failing that the answer's first
-line. Two answers agree when these forms are equal.
+Members work a question out and end on a final-answer line ("Final answer: 42");
+that line is the answer, the rest is working for reviewers and the chairman.
+Small models word the line in several ways (bold, "The final answer is",
+``\\boxed{}``), so all are read; the last one wins. An answer with no such line
+(a cut-off working, a model that ignored the format) falls back to its last
+number, or its first line. Two answers agree when their forms are equal.
 """
 
 from __future__ import annotations
@@ -12,6 +15,24 @@ from collections import Counter
 
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _WORDS = re.compile(r"[^\w\s]")
+_FINAL_LINE = re.compile(
+    r"(?:final\s+answer|the\s+answer\s+is)\s*(?:is)?\s*[:=\-]?\s*(?P<answer>[^\n]*)",
+    re.IGNORECASE,
+)
+_BOXED = re.compile(r"\\boxed\{(?P<answer>[^{}]*)\}")
+_DECORATION = " \t*_`#>:.$\"'"
+
+
+def conclusion(text: str) -> str:
+    """What the answer's last final-answer line (or ``\\boxed{}``) says; "" when it
+    has none."""
+    matches = [*_FINAL_LINE.finditer(text), *_BOXED.finditer(text)]
+    if not matches:
+        return ""
+    last = max(matches, key=lambda m: m.start()).group("answer")
+    boxed = _BOXED.search(last)
+    answer = boxed.group("answer") if boxed else last
+    return answer.strip(_DECORATION).strip()
 
 
 def last_number(text: str) -> float | None:
@@ -24,9 +45,16 @@ def last_number(text: str) -> float | None:
         return None
 
 
+def checked_text(text: str) -> str:
+    """The part of an answer that a checker or a vote reads: its conclusion when it
+    states one, else the whole text."""
+    return conclusion(text) or text
+
+
 def extract(text: str) -> str:
-    """The last number (``42`` for "42.0"), else the first line lowercased without
-    punctuation; "" for an empty answer."""
+    """The conclusion's (else the text's) last number (``42`` for "42.0"), else its
+    first line lowercased without punctuation; "" for an empty answer."""
+    text = checked_text(text)
     number = last_number(text)
     if number is not None:
         return f"{number:g}"
@@ -45,6 +73,15 @@ def majority(texts_by_member: dict[str, str]) -> list[str]:
     if count * 2 <= len(forms):
         return []
     return [m for m, f in forms.items() if f == form]
+
+
+def unanimous(texts_by_member: dict[str, str]) -> list[str]:
+    """All the members, when there are at least two and every answer has the same
+    non-empty form; else []."""
+    forms = {extract(t) for t in texts_by_member.values()}
+    if len(texts_by_member) < 2 or len(forms) != 1 or "" in forms:
+        return []
+    return list(texts_by_member)
 
 
 def vote(texts_by_member: dict[str, str], order: list[str]) -> str:

@@ -19,9 +19,14 @@ PERSONAS: dict[str, str] = {
     "teacher": "Answer as a patient teacher: the answer, then a short reason.",
 }
 
+FINAL_LINE = "Final answer: "
+"""How every answer ends, so the council reads the answer apart from the working."""
+
 MEMBER_SYSTEM = (
-    "You are a member of a council of AI models. Answer the user's question "
-    "correctly and concisely. {persona}"
+    "You are a member of a council of AI models. Work the user's question out step "
+    "by step, briefly: a line or two for an easy question, every step of a "
+    "calculation for a hard one. Then end with one last line that starts with "
+    f"'{FINAL_LINE}' followed by the answer alone. {{persona}}"
 )
 
 FENCE_NOTE = (
@@ -31,12 +36,16 @@ FENCE_NOTE = (
 )
 
 PAIRWISE_SYSTEM = (
-    "You are a strict reviewer on a council of AI models. You see a question and "
-    "one anonymous response. " + FENCE_NOTE + " First check whether the response "
-    "answers the question correctly; then judge its clarity. Reply with a JSON "
-    'object only: {"score": <integer 1-10, 10 = correct and clear, 1 = wrong or '
-    'off-topic>, "justification": "<one short sentence>"}.'
+    "You check answers on a council of AI models. You see a question and one "
+    "anonymous response. " + FENCE_NOTE + " Work out the correct answer to the "
+    "question yourself, then compare it with the response's final answer. Ignore "
+    "style, length and confidence: only whether the final answer is right counts. "
+    "Score 10 if it is right, 1 if it is wrong, 5 only if you cannot tell. Reply "
+    'with a JSON object only: {"score": <integer 1-10>, "justification": '
+    '"<one short sentence>"}.'
 )
+"""The ``check`` prompt of ``bench.review_prompts``: it told right from wrong better
+than asking for a judgement of correctness and clarity."""
 
 RANK_SYSTEM = (
     "You are a strict reviewer on a council of AI models. You see a question and "
@@ -50,7 +59,9 @@ CHAIRMAN_SYSTEM = (
     "and reviewed each other's answers anonymously. " + FENCE_NOTE + " Write the "
     "single best final answer to the question for the user. Use the ranking as "
     "evidence, not as truth: if the top-ranked response is wrong, give the correct "
-    "answer. Do not mention the council, the responses or the ranking."
+    "answer. Work it out briefly where the responses disagree, then end with one "
+    f"last line that starts with '{FINAL_LINE}' followed by the answer alone. Do "
+    "not mention the council, the responses or the ranking."
 )
 
 
@@ -59,11 +70,25 @@ def labels_for(count: int) -> list[str]:
 
 
 def split_member(spec: str) -> tuple[str, str]:
-    """``model@persona`` → (model, persona); a bare model has the empty persona."""
+    """``model[@persona][#sample]`` → (model, persona); a bare model has the empty
+    persona. ``#2`` names a second sample of the same model (another seed)."""
+    spec = _sample_split(spec)[0]
     model, at, persona = spec.rpartition("@")
     if at and persona and all(c.isalnum() or c in "-_" for c in persona):
         return model, persona
     return spec, ""
+
+
+def sample_of(spec: str) -> int:
+    """Which sample of its model a member is: ``model#3`` → 3; 1 without a suffix."""
+    return _sample_split(spec)[1]
+
+
+def _sample_split(spec: str) -> tuple[str, int]:
+    base, hash_, number = spec.rpartition("#")
+    if hash_ and base and number.isdigit() and int(number) > 0:
+        return base, int(number)
+    return spec, 1
 
 
 def fence(label: str, text: str) -> str:

@@ -6,6 +6,7 @@ import sys
 
 import msgspec
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from council.bus.ask import follow, submit
@@ -38,14 +39,20 @@ class Progress:
     def event(self, event: SessionEvent) -> None:
         c = self.console
         match event:
-            case StageStarted(stage=stage, expected=expected):
+            case StageStarted(stage=stage, expected=expected, reason=reason):
                 self.expected[stage] = expected
-                c.print(f"[bold cyan]▶ {stage}[/] ({expected} call{'s' * (expected != 1)})")
-            case Opinion(member=member, usage=usage, latency_ms=ms):
+                why = f": {reason}" if reason else ""
+                c.print(
+                    f"[bold cyan]▶ {stage}[/] ({expected} call{'s' * (expected != 1)}){why}",
+                    highlight=False,
+                )
+            case Opinion(member=member, usage=usage, latency_ms=ms, conclusion=said):
                 self.done["opinions"] += 1
+                stated = f" → [bold]{escape(said)}[/]" if said else " (no final answer line)"
                 c.print(
                     f"  opinion {self.done['opinions']}/{self.expected.get('opinions', '?')} "
-                    f"{member}: {usage.completion_tokens} tokens, {ms / 1000:.1f} s"
+                    f"{member}: {usage.completion_tokens} tokens, {ms / 1000:.1f} s{stated}",
+                    highlight=False,
                 )
             case MemberFailed(member=member, stage=stage, reason=reason, detail=detail):
                 c.print(f"  [red]✗ {member} failed in {stage}: {reason}[/] {detail}")
@@ -75,6 +82,8 @@ class Progress:
 def render(final: FinalAnswer, console: Console) -> None:
     console.rule("[bold]Final answer")
     console.print(final.answer, markup=False, highlight=False)
+    if final.conclusion:
+        console.print(f"[bold]Answer:[/] {escape(final.conclusion)}", highlight=False)
     table = Table(title="Ranking (score: mean normalized review score)")
     for column in ("rank", "member", "label", "score", "raw mean /10", "spread", "reviews"):
         table.add_column(column)

@@ -1,10 +1,12 @@
 """What `council eval` saves per question, and the report made from those records.
 
-Besides each system's accuracy, the report replays the recorded stages under the
-chairman's other strategies (select, vote, close, skipping reviews when the
-answers agree, majority-or-chairman) and reviewers weighted by how they agree
-with each other: those need no model call beyond what was recorded, so one run
-measures them all. Their times are the recorded stage times they would keep.
+Besides each system's accuracy, the report replays the recorded sessions under
+every strategy of the chairman's registry (the same objects the chairman runs):
+those need no model call beyond what was recorded, so one run measures them
+all, on the sessions whose recorded stages a strategy's decisions can be read
+from. Their times are the recorded stage times they would keep. "The best
+model" is the most accurate model asked alone at its best (greedy, room for its
+working), the baseline a council has to beat.
 """
 
 from __future__ import annotations
@@ -20,20 +22,22 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from council.chairman import extract
 from council.chairman.aggregate import Score, normalize
 from council.chairman.prompts import split_member
-
-CLOSE_MARGIN = 0.5
+from council.chairman.strategies import STRATEGIES, Standing, Strategy
+from council.cli.settings import Calibration
 
 
 class Answer(msgspec.Struct, kw_only=True):
     text: str = ""
     correct: bool = False
+    """Judged on the answer's conclusion (its final-answer line) when it states one."""
     tokens: int = 0
     """Prompt and completion tokens."""
     wall_s: float = 0.0
     error: str = ""
+    conclusion: str = ""
+    """What its final-answer line says; "" when it has none (cut off, or unformatted)."""
 
 
 class ReviewScore(msgspec.Struct, kw_only=True):
@@ -62,13 +66,16 @@ class Record(msgspec.Struct, kw_only=True):
     kind: str
     council: CouncilAnswer
     alone: dict[str, Answer]
-    """Per model: the model asked alone."""
+    """Per model: the model asked alone, as the council asks its members."""
+    best: dict[str, Answer] = {}
+    """Per model: the model alone at its best (greedy, room for its whole working)."""
 
 
 class SystemRow(msgspec.Struct, kw_only=True):
     system: str
     group: str
-    """``council``, ``alone`` (one model), ``stage 1`` (one member's opinion inside
+    """``council``, ``best`` (one model alone at its best), ``alone`` (one model as
+    the council asks it), ``stage 1`` (one member's opinion inside
     the council: a second sample of it alone), ``replayed`` (another strategy on
     the recorded stages) or ``bound`` (oracle, members' mean)."""
     correct: int
@@ -126,7 +133,12 @@ class Report(msgspec.Struct, kw_only=True):
     """The median of the per-question ratios (short answers weigh as much as long)."""
     by_kind: dict[str, dict[str, float]]
     versus_best: Paired | None = None
-    """The council against the most accurate model alone."""
+    """The council against the most accurate model alone at its best."""
+    concluded: dict[str, float] = {}
+    """Per member, the share of its opinions that ended on a final-answer line (the
+    rest were cut off by the token cap, or ignored the format)."""
+    calibration: Calibration | None = None
+    """Each reviewer model's weight, as the chairman reads it."""
 
     def print(self, console: Console) -> None:
         table = Table(title=f"{self.dataset} · {self.label} · {self.answered}/{self.questions}")
@@ -161,6 +173,12 @@ class Report(msgspec.Struct, kw_only=True):
                 f"council time / chairman's model alone: {self.time_vs_chairman:.1f}× "
                 f"(median per question {self.time_vs_chairman_median or 0:.1f}×)"
             )
+        if self.concluded:
+            shares = ", ".join(f"{m} {share:.0%}" for m, share in self.concluded.items())
+            console.print(f"opinions that stated a final answer: {shares}")
+        if self.calibration is not None:
+            weights = ",".join(f"{m}={w:g}" for m, w in self.calibration.weights.items())
+            console.print(f"reviewer weights (COUNCIL_REVIEWER_WEIGHTS): {weights}")
         if self.versus_best is not None:
             v = self.versus_best
             console.print(
@@ -219,12 +237,10 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
     councils = [r.council for r in records]
     members = next((c.members for c in councils if c.members), [])
     chairman = next((c.chairman for c in councils if c.chairman), "")
-    alone: dict[str, SystemRow] = {}
-    for model in dict.fromkeys(m for r in records for m in r.alone):
-        answers = [r.alone[model] for r in records if model in r.alone]
-        name = f"{model} alone" + (" (chairman)" if model == chairman else "")
-        alone[model] = row(name, "alone", [(a.correct, a.tokens, a.wall_s) for a in answers])
-    best = max(alone, key=lambda m: alone[m].accuracy, default="")
+    best_rows = _model_rows(records, "best", chairman)
+    alone = _model_rows(records, "alone", chairman)
+    baselines = best_rows or alone
+    best = max(baselines, key=lambda m: baselines[m].accuracy, default="")
     systems = [
         row(
             "council",
@@ -232,6 +248,7 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
             [(c.correct, c.tokens, c.wall_s) for c in councils],
             [_opinion_of(c, best) for c in councils],
         ),
+        *best_rows.values(),
         *alone.values(),
     ]
     systems += _stage_one(councils)
@@ -244,7 +261,7 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
             [(any(o.correct for o in c.opinions.values()), 0, 0) for c in reviewed],
         )
     )
-    chairman_row = alone.get(chairman)
+    chairman_row = baselines.get(chairman)
     if chairman_row and chairman_row.wall_s > 0:
         for r in systems:
             if r.wall_s > 0:
@@ -252,9 +269,11 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
     overall, by_reviewer = discrimination(councils)
     synthesized = [c for c in councils if c.strategy == "synthesize" and c.ranking]
     timed = [
-        (r.council.wall_s, r.alone[chairman].wall_s)
+        (r.council.wall_s, own[chairman].wall_s)
         for r in records
-        if chairman in r.alone and r.alone[chairman].wall_s > 0 and not r.council.error
+        if chairman in (own := r.best or r.alone)
+        and own[chairman].wall_s > 0
+        and not r.council.error
     ]
     return Report(
         dataset=dataset,
@@ -279,8 +298,42 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
         time_vs_chairman=(sum(c for c, _ in timed) / sum(a for _, a in timed) if timed else None),
         time_vs_chairman_median=statistics.median(c / a for c, a in timed) if timed else None,
         by_kind=_by_kind(records),
-        versus_best=_versus_best(records, best, alone[best].system) if best else None,
-    )
+        versus_best=_versus_best(records, best, baselines[best].system) if best else None,
+        concluded=_concluded(councils),
+        calibration=Calibration(
+            weights=_model_weights(by_reviewer), dataset=dataset, questions=len(records),
+            date=datetime.now(UTC).strftime("%Y-%m-%d"),
+        ) if by_reviewer else None,
+    )  # fmt: skip
+
+
+def _model_rows(records: list[Record], which: str, chairman: str) -> dict[str, SystemRow]:
+    """Per model, its row asked alone: at its ``best``, or as the council asks it."""
+    suffix = " at its best" if which == "best" else " alone"
+    rows: dict[str, SystemRow] = {}
+    for model in dict.fromkeys(m for r in records for m in getattr(r, which)):
+        answers = [a for r in records if (a := getattr(r, which).get(model))]
+        name = model + suffix + (" (chairman)" if model == chairman else "")
+        rows[model] = row(name, which, [(a.correct, a.tokens, a.wall_s) for a in answers])
+    return rows
+
+
+def _concluded(councils: list[CouncilAnswer]) -> dict[str, float]:
+    members = list(dict.fromkeys(m for c in councils for m in c.opinions))
+    shares = {}
+    for member in members:
+        opinions = [o for c in councils if (o := c.opinions.get(member))]
+        shares[member] = round(sum(1 for o in opinions if o.conclusion) / len(opinions), 3)
+    return shares
+
+
+def _model_weights(by_reviewer: dict[str, float]) -> dict[str, float]:
+    """Per reviewer model, its discrimination floored at 0 (samples of one model
+    averaged): a reviewer that cannot tell right from wrong counts for nothing."""
+    per_model: dict[str, list[float]] = {}
+    for member, d in by_reviewer.items():
+        per_model.setdefault(split_member(member)[0], []).append(d)
+    return {m: round(max(0.0, statistics.fmean(ds)), 3) for m, ds in per_model.items()}
 
 
 def _stage_one(councils: list[CouncilAnswer]) -> list[SystemRow]:
@@ -298,7 +351,11 @@ def _stage_one(councils: list[CouncilAnswer]) -> list[SystemRow]:
 
 
 def _versus_best(records: list[Record], model: str, system: str) -> Paired:
-    pairs = [(r.council.correct, r.alone[model].correct) for r in records if model in r.alone]
+    pairs = [
+        (r.council.correct, own[model].correct)
+        for r in records
+        if model in (own := r.best or r.alone)
+    ]
     council_only = sum(1 for c, m in pairs if c and not m)
     other_only = sum(1 for c, m in pairs if m and not c)
     return Paired(
@@ -315,119 +372,51 @@ def _opinion_of(c: CouncilAnswer, model: str) -> bool | None:
     return c.opinions[member].correct if member else None
 
 
+def replay(strategy: Strategy, c: CouncilAnswer) -> tuple[bool, float, float] | None:
+    """What ``strategy`` would have answered in a recorded session, with the tokens
+    and seconds of the stages it would have run; None when the record cannot say
+    (it skipped the reviews or the synthesis that this strategy needs)."""
+    if c.error or not c.ranking:
+        return None
+    texts = {m: c.opinions[m].text for m in c.members if m in c.opinions}
+    stands = strategy.stands(texts, c.chairman)
+    if stands:
+        return (c.opinions[stands.members[0]].correct, *_kept(c, "opinions"))
+    if c.reviews_skipped:
+        return None
+    pick = strategy.concludes(texts, Standing(c.ranking, c.margin, c.tied))
+    if pick.how != "synthesize":
+        return (c.opinions[pick.member].correct, *_kept(c, "opinions", "reviews"))
+    if c.strategy != "synthesize":
+        return None
+    return c.correct, c.tokens, c.stage_s.get("total", c.wall_s)
+
+
+def _kept(c: CouncilAnswer, *stages: str) -> tuple[float, float]:
+    return (
+        sum(c.stage_tokens.get(s, 0) for s in stages),
+        sum(c.stage_s.get(s, 0.0) for s in stages),
+    )
+
+
 def _replayed(councils: list[CouncilAnswer], best: str) -> list[SystemRow]:
-    """The other strategies on the recorded stages of synthesized sessions."""
-    base = [c for c in councils if c.ranking and c.strategy == "synthesize"]
-    if not base:
-        return []
-    anchor = [_opinion_of(c, best) for c in base]
-
-    def kept(c: CouncilAnswer, *stages: str) -> tuple[float, float]:
-        return (
-            sum(c.stage_tokens.get(s, 0) for s in stages),
-            sum(c.stage_s.get(s, 0.0) for s in stages),
-        )
-
-    def select(c: CouncilAnswer) -> tuple[bool, float, float]:
-        return (c.opinions[c.ranking[0]].correct, *kept(c, "opinions", "reviews"))
-
-    def vote(c: CouncilAnswer) -> tuple[bool, float, float]:
-        texts = {m: c.opinions[m].text for m in c.ranking}
-        return (c.opinions[extract.vote(texts, c.ranking)].correct, *kept(c, "opinions", "reviews"))
-
-    def close(c: CouncilAnswer) -> tuple[bool, float, float]:
-        if c.tied or c.margin < CLOSE_MARGIN:
-            return c.correct, c.tokens, c.stage_s.get("total", c.wall_s)
-        return select(c)
-
-    def majority_then_synthesize(c: CouncilAnswer) -> tuple[bool, float, float]:
-        agreeing = extract.majority({m: c.opinions[m].text for m in c.ranking})
-        if agreeing:
-            return (c.opinions[agreeing[0]].correct, *kept(c, "opinions"))
-        return c.correct, c.tokens, c.stage_s.get("total", c.wall_s)
-
-    def majority_else_chairman(c: CouncilAnswer) -> tuple[bool, float, float]:
-        texts = {m: c.opinions[m].text for m in c.ranking}
-        own = [m for m in c.ranking if split_member(m)[0] == c.chairman]
-        pick = (extract.majority(texts) or own or c.ranking)[0]
-        return (c.opinions[pick].correct, *kept(c, "opinions"))
-
-    weighted = _select_by_weighted_reviews(base)
-    stage_one = [(o.correct, o.tokens, o.wall_s) for c in base for o in c.opinions.values()]
-    return [
-        row("council: select top-ranked", "replayed", [select(c) for c in base], anchor),
-        row("council: vote", "replayed", [vote(c) for c in base], anchor),
-        row(
-            f"council: close (margin {CLOSE_MARGIN})", "replayed", [close(c) for c in base], anchor
-        ),
-        row(
-            "council: a majority's answer skips stages 2-3",
-            "replayed",
-            [majority_then_synthesize(c) for c in base],
-            anchor,
-        ),
-        row(
-            "council: majority-or-chairman (no reviews)",
-            "replayed",
-            [majority_else_chairman(c) for c in base],
-            anchor,
-        ),
-        row(
-            "council: select, reviewers weighted by agreement",
-            "replayed",
-            [(ok, *kept(c, "opinions", "reviews")) for c, ok in zip(base, weighted, strict=True)],
-            anchor,
-        ),
-        row("members' mean (stage 1)", "bound", stage_one),
-    ]
-
-
-def agreement_weights(base: list[CouncilAnswer], prior: int = 5) -> list[dict[str, float]]:
-    """Per session, the weight each reviewer had going in: in the sessions before, how
-    much more often than not it agreed with each other reviewer of an answer on
-    whether that answer was above or below the reviewer's own mean (no answer key
-    needed). A reviewer starts at 1, as if from ``prior`` agreeing verdicts; one
-    that scores at random drifts to 0."""
-    agreed: dict[str, list[float]] = {}
-    weights = []
-    for c in base:
-        weights.append(
-            {
-                reviewer: max(0.0, (sum(seen) + prior) / (len(seen) + prior))
-                for reviewer, seen in agreed.items()
-            }
-        )
-        for given in _normalized_by_answer(c).values():
-            for reviewer, z in given.items():
-                for other, v in given.items():
-                    if other != reviewer and z and v:
-                        agreed.setdefault(reviewer, []).append(1.0 if z * v > 0 else -1.0)
-    return weights
-
-
-def _select_by_weighted_reviews(base: list[CouncilAnswer]) -> list[bool]:
-    """Whether the top opinion is right when reviewers count by ``agreement_weights``."""
-    picks = []
-    for c, weight in zip(base, agreement_weights(base), strict=True):
-        by_answer = _normalized_by_answer(c)
-        merit = {m: _weighted_mean(by_answer.get(m, {}), weight) for m in c.ranking}
-        top = max(c.ranking, key=lambda m: (merit[m], -c.ranking.index(m)))
-        picks.append(c.opinions[top].correct)
-    return picks
-
-
-def _normalized_by_answer(c: CouncilAnswer) -> dict[str, dict[str, float]]:
-    """Per answer, each reviewer's normalized score of it."""
-    scores = [Score(r.reviewer, r.reviewed, r.score) for r in c.reviews if r.reviewed in c.opinions]
-    by_answer: dict[str, dict[str, float]] = {}
-    for s in normalize(scores):
-        by_answer.setdefault(s.reviewed, {})[s.reviewer] = s.score
-    return by_answer
-
-
-def _weighted_mean(scores: dict[str, float], weight: dict[str, float]) -> float:
-    total = sum(weight.get(r, 1.0) for r in scores)
-    return sum(weight.get(r, 1.0) * z for r, z in scores.items()) / total if total else 0.0
+    """Every registered strategy on the recorded sessions it can be read from."""
+    rows = []
+    for name, strategy in STRATEGIES.items():
+        replayed = [(c, out) for c in councils if (out := replay(strategy, c)) is not None]
+        if replayed:
+            rows.append(
+                row(
+                    f"council: {name}",
+                    "replayed",
+                    [out for _, out in replayed],
+                    [_opinion_of(c, best) for c, _ in replayed],
+                )
+            )
+    stage_one = [(o.correct, o.tokens, o.wall_s) for c in councils for o in c.opinions.values()]
+    if stage_one:
+        rows.append(row("members' mean (stage 1)", "bound", stage_one))
+    return rows
 
 
 def discrimination(councils: list[CouncilAnswer]) -> tuple[float | None, dict[str, float]]:
@@ -454,14 +443,16 @@ def discrimination(councils: list[CouncilAnswer]) -> tuple[float | None, dict[st
 
 
 def _by_kind(records: list[Record]) -> dict[str, dict[str, float]]:
-    """Accuracy per question kind: the council and each model alone."""
+    """Accuracy per question kind: the council and each model alone (at its best and
+    as the council asks it)."""
     kinds: dict[str, dict[str, float]] = {}
     for kind in sorted({r.kind for r in records}):
         subset = [r for r in records if r.kind == kind]
         figures = {"questions": float(len(subset))}
         figures["council"] = sum(r.council.correct for r in subset) / len(subset)
-        for model in dict.fromkeys(m for r in subset for m in r.alone):
-            answers = [r.alone[model] for r in subset if model in r.alone]
-            figures[model] = sum(a.correct for a in answers) / len(answers)
+        for which, suffix in (("best", " at its best"), ("alone", "")):
+            for model in dict.fromkeys(m for r in subset for m in getattr(r, which)):
+                answers = [a for r in subset if (a := getattr(r, which).get(model))]
+                figures[model + suffix] = sum(a.correct for a in answers) / len(answers)
         kinds[kind] = figures
     return kinds

@@ -32,12 +32,16 @@ from council.bus.messages import (
     ReviewMode,
     SessionEvent,
 )
+from council.chairman.extract import checked_text, conclusion
 from council.chairman.prompts import split_member
 from council.cli.evalreport import Answer, CouncilAnswer, Record, ReviewScore, build_report
 from council.cli.evalset import EvalQuestion, load
 from council.cli.settings import Settings
 
 log = structlog.get_logger()
+
+BEST_MAX_TOKENS = 1024
+"""A model at its best has room for its whole working."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class EvalPlan:
     limit: int | None
     name: str
     sample: int | None = None
+    same_prompt: bool = True
+    """Also ask each model alone as the council asks it (beside it at its best)."""
 
     def label(self) -> str:
         """The results' name: given, or the council asked for (``default``: the chairman's)."""
@@ -122,6 +128,10 @@ async def run_eval(settings: Settings, plan: EvalPlan, *, as_json: bool) -> int:
     report = build_report(records, dataset=plan.path.name, label=plan.label(), total=len(questions))
     report_file = out.with_suffix(".report.json")
     report_file.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    if report.calibration is not None:
+        calibration_file = out.with_suffix(".calibration.json")
+        calibration_file.write_bytes(msgspec.json.format(msgspec.json.encode(report.calibration)))
+        console.print(f"reviewer calibration: {calibration_file} (COUNCIL_REVIEWER_WEIGHTS)")
     if as_json:
         print(msgspec.json.encode(report).decode())
     else:
@@ -134,17 +144,28 @@ async def run_eval(settings: Settings, plan: EvalPlan, *, as_json: bool) -> int:
 
 
 async def evaluate(nc: Client, question: EvalQuestion, plan: EvalPlan, timeout_s: float) -> Record:
-    """The council on one question, then each member alone, then the chairman's model
-    alone (when it is not a plain member already): one after another, so each alone
+    """The council on one question, then each model alone at its best (greedy, room
+    for its working) and as the council asks it: one after another, so each alone
     call is timed with the machine to itself."""
     seed = int(hashlib.sha256(question.id.encode()).hexdigest()[:7], 16)
     council = await ask_council(nc, question, plan, seed, timeout_s)
     alone: dict[str, Answer] = {}
+    best: dict[str, Answer] = {}
     models = [split_member(m)[0] for m in council.members]
     for model in dict.fromkeys([*models, council.chairman]):
-        if model:
+        if not model:
+            continue
+        best[model] = await ask_alone(
+            nc, question, model, seed, timeout_s, temperature=0.0, max_tokens=BEST_MAX_TOKENS
+        )
+        if plan.same_prompt:
             alone[model] = await ask_alone(nc, question, model, seed, timeout_s)
-    return Record(id=question.id, kind=question.kind, council=council, alone=alone)
+    return Record(id=question.id, kind=question.kind, council=council, alone=alone, best=best)
+
+
+def judged(question: EvalQuestion, text: str) -> tuple[bool, str]:
+    """Whether an answer is right, read from its conclusion when it states one."""
+    return question.check.accepts(checked_text(text)), conclusion(text)
 
 
 async def ask_council(
@@ -177,7 +198,8 @@ def council_answer(
     opinions = {
         e.member: Answer(
             text=e.text,
-            correct=question.check.accepts(e.text),
+            correct=judged(question, e.text)[0],
+            conclusion=e.conclusion,
             tokens=e.usage.prompt_tokens + e.usage.completion_tokens,
             wall_s=e.latency_ms / 1000,
         )
@@ -205,7 +227,7 @@ def council_answer(
         answer.error = f"{getattr(final, 'reason', 'failed')}: {getattr(final, 'detail', '')}"
         return answer
     answer.text = final.answer
-    answer.correct = question.check.accepts(final.answer)
+    answer.correct, answer.conclusion = judged(question, final.answer)
     answer.tokens = final.usage["total"].prompt_tokens + final.usage["total"].completion_tokens
     answer.stage_s = {k: v / 1000 for k, v in final.latency_ms.items()}
     answer.stage_tokens = {
@@ -230,9 +252,24 @@ async def submit_when_free(nc: Client, asked: Question, patience_s: float = 300)
 
 
 async def ask_alone(
-    nc: Client, question: EvalQuestion, model: str, seed: int, timeout_s: float
+    nc: Client,
+    question: EvalQuestion,
+    model: str,
+    seed: int,
+    timeout_s: float,
+    *,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
 ) -> Answer:
-    asked = Question(question=question.question, members=[model], alone=True, seed=seed)
+    """``model`` alone: as the council asks its members, or with the decoding given."""
+    asked = Question(
+        question=question.question,
+        members=[model],
+        alone=True,
+        seed=seed,
+        temperature=temperature,
+        max_tokens=max_tokens,
+    )
     started = time.perf_counter()
     try:
         accepted = await submit_when_free(nc, asked)
@@ -245,9 +282,11 @@ async def ask_alone(
     if not isinstance(final, FinalAnswer):
         return Answer(error=f"{getattr(final, 'reason', 'failed')}: {getattr(final, 'detail', '')}")
     total = final.usage["total"]
+    correct, stated = judged(question, final.answer)
     return Answer(
         text=final.answer,
-        correct=question.check.accepts(final.answer),
+        correct=correct,
+        conclusion=stated,
         tokens=total.prompt_tokens + total.completion_tokens,
         wall_s=time.perf_counter() - started,
     )

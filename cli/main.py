@@ -22,8 +22,8 @@ AGENTS = (*RUNTIME, "models", "concurrency", "heartbeat", "node")
 COUNCIL = (
     "members", "chairman", "mode", "quorum", "opinions_deadline", "reviews_deadline",
     "synthesis_deadline", "opinion_max_tokens", "review_max_tokens", "synthesis_max_tokens",
-    "agent_silence", "strategy", "close_margin", "skip_reviews_when_agree", "max_sessions",
-    "stream_replicas",
+    "agent_silence", "strategy", "close_margin", "temperature", "sample_temperature",
+    "reviewer_weights", "max_sessions", "stream_replicas",
 )  # fmt: skip
 
 
@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
     evaluate.add_argument(
+        "--best-only",
+        action="store_true",
+        help="ask each model alone only at its best (greedy, room for its working), "
+        "not also as the council asks it",
+    )
+    evaluate.add_argument(
         "--name", default="", help="name of this run's results (default: from the council asked)"
     )
     config.add_settings(
@@ -141,6 +147,7 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 limit=args.limit,
                 sample=args.sample,
                 name=args.name,
+                same_prompt=not args.best_only,
             )
             return run_eval(settings, plan, as_json=args.json)
         case "trace":

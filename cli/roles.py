@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import get_args
 
 import structlog
 from nats.aio.client import Client
@@ -13,29 +12,30 @@ from council.agents.runtimes.router import RoutedRuntime, build_runtime
 from council.agents.service import AgentService
 from council.bus.client import connect
 from council.bus.health import default_node_name
-from council.bus.messages import Strategy
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService
+from council.chairman.strategies import UnknownStrategy, named
 from council.cli.settings import Settings
 
 log = structlog.get_logger()
 
 
 def council_config(settings: Settings) -> CouncilConfig:
-    if settings.strategy not in get_args(Strategy):
-        raise SystemExit(
-            f"error: strategy {settings.strategy!r}: choose one of {', '.join(get_args(Strategy))}"
-        )
+    try:
+        strategy = named(settings.strategy, close_margin=settings.close_margin)
+    except UnknownStrategy as exc:
+        raise SystemExit(f"error: {exc}") from None
     return CouncilConfig(
         quorum=settings.quorum,
         opinions_deadline_s=settings.opinions_deadline,
         reviews_deadline_s=settings.reviews_deadline,
         synthesis_deadline_s=settings.synthesis_deadline,
         agent_silence_s=settings.agent_silence,
-        strategy=settings.strategy,  # type: ignore[arg-type]  # checked above
-        close_margin=settings.close_margin,
-        skip_reviews_when_agree=settings.skip_reviews_when_agree,
+        strategy=strategy,
+        temperature=settings.temperature,
+        sample_temperature=settings.sample_temperature,
+        reviewer_weights=settings.reviewer_weight_map,
         opinion_max_tokens=settings.opinion_max_tokens,
         review_max_tokens=settings.review_max_tokens,
         synthesis_max_tokens=settings.synthesis_max_tokens,

@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from council.bus.client import Credentials
 from council.chairman.prompts import split_member
+from council.chairman.strategies import DEFAULT, STRATEGIES
 
 DEFAULT_MEMBERS = "smollm2-135m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b"
 DEFAULT_CHAIRMAN = "qwen2.5-coder-1.5b"
@@ -75,19 +78,28 @@ class Settings:
         "seconds without word from an agent before its request is asked of another",
     )
     strategy: str = _setting(
-        "majority-or-chairman",
+        DEFAULT,
         "COUNCIL_STRATEGY",
-        "how the chairman concludes: synthesize, select, close, vote or majority-or-chairman",
+        "how the chairman concludes: " + ", ".join(STRATEGIES),
     )
     close_margin: float = _setting(
         0.5, "COUNCIL_CLOSE_MARGIN", "strategy close: a lead under this calls the chairman"
     )
-    skip_reviews_when_agree: bool = _setting(
-        True,
-        "COUNCIL_SKIP_REVIEWS_WHEN_AGREE",
-        "most members give the same answer: it stands, no reviews or synthesis (1/0)",
+    temperature: float = _setting(
+        0.0, "COUNCIL_TEMPERATURE", "sampling temperature of a member's opinion (0: greedy)"
     )
-    opinion_max_tokens: int = _setting(384, "COUNCIL_OPINION_MAX_TOKENS", "tokens per opinion")
+    sample_temperature: float = _setting(
+        0.7,
+        "COUNCIL_SAMPLE_TEMPERATURE",
+        "temperature of a member's further samples (model#2, model#3, ...)",
+    )
+    reviewer_weights: str = _setting(
+        "",
+        "COUNCIL_REVIEWER_WEIGHTS",
+        "how much each model's reviews count: model=weight,... or the calibration file "
+        "`council eval` writes (0: not asked to review; unnamed: 1)",
+    )
+    opinion_max_tokens: int = _setting(512, "COUNCIL_OPINION_MAX_TOKENS", "tokens per opinion")
     review_max_tokens: int = _setting(160, "COUNCIL_REVIEW_MAX_TOKENS", "tokens per review")
     synthesis_max_tokens: int = _setting(
         512, "COUNCIL_SYNTHESIS_MAX_TOKENS", "tokens of the final answer"
@@ -142,11 +154,37 @@ class Settings:
         return Path(self.models_dir).expanduser() if self.models_dir else _default_models_dir()
 
     @property
+    def reviewer_weight_map(self) -> dict[str, float]:
+        """``COUNCIL_REVIEWER_WEIGHTS`` read: inline pairs, or a calibration JSON file."""
+        text = self.reviewer_weights.strip()
+        if not text:
+            return {}
+        try:
+            if "=" not in text:
+                return msgspec.json.decode(
+                    Path(text).expanduser().read_bytes(), type=Calibration
+                ).weights
+            pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
+            return {model.strip(): max(0.0, float(weight)) for model, weight in pairs}
+        except (OSError, ValueError, msgspec.DecodeError) as exc:
+            raise SystemExit(f"error: $COUNCIL_REVIEWER_WEIGHTS={text!r}: {exc}") from None
+
+    @property
     def agent_models(self) -> list[str]:
         listed = [m.strip() for m in self.models.split(",") if m.strip()]
         if listed:
             return listed
         return list(dict.fromkeys(split_member(m)[0] for m in self.member_list))
+
+
+class Calibration(msgspec.Struct, kw_only=True):
+    """What `council eval` measured of each reviewer model, as the chairman reads it."""
+
+    weights: dict[str, float]
+    """Per model: its review discrimination, floored at 0."""
+    dataset: str = ""
+    questions: int = 0
+    date: str = ""
 
 
 SETTINGS = {f.name: f for f in dataclasses.fields(Settings)}

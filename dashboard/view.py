@@ -26,6 +26,8 @@ class SessionView:
     events: list[SessionEvent] = field(default_factory=list)
     started: SessionStarted | None = None
     expected: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    """Per stage begun, why it runs as it does (or asks nothing)."""
     stage: str = "new"
     opinions: dict[str, Opinion] = field(default_factory=dict)
     failures: dict[str, MemberFailed] = field(default_factory=dict)
@@ -66,8 +68,9 @@ class SessionView:
             case SessionStarted():
                 self.started = event
                 self.stage = "started"
-            case StageStarted(stage=stage, expected=expected):
+            case StageStarted(stage=stage, expected=expected, reason=reason):
                 self.expected[stage] = expected
+                self.reasons[stage] = reason
                 self.stage = stage
             case Opinion():
                 self.opinions[event.member] = event

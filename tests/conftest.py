@@ -25,7 +25,6 @@ MEMBERS = [f"{TEST_MODEL}@careful", f"{TEST_MODEL}@concise", f"{TEST_MODEL}@skep
 """A test council: three persona copies of one model, not three models."""
 SMALL_ENV = {
     "COUNCIL_STRATEGY": "synthesize",  # the test councils run every stage
-    "COUNCIL_SKIP_REVIEWS_WHEN_AGREE": "0",
     "COUNCIL_OPINION_MAX_TOKENS": "96",
     "COUNCIL_REVIEW_MAX_TOKENS": "64",
     "COUNCIL_SYNTHESIS_MAX_TOKENS": "128",

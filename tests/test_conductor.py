@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from helpers import Collected, LocalAgents
@@ -12,6 +13,7 @@ from council.bus.messages import (
     FinalAnswer,
     MemberFailed,
     Opinion,
+    OpinionRequest,
     Ranking,
     Review,
     ReviewFailed,
@@ -23,6 +25,7 @@ from council.bus.messages import (
 )
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.session import InvalidTransition, SessionState, State
+from council.chairman.strategies import named
 
 MEMBERS = ["m1", "m2", "m3"]
 
@@ -35,11 +38,18 @@ def plan(mode: str = "pairwise", members: list[str] = MEMBERS) -> Plan:
 
 
 async def run(
-    runtime: ScriptedRuntime, p: Plan | None = None, **config: float
+    runtime: ScriptedRuntime,
+    p: Plan | None = None,
+    *,
+    strategy: str = "synthesize",
+    close_margin: float = 0.5,
+    **config: Any,
 ) -> tuple[FinalAnswer | SessionFailed, Collected, LocalAgents]:
     sink = Collected()
     agents = LocalAgents(runtime)
-    outcome = await Conductor(p or plan(), CouncilConfig(**config), agents, sink).run()  # type: ignore[arg-type]
+    chosen = named(strategy, close_margin=close_margin)
+    conductor = Conductor(p or plan(), CouncilConfig(strategy=chosen, **config), agents, sink)
+    outcome = await conductor.run()
     return outcome, sink, agents
 
 
@@ -184,7 +194,7 @@ async def test_strategies_other_than_synthesize_answer_with_a_members_opinion(
     outcome, sink, agents = await run(
         runtime,
         strategy=strategy,
-        close_margin=1e9,  # type: ignore[arg-type]
+        close_margin=1e9,
     )
     assert isinstance(outcome, FinalAnswer)
     synthesized = [r for r in agents.requests if isinstance(r, SynthesisRequest)]
@@ -204,11 +214,11 @@ async def test_strategies_other_than_synthesize_answer_with_a_members_opinion(
 
 
 async def test_a_majority_answer_skips_reviews_and_synthesis() -> None:
-    """With skip_reviews_when_agree, two answers of three ending in the same number
+    """With majority-then-synthesize, two answers of three ending in the same number
     stand as the answer: no review, no synthesis; three different answers still get
     the whole council."""
     runtime = answering("5", "It is 4.", "2 + 2 = 4")
-    outcome, sink, agents = await run(runtime, skip_reviews_when_agree=True)
+    outcome, sink, agents = await run(runtime, strategy="majority-then-synthesize")
     assert isinstance(outcome, FinalAnswer)
     assert outcome.reviews_skipped
     assert outcome.strategy == "vote"
@@ -219,7 +229,7 @@ async def test_a_majority_answer_skips_reviews_and_synthesis() -> None:
     assert [e.member for e in outcome.ranking] == ["m2", "m3", "m1"]
     for model, text in zip(MEMBERS, ["5", "4", "3"], strict=True):
         runtime.enqueue(model, text)
-    outcome, _, agents = await run(runtime, skip_reviews_when_agree=True)
+    outcome, _, agents = await run(runtime, strategy="majority-then-synthesize")
     assert isinstance(outcome, FinalAnswer)
     assert not outcome.reviews_skipped
     assert len([r for r in agents.requests if isinstance(r, ReviewRequest)]) == 6
@@ -233,7 +243,7 @@ async def test_majority_or_chairman_never_reviews_when_the_chairmans_model_answe
     runtime = ScriptedRuntime(MEMBERS)
     for model, text in zip(MEMBERS, ["It is 5.", "4", "3"], strict=True):
         runtime.enqueue(model, text)
-    outcome, sink, agents = await run(runtime, strategy="majority-or-chairman")  # type: ignore[arg-type]
+    outcome, sink, agents = await run(runtime, strategy="majority-or-chairman")
     assert isinstance(outcome, FinalAnswer)
     assert (outcome.answer, outcome.selected, outcome.reviews_skipped) == ("It is 5.", "m1", True)
     assert [type(r).__name__ for r in agents.requests] == ["OpinionRequest"] * 3
@@ -243,7 +253,7 @@ async def test_majority_or_chairman_never_reviews_when_the_chairmans_model_answe
 
     for model, text in zip(MEMBERS, ["It is 5.", "4", "2 + 2 = 4"], strict=True):
         runtime.enqueue(model, text)
-    outcome, _, agents = await run(runtime, strategy="majority-or-chairman")  # type: ignore[arg-type]
+    outcome, _, agents = await run(runtime, strategy="majority-or-chairman")
     assert isinstance(outcome, FinalAnswer)
     assert (outcome.answer, outcome.selected) == ("4", "m2")
     assert len(agents.requests) == 3
@@ -254,7 +264,7 @@ async def test_majority_or_chairman_never_reviews_when_the_chairmans_model_answe
     )  # fmt: skip
     for model, text in zip(["m2", "m3"], ["4", "3"], strict=True):
         runtime.enqueue(model, text)
-    outcome, _, agents = await run(runtime, outsider, strategy="majority-or-chairman")  # type: ignore[arg-type]
+    outcome, _, agents = await run(runtime, outsider, strategy="majority-or-chairman")
     assert isinstance(outcome, FinalAnswer)
     assert not outcome.reviews_skipped
     assert outcome.strategy == "synthesize"
@@ -350,7 +360,7 @@ async def test_a_rebuilt_majority_session_still_skips_reviews_and_synthesis() ->
     resumed by a chairman whose setting no longer skips: it asks for no review and
     no synthesis, and ends with the majority's answer."""
     runtime = answering("5", "It is 4.", "2 + 2 = 4")
-    full, first_run, _ = await run(runtime, skip_reviews_when_agree=True)
+    full, first_run, _ = await run(runtime, strategy="majority-then-synthesize")
     assert isinstance(full, FinalAnswer)
     assert full.reviews_skipped
     events = first_run.events
@@ -360,7 +370,7 @@ async def test_a_rebuilt_majority_session_still_skips_reviews_and_synthesis() ->
     for cut in range(after_opinions + 1, len(events)):
         state = SessionState.rebuild("s1", events[:cut])
         sink, agents = Collected(), LocalAgents(ScriptedRuntime(MEMBERS))
-        config = CouncilConfig(skip_reviews_when_agree=False)
+        config = CouncilConfig()
         outcome = await Conductor(plan(), config, agents, sink, state=state).run()
         assert isinstance(outcome, FinalAnswer), (cut, outcome)
         assert agents.requests == [], cut
@@ -431,3 +441,61 @@ async def test_a_member_asked_alone_answers_with_no_reviews_and_no_synthesis() -
     assert outcome.selected == "m2"
     assert [type(r).__name__ for r in agents.requests] == ["OpinionRequest"]
     assert [s.expected for s in sink.of(StageStarted)] == [1, 0, 0]
+
+
+async def test_deliberate_skips_only_when_all_agree_and_says_why() -> None:
+    """All three conclude 4: their answer stands, no review, and the stage says so;
+    one dissenter: every review and the synthesis run, and the stage names the
+    answers it is settling."""
+    runtime = answering("2 + 2 = 4\nFinal answer: 4", "Final answer: 4.", "**Final Answer:** 4")
+    outcome, sink, agents = await run(runtime, strategy="deliberate")
+    assert isinstance(outcome, FinalAnswer)
+    assert (outcome.reviews_skipped, outcome.strategy, outcome.conclusion) == (True, "vote", "4")
+    assert [type(r).__name__ for r in agents.requests] == ["OpinionRequest"] * 3
+    assert [o.conclusion for o in sink.of(Opinion)] == ["4", "4", "4"]
+    reviews, synthesis = sink.of(StageStarted)[1:]
+    assert reviews.reason == "all 3 members answered 4"
+    assert synthesis.reason == "not needed: all 3 members answered 4"
+
+    runtime = answering("Final answer: 4", "Final answer: 5", "Final answer: 4")
+    runtime.enqueue("m1", *[json.dumps({"score": 5})] * 2, "It is 4.\nFinal answer: 4")
+    outcome, sink, agents = await run(runtime, strategy="deliberate")
+    assert isinstance(outcome, FinalAnswer)
+    assert not outcome.reviews_skipped
+    assert len([r for r in agents.requests if isinstance(r, ReviewRequest)]) == 6
+    assert [r for r in agents.requests if isinstance(r, SynthesisRequest)]
+    reviews, synthesis = sink.of(StageStarted)[1:]
+    assert reviews.reason == "the members disagree (4; 5)"
+    assert synthesis.reason == "strategy deliberate: the chairman's model writes the answer"
+
+
+async def test_a_reviewer_model_of_weight_zero_is_not_asked_to_review() -> None:
+    """m3 weighs 0: only m1 and m2 review (each the other two), m3 is still reviewed,
+    and the stage names who was not asked; with every model at 0, all review."""
+    outcome, sink, agents = await run(ScriptedRuntime(MEMBERS), reviewer_weights={"m3": 0.0})
+    assert isinstance(outcome, FinalAnswer)
+    asked = [r for r in agents.requests if isinstance(r, ReviewRequest)]
+    assert sorted(r.member for r in asked) == ["m1", "m1", "m2", "m2"]
+    assert {r.reviewed for r in sink.of(Review)} == {"m1", "m2", "m3"}
+    assert "not reviewing: m3 (reviewer weight 0)" in sink.of(StageStarted)[1].reason
+    nobody = {m: 0.0 for m in MEMBERS}
+    _, _, agents = await run(ScriptedRuntime(MEMBERS), reviewer_weights=nobody)
+    assert len([r for r in agents.requests if isinstance(r, ReviewRequest)]) == 6
+
+
+async def test_a_second_sample_of_a_model_is_sampled_with_its_own_seed() -> None:
+    """m1 and m1#2 are two members served by model m1: the first greedy, the second
+    at the sample temperature, each with its own seed; opinions cap their tokens by
+    the plan when it says."""
+    members = ["m1", "m1#2", "m2"]
+    p = Plan(
+        session_id="s1", question="What is 2+2?", members=members, chairman="m1",
+        mode="pairwise", seed=7, max_tokens=900,
+    )  # fmt: skip
+    outcome, _, agents = await run(ScriptedRuntime(MEMBERS), p, sample_temperature=0.9)
+    assert isinstance(outcome, FinalAnswer)
+    opinions = {r.member: r for r in agents.requests if isinstance(r, OpinionRequest)}
+    assert opinions["m1#2"].model == "m1"
+    assert (opinions["m1"].options.temperature, opinions["m1#2"].options.temperature) == (0.0, 0.9)
+    assert opinions["m1"].options.seed != opinions["m1#2"].options.seed
+    assert {r.options.max_tokens for r in opinions.values()} == {900}

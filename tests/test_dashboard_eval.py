@@ -70,11 +70,11 @@ def test_eval_page_shows_the_report(evals: Path) -> None:
     shown = texts(app)
     assert "m2 +1.09, m3 +1.09" in shown
     assert "Against m1 alone (chairman): the council was right where it was wrong 0×" in shown
-    # council 0 % < m1 alone 16.7 %; select 16.7 % > members' mean 5.6 %; 7.1× > 5×
+    # council 0 % < m1 alone 16.7 %; discrimination +1.06 ≥ +0.5; 7.1× > 3×
     assert "Verdict: 1/3 targets met" in shown
     assert ":red[**✗**] council ≥ best single model (0.0% vs 16.7%)" in shown
-    assert ":green[**✓**] selection > members' mean (16.7% vs 5.6%)" in shown
-    assert ":red[**✗**] time ≤ 5× the chairman's model (7.1×)" in shown
+    assert ":green[**✓**] review discrimination ≥ +0.50 (+1.06)" in shown
+    assert ":red[**✗**] time ≤ 3× the chairman's model (7.1×)" in shown
     kinds = app.dataframe[1].value
     assert list(kinds["kind"]) == ["gsm8k"]
     assert kinds.iloc[0]["questions"] == 6
@@ -107,7 +107,7 @@ def test_eval_page_lists_newest_first_and_reads_an_older_report(evals: Path) -> 
     assert {m.label: m.value for m in app.metric}["Time vs chairman alone"] == "—"
     shown = texts(app)
     assert ":green[**✓**] council ≥ best single model (75.0% vs 50.0%)" in shown
-    assert "selection > members' mean: not measured" in shown
+    assert "review discrimination ≥ +0.50: not measured" in shown
     assert len(app.dataframe) == 1  # no per-kind table
 
 

@@ -31,11 +31,14 @@ from council.bus.messages import (
     Review,
     ReviewFailed,
     SessionEvent,
+    StageStarted,
 )
 from council.bus.server import EmbeddedNats, answers, free_port
+from council.chairman import extract
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService
+from council.chairman.strategies import STRATEGIES
 
 pytestmark = pytest.mark.model
 
@@ -129,7 +132,7 @@ async def test_majority_or_chairman_answers_from_stage_one_on_a_real_model(
 ) -> None:
     """Every member runs the chairman's model here, so whether or not a majority
     agrees, an opinion stands: no review, no synthesis, all of it stored."""
-    config = dataclasses.replace(SMALL, strategy="majority-or-chairman")
+    config = dataclasses.replace(SMALL, strategy=STRATEGIES["majority-or-chairman"])
     seen, stored = await run_council(
         nats_server.url, embedded, Question(question="What is 6 times 7?", seed=3), config
     )
@@ -144,6 +147,31 @@ async def test_majority_or_chairman_answers_from_stage_one_on_a_real_model(
     assert final.usage["reviews"].completion_tokens == 0
     [ranking] = [e for e in seen if isinstance(e, Ranking)]
     assert ranking.entries[0].member == final.selected
+    assert stored == seen
+
+
+async def test_deliberate_reviews_exactly_when_a_real_models_samples_disagree(
+    nats_server: EmbeddedNats, embedded: EmbeddedRuntime
+) -> None:
+    """Two samples of the model and a persona of it: each opinion's conclusion is read
+    from its own text, reviews run exactly when the conclusions differ, the stage
+    says why, and the final answer states its own conclusion."""
+    members = [TEST_MODEL, f"{TEST_MODEL}#2", f"{TEST_MODEL}@careful"]
+    config = dataclasses.replace(SMALL, strategy=STRATEGIES["deliberate"], opinion_max_tokens=160)
+    question = Question(question="What is 6 times 7?", members=members, seed=3)
+    seen, stored = await run_council(nats_server.url, embedded, question, config)
+    final = seen[-1]
+    assert isinstance(final, FinalAnswer), final
+    opinions = {e.member: e for e in seen if isinstance(e, Opinion)}
+    assert set(opinions) == set(members)
+    for opinion in opinions.values():
+        assert opinion.conclusion == extract.conclusion(opinion.text)
+    agreed = bool(extract.unanimous({m: o.text for m, o in opinions.items()}))
+    [reviews] = [e for e in seen if isinstance(e, StageStarted) and e.stage == "reviews"]
+    assert reviews.reason
+    assert (reviews.expected == 0) == agreed == final.reviews_skipped
+    assert len([e for e in seen if isinstance(e, Review | ReviewFailed)]) == (0 if agreed else 6)
+    assert final.conclusion == extract.conclusion(final.answer)
     assert stored == seen
 
 

@@ -9,12 +9,12 @@ import msgspec
 import pytest
 from conftest import council_cli
 
+from council.chairman.extract import checked_text, conclusion
 from council.cli.evalreport import (
     Answer,
     CouncilAnswer,
     Record,
     ReviewScore,
-    agreement_weights,
     build_report,
     sign_test,
     wilson,
@@ -115,9 +115,9 @@ def test_report_counts_selection_oracle_and_synthesis_flips() -> None:
     rows = {r.system: r for r in report.systems}
     assert rows["council"].correct == 1
     assert rows["a alone (chairman)"].correct == 1
-    assert rows["council: select top-ranked"].correct == 1
-    assert rows["council: select top-ranked"].wall_s == 7.0
-    assert rows["council: select top-ranked"].vs_chairman == 3.5
+    assert rows["council: select"].correct == 1
+    assert rows["council: select"].wall_s == 7.0
+    assert rows["council: select"].vs_chairman == 3.5
     assert rows["oracle: any member right"].correct == 1
     assert rows["members' mean (stage 1)"].n == 4
     assert (report.synthesis_broke, report.synthesis_fixed) == (1, 1)
@@ -171,27 +171,58 @@ def test_report_replays_trusting_the_chairman_and_pairs_with_the_best_model() ->
     ]
     report = build_report(records, dataset="d", label="l", total=3)
     rows = {r.system: r for r in report.systems}
-    trusted = rows["council: majority-or-chairman (no reviews)"]
+    trusted = rows["council: majority-or-chairman"]
     assert (trusted.correct, trusted.wall_s) == (2, 2.0)
     # big's own opinion was right in all three: q1's majority lost one, gained none
     assert (trusted.gained, trusted.lost) == (0, 1)
     assert (rows["council"].gained, rows["council"].lost) == (0, 0)
     assert rows["big alone (chairman)"].gained is None
     assert (rows["big in stage 1"].correct, rows["small in stage 1"].correct) == (3, 0)
-    assert rows["council: select, reviewers weighted by agreement"].n == 3
+    assert rows["council: deliberate"].correct == 3  # never unanimous: the recorded synthesis
+    assert rows["council: majority-then-synthesize"].correct == 2
     assert report.versus_best is not None
     assert report.versus_best.system == "big alone (chairman)"
     assert (report.versus_best.council_only, report.versus_best.other_only) == (0, 0)
 
 
-def test_a_reviewer_that_contradicts_the_others_loses_its_weight() -> None:
+def test_a_reviewer_that_contradicts_the_others_is_calibrated_to_weight_zero() -> None:
+    """The "noisy" reviewer scores the right answer lowest: its discrimination is negative, so the
+    calibration the chairman reads gives it weight 0 and the honest reviewers more."""
     texts = {"big": "1", "a": "2", "b": "3", "noisy": "4"}
-    scores = {"big": 9, "a": 6, "b": 3, "noisy": 1}
-    councils = [council_record(f"q{i}", texts, "1", scores).council for i in range(8)]
-    weights = agreement_weights(councils)
-    assert weights[0] == {}  # everyone starts at 1
-    assert weights[-1]["noisy"] == 0.0
-    assert min(weights[-1][r] for r in ("big", "a", "b")) > 0.3
+    records = [
+        council_record(f"q{i}", texts, texts[right], {m: 9 if m == right else 3 for m in texts})
+        for i, right in enumerate(["big", "a", "b", "big", "a", "b"])
+    ]
+    report = build_report(records, dataset="d", label="l", total=6)
+    assert report.calibration is not None
+    weights = report.calibration.weights
+    assert weights["noisy"] == 0.0
+    assert min(weights[r] for r in ("big", "a", "b")) > 0.5
+
+
+def test_the_best_model_is_judged_at_its_best_and_a_replay_reads_what_was_recorded() -> None:
+    """Each model alone at its best has its own row and is the baseline the council is
+    paired with; a strategy whose reviews a session skipped is not replayed on it."""
+    scores = {"big": 9, "small": 5, "noisy": 1}
+    records = [
+        council_record("q1", {"big": "7", "small": "6", "noisy": "5"}, "7", scores),
+        council_record("q2", {"big": "7", "small": "7", "noisy": "7"}, "7", scores),
+    ]
+    skipped = records[1].council
+    skipped.reviews, skipped.reviews_skipped, skipped.strategy = [], True, "vote"
+    for r in records:
+        r.best = {"big": Answer(text="7", correct=r.id == "q2", wall_s=3.0)}
+        r.council.conclusion = "7"
+    report = build_report(records, dataset="d", label="l", total=2)
+    rows = {r.system: r for r in report.systems}
+    assert rows["big at its best (chairman)"].correct == 1
+    assert rows["big at its best (chairman)"].group == "best"
+    assert report.versus_best is not None
+    assert report.versus_best.system == "big at its best (chairman)"
+    assert (report.versus_best.council_only, report.versus_best.other_only) == (1, 0)
+    assert rows["council: deliberate"].n == 2  # q2 unanimous: read from the opinions
+    assert rows["council: select"].n == 1  # q2 skipped its reviews: select cannot be read
+    assert report.concluded == {"big": 0.0, "small": 0.0, "noisy": 0.0}
 
 
 def test_council_eval_on_a_real_model_records_resumes_and_reports(
@@ -215,7 +246,12 @@ def test_council_eval_on_a_real_model_records_resumes_and_reports(
     report = json.loads(first.stdout)
     assert (report["questions"], report["answered"]) == (3, 3)
     rows = {r["system"]: r for r in report["systems"]}
-    assert set(rows) >= {"council", "smollm2-135m alone (chairman)", "oracle: any member right"}
+    assert set(rows) >= {
+        "council",
+        "smollm2-135m at its best (chairman)",
+        "smollm2-135m alone (chairman)",
+        "oracle: any member right",
+    }
     for row in rows.values():
         assert 0 <= row["correct"] <= row["n"] <= 9
         assert row["low"] <= row["accuracy"] <= row["high"]
@@ -226,10 +262,12 @@ def test_council_eval_on_a_real_model_records_resumes_and_reports(
     checks = {q.id: q.check for q in load(questions)}
     assert [r.id for r in records] == ["n", "a", "r"]
     for r in records:
-        assert r.council.correct == checks[r.id].accepts(r.council.text)
+        assert r.council.correct == checks[r.id].accepts(checked_text(r.council.text))
         assert len(r.council.opinions) == 3
-        assert r.alone["smollm2-135m"].text
-        assert r.alone["smollm2-135m"].correct == checks[r.id].accepts(r.alone["smollm2-135m"].text)
+        for answer in (r.alone["smollm2-135m"], r.best["smollm2-135m"]):
+            assert answer.text
+            assert answer.correct == checks[r.id].accepts(checked_text(answer.text))
+            assert answer.conclusion == conclusion(answer.text)
     assert rows["council"]["correct"] == sum(r.council.correct for r in records)
 
     again = council_cli(env, ["eval", str(questions), "--json", "--name", "t"], timeout_s=120)

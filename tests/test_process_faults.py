@@ -63,7 +63,6 @@ class Processes:
             "COUNCIL_CHAIRMAN": "m1",
             "COUNCIL_AGENT_SILENCE": "2",
             "COUNCIL_STRATEGY": "synthesize",
-            "COUNCIL_SKIP_REVIEWS_WHEN_AGREE": "0",
             "COUNCIL_HEARTBEAT": "0.2",
             "COUNCIL_NODE": node,
             "COUNCIL_LOG_FORMAT": "json",

@@ -56,8 +56,15 @@ if asked:
 
 def show_progress(view: SessionView) -> None:
     for stage, (done, expected) in view.progress().items():
+        why = view.reasons.get(stage, "")
+        if stage in view.reasons and not expected:
+            label = f"{stage}: skipped, {why}" if why else f"{stage}: skipped"
+            st.progress(1.0, text=label)
+            continue
         label = f"{stage}: {done}/{expected}" if expected else f"{stage}: waiting"
         st.progress(min(1.0, done / expected) if expected else 0.0, text=label)
+        if why:
+            st.caption(f"{stage}: {why}")
 
 
 @st.fragment(run_every=1.0)
@@ -78,6 +85,8 @@ def live_session() -> None:
         st.error(f"{member} failed in {failure.stage}: {failure.reason} {failure.detail}")
     if view.final:
         st.subheader("Final answer")
+        if view.final.conclusion:
+            st.markdown(f"**{view.final.conclusion}**")
         st.markdown(view.final.answer)
         st.dataframe(
             pd.DataFrame(

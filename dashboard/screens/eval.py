@@ -17,14 +17,14 @@ from council.dashboard.common import PALETTE, evals_dir
 
 GROUP_COLOURS = {
     "council": PALETTE[0],
+    "best": PALETTE[5],
     "alone": PALETTE[1],
     "replayed": PALETTE[2],
     "stage 1": PALETTE[3],
     "bound": PALETTE[4],
 }
-SELECT = "council: select top-ranked"
-MEMBERS_MEAN = "members' mean (stage 1)"
-TIME_TARGET = 5.0  # the council may take at most this many times the chairman's model alone
+TIME_TARGET = 3.0  # the council may take at most this many times the chairman's model alone
+DISCRIMINATION_TARGET = 0.5  # reviews must tell right answers from wrong ones this well
 
 
 def number(value: Any) -> float | None:
@@ -91,30 +91,31 @@ def system_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in systems if isinstance(r, dict)] if isinstance(systems, list) else []
 
 
-def verdict(rows: list[dict[str, Any]], time_ratio: float | None) -> list[tuple[bool | None, str]]:
-    """The issue's three targets, each met (True), missed (False) or not measurable (None)."""
-    by_name = {str(r.get("system", "")): accuracy(r) for r in rows}
+def verdict(
+    rows: list[dict[str, Any]], time_ratio: float | None, discrimination: float | None
+) -> list[tuple[bool | None, str]]:
+    """The targets, each met (True), missed (False) or not measurable (None). The best
+    single model is judged at its best when the report has those rows."""
     council = next(
         (accuracy(r) for r in rows if r.get("group") == "council" or r.get("system") == "council"),
         None,
     )
-    alone = [a for r in rows if r.get("group") == "alone" and (a := accuracy(r)) is not None]
+    group = "best" if any(r.get("group") == "best" for r in rows) else "alone"
+    alone = [a for r in rows if r.get("group") == group and (a := accuracy(r)) is not None]
+    target = "council ≥ best single model" + (" at its best" if group == "best" else "")
     checks: list[tuple[bool | None, str]] = []
     if council is None or not alone:
-        checks.append((None, "council ≥ best single model: not measured"))
+        checks.append((None, f"{target}: not measured"))
     else:
         checks.append(
-            (
-                council >= max(alone),
-                f"council ≥ best single model ({percent(council)} vs {percent(max(alone))})",
-            )
+            (council >= max(alone), f"{target} ({percent(council)} vs {percent(max(alone))})")
         )
-    select, mean = by_name.get(SELECT), by_name.get(MEMBERS_MEAN)
-    if select is None or mean is None:
-        checks.append((None, "selection > members' mean: not measured"))
+    reviews = f"review discrimination ≥ {DISCRIMINATION_TARGET:+.2f}"
+    if discrimination is None:
+        checks.append((None, f"{reviews}: not measured"))
     else:
         checks.append(
-            (select > mean, f"selection > members' mean ({percent(select)} vs {percent(mean)})")
+            (discrimination >= DISCRIMINATION_TARGET, f"{reviews} ({discrimination:+.2f})")
         )
     if time_ratio is None:
         checks.append((None, f"time ≤ {TIME_TARGET:.0f}× the chairman's model: not measured"))
@@ -252,7 +253,7 @@ if isinstance(by_reviewer, dict) and by_reviewer:
         )
     )
 
-checks = verdict(rows, time_ratio)
+checks = verdict(rows, time_ratio, discrimination)
 met = sum(1 for ok, _ in checks if ok)
 marks = {True: ":green[**✓**]", False: ":red[**✗**]", None: ":gray[**–**]"}
 st.markdown(

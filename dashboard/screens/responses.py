@@ -13,6 +13,9 @@ view = pick_session(feed().sessions(), key="responses_session")
 if view is not None:
     st.markdown(f"**Question:** {view.question}")
     st.caption(f"status: {view.status}")
+    for stage, why in view.reasons.items():
+        if why:
+            st.caption(f"{stage}: {why}")
     members = view.started.members if view.started else list(view.opinions)
     for member in members:
         with st.container(border=True):
@@ -23,7 +26,13 @@ if view is not None:
                     f" · {o.latency_ms / 1000:.1f} s",
                     unsafe_allow_html=True,
                 )
-                st.markdown(o.text)
+                if o.conclusion:
+                    st.markdown(f"**Answer: {o.conclusion}**")
+                    with st.expander("Working", expanded=False):
+                        st.markdown(o.text)
+                else:
+                    st.caption("no final-answer line (cut off, or the model ignored the format)")
+                    st.markdown(o.text)
             elif member in view.failures:
                 f = view.failures[member]
                 st.error(f"{member} failed in {f.stage}: {f.reason}. {f.detail}")

@@ -1,0 +1,176 @@
+"""How the chairman concludes a session: one object per strategy, in one registry.
+
+A strategy decides twice. After the opinions: whether an answer already stands
+(the members agree) so that reviews and synthesis are skipped, and why. After
+the ranking: whether the chairman's model writes the answer or an opinion is
+chosen. The conductor asks these questions of a live session, and the eval
+replays them on recorded ones, so a replayed figure is the figure of the code
+that runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from council.chairman import extract
+from council.chairman.prompts import split_member
+
+How = Literal["synthesize", "select", "vote"]
+
+
+@dataclass(frozen=True)
+class Stands:
+    """Members whose answer stands without reviews (the first is the one given)."""
+
+    members: list[str]
+    how: How
+    reason: str
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the ranking says: members best first, and the leader's margin."""
+
+    order: list[str]
+    margin: float = 0.0
+    tied: bool = False
+
+
+@dataclass(frozen=True)
+class Pick:
+    how: How
+    member: str = ""
+    """The opinion chosen, when the chairman's model does not write the answer."""
+
+
+Texts = dict[str, str]
+"""Each answered member's opinion, in the session's member order."""
+
+
+def _answer_of(members: list[str], texts: Texts) -> str:
+    return extract.extract(texts[members[0]]) or "the same answer"
+
+
+def _never(texts: Texts, chairman: str) -> Stands | None:
+    return None
+
+
+def _unanimous(texts: Texts, chairman: str) -> Stands | None:
+    agreeing = extract.unanimous(texts)
+    if not agreeing:
+        return None
+    return Stands(
+        agreeing, "vote", f"all {len(agreeing)} members answered {_answer_of(agreeing, texts)}"
+    )
+
+
+def _majority(texts: Texts, chairman: str) -> Stands | None:
+    agreeing = extract.majority(texts)
+    if not agreeing:
+        return None
+    return Stands(
+        agreeing,
+        "vote",
+        f"{len(agreeing)} of {len(texts)} members answered {_answer_of(agreeing, texts)}",
+    )
+
+
+def _majority_or_chairman(texts: Texts, chairman: str) -> Stands | None:
+    stands = _majority(texts, chairman)
+    if stands:
+        return stands
+    own = [m for m in texts if split_member(m)[0] == chairman][:1]
+    if not own:
+        return None  # the chairman's model is not a member, or it failed: deliberate
+    return Stands(own, "select", "no majority; the chairman's model's own answer stands")
+
+
+def _synthesize(texts: Texts, standing: Standing, close_margin: float) -> Pick:
+    return Pick("synthesize")
+
+
+def _select(texts: Texts, standing: Standing, close_margin: float) -> Pick:
+    return Pick("select", standing.order[0])
+
+
+def _vote(texts: Texts, standing: Standing, close_margin: float) -> Pick:
+    return Pick("vote", extract.vote({m: texts[m] for m in standing.order}, standing.order))
+
+
+def _close(texts: Texts, standing: Standing, close_margin: float) -> Pick:
+    close = len(standing.order) > 1 and (standing.tied or standing.margin < close_margin)
+    return Pick("synthesize") if close else _select(texts, standing, close_margin)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    summary: str
+    _stands: Callable[[Texts, str], Stands | None]
+    _concludes: Callable[[Texts, Standing, float], Pick]
+    close_margin: float = 0.5
+    """For ``close``: a lead under this (in normalized score) counts as close."""
+
+    def stands(self, texts: Texts, chairman: str) -> Stands | None:
+        """After the opinions: the answer that stands without reviews, if any."""
+        return self._stands(texts, chairman)
+
+    def concludes(self, texts: Texts, standing: Standing) -> Pick:
+        """After the ranking: who writes the final answer."""
+        return self._concludes(texts, standing, self.close_margin)
+
+    @property
+    def always_reviews(self) -> bool:
+        return self._stands is _never
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy(
+            "deliberate",
+            "all members agree: their answer stands; else reviews and the chairman's synthesis",
+            _unanimous,
+            _synthesize,
+        ),
+        Strategy("synthesize", "every stage, always", _never, _synthesize),
+        Strategy(
+            "majority-then-synthesize",
+            "a majority's answer stands; else reviews and the chairman's synthesis",
+            _majority,
+            _synthesize,
+        ),
+        Strategy(
+            "majority-or-chairman",
+            "a majority's answer stands; else the chairman's model's own opinion (no reviews)",
+            _majority_or_chairman,
+            _synthesize,
+        ),
+        Strategy("select", "reviews; the top-ranked opinion", _never, _select),
+        Strategy("vote", "reviews; the answer most members gave, ties by rank", _never, _vote),
+        Strategy(
+            "close",
+            "reviews; the chairman synthesizes only when the ranking is close",
+            _never,
+            _close,
+        ),
+    )
+}
+
+DEFAULT = "deliberate"
+
+
+class UnknownStrategy(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
+
+
+def named(name: str, *, close_margin: float = 0.5) -> Strategy:
+    try:
+        strategy = STRATEGIES[name]
+    except KeyError:
+        raise UnknownStrategy(name) from None
+    return dataclasses.replace(strategy, close_margin=close_margin)

@@ -1,0 +1,96 @@
+"""Reading an answer's conclusion, member specs with samples, and the strategy registry
+(plain functions, no bus)."""
+
+from __future__ import annotations
+
+import pytest
+
+from council.chairman import extract
+from council.chairman.aggregate import Score, rank
+from council.chairman.prompts import sample_of, split_member
+from council.chairman.strategies import STRATEGIES, Standing, UnknownStrategy, named
+
+
+@pytest.mark.parametrize(
+    ("text", "stated"),
+    [
+        ("48 / 2 = 24 in May.\n48 + 24 = 72\nFinal answer: 72", "72"),
+        ("Working.\n**Final Answer:** $18.", "18"),
+        ("So the final answer is $\\boxed{5,000}$.", "5,000"),
+        ("Final answer: Bob.\nActually, no.\nFinal answer: Ann", "Ann"),
+        ("The capital of France is Paris.", ""),
+        ("", ""),
+    ],
+)
+def test_the_conclusion_is_the_last_final_answer_line(text: str, stated: str) -> None:
+    assert extract.conclusion(text) == stated
+
+
+def test_agreement_reads_the_conclusion_not_the_numbers_in_the_working() -> None:
+    """Two workings full of different numbers that conclude alike agree; an answer
+    with no final-answer line falls back to its last number."""
+    a = "12 * 3 = 36, minus 4 is 32.\nFinal answer: 32"
+    b = "4 less than 36 (3 dozen) is 32 apples.\nFinal answer: 32 apples"
+    c = "I get 36 - 4 = 30"
+    assert extract.extract(a) == extract.extract(b) == "32"
+    assert extract.extract(c) == "30"
+    assert extract.unanimous({"x": a, "y": b}) == ["x", "y"]
+    assert extract.unanimous({"x": a, "y": b, "z": c}) == []
+    assert extract.majority({"x": a, "y": b, "z": c}) == ["x", "y"]
+    assert extract.checked_text(a) == "32"
+    assert extract.checked_text(c) == c
+
+
+def test_a_member_spec_names_model_persona_and_sample() -> None:
+    assert split_member("qwen2.5:0.5b@careful#2") == ("qwen2.5:0.5b", "careful")
+    assert split_member("m#3") == ("m", "")
+    assert (sample_of("m#3"), sample_of("m"), sample_of("m@skeptic")) == (3, 1, 1)
+    assert split_member("odd#name") == ("odd#name", "")  # not a sample number
+    assert sample_of("m#0") == 1
+
+
+def test_each_strategy_decides_from_the_answers_and_the_ranking() -> None:
+    """Three different answers: only the strategies that may stand without reviews do,
+    and only majority-or-chairman, on the chairman's model's member; after the
+    ranking, each picks as its summary says."""
+    texts = {"big": "Final answer: 7", "small": "Final answer: 6", "tiny": "Final answer: 6"}
+    split = {"big": "Final answer: 7", "small": "Final answer: 6", "tiny": "Final answer: 5"}
+    stands = {name: s.stands(split, "big") for name, s in STRATEGIES.items()}
+    assert {n for n, s in stands.items() if s} == {"majority-or-chairman"}
+    assert stands["majority-or-chairman"].members == ["big"]  # type: ignore[union-attr]
+    majority = STRATEGIES["majority-then-synthesize"].stands(texts, "big")
+    assert majority is not None
+    assert (majority.members, majority.how) == (["small", "tiny"], "vote")
+    assert "2 of 3 members answered 6" in majority.reason
+    assert STRATEGIES["deliberate"].stands(texts, "big") is None
+    alike = {m: "Final answer: 6" for m in texts}
+    assert STRATEGIES["deliberate"].stands(alike, "big").reason == "all 3 members answered 6"  # type: ignore[union-attr]
+
+    ranked = Standing(["big", "small", "tiny"], margin=0.2)
+    assert STRATEGIES["select"].concludes(texts, ranked).member == "big"
+    assert STRATEGIES["vote"].concludes(texts, ranked).member == "small"
+    assert STRATEGIES["deliberate"].concludes(texts, ranked).how == "synthesize"
+    assert named("close", close_margin=0.1).concludes(texts, ranked).how == "select"
+    assert named("close", close_margin=0.5).concludes(texts, ranked).how == "synthesize"
+    with pytest.raises(UnknownStrategy, match="choose one of deliberate"):
+        named("nope")
+
+
+def test_a_reviewer_of_weight_zero_counts_for_nothing_in_the_ranking() -> None:
+    """The liar ranks b first, the others rank a first: with the liar at weight 0, a
+    leads; with every weight 1, the liar's strong opinion ties them."""
+    given = {"r1": {"a": 9, "b": 5}, "r2": {"a": 8, "b": 7}, "liar": {"a": 1, "b": 10}}
+
+    def scores(liar_weight: float) -> list[Score]:
+        return [
+            Score(reviewer, reviewed, score, liar_weight if reviewer == "liar" else 1.0)
+            for reviewer, by in given.items()
+            for reviewed, score in by.items()
+        ]
+
+    labels = {"a": "Response A", "b": "Response B"}
+    weighted, _, _ = rank(["a", "b"], labels, scores(0.0), seed=1)
+    assert weighted[0].member == "a"
+    assert weighted[0].margin > 1.0
+    plain, ties, _ = rank(["a", "b"], labels, scores(1.0), seed=1)
+    assert plain[0].score < weighted[0].score
