@@ -157,14 +157,19 @@ async def handle_review(
 
 
 def review_schema(request: ReviewRequest) -> dict[str, Any]:
+    """The verdict's JSON schema; a grammar writes properties in this order, so the
+    score comes first (a cut-off verdict keeps it) unless the check is asked first."""
     justification = {"type": "string", "maxLength": 240}
     if request.mode == "pairwise":
+        score = {"type": "integer", "minimum": 1, "maximum": 10}
+        properties: dict[str, Any] = (
+            {"justification": {"type": "string", "maxLength": 400}, "score": score}
+            if request.check_first
+            else {"score": score, "justification": justification}
+        )
         return {
             "type": "object",
-            "properties": {
-                "score": {"type": "integer", "minimum": 1, "maximum": 10},
-                "justification": justification,
-            },
+            "properties": properties,
             "required": ["score", "justification"],
         }
     n = len(request.labels)

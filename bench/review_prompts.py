@@ -47,6 +47,7 @@ _SCORE_JSON = (
 )
 VARIANTS: dict[str, str] = {
     "check": prompts.PAIRWISE_SYSTEM,
+    "check-first": prompts.CHECK_FIRST_SYSTEM,
     "judge": (
         "You are a strict reviewer on a council of AI models. You see a question and "
         "one anonymous response. " + prompts.FENCE_NOTE + " First check whether the "
@@ -62,6 +63,8 @@ VARIANTS: dict[str, str] = {
     ),
 }
 """The shipped prompt (``check``) first: it is the baseline of the run."""
+CHECKS_FIRST = {prompts.CHECK_FIRST_SYSTEM}
+"""Variants whose verdict has the reviewer's working before the score."""
 
 
 def labels_of(record: Record) -> dict[str, str]:
@@ -83,7 +86,7 @@ def requests_for(
         for index, reviewed in enumerate(m for m in members if m != reviewer):
             user = prompts.pairwise_messages(
                 question, labels[reviewed], record.council.opinions[reviewed].text
-            )[1]
+            )[1]  # the same for every variant: the variants differ in the system prompt
             requests.append(
                 ReviewRequest(
                     session_id=record.id,
@@ -98,6 +101,7 @@ def requests_for(
                     timeout_s=CONFIG.reviews_deadline_s,
                     mode="pairwise",
                     labels=[labels[reviewed]],
+                    check_first=system in CHECKS_FIRST,
                 )
             )
     return requests

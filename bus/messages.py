@@ -127,6 +127,9 @@ class ReviewRequest(AgentRequest, tag="review", tag_field="type"):
 
     mode: ReviewMode = "pairwise"
     labels: list[str] = []
+    check_first: bool = False
+    """Pairwise: the reviewer writes its check (the justification) before its score,
+    so that it works the answer out before it judges."""
 
 
 class SynthesisRequest(AgentRequest, tag="synthesize", tag_field="type"):

@@ -73,6 +73,8 @@ class CouncilConfig:
     sample_temperature: float = 0.7
     """A member's further samples (``model#2``): greedy ones would only repeat the first."""
     review_temperature: float = 0.2
+    review_check_first: bool = False
+    """Pairwise reviewers write their own working before their score."""
     synthesis_temperature: float = 0.3
     agent_silence_s: float = 15.0
     """An agent quiet this long on a request is taken for gone; the request is asked again."""
@@ -299,7 +301,9 @@ class Conductor:
                     draw.shuffle(group)
                 shown = [(self.labels[o], self.state.opinions[o].text) for o in group]
                 messages = (
-                    prompts.pairwise_messages(plan.question, *shown[0])
+                    prompts.pairwise_messages(
+                        plan.question, *shown[0], check_first=config.review_check_first
+                    )
                     if plan.mode == "pairwise"
                     else prompts.rank_messages(plan.question, shown)
                 )
@@ -315,6 +319,7 @@ class Conductor:
                     timeout_s=config.reviews_deadline_s,
                     mode=plan.mode,
                     labels=[self.labels[o] for o in group],
+                    check_first=config.review_check_first and plan.mode == "pairwise",
                 )
         return requests
 

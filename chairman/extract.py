@@ -16,10 +16,12 @@ from collections import Counter
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _WORDS = re.compile(r"[^\w\s]")
 _FINAL_LINE = re.compile(
-    r"(?:final\s+answer|the\s+answer\s+is)\s*(?:is)?\s*[:=\-]?\s*(?P<answer>[^\n]*)",
+    r"(?:final[ \t]+answer|the[ \t]+answer[ \t]+is)[ \t]*(?:is)?[ \t]*[:=\-]?[ \t]*"
+    r"(?P<answer>[^\n]*)",
     re.IGNORECASE,
 )
-_BOXED = re.compile(r"\\boxed\{(?P<answer>[^{}]*)\}")
+_BOXED = re.compile(r"\\boxed\{(?P<answer>(?:[^{}]|\{[^{}]*\})*)\}")
+_LATEX_DELIMITERS = re.compile(r"\\[()\[\]]")
 _DECORATION = " \t*_`#>:.$\"'"
 
 
@@ -27,12 +29,14 @@ def conclusion(text: str) -> str:
     """What the answer's last final-answer line (or ``\\boxed{}``) says; "" when it
     has none."""
     matches = [*_FINAL_LINE.finditer(text), *_BOXED.finditer(text)]
-    if not matches:
-        return ""
-    last = max(matches, key=lambda m: m.start()).group("answer")
-    boxed = _BOXED.search(last)
-    answer = boxed.group("answer") if boxed else last
-    return answer.strip(_DECORATION).strip()
+    for match in sorted(matches, key=lambda m: m.start(), reverse=True):
+        line = match.group("answer")
+        boxed = _BOXED.search(line)
+        answer = boxed.group("answer") if boxed else _LATEX_DELIMITERS.sub("", line)
+        answer = answer.strip(_DECORATION).strip()
+        if answer:  # "the final answer is:" with the answer on the next line reads on
+            return answer
+    return ""
 
 
 def last_number(text: str) -> float | None:

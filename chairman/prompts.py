@@ -47,6 +47,17 @@ PAIRWISE_SYSTEM = (
 """The ``check`` prompt of ``bench.review_prompts``: it told right from wrong better
 than asking for a judgement of correctness and clarity."""
 
+CHECK_FIRST_SYSTEM = (
+    "You check answers on a council of AI models. You see a question and one "
+    "anonymous response. " + FENCE_NOTE + " First work out the correct answer to "
+    "the question yourself in a few short steps, then say whether the response's "
+    "final answer matches it. Ignore style, length and confidence: only whether the "
+    "final answer is right counts. Reply with a JSON object only: "
+    '{"justification": "<your few steps, then: matches or does not match>", '
+    '"score": <10 if the final answer is right, 1 if wrong, 5 if you cannot tell>}.'
+)
+"""The same check, with the reviewer's working written before its score."""
+
 RANK_SYSTEM = (
     "You are a strict reviewer on a council of AI models. You see a question and "
     "several anonymous responses. " + FENCE_NOTE + " Rank the responses from best "
@@ -101,9 +112,12 @@ def opinion_messages(question: str, persona: str) -> list[ChatMessage]:
     return [ChatMessage("system", system), ChatMessage("user", question)]
 
 
-def pairwise_messages(question: str, label: str, answer: str) -> list[ChatMessage]:
+def pairwise_messages(
+    question: str, label: str, answer: str, *, check_first: bool = False
+) -> list[ChatMessage]:
     user = f"Question:\n{question}\n\n{fence(label, answer)}\n\nReturn the JSON verdict."
-    return [ChatMessage("system", PAIRWISE_SYSTEM), ChatMessage("user", user)]
+    system = CHECK_FIRST_SYSTEM if check_first else PAIRWISE_SYSTEM
+    return [ChatMessage("system", system), ChatMessage("user", user)]
 
 
 def rank_messages(question: str, answers: list[tuple[str, str]]) -> list[ChatMessage]:

@@ -23,7 +23,7 @@ COUNCIL = (
     "members", "chairman", "mode", "quorum", "opinions_deadline", "reviews_deadline",
     "synthesis_deadline", "opinion_max_tokens", "review_max_tokens", "synthesis_max_tokens",
     "agent_silence", "strategy", "close_margin", "temperature", "sample_temperature",
-    "reviewer_weights", "max_sessions", "stream_replicas",
+    "reviewer_weights", "review_check_first", "max_sessions", "stream_replicas",
 )  # fmt: skip
 
 

@@ -36,6 +36,7 @@ def council_config(settings: Settings) -> CouncilConfig:
         temperature=settings.temperature,
         sample_temperature=settings.sample_temperature,
         reviewer_weights=settings.reviewer_weight_map,
+        review_check_first=settings.review_check_first,
         opinion_max_tokens=settings.opinion_max_tokens,
         review_max_tokens=settings.review_max_tokens,
         synthesis_max_tokens=settings.synthesis_max_tokens,

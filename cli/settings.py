@@ -93,6 +93,11 @@ class Settings:
         "COUNCIL_SAMPLE_TEMPERATURE",
         "temperature of a member's further samples (model#2, model#3, ...)",
     )
+    review_check_first: bool = _setting(
+        False,
+        "COUNCIL_REVIEW_CHECK_FIRST",
+        "pairwise reviewers work the answer out before their score (1/0)",
+    )
     reviewer_weights: str = _setting(
         "",
         "COUNCIL_REVIEWER_WEIGHTS",

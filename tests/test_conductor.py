@@ -23,9 +23,14 @@ from council.bus.messages import (
     StageStarted,
     SynthesisRequest,
 )
+from council.chairman import prompts
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
+from council.chairman.extract import checked_text
 from council.chairman.session import InvalidTransition, SessionState, State
-from council.chairman.strategies import named
+from council.chairman.strategies import STRATEGIES, named
+from council.cli import evalreport
+from council.cli.evalset import Check, EvalQuestion
+from council.cli.evaluate import council_answer
 
 MEMBERS = ["m1", "m2", "m3"]
 
@@ -499,3 +504,43 @@ async def test_a_second_sample_of_a_model_is_sampled_with_its_own_seed() -> None
     assert (opinions["m1"].options.temperature, opinions["m1#2"].options.temperature) == (0.0, 0.9)
     assert opinions["m1"].options.seed != opinions["m1#2"].options.seed
     assert {r.options.max_tokens for r in opinions.values()} == {900}
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        ("Final answer: 4", "Final answer: 5", "Final answer: 4"),
+        ("Final answer: 4", "Final answer: 5", "Final answer: 6"),
+        ("Final answer: 5", "Final answer: 5", "Final answer: 4"),
+        ("Final answer: 4", "Final answer: 4", "Final answer: 4"),
+    ],
+)
+async def test_every_strategy_replayed_on_a_recorded_session_answers_as_it_does_live(
+    said: tuple[str, str, str],
+) -> None:
+    """The eval's replay and the live chairman run the same strategy objects: on the
+    record of a session run with every stage, each strategy's replayed verdict is
+    the verdict of that strategy run live on the same answers (where the record can
+    tell; the scripted reviews and synthesis depend only on their prompts)."""
+    question = EvalQuestion(id="q", question="What is 2+2?", check=Check(number=4))
+    _, recorded, _ = await run(answering(*said))
+    record = council_answer(question, MEMBERS, "m1", recorded.events, wall_s=1.0)
+    replayed = 0
+    for name, strategy in STRATEGIES.items():
+        outcome, _, _ = await run(answering(*said), strategy=name)
+        assert isinstance(outcome, FinalAnswer)
+        replay = evalreport.replay(strategy, record)
+        if replay is not None:
+            replayed += 1
+            assert replay[0] == question.check.accepts(checked_text(outcome.answer)), name
+    assert replayed == len(STRATEGIES)
+
+
+async def test_check_first_reviews_ask_for_the_working_before_the_score() -> None:
+    """With review_check_first, every pairwise request carries the check-first prompt
+    and asks the agent for the justification before the score."""
+    _, _, agents = await run(ScriptedRuntime(MEMBERS), review_check_first=True)
+    reviews = [r for r in agents.requests if isinstance(r, ReviewRequest)]
+    assert len(reviews) == 6
+    assert all(r.check_first for r in reviews)
+    assert {r.messages[0].content for r in reviews} == {prompts.CHECK_FIRST_SYSTEM}

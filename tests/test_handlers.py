@@ -74,3 +74,19 @@ def test_review_schema_puts_the_score_first_and_bounds_the_justification() -> No
     assert schema["properties"]["justification"]["maxLength"] <= 300
     ranked = review_schema(RANK)
     assert ranked["properties"]["ranking"]["items"]["enum"] == RANK.labels
+
+
+def test_a_check_first_review_asks_for_the_working_before_the_score() -> None:
+    """check_first: the justification (room for a few steps) comes first; its verdict
+    parses the same way."""
+    request = ReviewRequest(
+        session_id="s", member="m", model="m", messages=[], labels=["Response A"], check_first=True
+    )
+    schema = review_schema(request)
+    assert list(schema["properties"]) == ["justification", "score"]
+    assert schema["properties"]["justification"]["maxLength"] > 240
+    text = '{"justification": "48 / 2 = 24; 48 + 24 = 72; it says 120: no", "score": 1}'
+    assert parse_verdict(text, request) == (
+        {"Response A": 1.0},
+        "48 / 2 = 24; 48 + 24 = 72; it says 120: no",
+    )

@@ -94,3 +94,14 @@ def test_a_reviewer_of_weight_zero_counts_for_nothing_in_the_ranking() -> None:
     assert weighted[0].margin > 1.0
     plain, ties, _ = rank(["a", "b"], labels, scores(1.0), seed=1)
     assert plain[0].score < weighted[0].score
+
+
+def test_a_final_answer_announced_on_one_line_and_given_on_the_next_is_read() -> None:
+    text = "7 × 8 = 56\nTherefore, the final answer is:\nFinal answer: 7"
+    assert extract.conclusion(text) == "7"
+    assert extract.conclusion("The final answer is:\n\n**42**") == ""
+
+
+def test_a_boxed_answer_with_braces_inside_is_read_whole() -> None:
+    assert extract.conclusion("So \\(\\boxed{\\frac{3}{16}}\\)") == "\\frac{3}{16}"
+    assert extract.conclusion("Final answer: \\(42\\)") == "42"
