@@ -3,8 +3,10 @@
 Each reviewer's scores are normalized to z-scores over what it gave in the
 session, so a reviewer that gives everything 9 counts as much as one that uses
 the whole scale, and one that gives every answer the same score tells nothing
-(all zeros). Ties are detected, reported, and broken by a seeded random draw,
-never by raw means (which favour whoever no blanket-low reviewer scored).
+(all zeros). A reviewer's normalized scores count by its weight (its measured
+discrimination, when the chairman is given one). Ties are detected, reported,
+and broken by a seeded random draw, never by raw means (which favour whoever no
+blanket-low reviewer scored).
 """
 
 from __future__ import annotations

@@ -336,14 +336,18 @@ class Conductor:
         )
 
     def _reviewers(self) -> list[str]:
-        """The answered members whose reviews count (weight above 0); all of them when
-        none does, so that a session is never left unreviewed by its weights."""
-        answered = self.state.answered
-        counted = [m for m in answered if self._weight(m) > 0]
-        return counted or answered
+        """The answered members whose reviews count (weight above 0)."""
+        return [m for m in self.state.answered if self._weight(m) > 0]
 
     def _weight(self, member: str) -> float:
-        return self.config.reviewer_weights.get(prompts.split_member(member)[0], 1.0)
+        """A reviewer's configured weight; every reviewer counts 1 when none of the
+        answered members has a weight above 0, so that a session is never left
+        unreviewed by its weights."""
+        weights = self.config.reviewer_weights
+        answered = self.state.answered
+        if not any(weights.get(prompts.split_member(m)[0], 1.0) > 0 for m in answered):
+            return 1.0
+        return weights.get(prompts.split_member(member)[0], 1.0)
 
     def _texts(self) -> dict[str, str]:
         return {m: self.state.opinions[m].text for m in self.state.answered}

@@ -137,3 +137,23 @@ async def test_a_file_that_is_not_a_model_fails_to_load_with_a_clear_error(
     with pytest.raises(ModelLoadError):
         await runtime.load(str(broken))
     assert json.loads(json.dumps([s.status for s in runtime.statuses()])) == ["error", "error"]
+
+
+async def test_a_check_first_review_on_the_real_model_writes_its_working_before_the_score(
+    embedded: EmbeddedRuntime,
+) -> None:
+    """The grammar from the check-first schema makes the real model open its verdict
+    with the justification; the score still parses (or a named invalid_output)."""
+    request = ReviewRequest(
+        session_id="t", member=TEST_MODEL, model=TEST_MODEL,
+        messages=pairwise_messages("What is 2+2?", "Response A", "5", check_first=True),
+        options=GenerationOptions(max_tokens=160, temperature=0), labels=["Response A"],
+        check_first=True,
+    )  # fmt: skip
+    seen: list[str] = []
+    reply = await handle_review(embedded, request, on_text=seen.append)
+    assert "".join("".join(seen).split()).startswith('{"justification"')
+    if isinstance(reply, AgentError):
+        assert reply.code == "invalid_output"
+    else:
+        assert 1 <= reply.scores["Response A"] <= 10
