@@ -17,6 +17,7 @@ import platform
 import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Literal
 
 import msgspec
 from rich.console import Console
@@ -307,15 +308,30 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
     )  # fmt: skip
 
 
-def _model_rows(records: list[Record], which: str, chairman: str) -> dict[str, SystemRow]:
-    """Per model, its row asked alone: at its ``best``, or as the council asks it."""
-    suffix = " at its best" if which == "best" else " alone"
-    rows: dict[str, SystemRow] = {}
-    for model in dict.fromkeys(m for r in records for m in getattr(r, which)):
-        answers = [a for r in records if (a := getattr(r, which).get(model))]
-        name = model + suffix + (" (chairman)" if model == chairman else "")
-        rows[model] = row(name, which, [(a.correct, a.tokens, a.wall_s) for a in answers])
-    return rows
+Baseline = Literal["best", "alone"]
+"""How a model was asked alone: at its best, or as the council asks its members."""
+BASELINE_NAMES: dict[Baseline, str] = {"best": " at its best", "alone": " alone"}
+
+
+def _answers_by_model(records: list[Record], baseline: Baseline) -> dict[str, list[Answer]]:
+    """Per model, its answers asked alone in ``records``, in record order."""
+    by_model: dict[str, list[Answer]] = {}
+    for r in records:
+        for model, answer in (r.best if baseline == "best" else r.alone).items():
+            by_model.setdefault(model, []).append(answer)
+    return by_model
+
+
+def _model_rows(records: list[Record], baseline: Baseline, chairman: str) -> dict[str, SystemRow]:
+    """Per model, its row asked alone: at its best, or as the council asks it."""
+    return {
+        model: row(
+            model + BASELINE_NAMES[baseline] + (" (chairman)" if model == chairman else ""),
+            baseline,
+            [(a.correct, a.tokens, a.wall_s) for a in answers],
+        )
+        for model, answers in _answers_by_model(records, baseline).items()
+    }
 
 
 def _concluded(councils: list[CouncilAnswer]) -> dict[str, float]:
@@ -450,9 +466,9 @@ def _by_kind(records: list[Record]) -> dict[str, dict[str, float]]:
         subset = [r for r in records if r.kind == kind]
         figures = {"questions": float(len(subset))}
         figures["council"] = sum(r.council.correct for r in subset) / len(subset)
-        for which, suffix in (("best", " at its best"), ("alone", "")):
-            for model in dict.fromkeys(m for r in subset for m in getattr(r, which)):
-                answers = [a for r in subset if (a := getattr(r, which).get(model))]
+        kind_columns: tuple[tuple[Baseline, str], ...] = (("best", " at its best"), ("alone", ""))
+        for baseline, suffix in kind_columns:
+            for model, answers in _answers_by_model(subset, baseline).items():
                 figures[model + suffix] = sum(a.correct for a in answers) / len(answers)
         kinds[kind] = figures
     return kinds
