@@ -26,6 +26,7 @@ from council.bus import subjects
 from council.bus.client import decode, encode
 from council.bus.errors import InvalidMessage
 from council.bus.health import run_heartbeat
+from council.bus.inbox import answerable
 from council.bus.messages import (
     WORKING_EVERY_S,
     WORKING_FIRST_S,
@@ -134,6 +135,8 @@ class AgentService:
 
     async def _serve(self, model: str, kind: str, msg: Msg) -> None:
         request_type, handler, stage = _KINDS[kind]
+        if not answerable(msg):
+            return
         try:
             request = decode(request_type, msg.data, msg.subject)
             if request.model != model:
@@ -186,10 +189,9 @@ class AgentService:
         note = encode(Working(node=self.node))
 
         def send() -> None:
-            if msg.reply:
-                task = asyncio.create_task(self._publish_quietly(msg.reply, note))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            task = asyncio.create_task(self._publish_quietly(msg.reply, note))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
         return Ticker(WORKING_FIRST_S, WORKING_EVERY_S, send)
 
@@ -200,13 +202,10 @@ class AgentService:
             log.debug("working_note_failed", error=repr(exc))
 
     async def _reply(self, msg: Msg, reply: AgentReply) -> None:
-        if not msg.reply:
-            log.warning("request_without_reply_subject", subject=msg.subject)
-            return
         await msg.respond(encode(reply))
 
     async def _on_roster(self, msg: Msg) -> None:
-        if msg.reply:
+        if answerable(msg):
             await msg.respond(encode(AgentInfo(node=self.node, models=self.statuses())))
 
     def statuses(self) -> list[ModelStatus]:

@@ -142,7 +142,8 @@ async def open_sessions(nc: Client) -> list[str]:
 async def _session_consumer(
     nc: Client, session_id: str
 ) -> AsyncIterator[JetStreamContext.PushSubscription]:
-    """An ordered consumer over one session's events from its first, deleted on exit."""
+    """An ordered consumer over one session's events from its first. Readers may not
+    delete consumers: the server removes it once unsubscribed (the stream's limit)."""
     try:  # naming the stream spares a $JS.API.STREAM.NAMES lookup readers may not make
         events = await nc.jetstream().subscribe(
             subjects.session_events(session_id), stream=subjects.STREAM, ordered_consumer=True
@@ -152,12 +153,8 @@ async def _session_consumer(
     try:
         yield events
     finally:
-        # an ordered consumer outlives its subscription by seconds: delete it now, or
-        # a busy server runs into the stream's consumer limit
         try:
-            info = await events.consumer_info()
             await events.unsubscribe()
-            await nc.jetstream().delete_consumer(subjects.STREAM, info.name)
         except nats.errors.Error:
             pass
 

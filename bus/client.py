@@ -7,6 +7,7 @@ connection logs them through ``error_cb``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import ssl
 import time
@@ -20,7 +21,13 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamConsumerLimits,
+)
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from council.bus import subjects
@@ -35,6 +42,10 @@ _encoder = msgspec.json.Encoder()
 _event_decoder: msgspec.json.Decoder[SessionEvent] = msgspec.json.Decoder(SessionEvent)
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
+
+CONSUMER_IDLE_S = 10.0
+"""How long a consumer of the stream outlives its reader: the stream's limit for
+every consumer, so none that a reader creates (or forgets) stays."""
 
 
 def encode(message: Any) -> bytes:
@@ -173,6 +184,7 @@ async def connect(
             error_cb=on_error,
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
+            inbox_prefix=subjects.inbox_prefix(credentials.user),
             **options,
         )
     )
@@ -273,6 +285,7 @@ async def ensure_stream(
         discard=DiscardPolicy.OLD,
         duplicate_window=120,
         max_consumers=10_000,  # readers' ordered consumers; the server default is lower
+        consumer_limits=StreamConsumerLimits(inactive_threshold=CONSUMER_IDLE_S),
         num_replicas=replicas,
     )
     started = time.monotonic()
@@ -309,6 +322,12 @@ async def _create_or_check(js: JetStreamContext, config: StreamConfig) -> None:
         await js.add_stream(config)
         log.info("stream_created", stream=subjects.STREAM, replicas=config.num_replicas)
         return
+    limits = info.config.consumer_limits
+    if limits is None or limits.inactive_threshold != CONSUMER_IDLE_S:  # made by an older council
+        await js.update_stream(
+            dataclasses.replace(info.config, consumer_limits=config.consumer_limits)
+        )
+        log.info("stream_consumer_limit_set", stream=subjects.STREAM, idle_s=CONSUMER_IDLE_S)
     if info.config.num_replicas != config.num_replicas:
         log.warning(
             "stream_replicas_differ",

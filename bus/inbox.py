@@ -11,12 +11,30 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.nuid import NUID
 
+from council.bus import subjects
+
+log = structlog.get_logger()
+
 NO_RESPONDERS = "503"
+
+
+def answerable(msg: Msg) -> bool:
+    """Whether a request may be answered: its reply subject is an inbox.
+
+    Anything else is refused and logged, never answered: a responder may publish
+    to any reply subject (``allow_responses``), so answering a forged one such as
+    ``council.session.<id>.final_answer`` would write a foreign message there.
+    """
+    if subjects.is_inbox(msg.reply):
+        return True
+    log.warning("reply_subject_refused", subject=msg.subject, reply=msg.reply or None)
+    return False
 
 
 def is_no_responders(msg: Msg) -> bool:

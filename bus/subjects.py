@@ -14,9 +14,15 @@ ROSTER = "council.agents.roster"
 ALL = "council.>"
 
 STREAM = "COUNCIL"
+LEASES = "COUNCIL_LEASES"
+"""The key-value bucket of session leases: which chairman runs each open session."""
 SESSIONS = "council.session.>"
 LIVE = "council.live.>"
 HEALTH = "council.health.>"
+
+INBOX = "_INBOX"
+"""Where replies go: each user's connections under ``_INBOX.<user>``, so nats.conf can
+give each user its own inbox and no other."""
 
 AGENTS_QUEUE = "council-agents"
 CHAIRMEN_QUEUE = "council-chairmen"
@@ -30,6 +36,15 @@ def token(name: str) -> str:
     """A subject-safe token for a model or member name (`qwen2.5:0.5b` → `qwen2_5-0_5b`)."""
     cleaned = name.strip().replace(".", "_").replace(":", "-").replace("/", "-")
     return _UNSAFE.sub("_", cleaned) or "_"
+
+
+def inbox_prefix(user: str) -> str:
+    return f"{INBOX}.{token(user)}" if user else INBOX
+
+
+def is_inbox(subject: str) -> bool:
+    """Whether ``subject`` is a reply inbox: the only kind of subject council answers on."""
+    return subject.startswith(INBOX + ".")
 
 
 def agent(model: str, kind: str) -> str:

@@ -499,7 +499,7 @@ class Conductor:
             return self._final_answer(text, Usage(), how=pick.how, selected=pick.member)
         synthesis = await self._synthesis()
         if isinstance(synthesis, Completion):
-            return self._final_answer(synthesis.text, synthesis.usage)
+            return self._final_answer(prompts.unfenced(synthesis.text), synthesis.usage)
         reason = f"synthesis_{synthesis.code}: {synthesis.detail}"
         self.log.warning("synthesis_fallback", reason=reason)
         return self._final_answer(

@@ -45,6 +45,10 @@ SETTLE_S = 0.3
 subscription was flushed (1 request in 12 right after a subscribe, measured here);
 re-asking for this long keeps a responder that has just started from looking missing."""
 SILENCE_S = 15.0
+FIRST_WORD_S = 5.0
+"""An agent says ``Working`` a quarter of a second after receipt: a request that hears
+nothing at all for this long reached no agent, although something subscribed to its
+subject (``council trace`` does, and hides the server's "no responders")."""
 ATTEMPTS = 3
 
 LostHook = Callable[[AgentRequest, str, bool], Awaitable[None]]
@@ -56,6 +60,11 @@ class _Silent:
     node: str
 
 
+@dataclass(frozen=True)
+class _Unheard:
+    """Not a word, not even ``Working``: no agent took the request."""
+
+
 class BusAgents:
     def __init__(
         self,
@@ -63,12 +72,14 @@ class BusAgents:
         *,
         grace_s: float = GRACE_S,
         silence_s: float = SILENCE_S,
+        first_word_s: float = FIRST_WORD_S,
         attempts: int = ATTEMPTS,
         on_lost: LostHook | None = None,
     ) -> None:
         self.nc = nc
         self.grace_s = grace_s
         self.silence_s = silence_s
+        self.first_word_s = first_word_s
         self.attempts = attempts
         self.on_lost = on_lost
         self.inbox = ReplyInbox(nc)
@@ -97,6 +108,15 @@ class BusAgents:
             left = max(0.0, deadline - self.grace_s - time.monotonic())
             asked = request if attempt == 1 else msgspec.structs.replace(request, timeout_s=left)
             outcome = await self._attempt(subject, encode(asked), deadline)
+            if isinstance(outcome, _Unheard):
+                # once more: an agent may have died on receipt; then no agent serves it
+                if attempt == 1 and attempt < self.attempts:
+                    log.info("agent_unheard", session_id=request.session_id, subject=subject)
+                    continue
+                outcome = AgentError(
+                    code="no_responders",
+                    detail=f"no agent took {subject} within {self.first_word_s:g} s",
+                )
             if isinstance(outcome, _Silent):
                 lost.append(outcome.node or "an unknown agent")
                 again = attempt < self.attempts and time.monotonic() < deadline
@@ -125,23 +145,33 @@ class BusAgents:
             return AgentError(code="invalid_output", detail=f"unexpected {type(outcome).__name__}")
         raise AssertionError("unreachable: the last attempt returns")
 
-    async def _attempt(self, subject: str, data: bytes, deadline: float) -> AgentReply | _Silent:
-        """One ask: the reply, an error, or _Silent when no word came for ``silence_s``."""
+    async def _attempt(
+        self, subject: str, data: bytes, deadline: float
+    ) -> AgentReply | _Silent | _Unheard:
+        """One ask: the reply, an error, _Unheard when no word came within
+        ``first_word_s``, or _Silent when an agent that spoke fell silent for
+        ``silence_s``."""
         settle_until = time.monotonic() + SETTLE_S
         node = ""
+        heard = False
+        reconnects = self.nc.stats["reconnects"]
         async with self.inbox.open() as (reply_to, replies):
             await self.nc.publish(subject, data, reply=reply_to)
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return AgentError(code="timeout", detail=f"no reply on {subject} in time")
+                patience = self.silence_s if heard else self.first_word_s
                 try:
-                    async with asyncio.timeout(min(left, self.silence_s)):
+                    async with asyncio.timeout(min(left, patience)):
                         msg = await replies.get()
                 except TimeoutError:
                     if time.monotonic() >= deadline:
                         return AgentError(code="timeout", detail=f"no reply on {subject} in time")
-                    return _Silent(node)
+                    # silence across our own reconnect says nothing about the agents
+                    cut_off = self.nc.stats["reconnects"] != reconnects or not self.nc.is_connected
+                    return _Silent(node) if heard or cut_off else _Unheard()
+                heard = True
                 if is_no_responders(msg):
                     if time.monotonic() < settle_until:
                         await asyncio.sleep(0.05)

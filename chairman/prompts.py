@@ -7,6 +7,7 @@ inside the fences that reads like an instruction.
 
 from __future__ import annotations
 
+import re
 import string
 
 from council.bus.messages import ChatMessage, RankEntry
@@ -105,6 +106,21 @@ def _sample_split(spec: str) -> tuple[str, int]:
 def fence(label: str, text: str) -> str:
     safe = text.replace("<<<", "< < <").replace(">>>", "> > >")
     return f"<<<{label}>>>\n{safe}\n<<<END {label}>>>"
+
+
+_ECHOED_FENCE = re.compile(r"[ \t]?<{2,3}\s*(?:END\s+)?Response\s+[A-Z]\s*>{1,3}")
+
+
+def unfenced(text: str) -> str:
+    """``text`` without the fence markers a model echoes from its prompt (whole or
+    clipped, e.g. ``<<<Response A>>``); a line that held only a marker goes with it,
+    and the model's own words stay as they were."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        cleaned = _ECHOED_FENCE.sub("", line)
+        if cleaned.strip() or not line.strip() or cleaned == line:
+            lines.append(cleaned)
+    return "".join(lines).strip("\n")
 
 
 def opinion_messages(question: str, persona: str) -> list[ChatMessage]:

@@ -16,9 +16,10 @@ from nats.aio.subscription import Subscription
 
 from council.bus import subjects
 from council.bus.ask import open_sessions, stored_events
-from council.bus.client import decode, decode_event, encode, ensure_stream, publish_event
+from council.bus.client import decode, encode, ensure_stream, publish_event
 from council.bus.errors import CouncilError, InvalidMessage
 from council.bus.health import run_heartbeat
+from council.bus.inbox import answerable
 from council.bus.messages import (
     Accepted,
     AgentRequest,
@@ -27,13 +28,12 @@ from council.bus.messages import (
     Rejected,
     SessionEvent,
     SessionFailed,
-    SessionStarted,
-    event_kind,
 )
 from council.bus.tasks import cancel_and_wait
 from council.chairman.admission import Defaults, admit, needed_models
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.gateway import BusAgents
+from council.chairman.leases import Leases
 from council.chairman.roster import Roster
 from council.chairman.session import TERMINAL, InvalidTransition, SessionState
 
@@ -52,10 +52,12 @@ class ChairmanService:
         heartbeat_s: float = 2.0,
         stream_replicas: int = 1,
         store_patience_s: float = 60.0,
+        lease_s: float = 30.0,
     ) -> None:
         """``store_patience_s``: how long an event is retried while the stream is
         unreachable (a restarting server, a cluster electing a leader); the session
-        waits meanwhile rather than go on with a gap."""
+        waits meanwhile rather than go on with a gap. ``lease_s``: how long a
+        session whose chairman went silent waits before another takes it over."""
         self.nc = nc
         self.js = nc.jetstream()
         self.defaults = defaults
@@ -65,18 +67,23 @@ class ChairmanService:
         self.heartbeat_s = heartbeat_s
         self.stream_replicas = stream_replicas
         self.store_patience_s = store_patience_s
+        self.lease_s = lease_s
+        self.leases = Leases(self.js, node, ttl_s=lease_s, replicas=stream_replicas)
         self.roster = Roster(nc)
         self.agents = BusAgents(nc, silence_s=config.agent_silence_s, on_lost=self._agent_lost)
         self.sessions: dict[str, Conductor] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._sub: Subscription | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._confirming: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await ensure_stream(self.js, self.stream_replicas)
+        await self.leases.start()
         await self.agents.start()
         await self.roster.start()
-        await self.resume_sessions()
+        await self.adopt_sessions(starting=True)
         self._sub = await self.nc.subscribe(
             subjects.ASK, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_ask
         )
@@ -90,53 +97,82 @@ class ChairmanService:
                 interval_s=self.heartbeat_s,
             )
         )
+        self._keeper = asyncio.create_task(self._keep_leases())
         log.info("chairman_serving", node=self.node, defaults=self.defaults)
 
-    async def resume_sessions(self) -> list[str]:
-        """Finish the sessions this node was running when its process died.
+    async def adopt_sessions(self, *, starting: bool = False) -> list[str]:
+        """Run the open sessions that no live chairman runs: this node's own after a
+        restart, and any whose chairman has been silent past its lease.
 
-        The COUNCIL stream holds every step; a session that started and has no
-        terminal event, owned by this node, is rebuilt and run from where it was.
+        The COUNCIL stream holds every step, so a session is rebuilt and run from
+        where it was; one that cannot be rebuilt is ended with a named failure.
         """
-        owned = await self._owned_open_sessions()
-        if owned:
-            await self._refuse_a_namesake()
-        for state in owned:
-            assert state.started is not None
-            config = dataclasses.replace(self.config, quorum=state.started.quorum)
-            plan = Plan.of(state.started)
-            self._launch(
-                Conductor(plan, config, self.agents, self._store, owner=self.node, state=state)
-            )
-            log.info("session_resumed", session_id=state.session_id, stage=state.state.value)
-        return [state.session_id for state in owned]
-
-    async def _owned_open_sessions(self) -> list[SessionState]:
-        owned = []
+        adopted: list[str] = []
         for session_id in await open_sessions(self.nc):
-            if not await self._owns(session_id):  # another chairman's: read no further
+            if session_id in self.sessions:
                 continue
-            first_of_each_seq: dict[int, SessionEvent] = {}
-            for event in await stored_events(self.nc, session_id):
-                first_of_each_seq.setdefault(event.seq, event)  # a replay is not a step
+            if starting and await self.leases.holder(session_id) == self.node:
+                await self._refuse_a_namesake()
+                starting = False  # checked once
+            if not await self.leases.claim(session_id):
+                continue  # another chairman runs it
+            events = await self._stored(session_id)
             try:
-                state = SessionState.rebuild(session_id, list(first_of_each_seq.values()))
+                state = SessionState.rebuild(session_id, events)
             except InvalidTransition as exc:
-                log.warning("session_not_resumable", session_id=session_id, error=str(exc))
+                await self._end_unresumable(session_id, events, str(exc))
                 continue
-            if state.started is not None and state.started.owner == self.node:
-                owned.append(state)
-        return owned
+            if state.state in TERMINAL or state.started is None:
+                await self.leases.release(session_id)
+                continue
+            config = dataclasses.replace(self.config, quorum=state.started.quorum)
+            conductor = Conductor(
+                Plan.of(state.started), config, self.agents, self._store, owner=self.node,
+                state=state,
+            )  # fmt: skip
+            self._launch(conductor)
+            adopted.append(session_id)
+            log.info(
+                "session_resumed" if state.started.owner == self.node else "session_taken_over",
+                session_id=session_id,
+                stage=state.state.value,
+                owner=state.started.owner,
+            )
+        return adopted
 
-    async def _owns(self, session_id: str) -> bool:
-        subject = subjects.session_event(session_id, event_kind(SessionStarted))
-        try:
-            raw = await self.js.get_last_msg(subjects.STREAM, subject)
-            started = decode_event(raw.data or b"", subject)
-        except (nats.errors.Error, InvalidMessage) as exc:
-            log.warning("session_not_resumable", session_id=session_id, error=repr(exc))
-            return False
-        return isinstance(started, SessionStarted) and started.owner == self.node
+    async def _stored(self, session_id: str) -> list[SessionEvent]:
+        first_of_each_seq: dict[int, SessionEvent] = {}
+        for event in await stored_events(self.nc, session_id):
+            first_of_each_seq.setdefault(event.seq, event)  # a replay is not a step
+        return list(first_of_each_seq.values())
+
+    async def _end_unresumable(self, session_id: str, events: list[SessionEvent], why: str) -> None:
+        log.warning("session_not_resumable", session_id=session_id, error=why)
+        await self._store(
+            SessionFailed(
+                session_id=session_id,
+                seq=max((e.seq for e in events), default=0) + 1,
+                reason="not_resumable",
+                detail=f"its chairman went away and its events cannot be resumed: {why}",
+            )
+        )
+        await self.leases.release(session_id)
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of the sessions run here (stopping any that another chairman
+        took over) and adopt the orphans, a few times per lease."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                for session_id in list(self.sessions):
+                    if not await self.leases.renew(session_id):
+                        log.warning("session_lost_to_another_chairman", session_id=session_id)
+                        task = self._tasks.get(session_id)
+                        if task:
+                            await cancel_and_wait([task])
+                await self.adopt_sessions()
+            except (nats.errors.Error, CouncilError) as exc:  # the bus is away: next round
+                log.warning("lease_round_failed", error=repr(exc))
 
     async def _refuse_a_namesake(self) -> None:
         """Two live chairmen with one node name would both resume its sessions."""
@@ -157,6 +193,8 @@ class ChairmanService:
             await self._sub.unsubscribe()
         if self._heartbeat:
             self._heartbeat.cancel()
+        if self._keeper:
+            await cancel_and_wait([self._keeper])
         for session_id, conductor in list(self.sessions.items()):
             task = self._tasks.get(session_id)
             if task:
@@ -170,12 +208,13 @@ class ChairmanService:
                         stage=conductor.state.state.value,
                     )
                 )
+            await self.leases.release(session_id)
+        await cancel_and_wait(list(self._confirming))
         await self.agents.stop()
 
     async def _on_ask(self, msg: Msg) -> None:
-        reply = await self.handle_ask(msg.data, msg.subject)
-        if msg.reply:
-            await msg.respond(encode(reply))
+        if answerable(msg):  # else no session: its asker could never be told of it
+            await msg.respond(encode(await self.handle_ask(msg.data, msg.subject)))
 
     async def handle_ask(self, data: bytes, subject: str = subjects.ASK) -> AskReply:
         try:
@@ -203,6 +242,11 @@ class ChairmanService:
         if isinstance(plan, Rejected):
             log.info("question_rejected", reason=plan.reason, detail=plan.detail)
             return plan
+        try:
+            await self.leases.claim(plan.session_id)  # a new id: nobody else holds it
+        except nats.errors.Error as exc:
+            log.warning("question_rejected", reason="busy", error=repr(exc))
+            return Rejected(reason="busy", detail="cannot record who runs the session; retry")
         self._launch(Conductor(plan, self.config, self.agents, self._store, owner=self.node))
         log.info("question_accepted", session_id=plan.session_id, members=plan.members)
         return Accepted(
@@ -223,22 +267,56 @@ class ChairmanService:
         session_id = conductor.plan.session_id
         try:
             await conductor.run()
+            await self.leases.release(session_id)
         finally:
             self.sessions.pop(session_id, None)
             self._tasks.pop(session_id, None)
 
     async def _store(self, event: SessionEvent) -> None:
-        """Publish to the stream, retrying through a reconnect (dedup makes it safe)."""
-        deadline = time.monotonic() + self.store_patience_s
+        """Publish to the stream, retrying through a reconnect (dedup makes it safe).
+
+        Past ``store_patience_s`` the session goes on, and the event is confirmed in
+        the background: a publish that timed out during an outage may still be
+        stored when the connection comes back (nats-py sends what it buffered), so
+        it is unconfirmed, not lost, until the service stops without a confirmation.
+        """
+        if await self._publish_within(event, self.store_patience_s):
+            return
+        log.warning(
+            "event_unconfirmed",
+            session_id=event.session_id,
+            seq=event.seq,
+            waited_s=self.store_patience_s,
+            hint="the stream was unreachable; confirming in the background",
+        )
+        task = asyncio.create_task(self._confirm(event))
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
+
+    async def _confirm(self, event: SessionEvent) -> None:
+        started = time.monotonic()
+        try:
+            while not await self._publish_within(event, self.store_patience_s):
+                pass
+        except asyncio.CancelledError:
+            log.error("event_lost", session_id=event.session_id, seq=event.seq)
+            raise
+        log.info(
+            "event_stored_late",
+            session_id=event.session_id,
+            seq=event.seq,
+            after_s=round(time.monotonic() - started + self.store_patience_s, 1),
+        )
+
+    async def _publish_within(self, event: SessionEvent, patience_s: float) -> bool:
+        deadline = time.monotonic() + patience_s
         for attempt in itertools.count(1):
             try:
                 await publish_event(self.js, event)
-                return
+                return True
             except Exception as exc:
                 if time.monotonic() >= deadline:
-                    log.error(
-                        "event_lost", session_id=event.session_id, seq=event.seq, error=repr(exc)
-                    )
-                    return
+                    return False
                 log.warning("event_publish_retry", attempt=attempt, error=repr(exc))
                 await asyncio.sleep(min(2.0, 0.25 * attempt))
+        raise AssertionError("unreachable: the loop returns")

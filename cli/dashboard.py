@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from pathlib import Path
@@ -33,7 +34,30 @@ def dashboard_env(settings: Settings) -> dict[str, str]:
         "COUNCIL_NATS_TLS_CA": settings.nats_tls_ca,
         "COUNCIL_NATS_TLS_CERT": settings.nats_tls_cert,
         "COUNCIL_NATS_TLS_KEY": settings.nats_tls_key,
+        "COUNCIL_DASHBOARD_LOGIN": settings.dashboard_login,  # read by dashboard/login.py
     }
+
+
+def exposed(address: str) -> bool:
+    """Whether the dashboard would listen beyond this machine (a name other than
+    localhost counts: it may resolve to anything)."""
+    if address == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return True
+
+
+def unguarded(settings: Settings) -> str:
+    """Why the dashboard must not start as configured, or ""."""
+    if exposed(settings.dashboard_address) and not settings.dashboard_login:
+        return (
+            f"the dashboard would listen on {settings.dashboard_address} without a login: "
+            "anyone who reaches it could ask the council. Set COUNCIL_DASHBOARD_LOGIN to a "
+            "password, or listen on 127.0.0.1"
+        )
+    return ""
 
 
 def dashboard_url(settings: Settings) -> str:
@@ -42,6 +66,9 @@ def dashboard_url(settings: Settings) -> str:
 
 def run_dashboard(settings: Settings) -> int:
     """Become the Streamlit server, so that signals reach it directly (no orphan on stop)."""
+    if refusal := unguarded(settings):
+        print(f"council dashboard: {refusal}", file=sys.stderr)
+        return 2
     print(
         f"council dashboard on {dashboard_url(settings)} (NATS {settings.nats_url})",
         file=sys.stderr,

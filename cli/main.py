@@ -9,7 +9,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from council.bus.errors import CouncilError, NoCouncil, QuestionRejected
+from council.bus.errors import CouncilError, NoCouncil, QuestionRejected, SessionTimeout
 from council.cli import settings as config
 from council.cli.logs import configure_logging
 
@@ -45,11 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_settings(
         up,
         (*COMMON, *COUNCIL, *RUNTIME, "concurrency", "heartbeat", "dashboard_address",
-         "dashboard_port"),
+         "dashboard_port", "dashboard_login"),
     )  # fmt: skip
 
     dashboard = commands.add_parser("dashboard", help="serve the Streamlit dashboard")
-    config.add_settings(dashboard, (*COMMON, "dashboard_address", "dashboard_port"))
+    config.add_settings(
+        dashboard, (*COMMON, "dashboard_address", "dashboard_port", "dashboard_login")
+    )
 
     agents = commands.add_parser("agents", help="serve council models on the bus")
     config.add_settings(agents, (*COMMON, *AGENTS, "members"))
@@ -60,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not serve the chairman's model in this process (an agent elsewhere does)",
     )
-    config.add_settings(chairman, (*COMMON, *COUNCIL, *RUNTIME, "heartbeat", "node"))
+    config.add_settings(
+        chairman, (*COMMON, *COUNCIL, *RUNTIME, "heartbeat", "node", "session_lease")
+    )
 
     ask = commands.add_parser("ask", help="ask the council a question")
     ask.add_argument("question")
@@ -184,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     except NoCouncil as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except SessionTimeout as exc:  # the session may still finish: not "failed"
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     except CouncilError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

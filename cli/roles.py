@@ -81,6 +81,7 @@ async def start_chairman(nc: Client, settings: Settings) -> ChairmanService:
         max_sessions=settings.max_sessions,
         heartbeat_s=settings.heartbeat,
         stream_replicas=settings.stream_replicas,
+        lease_s=settings.session_lease,
     )
     await service.start()
     return service

@@ -115,6 +115,11 @@ class Settings:
         1, "COUNCIL_STREAM_REPLICAS", "session events' copies in a NATS cluster (3: lose 1 node)"
     )
     heartbeat: float = _setting(2.0, "COUNCIL_HEARTBEAT", "seconds between health heartbeats")
+    session_lease: float = _setting(
+        30.0,
+        "COUNCIL_SESSION_LEASE",
+        "seconds a session whose chairman went silent waits before another chairman takes it over",
+    )
     node: str = _setting("", "COUNCIL_NODE", "node name in heartbeats (default host-role-pid)")
     scripted_delay_ms: float = _setting(
         0.0, "COUNCIL_SCRIPTED_DELAY_MS", "per-call delay of the scripted runtime"
@@ -123,6 +128,12 @@ class Settings:
         "127.0.0.1", "COUNCIL_DASHBOARD_ADDRESS", "address the dashboard listens on"
     )
     dashboard_port: int = _setting(8501, "COUNCIL_DASHBOARD_PORT", "port of the dashboard")
+    dashboard_login: str = _setting(
+        "",
+        "COUNCIL_DASHBOARD_LOGIN",
+        "password the dashboard asks for; required on an address beyond loopback "
+        "(`council up` makes one there)",
+    )
     ask_timeout: float = _setting(900.0, "COUNCIL_ASK_TIMEOUT", "how long `council ask` waits, s")
     evals_dir: str = _setting(
         "", "COUNCIL_EVALS_DIR", "where eval results go (default ~/.local/share/council/evals)"

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import streamlit as st
 
+from council.dashboard.login import logged_in
+
 HERE = Path(__file__).parent
 
 st.set_page_config(page_title="council", page_icon=":material/balance:", layout="wide")
+if not logged_in():
+    st.stop()
 navigation = st.navigation(
     [
         st.Page(HERE / "screens" / "ask.py", title="Ask", icon=":material/forum:", default=True),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import HANG, ScriptedRuntime
@@ -36,6 +37,7 @@ from council.bus.messages import (
 from council.bus.server import EmbeddedNats
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
+from council.chairman.gateway import BusAgents
 from council.chairman.service import ChairmanService
 
 MODELS = ["m1", "m2", "m3"]
@@ -316,3 +318,35 @@ async def test_question_over_the_servers_max_payload_is_rejected_client_side(
     with pytest.raises(QuestionRejected) as rejected:
         await submit(nc, Question(question="x" * (nc.max_payload + 1)))
     assert rejected.value.reason == "question_too_long"
+
+
+@pytest.mark.parametrize("listener", ["nobody", "a council.> subscriber"])
+async def test_a_model_no_agent_serves_fails_fast_whatever_else_subscribes(
+    nats_server: EmbeddedNats, nc: Client, listener: str
+) -> None:
+    """With nothing on the subject the server says "no responders"; a wildcard
+    subscriber (`council trace`) hides that, and the first word that never comes
+    tells instead: the member fails as no_responders, not after the agents'
+    silence and two re-asks."""
+    heard: list[str] = []
+
+    async def trace(msg: Msg) -> None:
+        heard.append(msg.subject)
+
+    if listener != "nobody":
+        tracer = await nc.subscribe(subjects.ALL, cb=trace)
+        await nc.flush()
+    agents = BusAgents(nc, first_word_s=0.5)
+    await agents.start()
+    try:
+        request = OpinionRequest(
+            session_id="s1", member="ghost", model="ghost", messages=[], timeout_s=60
+        )
+        reply = await agents.opinion(request)
+    finally:
+        await agents.stop()
+        if listener != "nobody":
+            await tracer.unsubscribe()
+    assert isinstance(reply, AgentError)
+    assert reply.code == "no_responders"
+    assert heard == ([] if listener == "nobody" else [subjects.agent("ghost", "opinion")] * 2)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from test_bus import council as council_on_bus
 
+from council.agents.runtimes.scripted import HANG
 from council.bus.server import EmbeddedNats, free_port
+from council.cli.dashboard import unguarded
 from council.cli.main import build_parser
 from council.cli.settings import SETTINGS, explicit, load
 
@@ -110,3 +114,31 @@ def test_every_command_documents_its_flags(command: str) -> None:
     assert result.returncode == 0
     if command != "models":
         assert "--nats" in result.stdout
+
+
+def test_the_dashboard_refuses_to_listen_beyond_loopback_without_a_login() -> None:
+    """Exposed and unguarded, `council dashboard` exits 2 naming the setting; on
+    loopback (or with a login) the same check lets it start."""
+    result = council("dashboard", env={"COUNCIL_DASHBOARD_ADDRESS": "0.0.0.0"})
+    assert result.returncode == 2
+    assert "COUNCIL_DASHBOARD_LOGIN" in result.stderr
+    assert "0.0.0.0" in result.stderr
+    for address, login in [("127.0.0.1", ""), ("::1", ""), ("localhost", ""), ("0.0.0.0", "pw")]:
+        settings = load(build_parser().parse_args(["dashboard"]), {})
+        settings = dataclasses.replace(settings, dashboard_address=address, dashboard_login=login)
+        assert unguarded(settings) == "", address
+
+
+async def test_ask_that_outlasts_its_timeout_exits_4_not_failed(nats_server: EmbeddedNats) -> None:
+    """A session still running when `council ask` stops waiting is not a failure: exit 4."""
+    async with council_on_bus(nats_server) as running:
+        for model in running.runtime.models:
+            running.runtime.enqueue(model, HANG)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "council.cli", "ask", "hello?", "--nats", nats_server.url,
+            env={**os.environ, "COUNCIL_ASK_TIMEOUT": "2", "COUNCIL_LOG_FORMAT": "json"},
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 4
+    assert b"did not finish within 2 s" in stderr

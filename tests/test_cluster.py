@@ -13,9 +13,9 @@ from typing import Any
 import nats.errors
 import pytest
 import structlog
-from cluster import Cluster, start_cluster
+from bench.cluster import Cluster, start_cluster
 from nats.aio.client import Client
-from nats.js.api import ConsumerConfig, StreamInfo
+from nats.js.api import ConsumerConfig, StreamConfig, StreamConsumerLimits, StreamInfo
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from council.agents.runtimes.router import RoutedRuntime
@@ -23,7 +23,7 @@ from council.agents.runtimes.scripted import ScriptedRuntime
 from council.agents.service import AgentService
 from council.bus import subjects
 from council.bus.ask import follow, submit
-from council.bus.client import connect, ensure_stream
+from council.bus.client import CONSUMER_IDLE_S, connect, ensure_stream
 from council.bus.errors import CouncilError
 from council.bus.messages import FinalAnswer, Question, SessionEvent
 from council.bus.server import EmbeddedNats
@@ -172,6 +172,7 @@ class FlakyJetStream:
         self.fails = fails
         self.existing = existing_replicas
         self.added: list[Any] = []
+        self.updated: list[StreamConfig] = []
 
     async def stream_info(self, name: str) -> Any:
         if self.fails:
@@ -179,10 +180,14 @@ class FlakyJetStream:
             raise ServiceUnavailableError
         if self.existing is None:
             raise NotFoundError
-        return SimpleNamespace(config=SimpleNamespace(num_replicas=self.existing))
+        config = StreamConfig(name=subjects.STREAM, num_replicas=self.existing)
+        return SimpleNamespace(config=config)  # made by an older council: no consumer limit
 
     async def add_stream(self, config: Any) -> None:
         self.added.append(config)
+
+    async def update_stream(self, config: StreamConfig) -> None:
+        self.updated.append(config)
 
 
 async def test_ensure_stream_waits_out_an_election_with_a_log_line() -> None:
@@ -209,6 +214,10 @@ async def test_ensure_stream_leaves_an_existing_replica_count_and_says_so() -> N
     assert js.added == []
     differ = [e for e in logs if e["event"] == "stream_replicas_differ"]
     assert [(e["replicas"], e["configured"]) for e in differ] == [(1, 3)]
+    # … and gives it the consumer limit that readers' consumers rely on, nothing else
+    assert [(c.num_replicas, c.consumer_limits) for c in js.updated] == [
+        (1, StreamConsumerLimits(inactive_threshold=CONSUMER_IDLE_S))
+    ]
 
 
 async def test_replicas_on_a_single_server_is_a_clear_error(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from pathlib import Path
 
 import psutil
 import pytest
@@ -14,7 +15,7 @@ from test_bus import council
 from council.agents.runtimes.scripted import HANG
 from council.bus import subjects
 from council.bus.ask import follow, stored_events, submit
-from council.bus.client import decode, encode, request
+from council.bus.client import connect, decode, encode, ensure_stream, request
 from council.bus.errors import QuestionRejected, SessionTimeout
 from council.bus.messages import (
     Accepted,
@@ -24,10 +25,13 @@ from council.bus.messages import (
     FinalAnswer,
     Question,
     Rejected,
+    SessionStarted,
     event_kind,
 )
 from council.bus.server import EmbeddedNats
+from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
+from council.chairman.service import ChairmanService
 
 
 async def test_burst_of_200_questions_is_accepted_or_busy_and_all_accepted_finish(
@@ -142,3 +146,40 @@ async def test_replayed_events_are_skipped_by_a_follower(
         assert len(await stored_events(nc, sid)) == len(events) + 2
         with pytest.raises(SessionTimeout):
             [e async for e in follow(nc, "no-such-session", timeout_s=1)]
+
+
+async def test_an_event_stored_after_a_long_outage_is_unconfirmed_then_stored_never_lost(
+    tmp_path: Path,
+) -> None:
+    """The server is down for longer than the chairman's patience: the event is
+    reported unconfirmed (a warning, not `event_lost`), and once the server is back
+    it is confirmed stored, exactly once."""
+    server = EmbeddedNats(tmp_path / "js").start()
+    nc = await connect(server.url, name="chair")
+    chairman = ChairmanService(
+        nc, defaults=Defaults(("m1",), "m1"), config=CouncilConfig(), node="c", store_patience_s=0.5
+    )
+    try:
+        await ensure_stream(chairman.js)
+        event = SessionStarted(
+            session_id="s1", question="q", members=["m1"], chairman="m1", mode="pairwise",
+            quorum=1, owner="c", seq=1,
+        )  # fmt: skip
+        with structlog.testing.capture_logs() as logs:
+            server.stop()
+            await chairman._store(event)
+            server.start()
+            for _ in range(100):
+                if any(e["event"] == "event_stored_late" for e in logs):
+                    break
+                await asyncio.sleep(0.1)
+        events = await stored_events(nc, "s1")
+    finally:
+        await chairman.stop()
+        await nc.close()
+        server.stop()
+    names = [e["event"] for e in logs]
+    assert "event_unconfirmed" in names
+    assert "event_stored_late" in names
+    assert "event_lost" not in names
+    assert events == [event]

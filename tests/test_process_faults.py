@@ -308,6 +308,23 @@ async def test_chairman_killed_and_restarted_resumes_its_session_once(
     assert_finished_once(await outcome(nc, second.session_id))
 
 
+async def test_a_session_whose_chairman_never_returns_is_taken_over_by_another(
+    procs: Processes, nc: Client
+) -> None:
+    """SIGKILL the chairman mid-session and start one under another node name: once
+    the dead one's lease lapses the other takes the session over and finishes it."""
+    procs.start("agents", "a")
+    procs.start("chairman", "chair", COUNCIL_SESSION_LEASE="3")
+    await agents_serving(nc, "a")
+    session_id = await ask_and_wait_for_stage(nc, "opinions")
+    procs.kill("chair")
+    procs.start("chairman", "other", COUNCIL_SESSION_LEASE="3")
+
+    final = assert_finished_once(await outcome(nc, session_id))
+    assert len(final.opinions) == 3
+    assert '"event": "session_taken_over"' in procs.log("other")
+
+
 async def test_nats_server_restarted_mid_session_everyone_reconnects_and_it_finishes(
     procs: Processes, server: EmbeddedNats, nc: Client
 ) -> None:

@@ -5,27 +5,30 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
+import nats.errors
+import natsconf
 import pytest
 import structlog
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig
+from nats.js.errors import BadRequestError, NotFoundError
 
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
 from council.agents.service import AgentService
 from council.bus import subjects
-from council.bus.ask import follow, submit
-from council.bus.client import Credentials, connect, encode
+from council.bus.ask import follow, open_sessions, submit
+from council.bus.client import CONSUMER_IDLE_S, Credentials, connect, encode
 from council.bus.errors import BusUnavailable
-from council.bus.messages import FinalAnswer, Question
+from council.bus.messages import Completion, FinalAnswer, Opinion, Question, Usage
 from council.bus.server import EmbeddedNats
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService
 
 ROLES = ("chairman", "agent", "dashboard", "client")
-NATS_CONF = Path(__file__).parent.parent / "nats.conf"
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def secure_server(
     """nats-server with the repo's nats.conf (its store_dir moved to a temp folder)."""
     root = tmp_path_factory.mktemp("secure")
     config = root / "nats.conf"
-    text = NATS_CONF.read_text().replace('"./.council-jetstream"', f'"{root / "js"}"')
+    text = natsconf.NATS_CONF.read_text().replace('"./.council-jetstream"', f'"{root / "js"}"')
     config.write_text(text)
     env = {f"COUNCIL_{r.upper()}_PASSWORD": p for r, p in passwords.items()}
     server = EmbeddedNats(root, config=config, log_file=root / "nats.log", env=env).start()
@@ -57,7 +60,7 @@ async def secure_council(
     secure_server: EmbeddedNats, passwords: dict[str, str]
 ) -> AsyncIterator[None]:
     """Agents and a chairman, each connected as its own role."""
-    runtime = ScriptedRuntime(["m1", "m2"])
+    runtime = ScriptedRuntime(["m1", "m2"], delay_s=0.6)  # long enough for `working` notes
     agent_nc = await as_role(secure_server, passwords, "agent")
     agents = AgentService(agent_nc, RoutedRuntime(dict.fromkeys(runtime.models, runtime)), node="a")
     chair_nc = await as_role(secure_server, passwords, "chairman")
@@ -149,8 +152,261 @@ async def test_forbidden_operations_are_refused_and_change_nothing(
     assert arrived == 0
 
 
+def violations(logs: list[dict[str, object]]) -> list[str]:
+    return [
+        str(e.get("error"))
+        for e in logs
+        if e.get("event") == "nats_error" and "permissions violation" in str(e).lower()
+    ]
+
+
+async def test_a_client_can_neither_read_nor_forge_the_replies_of_others(
+    secure_server: EmbeddedNats, passwords: dict[str, str], secure_council: None
+) -> None:
+    """The forgery that once worked: subscribe to every inbox and answer each agent's
+    `working` note with a completion of one's own. Inboxes are per user now, and
+    nobody may publish in one: the session's opinions and answer are the agents'."""
+    attacker = await as_role(secure_server, passwords, "client")
+    heard: list[str] = []
+
+    async def forge(msg: Msg) -> None:
+        heard.append(msg.subject)
+        forged = Completion(member="m1", model="m1", text="forged", usage=Usage(), latency_ms=1)
+        await attacker.publish(msg.subject, encode(forged))
+
+    with structlog.testing.capture_logs() as logs:
+        try:
+            for subject in ("_INBOX.>", "_INBOX.chairman.>"):
+                await attacker.subscribe(subject, cb=forge)
+            await attacker.publish("_INBOX.chairman.x.y", b"{}")
+            await attacker.flush()
+            await asyncio.sleep(0.3)
+            accepted = await submit(attacker, Question(question="q"))
+            events = [e async for e in follow(attacker, accepted.session_id, timeout_s=30)]
+        finally:
+            await attacker.close()
+    assert len(violations(logs)) >= 3, violations(logs)
+    assert heard == []
+    opinions = [e for e in events if isinstance(e, Opinion)]
+    assert opinions
+    assert all("forged" not in o.text for o in opinions)
+    assert isinstance(events[-1], FinalAnswer)
+    assert "forged" not in events[-1].answer
+
+
+async def test_a_request_whose_reply_subject_is_not_an_inbox_is_refused_and_never_answered(
+    secure_server: EmbeddedNats, passwords: dict[str, str], secure_council: None
+) -> None:
+    """Asking the chairman or the roster with the reply subject of a session's final
+    answer once wrote a foreign message into the stream; now it is logged, unanswered."""
+    client = await as_role(secure_server, passwords, "client")
+    try:
+        accepted = await submit(client, Question(question="q"))
+        events = [e async for e in follow(client, accepted.session_id, timeout_s=30)]
+        target = subjects.session_event(accepted.session_id, "final_answer")
+        with structlog.testing.capture_logs() as logs:
+            await client.publish(subjects.ASK, encode(Question(question="q2")), reply=target)
+            await client.publish(subjects.ROSTER, encode({}), reply=target)
+            await client.flush()
+            await asyncio.sleep(0.5)
+        info = await client.jetstream().stream_info(subjects.STREAM, subjects_filter=target)
+    finally:
+        await client.close()
+    assert isinstance(events[-1], FinalAnswer)
+    assert (info.state.subjects or {}).get(target) == 1  # the chairman's own answer only
+    refused = [e for e in logs if e.get("event") == "reply_subject_refused"]
+    assert {e["subject"] for e in refused} == {subjects.ASK, subjects.ROSTER}
+    assert not [e for e in logs if e.get("event") == "question_accepted"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ConsumerConfig(name="kept", durable_name="kept"),  # a durable, by name
+        ConsumerConfig(durable_name="kept"),  # a durable, by the legacy subject
+        ConsumerConfig(name="kept"),  # a named ephemeral
+    ],
+    ids=["durable", "legacy-durable", "named"],
+)
+async def test_a_reader_cannot_create_a_consumer_that_stays(
+    secure_server: EmbeddedNats,
+    passwords: dict[str, str],
+    secure_council: None,
+    config: ConsumerConfig,
+) -> None:
+    """Readers get ordered consumers only: a named or durable one is refused by the
+    permissions (the request goes unanswered) and none exists afterwards."""
+    client = await as_role(secure_server, passwords, "client")
+    chairman = await as_role(secure_server, passwords, "chairman")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            with pytest.raises(nats.errors.TimeoutError):
+                await client.jetstream().add_consumer(subjects.STREAM, config, timeout=1.0)
+        with pytest.raises(NotFoundError):
+            await chairman.jetstream().consumer_info(subjects.STREAM, "kept")
+    finally:
+        await client.close()
+        await chairman.close()
+    assert violations(logs)
+
+
+async def test_an_ephemeral_consumer_cannot_outlive_the_streams_limit(
+    secure_server: EmbeddedNats, passwords: dict[str, str], secure_council: None
+) -> None:
+    """The one consumer a reader may create is ephemeral, and the stream refuses one
+    that asks to outlive its reader by more than the limit; nor may a reader delete
+    another's consumer."""
+    client = await as_role(secure_server, passwords, "client")
+    dashboard = await as_role(secure_server, passwords, "dashboard")
+    chairman = await as_role(secure_server, passwords, "chairman")
+    try:
+        js = client.jetstream()
+        with pytest.raises(BadRequestError, match="inactive threshold"):
+            await js.add_consumer(
+                subjects.STREAM,
+                ConsumerConfig(inactive_threshold=86_400, deliver_subject=client.new_inbox()),
+            )
+        await dashboard.jetstream().subscribe(
+            subjects.SESSIONS, stream=subjects.STREAM, ordered_consumer=True
+        )
+        [theirs] = [
+            c
+            for c in await chairman.jetstream().consumers_info(subjects.STREAM)
+            if c.config.filter_subject == subjects.SESSIONS
+            and (c.config.deliver_subject or "").startswith("_INBOX.dashboard.")
+        ]
+        assert theirs.config.inactive_threshold == CONSUMER_IDLE_S
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.delete_consumer(subjects.STREAM, theirs.name)
+        still = await chairman.jetstream().consumer_info(subjects.STREAM, theirs.name)
+        assert still.name == theirs.name
+    finally:
+        await client.close()
+        await dashboard.close()
+        await chairman.close()
+
+
 async def test_wrong_password_is_a_clear_error(secure_server: EmbeddedNats) -> None:
     """Bad credentials fail at connect, not a hang (with the server's reason when the
     refusal arrives before the server drops the connection)."""
     with pytest.raises(BusUnavailable, match="uthorization|reset by peer"):
         await connect(secure_server.url, name="x", credentials=Credentials("agent", "wrong"))
+
+
+PROBES = (
+    "council.ask", "council.agents.roster", "council.agent.m1.opinion",
+    "council.session.s1.final_answer", "council.live.s1.opinions.m1", "council.health.n1",
+    "_INBOX.chairman.x", "_INBOX.agent.x", "_INBOX.dashboard.x", "_INBOX.client.x", "_INBOX.x",
+    "$JS.API.STREAM.CREATE.COUNCIL", "$JS.API.STREAM.UPDATE.COUNCIL",
+    "$JS.API.STREAM.DELETE.COUNCIL", "$JS.API.STREAM.PURGE.COUNCIL",
+    "$JS.API.STREAM.MSG.DELETE.COUNCIL", "$JS.API.STREAM.MSG.GET.COUNCIL",
+    "$JS.API.STREAM.INFO.COUNCIL", "$JS.API.CONSUMER.CREATE.COUNCIL",
+    "$JS.API.CONSUMER.CREATE.COUNCIL.x", "$JS.API.CONSUMER.DURABLE.CREATE.COUNCIL.x",
+    "$JS.API.CONSUMER.DELETE.COUNCIL.x", "$JS.API.CONSUMER.INFO.COUNCIL.x",
+    "$KV.COUNCIL_LEASES.s1", "$JS.FC.x",
+)  # fmt: skip
+"""One subject of each family council uses, and of the JetStream API around the stream."""
+
+JS_API = tuple(p for p in PROBES if p.startswith("$JS.API."))
+READER = {
+    ("publish", "council.ask"): "asks questions",
+    ("publish", "council.agents.roster"): "lists the models agents serve",
+    ("publish", "$JS.API.STREAM.INFO.COUNCIL"): "finds the open sessions",
+    ("publish", "$JS.API.CONSUMER.CREATE.COUNCIL"): "follows sessions (ordered consumers)",
+    ("publish", "$JS.FC.x"): "answers an ordered consumer's flow control",
+    ("subscribe", "council.session.s1.final_answer"): "reads session events",
+    ("subscribe", "council.live.s1.opinions.m1"): "shows answers as they are written",
+    ("subscribe", "council.health.n1"): "shows the nodes' health",
+}
+NEEDED: dict[str, dict[tuple[str, str], str]] = {
+    "chairman": {
+        ("publish", "council.session.s1.final_answer"): "records session events",
+        ("publish", "council.agent.m1.opinion"): "asks the agents",
+        ("publish", "council.agents.roster"): "asks which models are served",
+        ("publish", "council.health.n1"): "heartbeats",
+        ("publish", "council.live.s1.opinions.m1"): "streams its own model's synthesis",
+        **{("publish", api): "creates, checks and reads the stream" for api in JS_API},
+        ("publish", "$KV.COUNCIL_LEASES.s1"): "holds session leases",
+        ("subscribe", "council.ask"): "takes questions",
+        ("subscribe", "council.agent.m1.opinion"): "serves its own model, as an agent",
+        ("subscribe", "council.agents.roster"): "answers the roster for its own model",
+        ("subscribe", "council.health.n1"): "refuses to run beside a namesake",
+        ("subscribe", "_INBOX.chairman.x"): "its own replies",
+    },
+    "agent": {
+        ("publish", "council.live.s1.opinions.m1"): "streams answers as they are written",
+        ("publish", "council.health.n1"): "heartbeats",
+        ("subscribe", "council.agent.m1.opinion"): "takes requests (in its queue group only)",
+        ("subscribe", "council.agents.roster"): "answers the roster",
+    },
+    "dashboard": {**READER, ("subscribe", "_INBOX.dashboard.x"): "its own replies"},
+    "client": {**READER, ("subscribe", "_INBOX.client.x"): "its own replies"},
+}
+"""Each operation a role's user is allowed, and why the role needs it."""
+
+
+async def snapshot(nc: Client) -> tuple[int, int, list[str]]:
+    """What a refused operation must not change: the stream's messages, and the sessions."""
+    state = (await nc.jetstream().stream_info(subjects.STREAM)).state
+    return state.messages, state.last_seq, await open_sessions(nc)
+
+
+async def refusal(logs: list[dict[str, object]], subject: str) -> bool:
+    """Whether the server's permissions violation for ``subject`` arrives (it is async;
+    nats-py lowercases the server's message)."""
+    for _ in range(40):
+        if any(f'"{subject.lower()}"' in v.lower() for v in violations(logs)):
+            return True
+        await asyncio.sleep(0.025)
+    return False
+
+
+@pytest.mark.parametrize("role", ROLES)
+async def test_every_operation_the_config_allows_is_needed_and_the_rest_is_refused(
+    secure_server: EmbeddedNats, passwords: dict[str, str], secure_council: None, role: str
+) -> None:
+    """Generated from nats.conf: for each subject family and each of publish,
+    subscribe and a request with a chosen reply subject, the operation is either one
+    the role needs, or refused by the server while nothing changes in the stream or
+    in any session."""
+    allowed = natsconf.permissions()[role]
+    needed = NEEDED[role]
+    observer = await as_role(secure_server, passwords, "client")
+    nc = await as_role(secure_server, passwords, role)
+    try:
+        accepted = await submit(observer, Question(question="q"))  # a session to protect
+        [e async for e in follow(observer, accepted.session_id, timeout_s=30)]
+        before = await snapshot(observer)
+        unneeded, not_refused = [], []
+        for operation in ("publish", "subscribe"):
+            for subject in PROBES:
+                if allowed.allows(operation, subject):
+                    if (operation, subject) not in needed:
+                        unneeded.append((operation, subject))
+                    continue
+                with structlog.testing.capture_logs() as logs:
+                    if operation == "publish":
+                        forged = {"type": "final_answer", "answer": "forged"}
+                        await nc.publish(subject, encode(forged), reply=nc.new_inbox())
+                    else:
+                        await nc.subscribe(subject)
+                    await nc.flush()
+                    if not await refusal(logs, subject):
+                        not_refused.append((operation, subject))
+        # a request the role may send, with the reply subject of a session's final answer
+        target = subjects.session_event(accepted.session_id, "final_answer")
+        with structlog.testing.capture_logs() as logs:
+            for subject in ("council.ask", "council.agents.roster", "council.agent.m1.opinion"):
+                if allowed.allows("publish", subject):
+                    await nc.publish(subject, encode(Question(question="q")), reply=target)
+            await nc.flush()
+            await asyncio.sleep(0.5)
+        after = await snapshot(observer)
+    finally:
+        await nc.close()
+        await observer.close()
+    assert unneeded == [], "allowed by nats.conf but not needed by the role"
+    assert [op for op in needed if not allowed.allows(*op)] == [], "needed but not allowed"
+    assert not_refused == []
+    assert after == before, "a refused operation changed the stream or a session"
+    assert not [e for e in logs if e.get("event") == "question_accepted"]

@@ -1,6 +1,6 @@
-"""A nats-server cluster on loopback for tests: one config per node, routes to all.
+"""A nats-server cluster on loopback for tests and benchmarks: one config per node, routes to all.
 
-Only tests start clusters; a real one is three machines each running
+Only tests and benchmarks start clusters; a real one is three machines each running
 ``nats-server -c nats.conf`` with the cluster block at the end of nats.conf.
 """
 

@@ -1,0 +1,359 @@
+"""A fault campaign: many sessions while a driver kills and restarts what they run on.
+
+Real `council agents` and `council chairman` processes (two of each) on a
+three-node NATS cluster with the COUNCIL stream at three replicas; a client
+keeps a few sessions in flight; and a driver, at random moments, injects one
+of these faults:
+
+- ``kill_agent``: SIGKILL an agent process, started again 1-3 s later;
+- ``freeze_agent``: SIGSTOP an agent for 8 s, then SIGCONT: cut off, not
+  killed (its connection stays open and says nothing, as a partition looks);
+- ``kill_chairman``: SIGKILL a chairman, started again under its name 1-3 s later;
+- ``replace_chairman``: SIGKILL a chairman for good and start one under a new
+  name: the sessions of the dead one are taken over when their leases lapse;
+- ``kill_nats_node``: SIGKILL a NATS node (never two at once), started again 5 s later.
+
+Every session in the stream must end exactly once (``final_answer``, or
+``session_failed`` with a reason) with gap-free events. Printed: sessions run,
+faults injected, sessions lost (must be 0), and the slowest session against
+the median (the longest a session waited on a fault).
+
+    python -m bench.faults [--sessions 300] [--real] [--quick] [--json]
+
+``--real`` runs the test council on a real model (three persona copies of
+SmolLM2-135M, pulled with `council models pull smollm2-135m`) instead of the
+scripted runtime, with fewer sessions (``--sessions`` still applies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+
+from bench.cluster import Cluster, start_cluster
+from bench.common import Table, machine, median, parser, quiet_logs, report
+from council.bus import subjects
+from council.bus.ask import stored_events, submit
+from council.bus.client import connect
+from council.bus.errors import CouncilError
+from council.bus.messages import (
+    TERMINAL_EVENTS,
+    FinalAnswer,
+    Question,
+    SessionEvent,
+    SessionFailed,
+    SessionStarted,
+    event_kind,
+)
+
+SCRIPTED = {
+    "COUNCIL_RUNTIME": "scripted",
+    "COUNCIL_SCRIPTED_DELAY_MS": "300",
+    "COUNCIL_MEMBERS": "m1,m2,m3",
+    "COUNCIL_CHAIRMAN": "m1",
+}
+REAL_MODEL = "smollm2-135m"
+REAL = {
+    "COUNCIL_RUNTIME": "embedded",
+    "COUNCIL_MEMBERS": ",".join(f"{REAL_MODEL}@{p}" for p in ("careful", "concise", "skeptic")),
+    "COUNCIL_CHAIRMAN": REAL_MODEL,
+    "COUNCIL_OPINION_MAX_TOKENS": "96",
+    "COUNCIL_REVIEW_MAX_TOKENS": "64",
+    "COUNCIL_SYNTHESIS_MAX_TOKENS": "128",
+    "COUNCIL_THREADS": "1",
+}
+COMMON = {
+    "COUNCIL_STRATEGY": "synthesize",  # every stage runs, so faults land in every stage
+    "COUNCIL_STREAM_REPLICAS": "3",
+    "COUNCIL_SESSION_LEASE": "4",
+    "COUNCIL_AGENT_SILENCE": "3",
+    "COUNCIL_HEARTBEAT": "0.5",
+    "COUNCIL_LOG_FORMAT": "json",
+    "COUNCIL_LOG_LEVEL": "warning",
+}
+FAULTS = ("kill_agent", "freeze_agent", "kill_chairman", "replace_chairman", "kill_nats_node")
+
+
+@dataclass
+class Fleet:
+    """The council's processes, by node name."""
+
+    urls: str
+    logs: Path
+    env: dict[str, str]
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, node: str) -> None:
+        command = ["agents"] if node.startswith("a") else ["chairman", "--no-local-agent"]
+        self.running[node] = subprocess.Popen(
+            [sys.executable, "-m", "council.cli", *command],
+            env={**os.environ, **self.env, "COUNCIL_NATS_URL": self.urls, "COUNCIL_NODE": node},
+            stderr=(self.logs / f"{node}.log").open("ab"),
+        )
+
+    def kill(self, node: str) -> None:
+        process = self.running.pop(node)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def signal(self, node: str, sig: signal.Signals) -> None:
+        self.running[node].send_signal(sig)
+
+    def nodes(self, prefix: str) -> list[str]:
+        return sorted(n for n in self.running if n.startswith(prefix))
+
+    def stop(self) -> None:
+        for process in self.running.values():
+            process.send_signal(signal.SIGCONT)
+            process.terminate()
+        for process in self.running.values():
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@dataclass
+class Driver:
+    """Injects faults at random moments until told to stop; restarts what it broke."""
+
+    fleet: Fleet
+    cluster: Cluster
+    rng: random.Random
+    every_s: tuple[float, float]
+    injected: Counter[str] = field(default_factory=Counter)
+    _pending: set[asyncio.Task[None]] = field(default_factory=set)
+    _chairmen: int = 2
+    _node_down: bool = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.rng.uniform(*self.every_s))
+            except TimeoutError:
+                self.inject(self.rng.choice(FAULTS))
+        await asyncio.gather(*self._pending)
+
+    def inject(self, kind: str) -> None:
+        agents, chairmen = self.fleet.nodes("a"), self.fleet.nodes("c")
+        if kind in ("kill_agent", "freeze_agent") and agents:
+            node = self.rng.choice(agents)
+            if kind == "kill_agent":
+                self.fleet.kill(node)
+                self._later(self.rng.uniform(1, 3), lambda: self.fleet.start(node))
+            else:
+                self.fleet.signal(node, signal.SIGSTOP)
+                self._later(8, lambda: self.fleet.signal(node, signal.SIGCONT))
+        elif kind in ("kill_chairman", "replace_chairman") and chairmen:
+            node = self.rng.choice(chairmen)
+            self.fleet.kill(node)
+            if kind == "kill_chairman":
+                self._later(self.rng.uniform(1, 3), lambda: self.fleet.start(node))
+            else:
+                self._chairmen += 1
+                self.fleet.start(f"c{self._chairmen}")
+        elif kind == "kill_nats_node" and not self._node_down:
+            name = self.rng.choice(self.cluster.names)
+            self.cluster.kill(name)
+            self._node_down = True
+            self._later(5, lambda: self._restart_node(name))
+        else:
+            return
+        self.injected[kind] += 1
+
+    def _restart_node(self, name: str) -> None:
+        self.cluster.node(name).start()
+        self._node_down = False
+
+    def _later(self, delay_s: float, action: Callable[[], None]) -> None:
+        async def run() -> None:
+            await asyncio.sleep(delay_s)
+            action()
+
+        task = asyncio.create_task(run())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+
+async def ask_all(nc: Client, count: int, in_flight: int, timeout_s: float) -> int:
+    """Ask ``count`` questions, ``in_flight`` at a time, each waited for to its end (or
+    ``timeout_s``); the number the council never accepted."""
+    gate = asyncio.Semaphore(in_flight)
+    refused = 0
+
+    async def one(i: int) -> None:
+        nonlocal refused
+        async with gate:
+            for _ in range(60):
+                try:
+                    accepted = await submit(nc, Question(question=f"What is {i} plus 7?"))
+                    break
+                except (CouncilError, nats.errors.Error):  # busy, or a node failing over
+                    await asyncio.sleep(1)
+            else:
+                refused += 1
+                return
+            await ended(nc, accepted.session_id, timeout_s)
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return refused
+
+
+async def ended(nc: Client, session_id: str, timeout_s: float) -> list[SessionEvent]:
+    """The session's events once it has ended, or as far as it got in ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    events: list[SessionEvent] = []
+    while time.monotonic() < deadline:
+        try:
+            events = await stored_events(nc, session_id)
+        except (CouncilError, nats.errors.Error):  # failing over: read again
+            pass
+        if events and isinstance(events[-1], TERMINAL_EVENTS):
+            break
+        await asyncio.sleep(0.5)
+    return events
+
+
+async def every_session(nc: Client) -> list[str]:
+    info = await nc.jetstream().stream_info(
+        subjects.STREAM, subjects_filter=subjects.session_event("*", event_kind(SessionStarted))
+    )
+    return sorted(subject.split(".")[2] for subject in info.state.subjects or {})
+
+
+@dataclass
+class Verdict:
+    sessions: int = 0
+    answered: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    lost: list[str] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)
+    """Sessions with a seq gap, a duplicate step, or more than one end."""
+    seconds: list[float] = field(default_factory=list)
+
+
+async def verify(nc: Client, wait_s: float, skip: set[str]) -> Verdict:
+    verdict = Verdict()
+    for session_id in await every_session(nc):
+        if session_id in skip:
+            continue
+        events = await ended(nc, session_id, wait_s)
+        verdict.sessions += 1
+        ends = [e for e in events if isinstance(e, TERMINAL_EVENTS)]
+        if not ends:
+            verdict.lost.append(session_id)
+            continue
+        if [e.seq for e in events] != list(range(1, len(events) + 1)) or len(ends) > 1:
+            verdict.broken.append(session_id)
+        if isinstance(ends[0], FinalAnswer):
+            verdict.answered += 1
+        elif isinstance(ends[0], SessionFailed):
+            verdict.failed[ends[0].reason] += 1
+        verdict.seconds.append(ends[0].ts - events[0].ts)
+    return verdict
+
+
+async def campaign(sessions: int, *, real: bool, seed: int, quick: bool) -> dict[str, Any]:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="council-faults-") as tmp:
+        root = Path(tmp)
+        cluster = start_cluster(root / "nats")
+        env = {**COMMON, **(REAL if real else SCRIPTED), "XDG_DATA_HOME": str(root / "data")}
+        fleet = Fleet(cluster.urls, root, env)
+        every_s = (4.0, 10.0) if real else (2.0, 5.0)
+        driver = Driver(fleet, cluster, rng, every_s)
+        try:
+            for node in ("a1", "a2", "c1", "c2"):
+                fleet.start(node)
+            nc = await connect(cluster.urls, name="faults", initial_wait_s=10)
+            await ask_all(nc, 2 if quick else 3, 3, 300)  # warm: models loaded, stream made
+            before = set(await every_session(nc))
+            stop = asyncio.Event()
+            faults = asyncio.create_task(driver.run(stop))
+            started = time.monotonic()
+            refused = await ask_all(nc, sessions, 4, 600 if real else 120)
+            stop.set()
+            await faults
+            wall_s = time.monotonic() - started
+            verdict = await verify(nc, 180, skip=before)
+            await nc.close()
+        finally:
+            fleet.stop()
+            cluster.stop()
+    typical = median(verdict.seconds) if verdict.seconds else 0.0
+    slowest = max(verdict.seconds, default=0.0)
+    return {
+        "runtime": "embedded " + REAL_MODEL if real else "scripted, 300 ms a call",
+        "sessions_asked": sessions,
+        "never_accepted": refused,
+        "sessions_in_stream": verdict.sessions,
+        "answered": verdict.answered,
+        "failed": dict(verdict.failed),
+        "lost": len(verdict.lost),
+        "broken": len(verdict.broken),
+        "faults": dict(driver.injected),
+        "faults_total": sum(driver.injected.values()),
+        "session_median_s": round(typical, 2),
+        "session_max_s": round(slowest, 2),
+        "longest_wait_on_a_fault_s": round(slowest - typical, 2),
+        "wall_s": round(wall_s, 1),
+        "seed": seed,
+        **machine(),
+    }
+
+
+def tables(result: dict[str, Any]) -> list[Table]:
+    outcome = Table(
+        f"Fault campaign ({result['runtime']}; seed {result['seed']}, {result['wall_s']} s)",
+        ["asked", "in stream", "answered", "failed (reason: n)", "lost", "broken", "unaccepted"],
+    )
+    failed = ", ".join(f"{r}: {n}" for r, n in result["failed"].items()) or "0"
+    outcome.rows.append(
+        [
+            result["sessions_asked"], result["sessions_in_stream"], result["answered"], failed,
+            result["lost"], result["broken"], result["never_accepted"],
+        ]
+    )  # fmt: skip
+    faults = Table("Faults injected", [*FAULTS, "total"])
+    faults.rows.append([result["faults"].get(k, 0) for k in FAULTS] + [result["faults_total"]])
+    timing = Table("Session time, s", ["median", "max", "longest wait on a fault"])
+    timing.rows.append(
+        [
+            result["session_median_s"],
+            result["session_max_s"],
+            result["longest_wait_on_a_fault_s"],
+        ]
+    )
+    return [outcome, faults, timing]
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--sessions", type=int, default=0, help="default 300 (--real: 24)")
+    p.add_argument("--real", action="store_true", help="a real model instead of scripted")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    quiet_logs()
+    sessions = args.sessions or (6 if args.quick else 24 if args.real else 300)
+    result = asyncio.run(campaign(sessions, real=args.real, seed=args.seed, quick=args.quick))
+    report(result, tables(result), as_json=args.json)
+    if result["lost"] or result["broken"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Who runs each open session: a lease per session in a JetStream key-value bucket.
+
+The bucket's time to live is the lease: a chairman renews the lease of every
+session it runs, so a session whose chairman died and never came back (or
+was cut off) has no live lease once the time to live has passed. Then any chairman
+may take the session over; a key-value `create` decides which one, since
+only one create of a key can win.
+"""
+
+from __future__ import annotations
+
+import nats.errors
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from council.bus import subjects
+
+log = structlog.get_logger()
+
+
+class Leases:
+    def __init__(self, js: JetStreamContext, node: str, *, ttl_s: float, replicas: int = 1):
+        self.js = js
+        self.node = node
+        self.ttl_s = ttl_s
+        self.replicas = replicas
+        self._kv: KeyValue | None = None
+        self._revisions: dict[str, int] = {}
+
+    async def start(self) -> None:
+        try:
+            self._kv = await self.js.key_value(subjects.LEASES)
+        except BucketNotFoundError:
+            config = KeyValueConfig(
+                bucket=subjects.LEASES, ttl=self.ttl_s, history=1, replicas=self.replicas
+            )
+            self._kv = await self.js.create_key_value(config)
+
+    @property
+    def kv(self) -> KeyValue:
+        assert self._kv is not None, "Leases.start() first"
+        return self._kv
+
+    async def holder(self, session_id: str) -> str:
+        """The node holding the session's live lease, or "" when none does."""
+        try:
+            entry = await self.kv.get(session_id)
+        except KeyNotFoundError:
+            return ""
+        return (entry.value or b"").decode()
+
+    async def claim(self, session_id: str) -> bool:
+        """Take the session's lease: one nobody holds (new, or lapsed), or this node's
+        own (it restarted). False when another chairman holds it."""
+        try:
+            self._revisions[session_id] = await self.kv.create(session_id, self.node.encode())
+            return True
+        except KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await self.kv.get(session_id)
+        except KeyNotFoundError:  # it lapsed just now: one more try
+            return await self.claim(session_id)
+        if (entry.value or b"").decode() != self.node or entry.revision is None:
+            return False
+        return await self._update(session_id, entry.revision)
+
+    async def renew(self, session_id: str) -> bool:
+        """Keep the lease; False only when another chairman has taken the session over
+        (a bus that cannot be reached is not a lost lease: it is tried again)."""
+        revision = self._revisions.get(session_id)
+        if revision is None:
+            return False
+        try:
+            return await self._update(session_id, revision)
+        except nats.errors.Error as exc:
+            log.warning("lease_renewal_failed", session_id=session_id, error=repr(exc))
+            return True
+
+    async def release(self, session_id: str) -> None:
+        if self._revisions.pop(session_id, None) is None:
+            return
+        try:
+            await self.kv.delete(session_id)
+        except nats.errors.Error as exc:  # it lapses by itself
+            log.debug("lease_release_failed", session_id=session_id, error=repr(exc))
+
+    async def _update(self, session_id: str, revision: int) -> bool:
+        try:
+            self._revisions[session_id] = await self.kv.update(
+                session_id, self.node.encode(), last=revision
+            )
+            return True
+        except KeyWrongLastSequenceError:
+            self._revisions.pop(session_id, None)
+            return False
