@@ -6,8 +6,11 @@ keeps a few sessions in flight; and a driver, at random moments, injects one
 of these faults:
 
 - ``kill_agent``: SIGKILL an agent process, started again 1-3 s later;
-- ``freeze_agent``: SIGSTOP an agent for 8 s, then SIGCONT: cut off, not
-  killed (its connection stays open and says nothing, as a partition looks);
+- ``partition_agent``: cut an agent off the network for 8 s, not killed: each
+  agent reaches NATS through relays of its own, and a cut relay carries
+  nothing while every connection through it stays open, as a partitioned
+  network does (the agent goes on generating; its replies wait);
+- ``freeze_agent``: SIGSTOP an agent for 8 s, then SIGCONT;
 - ``kill_chairman``: SIGKILL a chairman, started again under its name 1-3 s later;
 - ``replace_chairman``: SIGKILL a chairman for good and start one under a new
   name: the sessions of the dead one are taken over when their leases lapse;
@@ -40,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import nats.errors
 from nats.aio.client import Client
@@ -59,6 +63,7 @@ from council.bus.messages import (
     SessionStarted,
     event_kind,
 )
+from council.bus.server import free_port
 
 SCRIPTED = {
     "COUNCIL_RUNTIME": "scripted",
@@ -85,7 +90,67 @@ COMMON = {
     "COUNCIL_LOG_FORMAT": "json",
     "COUNCIL_LOG_LEVEL": "warning",
 }
-FAULTS = ("kill_agent", "freeze_agent", "kill_chairman", "replace_chairman", "kill_nats_node")
+FAULTS = (
+    "kill_agent", "partition_agent", "freeze_agent", "kill_chairman", "replace_chairman",
+    "kill_nats_node",
+)  # fmt: skip
+
+
+class Link:
+    """A TCP relay to one NATS node that can be cut and healed: cut, it carries nothing
+    but keeps its connections open, so neither end sees a disconnection."""
+
+    def __init__(self, target: str) -> None:
+        parsed = urlparse(target)
+        self.target = (parsed.hostname or "127.0.0.1", parsed.port or 4222)
+        self.port = free_port()
+        self._open = asyncio.Event()
+        self._open.set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    def cut(self) -> None:
+        self._open.clear()
+
+    def heal(self) -> None:
+        self._open.set()
+
+    async def close(self) -> None:
+        self.heal()
+        if self._server:
+            self._server.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:  # the node is down: as a refused connection
+            writer.close()
+            return
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+        )
+        writer.close()
+        up_writer.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            await self._open.wait()
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+
+async def links_to(cluster: Cluster) -> list[Link]:
+    links = [Link(node.url) for node in cluster.nodes]
+    for link in links:
+        await link.start()
+    return links
 
 
 @dataclass
@@ -95,13 +160,16 @@ class Fleet:
     urls: str
     logs: Path
     env: dict[str, str]
+    links: dict[str, list[Link]] = field(default_factory=dict)
+    """Each agent's own relays to the NATS nodes (chairmen connect directly)."""
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self, node: str) -> None:
         command = ["agents"] if node.startswith("a") else ["chairman", "--no-local-agent"]
+        urls = ",".join(link.url for link in self.links[node]) if node in self.links else self.urls
         self.running[node] = subprocess.Popen(
             [sys.executable, "-m", "council.cli", *command],
-            env={**os.environ, **self.env, "COUNCIL_NATS_URL": self.urls, "COUNCIL_NODE": node},
+            env={**os.environ, **self.env, "COUNCIL_NATS_URL": urls, "COUNCIL_NODE": node},
             stderr=(self.logs / f"{node}.log").open("ab"),
         )
 
@@ -111,7 +179,8 @@ class Fleet:
         process.wait(10)
 
     def signal(self, node: str, sig: signal.Signals) -> None:
-        self.running[node].send_signal(sig)
+        if node in self.running:  # else killed meanwhile (and started afresh, or not)
+            self.running[node].send_signal(sig)
 
     def nodes(self, prefix: str) -> list[str]:
         return sorted(n for n in self.running if n.startswith(prefix))
@@ -150,11 +219,14 @@ class Driver:
 
     def inject(self, kind: str) -> None:
         agents, chairmen = self.fleet.nodes("a"), self.fleet.nodes("c")
-        if kind in ("kill_agent", "freeze_agent") and agents:
+        if kind in ("kill_agent", "partition_agent", "freeze_agent") and agents:
             node = self.rng.choice(agents)
             if kind == "kill_agent":
                 self.fleet.kill(node)
                 self._later(self.rng.uniform(1, 3), lambda: self.fleet.start(node))
+            elif kind == "partition_agent":
+                self._set_links(node, cut=True)
+                self._later(8, lambda: self._set_links(node, cut=False))
             else:
                 self.fleet.signal(node, signal.SIGSTOP)
                 self._later(8, lambda: self.fleet.signal(node, signal.SIGCONT))
@@ -174,6 +246,10 @@ class Driver:
         else:
             return
         self.injected[kind] += 1
+
+    def _set_links(self, agent: str, *, cut: bool) -> None:
+        for link in self.fleet.links[agent]:
+            link.cut() if cut else link.heal()
 
     def _restart_node(self, name: str) -> None:
         self.cluster.node(name).start()
@@ -274,6 +350,7 @@ async def campaign(sessions: int, *, real: bool, seed: int, quick: bool) -> dict
         cluster = start_cluster(root / "nats")
         env = {**COMMON, **(REAL if real else SCRIPTED), "XDG_DATA_HOME": str(root / "data")}
         fleet = Fleet(cluster.urls, root, env)
+        fleet.links = {agent: await links_to(cluster) for agent in ("a1", "a2")}
         every_s = (4.0, 10.0) if real else (2.0, 5.0)
         driver = Driver(fleet, cluster, rng, every_s)
         try:
@@ -293,6 +370,8 @@ async def campaign(sessions: int, *, real: bool, seed: int, quick: bool) -> dict
             await nc.close()
         finally:
             fleet.stop()
+            for link in [link for links in fleet.links.values() for link in links]:
+                await link.close()
             cluster.stop()
     typical = median(verdict.seconds) if verdict.seconds else 0.0
     slowest = max(verdict.seconds, default=0.0)

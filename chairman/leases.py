@@ -31,8 +31,18 @@ class Leases:
         self._revisions: dict[str, int] = {}
 
     async def start(self) -> None:
+        """Open the bucket, or create it: its time to live is fixed when it is created."""
         try:
             self._kv = await self.js.key_value(subjects.LEASES)
+            ttl = (await self._kv.status()).ttl
+            if ttl is not None and abs(ttl - self.ttl_s) > 0.01:
+                log.warning(
+                    "lease_ttl_differs",
+                    bucket=subjects.LEASES,
+                    ttl_s=ttl,
+                    configured_s=self.ttl_s,
+                    hint=f"nats kv del {subjects.LEASES} while no session runs, to recreate it",
+                )
         except BucketNotFoundError:
             config = KeyValueConfig(
                 bucket=subjects.LEASES, ttl=self.ttl_s, history=1, replicas=self.replicas

@@ -13,11 +13,11 @@ from typing import Any
 import nats.errors
 import pytest
 import structlog
-from bench.cluster import Cluster, start_cluster
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig, StreamConsumerLimits, StreamInfo
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
+from bench.cluster import Cluster, start_cluster
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
 from council.agents.service import AgentService

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import nats.errors
 import natsconf
@@ -21,8 +26,8 @@ from council.agents.service import AgentService
 from council.bus import subjects
 from council.bus.ask import follow, open_sessions, submit
 from council.bus.client import CONSUMER_IDLE_S, Credentials, connect, encode
-from council.bus.errors import BusUnavailable
-from council.bus.messages import Completion, FinalAnswer, Opinion, Question, Usage
+from council.bus.errors import BusUnavailable, NoCouncil, QuestionRejected
+from council.bus.messages import Accepted, Completion, FinalAnswer, Opinion, Question, Usage
 from council.bus.server import EmbeddedNats
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
@@ -209,7 +214,9 @@ async def test_a_request_whose_reply_subject_is_not_an_inbox_is_refused_and_neve
             await client.publish(subjects.ROSTER, encode({}), reply=target)
             await client.flush()
             await asyncio.sleep(0.5)
-        info = await client.jetstream().stream_info(subjects.STREAM, subjects_filter=target)
+        chairman = await as_role(secure_server, passwords, "chairman")  # may read the stream
+        info = await chairman.jetstream().stream_info(subjects.STREAM, subjects_filter=target)
+        await chairman.close()
     finally:
         await client.close()
     assert isinstance(events[-1], FinalAnswer)
@@ -311,7 +318,6 @@ JS_API = tuple(p for p in PROBES if p.startswith("$JS.API."))
 READER = {
     ("publish", "council.ask"): "asks questions",
     ("publish", "council.agents.roster"): "lists the models agents serve",
-    ("publish", "$JS.API.STREAM.INFO.COUNCIL"): "finds the open sessions",
     ("publish", "$JS.API.CONSUMER.CREATE.COUNCIL"): "follows sessions (ordered consumers)",
     ("publish", "$JS.FC.x"): "answers an ordered consumer's flow control",
     ("subscribe", "council.session.s1.final_answer"): "reads session events",
@@ -361,21 +367,69 @@ async def refusal(logs: list[dict[str, object]], subject: str) -> bool:
     return False
 
 
+@pytest.fixture
+def council_as_roles(
+    secure_server: EmbeddedNats, passwords: dict[str, str], tmp_path: Path
+) -> Iterator[Path]:
+    """`council agents` and `council chairman` as real processes, each logged in as
+    its role's user (scripted runtime); yields the folder of their logs."""
+    env = {
+        **os.environ,
+        "COUNCIL_NATS_URL": secure_server.url,
+        "COUNCIL_RUNTIME": "scripted",
+        "COUNCIL_MEMBERS": "m1,m2",
+        "COUNCIL_CHAIRMAN": "m1",
+        "COUNCIL_STRATEGY": "synthesize",
+        "COUNCIL_LOG_FORMAT": "json",
+    }
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "council.cli", *command],
+            env={
+                **env,
+                "COUNCIL_NATS_USER": role,
+                "COUNCIL_NATS_PASSWORD": passwords[role],
+                "COUNCIL_NODE": f"adversary-{role}",
+            },
+            stderr=(tmp_path / f"{role}.log").open("wb"),
+        )
+        for role, command in (("agent", ["agents"]), ("chairman", ["chairman", "--no-local-agent"]))
+    ]
+    yield tmp_path
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(30)
+
+
+async def submitted(nc: Client, question: Question, wait_s: float = 60) -> Accepted:
+    """``question`` accepted, once the council's processes are up and serve its models."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await submit(nc, question)
+        except (NoCouncil, QuestionRejected):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 @pytest.mark.parametrize("role", ROLES)
 async def test_every_operation_the_config_allows_is_needed_and_the_rest_is_refused(
-    secure_server: EmbeddedNats, passwords: dict[str, str], secure_council: None, role: str
+    secure_server: EmbeddedNats, passwords: dict[str, str], council_as_roles: Path, role: str
 ) -> None:
-    """Generated from nats.conf: for each subject family and each of publish,
-    subscribe and a request with a chosen reply subject, the operation is either one
-    the role needs, or refused by the server while nothing changes in the stream or
-    in any session."""
+    """Generated from nats.conf, against real `council` processes: for each subject
+    family and each of publish, subscribe and a request with a chosen reply subject,
+    the operation is either one the role needs, or refused by the server while
+    nothing changes in the stream or in any session."""
     allowed = natsconf.permissions()[role]
     needed = NEEDED[role]
-    observer = await as_role(secure_server, passwords, "client")
+    asker = await as_role(secure_server, passwords, "client")
+    observer = await as_role(secure_server, passwords, "chairman")
     nc = await as_role(secure_server, passwords, role)
     try:
-        accepted = await submit(observer, Question(question="q"))  # a session to protect
-        [e async for e in follow(observer, accepted.session_id, timeout_s=30)]
+        accepted = await submitted(asker, Question(question="q"))  # a session to protect
+        [e async for e in follow(asker, accepted.session_id, timeout_s=30)]
         before = await snapshot(observer)
         unneeded, not_refused = [], []
         for operation in ("publish", "subscribe"):
@@ -405,8 +459,12 @@ async def test_every_operation_the_config_allows_is_needed_and_the_rest_is_refus
     finally:
         await nc.close()
         await observer.close()
+        await asker.close()
     assert unneeded == [], "allowed by nats.conf but not needed by the role"
     assert [op for op in needed if not allowed.allows(*op)] == [], "needed but not allowed"
     assert not_refused == []
     assert after == before, "a refused operation changed the stream or a session"
-    assert not [e for e in logs if e.get("event") == "question_accepted"]
+    chairman_log = (council_as_roles / "chairman.log").read_text()
+    assert chairman_log.count('"event": "question_accepted"') == 1  # the test's own
+    if allowed.allows("publish", subjects.ASK):
+        assert '"event": "reply_subject_refused"' in chairman_log
