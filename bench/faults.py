@@ -132,11 +132,17 @@ class Link:
         except OSError:  # the node is down: as a refused connection
             writer.close()
             return
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
-        writer.close()
-        up_writer.close()
+        try:
+            await asyncio.gather(
+                self._pipe(reader, up_writer),
+                self._pipe(up_reader, writer),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:  # the campaign is over
+            pass
+        finally:
+            writer.close()
+            up_writer.close()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
