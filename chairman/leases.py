@@ -79,12 +79,13 @@ class Leases:
         return await self._update(session_id, entry.revision)
 
     async def renew(self, session_id: str) -> bool:
-        """Keep the lease; False only when another chairman has taken the session over
-        (a bus that cannot be reached is not a lost lease: it is tried again)."""
+        """Keep the lease (or take it, if it could not be taken when the session began);
+        False only when another chairman holds it. A bucket that cannot be reached is
+        not a lost lease: it is tried again next time."""
         revision = self._revisions.get(session_id)
-        if revision is None:
-            return False
         try:
+            if revision is None:
+                return await self.claim(session_id)
             return await self._update(session_id, revision)
         except nats.errors.Error as exc:
             log.warning("lease_renewal_failed", session_id=session_id, error=repr(exc))

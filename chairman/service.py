@@ -244,9 +244,8 @@ class ChairmanService:
             return plan
         try:
             await self.leases.claim(plan.session_id)  # a new id: nobody else holds it
-        except nats.errors.Error as exc:
-            log.warning("question_rejected", reason="busy", error=repr(exc))
-            return Rejected(reason="busy", detail="cannot record who runs the session; retry")
+        except nats.errors.Error as exc:  # the bucket is electing a leader, say
+            log.warning("lease_deferred", session_id=plan.session_id, error=repr(exc))
         self._launch(Conductor(plan, self.config, self.agents, self._store, owner=self.node))
         log.info("question_accepted", session_id=plan.session_id, members=plan.members)
         return Accepted(
