@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,13 +193,19 @@ class Fleet:
 
     def stop(self) -> None:
         for process in self.running.values():
-            process.send_signal(signal.SIGCONT)
-            process.terminate()
-        for process in self.running.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            process.send_signal(signal.SIGCONT)  # a frozen one cannot stop
+        stop_processes(list(self.running.values()))
+
+
+def stop_processes(processes: Iterable[subprocess.Popen[bytes]], wait_s: float = 20) -> None:
+    """SIGTERM all, then wait for each; one that will not stop is killed."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @dataclass

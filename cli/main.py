@@ -17,7 +17,9 @@ COMMON = (
     "nats_url", "nats_user", "nats_password", "nats_creds",
     "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "log_format", "log_level",
 )  # fmt: skip
-RUNTIME = ("runtime", "ollama_host", "models_dir", "threads", "n_ctx", "scripted_delay_ms")
+RUNTIME = (
+    "runtime", "ollama_host", "models_dir", "threads", "n_ctx", "batch", "scripted_delay_ms",
+)  # fmt: skip
 AGENTS = (*RUNTIME, "models", "concurrency", "heartbeat", "node")
 COUNCIL = (
     "members", "chairman", "mode", "quorum", "opinions_deadline", "reviews_deadline",

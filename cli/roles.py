@@ -51,6 +51,7 @@ async def runtime_for(settings: Settings, models: list[str]) -> RoutedRuntime:
         models_dir=settings.models_path,
         threads=settings.threads or None,
         n_ctx=settings.n_ctx,
+        batch=settings.batch,
         scripted_delay_s=settings.scripted_delay_ms / 1000,
     )
 

@@ -68,6 +68,12 @@ class Settings:
     )
     threads: int = _setting(0, "COUNCIL_THREADS", "generation threads per call (0: all cores)")
     n_ctx: int = _setting(4096, "COUNCIL_N_CTX", "context window of embedded models")
+    batch: int = _setting(
+        0,
+        "COUNCIL_BATCH",
+        "embedded runtime: concurrent calls to one model decoded together, up to this "
+        "many (0: one call at a time)",
+    )
     quorum: int = _setting(2, "COUNCIL_QUORUM", "opinions needed for a session to go on")
     opinions_deadline: float = _setting(180.0, "COUNCIL_OPINIONS_DEADLINE", "stage 1 deadline, s")
     reviews_deadline: float = _setting(300.0, "COUNCIL_REVIEWS_DEADLINE", "stage 2 deadline, s")

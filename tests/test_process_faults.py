@@ -21,6 +21,7 @@ from conftest import MEMBERS, SMALL_ENV, TEST_MODEL
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from bench.faults import stop_processes
 from council.bus import subjects
 from council.bus.ask import follow, roster, stored_events, submit
 from council.bus.client import connect, decode
@@ -85,13 +86,7 @@ class Processes:
         return (self.tmp / f"{node}.log").read_text()
 
     def stop_all(self) -> None:
-        for process in self.running.values():
-            process.terminate()
-        for process in self.running.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(list(self.running.values()))
 
 
 @pytest.fixture

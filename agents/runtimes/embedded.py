@@ -4,6 +4,10 @@ A ``Llama`` object is not safe for concurrent calls, and two cores do not get
 faster with more generation threads than cores: every call takes one of
 ``slots`` generation slots (cores // threads) and its model's lock, and runs in
 a worker thread so the event loop keeps serving the bus.
+
+With ``batch`` > 0, concurrent calls to one model are decoded together instead
+(``batching.BatchedModel``, up to ``batch`` at once, all threads); the models of
+one runtime take turns step by step, so they never compete for the cores.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ import structlog
 from council.agents.catalogue import CATALOGUE, is_gguf_path
 from council.agents.pull import pull
 from council.agents.runtimes.base import ChatChunk, RuntimeFailure
+from council.agents.runtimes.batching import BatchedModel
 from council.bus.errors import ModelLoadError, ModelNotFound
 from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus, Usage
 
@@ -63,14 +68,18 @@ class EmbeddedRuntime:
         n_ctx: int = 4096,
         threads: int | None = None,
         auto_pull: bool = True,
+        batch: int = 0,
     ) -> None:
         cores = os.cpu_count() or 1
         self.models_dir = models_dir
         self.n_ctx = n_ctx
         self.threads = max(1, min(threads or cores, cores))
-        self.slots = max(1, cores // self.threads)
+        self.batch = batch
+        self.slots = batch or max(1, cores // self.threads)
         self.auto_pull = auto_pull
         self._llamas: dict[str, Any] = {}
+        self._engines: dict[str, BatchedModel] = {}
+        self._turns = threading.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         self._status: dict[str, ModelStatus] = {}
         self._slots = asyncio.Semaphore(self.slots)
@@ -87,7 +96,16 @@ class EmbeddedRuntime:
                 return
             self._status[model] = ModelStatus(name=model, runtime=self.name, status="loading")
             try:
-                self._llamas[model] = await asyncio.to_thread(self._load_blocking, model)
+                llama = await asyncio.to_thread(self._load_blocking, model)
+                if self.batch:
+                    self._engines[model] = BatchedModel(
+                        llama,
+                        sequences=self.batch,
+                        n_ctx=self.n_ctx * self.batch,
+                        threads=self.threads,
+                        turns=self._turns,
+                    )
+                self._llamas[model] = llama
             except Exception as exc:
                 self._status[model].status = "error"
                 self._status[model].detail = str(exc)
@@ -105,7 +123,7 @@ class EmbeddedRuntime:
         try:
             llama = Llama(
                 model_path=str(path),
-                n_ctx=self.n_ctx,
+                n_ctx=256 if self.batch else self.n_ctx,  # batched: the engine has its own
                 n_threads=self.threads,
                 n_threads_batch=self.threads,
                 verbose=False,
@@ -124,36 +142,83 @@ class EmbeddedRuntime:
         schema: dict[str, Any] | None = None,
     ) -> AsyncIterator[ChatChunk]:
         await self.load(model)
+        if self.batch:
+            async for chunk in self._batched_chat(model, messages, options, schema):
+                yield chunk
+            return
         llama = self._llamas[model]
         status = self._status[model]
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue()
-        stop = threading.Event()
-
-        def emit(item: object) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
+        feed = _Feed(model)
         async with self._locks[model], self._slots:
             status.in_flight += 1
             worker = asyncio.create_task(
-                asyncio.to_thread(_generate, llama, messages, options, schema, emit, stop)
+                asyncio.to_thread(_generate, llama, messages, options, schema, feed)
             )
             try:
-                while (item := await queue.get()) is not _DONE:
-                    if isinstance(item, BaseException):
-                        raise RuntimeFailure(f"{model}: {item}") from item
+                async for item in feed.items():
                     assert isinstance(item, ChatChunk)
                     yield item
             finally:
-                stop.set()
+                feed.stop.set()
                 status.in_flight -= 1
                 # The model stays locked until its thread has really stopped.
                 await asyncio.shield(worker)
 
+    async def _batched_chat(
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        options: GenerationOptions,
+        schema: dict[str, Any] | None,
+    ) -> AsyncIterator[ChatChunk]:
+        status = self._status[model]
+        feed = _Feed(model)
+        status.in_flight += 1
+        try:
+            try:
+                await asyncio.to_thread(
+                    self._engines[model].generate,
+                    messages, options, schema, feed.emit, feed.stop, feed.done,
+                )  # fmt: skip
+            except Exception as exc:  # e.g. a schema llama.cpp cannot turn into a grammar
+                raise RuntimeFailure(f"{model}: {exc}") from exc
+            async for item in feed.items():
+                yield ChatChunk(usage=item) if isinstance(item, Usage) else ChatChunk(str(item))
+        finally:
+            feed.stop.set()  # the engine drops the call at its next step
+            status.in_flight -= 1
+
     async def close(self) -> None:
+        for engine in self._engines.values():
+            engine.close()
+        self._engines.clear()
         for llama in self._llamas.values():
             llama.close()
         self._llamas.clear()
+
+
+class _Feed:
+    """What a generating thread hands the event loop: items, then the end."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.stop = threading.Event()
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+
+    def emit(self, item: object) -> None:
+        """Thread-safe."""
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def done(self) -> None:
+        self.emit(_DONE)
+
+    async def items(self) -> AsyncIterator[object]:
+        """Each item until the end; an exception the thread reported is raised here."""
+        while (item := await self._queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise RuntimeFailure(f"{self.model}: {item}") from item
+            yield item
 
 
 def _generate(
@@ -161,10 +226,10 @@ def _generate(
     messages: list[ChatMessage],
     options: GenerationOptions,
     schema: dict[str, Any] | None,
-    emit: Callable[[object], None],
-    stop: threading.Event,
+    feed: _Feed,
 ) -> None:
-    """Runs in a worker thread; reports chunks, an exception, then _DONE."""
+    """Runs in a worker thread; reports chunks, an exception, then the end."""
+    emit, stop = feed.emit, feed.stop
     tokens = _TokenCounter()
     try:
         stream = llama.create_chat_completion(
@@ -187,7 +252,7 @@ def _generate(
     except Exception as exc:
         emit(exc)
     finally:
-        emit(_DONE)
+        feed.done()
 
 
 class _TokenCounter:

@@ -69,6 +69,7 @@ async def build_runtime(
     models_dir: Path,
     threads: int | None,
     n_ctx: int,
+    batch: int = 0,
     scripted_delay_s: float = 0.0,
 ) -> RoutedRuntime:
     """Bind each model to a runtime; raise ModelNotFound for a model nobody serves."""
@@ -85,7 +86,9 @@ async def build_runtime(
         if ollama_runtime and listed and (model in listed or f"{model}:latest" in listed):
             routes[model] = ollama_runtime
         elif runtime != "ollama" and (model in CATALOGUE or is_gguf_path(model)):
-            embedded = embedded or EmbeddedRuntime(models_dir, threads=threads, n_ctx=n_ctx)
+            embedded = embedded or EmbeddedRuntime(
+                models_dir, threads=threads, n_ctx=n_ctx, batch=batch
+            )
             routes[model] = embedded
         else:
             known = sorted(set(CATALOGUE) | set(listed or []))

@@ -1,0 +1,254 @@
+"""Concurrent calls to one loaded model decoded together: one llama.cpp batch a step.
+
+llama.cpp decodes several sequences in one ``llama_decode`` call for little more
+than the cost of one on a CPU whose memory bandwidth, not its arithmetic, bounds
+decoding. ``BatchedModel`` keeps one context with a sequence per call in flight
+(up to ``sequences``) and one worker thread that, each step, puts into a single
+batch the next prompt chunk of every call still reading its prompt and the last
+sampled token of every call that is writing, decodes, and samples each call's
+next token with that call's own sampler (temperature, seed, JSON grammar).
+
+Each call streams its text through ``emit`` and ends with its token counts; a
+call stopped by its caller leaves the batch at the next step.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import json
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from council.bus.messages import ChatMessage, GenerationOptions, Usage
+
+PREFILL_CHUNK = 256
+"""Prompt tokens of one call per step: a long prompt does not stall the others."""
+
+
+@dataclass
+class _Call:
+    prompt: list[int]
+    options: GenerationOptions
+    sampler: Any
+    emit: Callable[[object], None]
+    stop: threading.Event
+    done: Callable[[], None]
+    seq: int = -1
+    read: int = 0
+    """Prompt tokens decoded so far."""
+    written: list[int] = field(default_factory=list)
+    text: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
+    @property
+    def position(self) -> int:
+        return self.read + len(self.written)
+
+
+class BatchedModel:
+    """One model, one context, one decoding thread for every concurrent call."""
+
+    def __init__(
+        self,
+        llama: Any,
+        *,
+        sequences: int,
+        n_ctx: int,
+        threads: int,
+        turns: threading.Lock | None = None,
+    ) -> None:
+        """``turns``: held for each step, shared by the models of one host so that
+        their steps take turns on the cores instead of competing for them."""
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self._lib = llama_cpp
+        self._internals = _internals
+        self.llama = llama
+        self.model = llama._model
+        self.sequences = sequences
+        self._turns = turns or threading.Lock()
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = max(PREFILL_CHUNK * sequences, 512)
+        params.n_ubatch = params.n_batch
+        params.n_seq_max = sequences
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.kv_unified = True
+        self.ctx = _internals.LlamaContext(model=self.model, params=params, verbose=False)
+        self.batch = _internals.LlamaBatch(
+            n_tokens=params.n_batch, embd=0, n_seq_max=sequences, verbose=False
+        )
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model.model)
+        self._format = _chat_formatter(llama)
+        self._buffer = ctypes.create_string_buffer(64)
+        self._waiting: queue.Queue[_Call] = queue.Queue()
+        self._free = list(range(sequences))
+        self._active: list[_Call] = []
+        self._thread = threading.Thread(target=self._run, name="batched-decode", daemon=True)
+        self._closed = threading.Event()
+        self._thread.start()
+
+    def generate(
+        self,
+        messages: list[ChatMessage],
+        options: GenerationOptions,
+        schema: dict[str, Any] | None,
+        emit: Callable[[object], None],
+        stop: threading.Event,
+        done: Callable[[], None],
+    ) -> None:
+        """Queue one call; ``emit`` gets its text pieces then its Usage, or an exception;
+        ``done`` is called last, from the decoding thread."""
+        prompt_text = self._format([{"role": m.role, "content": m.content} for m in messages])
+        prompt = self.llama.tokenize(prompt_text.encode(), add_bos=False, special=True)
+        room = self.ctx.n_ctx() // self.sequences
+        if len(prompt) >= room:
+            raise ValueError(f"the prompt's {len(prompt)} tokens fill the {room}-token context")
+        sampler = self._sampler(options, schema)
+        self._waiting.put(_Call(prompt, options, sampler, emit, stop, done))
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5)
+
+    def _sampler(self, options: GenerationOptions, schema: dict[str, Any] | None) -> Any:
+        sampler = self._internals.LlamaSampler()
+        if schema is not None:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            sampler.add_grammar(self.model, grammar)
+        # llama-cpp-python's chat defaults, as the one-call-at-a-time path samples
+        temperature = options.temperature if options.temperature is not None else 0.2
+        if temperature <= 0:
+            sampler.add_greedy()
+        else:
+            sampler.add_top_k(40)
+            sampler.add_top_p(0.95, 1)
+            sampler.add_min_p(0.05, 1)
+            sampler.add_temp(temperature)
+            seed = options.seed if options.seed is not None else self._lib.LLAMA_DEFAULT_SEED
+            sampler.add_dist(seed & 0xFFFFFFFF)
+        return sampler
+
+    # --- the decoding thread -------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            self._admit(block=not self._active)
+            if not self._active:
+                continue
+            try:
+                with self._turns:
+                    self._step()
+            except Exception as exc:  # a failed decode fails every call in the batch
+                for call in list(self._active):
+                    self._finish(call, exc)
+        closed = RuntimeError("the model was closed")
+        while self._active or not self._waiting.empty():  # no caller is left waiting
+            self._admit(block=False)
+            for call in list(self._active):
+                self._finish(call, closed)
+
+    def _admit(self, *, block: bool) -> None:
+        while self._free:
+            try:
+                call = self._waiting.get(timeout=0.1) if block else self._waiting.get_nowait()
+            except queue.Empty:
+                return
+            block = False
+            call.seq = self._free.pop()
+            self._active.append(call)
+
+    def _step(self) -> None:
+        batch = self.batch.batch
+        batch.n_tokens = 0
+        readers: list[tuple[_Call, int]] = []  # calls whose logits this step produces
+
+        def add(token: int, position: int, seq: int, logits: bool) -> None:
+            i = batch.n_tokens
+            batch.token[i] = token
+            batch.pos[i] = position
+            batch.seq_id[i][0] = seq
+            batch.n_seq_id[i] = 1
+            batch.logits[i] = logits
+            batch.n_tokens += 1
+
+        for call in list(self._active):
+            if call.stop.is_set():
+                self._finish(call, None)
+                continue
+            if call.read < len(call.prompt):
+                chunk = call.prompt[call.read : call.read + PREFILL_CHUNK]
+                for k, token in enumerate(chunk):
+                    last = call.read + k == len(call.prompt) - 1
+                    add(token, call.read + k, call.seq, last)
+                call.read += len(chunk)
+                if call.read == len(call.prompt):
+                    readers.append((call, batch.n_tokens - 1))
+            else:
+                add(call.written[-1], call.position - 1, call.seq, True)
+                readers.append((call, batch.n_tokens - 1))
+        if batch.n_tokens == 0:
+            return
+        self.ctx.decode(self.batch)
+        for call, index in readers:
+            token = self._lib.llama_sampler_sample(call.sampler.sampler, self.ctx.ctx, index)
+            if self._lib.llama_vocab_is_eog(self.vocab, token):
+                self._finish(call, None)
+                continue
+            call.written.append(token)
+            piece = call.text.decode(self._piece(token))
+            if piece:
+                call.emit(piece)
+            limit = call.options.max_tokens
+            if (limit is not None and len(call.written) >= limit) or (
+                call.position >= self.ctx.n_ctx() // self.sequences
+            ):
+                self._finish(call, None)
+
+    def _piece(self, token: int) -> bytes:
+        size = len(self._buffer)
+        n = self._lib.llama_token_to_piece(self.vocab, token, self._buffer, size, 0, False)
+        if n > size:  # a longer piece than any seen so far
+            self._buffer = ctypes.create_string_buffer(n)
+            return self._piece(token)
+        return self._buffer.raw[: max(n, 0)]
+
+    def _finish(self, call: _Call, error: BaseException | None) -> None:
+        self._active.remove(call)
+        self.ctx.kv_cache_seq_rm(call.seq, -1, -1)
+        self._free.append(call.seq)
+        call.sampler.close()
+        if error is not None:
+            call.emit(error)
+        else:
+            tail = call.text.decode(b"", final=True)
+            if tail:
+                call.emit(tail)
+            call.emit(Usage(len(call.prompt), len(call.written)))
+        call.done()
+
+
+def _chat_formatter(llama: Any) -> Callable[[list[dict[str, str]]], str]:
+    """The model's own chat template (from its GGUF), as llama-cpp-python applies it."""
+    from llama_cpp import llama_chat_format
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if not template:
+        raise ValueError("the model has no chat template")
+    eos = llama._model.token_get_text(llama.token_eos())
+    bos = llama._model.token_get_text(llama.token_bos()) if llama.token_bos() != -1 else ""
+    formatter = llama_chat_format.Jinja2ChatFormatter(
+        template=template, eos_token=eos, bos_token=bos
+    )
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return formatter(messages=messages).prompt  # type: ignore[arg-type]  # TypedDicts
+
+    return render

@@ -1,0 +1,119 @@
+"""Concurrent calls to one real model decoded together (the embedded runtime's batch)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from conftest import TEST_MODEL
+
+from council.agents.handlers import handle_review
+from council.agents.runtimes.base import RuntimeFailure
+from council.agents.runtimes.embedded import EmbeddedRuntime
+from council.bus.messages import (
+    ChatMessage,
+    GenerationOptions,
+    ReviewRequest,
+    ReviewResult,
+    Usage,
+)
+from council.chairman.prompts import pairwise_messages
+
+pytestmark = pytest.mark.model
+
+BATCH = 3
+
+
+@pytest.fixture(scope="module")
+async def batched(models_dir: Path, test_model_path: Path) -> AsyncIterator[EmbeddedRuntime]:
+    runtime = EmbeddedRuntime(models_dir, auto_pull=False, batch=BATCH, n_ctx=2048)
+    await runtime.load(TEST_MODEL)
+    yield runtime
+    await runtime.close()
+
+
+def asking(topic: str) -> list[ChatMessage]:
+    return [ChatMessage("system", "You are helpful."), ChatMessage("user", f"Describe {topic}.")]
+
+
+async def answer(
+    runtime: EmbeddedRuntime, messages: list[ChatMessage], options: GenerationOptions
+) -> tuple[str, Usage | None, int]:
+    """The text, the usage and how many chunks carried text."""
+    text, usage, pieces = [], None, 0
+    async for chunk in runtime.chat(TEST_MODEL, messages, options=options):
+        text.append(chunk.text)
+        pieces += bool(chunk.text)
+        usage = chunk.usage or usage
+    return "".join(text), usage, pieces
+
+
+async def test_concurrent_calls_each_answer_their_own_prompt(batched: EmbeddedRuntime) -> None:
+    """Three calls decoded in one batch stream and count as a call alone does, and each
+    answer is its own prompt's: no sequence sees another's tokens. (Not that each is
+    token for token the answer it gets alone: llama.cpp's arithmetic differs between
+    batch sizes, so a greedy choice between near-equal tokens may differ.)"""
+    options = GenerationOptions(temperature=0, max_tokens=16)
+    words = ["banana", "volcano", "telescope"]
+    together = await asyncio.gather(
+        *(
+            answer(batched, [ChatMessage("user", f"Repeat this word exactly once: {w}")], options)
+            for w in words
+        )
+    )
+    for word, (text, usage, pieces) in zip(words, together, strict=True):
+        assert word in text.lower()
+        assert not [other for other in words if other != word and other in text.lower()]
+        assert pieces > 1  # streamed, not one lump
+        assert usage is not None
+        assert usage.prompt_tokens > 5
+        assert 0 < usage.completion_tokens <= 16
+
+
+async def test_a_batched_review_follows_the_json_schema(batched: EmbeddedRuntime) -> None:
+    """The schema becomes that call's grammar, beside calls without one."""
+    messages = pairwise_messages("What is 2+2?", "Response A", "It is 4.")
+    request = ReviewRequest(
+        session_id="s", member="m", model=TEST_MODEL, messages=messages, labels=["Response A"]
+    )
+    free = answer(batched, asking("a tree"), GenerationOptions(temperature=0, max_tokens=30))
+    review, (text, _, _) = await asyncio.gather(handle_review(batched, request), free)
+    assert isinstance(review, ReviewResult), review
+    assert 1 <= review.scores["Response A"] <= 10
+    assert text.strip()
+    assert not text.lstrip().startswith("{")  # the grammar was the review's alone
+
+
+async def test_a_call_stopped_early_frees_its_place_in_the_batch(
+    batched: EmbeddedRuntime,
+) -> None:
+    """Each of ``BATCH`` calls is abandoned after its first piece of text; as many calls
+    again then all finish, so every sequence was given back."""
+    long = GenerationOptions(temperature=0.7, seed=3, max_tokens=400)
+    for i in range(BATCH):
+        async for chunk in batched.chat(TEST_MODEL, asking(f"the number {i}"), options=long):
+            if chunk.text:
+                break
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            *(
+                answer(batched, asking(t), GenerationOptions(temperature=0, max_tokens=12))
+                for t in ("rain", "snow", "wind")
+            )
+        ),
+        timeout=120,
+    )
+    assert all(usage is not None for _, usage, _ in results)
+
+
+async def test_a_prompt_longer_than_a_calls_context_is_a_runtime_failure(
+    batched: EmbeddedRuntime,
+) -> None:
+    """Refused before it takes a place in the batch; the model goes on serving."""
+    huge = [ChatMessage("user", "word " * 3000)]
+    with pytest.raises(RuntimeFailure, match="context"):
+        await answer(batched, huge, GenerationOptions(max_tokens=4))
+    text, _, _ = await answer(batched, asking("a cat"), GenerationOptions(max_tokens=8))
+    assert text.strip()
