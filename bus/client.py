@@ -128,13 +128,13 @@ async def connect(
     """
     bound = log.bind(connection=name, url=url)
 
-    errors: list[str] = []
+    errors: list[Exception] = []
     # A failed TLS handshake makes nats-py hang while closing the socket
     # (nats-io/nats.py#718), and a certificate failure would not heal by retrying.
     tls_failed: asyncio.Future[ssl.SSLError] = asyncio.get_running_loop().create_future()
 
     async def on_error(exc: Exception) -> None:
-        errors.append(str(exc))
+        errors.append(exc)
         bound.error("nats_error", error=repr(exc))
         if isinstance(exc, ssl.SSLError) and not tls_failed.done():
             tls_failed.set_result(exc)
@@ -202,11 +202,30 @@ async def connect(
     except (TimeoutError, OSError, nats.errors.Error) as exc:
         if tls_failed.done():  # the handshake failed first: name that, not the broken pipe
             raise BusUnavailable(url, _tls_reason(tls_failed.result())) from exc
-        seen = list(dict.fromkeys(errors)) or [str(exc) or type(exc).__name__]
+        if credentials.wants_tls and not credentials.tls_cert and _dropped([exc, *errors]):
+            # TLS 1.3: a server that wants a client certificate says so in an alert the
+            # client may not read before its first write finds the connection closed
+            raise BusUnavailable(
+                url,
+                "TLS: the server dropped the connection after the handshake: it probably "
+                "requires a client certificate (COUNCIL_NATS_TLS_CERT, _KEY)",
+            ) from exc
+        seen = list(dict.fromkeys(map(str, errors))) or [str(exc) or type(exc).__name__]
         raise BusUnavailable(url, "; ".join(seen)) from exc
     connected.options["max_reconnect_attempts"] = -1  # … then reconnect forever
     client.append(connected)
     return connected
+
+
+def _dropped(failures: list[BaseException]) -> bool:
+    """Whether one of these is a connection the other end closed (or wraps one)."""
+    for failure in failures:
+        cause: BaseException | None = failure
+        while cause is not None:
+            if isinstance(cause, BrokenPipeError | ConnectionResetError):
+                return True
+            cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _tls_reason(exc: ssl.SSLError) -> str:
