@@ -26,6 +26,7 @@ from council.bus.errors import (
     QuestionRejected,
     SessionTimeout,
 )
+from council.bus.inbox import is_no_responders
 from council.bus.messages import (
     TERMINAL_EVENTS,
     Accepted,
@@ -184,6 +185,8 @@ async def roster(nc: Client, window_s: float = 0.3) -> list[AgentInfo]:
             try:
                 msg = await sub.next_msg(timeout=left)
             except TimeoutError:
+                break
+            if is_no_responders(msg):  # nobody serves yet: not a bad reply
                 break
             try:
                 infos.append(decode(AgentInfo, msg.data, msg.subject))

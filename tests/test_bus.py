@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
+import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -16,7 +17,7 @@ from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import HANG, ScriptedRuntime
 from council.agents.service import AgentService
 from council.bus import subjects
-from council.bus.ask import follow, submit
+from council.bus.ask import follow, roster, submit
 from council.bus.client import connect, decode, decode_event, encode, request
 from council.bus.errors import NoCouncil, QuestionRejected
 from council.bus.messages import (
@@ -350,3 +351,11 @@ async def test_a_model_no_agent_serves_fails_fast_whatever_else_subscribes(
     assert isinstance(reply, AgentError)
     assert reply.code == "no_responders"
     assert heard == ([] if listener == "nobody" else [subjects.agent("ghost", "opinion")] * 2)
+
+
+async def test_a_roster_with_no_agent_is_empty_and_quiet(nc: Client) -> None:
+    """The server's "no responders" status is not a bad roster reply."""
+    with structlog.testing.capture_logs() as logs:
+        infos = await roster(nc, window_s=0.3)
+    assert infos == []
+    assert not [e for e in logs if e.get("event") == "bad_roster_reply"]
