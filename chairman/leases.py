@@ -56,11 +56,15 @@ class Leases:
 
     async def holder(self, session_id: str) -> str:
         """The node holding the session's live lease, or "" when none does."""
+        return (await self._entry(session_id))[0]
+
+    async def _entry(self, session_id: str) -> tuple[str, int | None]:
+        """(holder, revision) of the session's live lease; ("", None) when none."""
         try:
             entry = await self.kv.get(session_id)
         except KeyNotFoundError:
-            return ""
-        return (entry.value or b"").decode()
+            return "", None
+        return (entry.value or b"").decode(), entry.revision
 
     async def claim(self, session_id: str) -> bool:
         """Take the session's lease: one nobody holds (new, or lapsed), or this node's
@@ -70,13 +74,12 @@ class Leases:
             return True
         except KeyWrongLastSequenceError:
             pass
-        try:
-            entry = await self.kv.get(session_id)
-        except KeyNotFoundError:  # it lapsed just now: one more try
+        node, revision = await self._entry(session_id)
+        if revision is None:  # it lapsed just now: one more try
             return await self.claim(session_id)
-        if (entry.value or b"").decode() != self.node or entry.revision is None:
+        if node != self.node:
             return False
-        return await self._update(session_id, entry.revision)
+        return await self._update(session_id, revision)
 
     async def renew(self, session_id: str) -> bool:
         """Keep the lease (or take it, if it could not be taken when the session began);

@@ -30,7 +30,7 @@ from council.bus.messages import Question
 from council.bus.server import EmbeddedNats, answers
 from council.chairman.roster import Roster
 from council.cli.ask import run_ask
-from council.cli.dashboard import dashboard_command, dashboard_env, dashboard_url, exposed
+from council.cli.dashboard import dashboard_command, dashboard_env, dashboard_url, unguarded
 from council.cli.models import pull_models
 from council.cli.roles import wait_for_signal
 from council.cli.settings import SETTINGS, Settings
@@ -188,7 +188,7 @@ async def run_up(
         await wait_ready(client, children, console)
         if dashboard:
             viewer = users.get("dashboard", settings)
-            if exposed(viewer.dashboard_address) and not viewer.dashboard_login:
+            if unguarded(viewer):  # exposed without a login: make one
                 viewer = dataclasses.replace(viewer, dashboard_login=secrets.token_urlsafe(12))
                 console.print(f"dashboard login password: [bold]{viewer.dashboard_login}[/]")
             children.run("dashboard", dashboard_command(viewer), dashboard_env(viewer))
