@@ -77,9 +77,6 @@ CATALOGUE: dict[str, CatalogueModel] = {
     )
 }
 
-DEFAULT_MEMBERS = ("smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
-DEFAULT_CHAIRMAN = "qwen2.5-coder-1.5b"
-
 
 def is_gguf_path(model: str) -> bool:
     return model.endswith(".gguf")

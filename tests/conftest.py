@@ -30,6 +30,22 @@ SMALL_ENV = {
     "COUNCIL_SYNTHESIS_MAX_TOKENS": "128",
 }
 
+COSTS = {
+    "model": {"embedded", "test_model_path", "council_processes"},
+    "processes": {"council_processes", "procs", "council_as_roles", "hosts"},
+}
+"""What a test costs, read from the fixtures it uses: ``-m "not model and not
+processes"`` is the quick loop (modules that spawn processes by hand mark
+themselves)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in COSTS.items():
+            if used & fixtures:
+                item.add_marker(marker)
+
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:

@@ -1,8 +1,10 @@
 """A real browser on the running dashboard: ask, wait for the answer, screenshot each page.
 
 Headless Chromium from Debian's packages (installed here when missing, which
-needs root and apt-get) is driven by Playwright; the screenshots land in
-``docs/`` and are the ones the README shows.
+needs root and apt-get) is driven by Playwright. The screenshots land in the
+test's temporary directory, or in ``$SCREENSHOTS_DIR``: ``./run screenshots``
+sets it to ``docs/`` to renew the README's pictures, so the suite itself never
+writes into the working tree.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ import pytest
 
 from council.bus.server import free_port
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.browser]
 
-DOCS = Path(__file__).parent.parent / "docs"
 EVAL_RESULTS = Path(__file__).parent.parent / "evals" / "results"
 """The saved report of the README's eval run, shown on the Eval page."""
 CHROMIUM_FLAGS = [
@@ -77,11 +78,20 @@ def dashboard_url(council_processes: dict[str, str]) -> Iterator[str]:
     process.wait(30)
 
 
-def test_browser_asks_sees_the_answer_and_every_page(chromium: str, dashboard_url: str) -> None:
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    chosen = os.environ.get("SCREENSHOTS_DIR")
+    folder = Path(chosen) if chosen else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_browser_asks_sees_the_answer_and_every_page(
+    chromium: str, dashboard_url: str, shots: Path
+) -> None:
     """In Chromium: ask on the Ask page, see the final answer, then open each page."""
     from playwright.sync_api import expect, sync_playwright
 
-    DOCS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -96,7 +106,7 @@ def test_browser_asks_sees_the_answer_and_every_page(chromium: str, dashboard_ur
         page.get_by_role("button", name="Ask").click()
         expect(page.get_by_text("Final answer", exact=True)).to_be_visible(timeout=240_000)
         expect(page.get_by_text("synthesis: 1/1")).to_be_visible()
-        page.screenshot(path=DOCS / "dashboard-ask.png", full_page=True)
+        page.screenshot(path=shots / "dashboard-ask.png", full_page=True)
 
         for path, marker in [
             ("responses", "Scores: reviewer × reviewed"),
@@ -113,13 +123,13 @@ def test_browser_asks_sees_the_answer_and_every_page(chromium: str, dashboard_ur
             )
             expect(content).to_be_visible(timeout=60_000)
             page.wait_for_timeout(1500)  # let charts and tables draw before the picture
-            page.screenshot(path=DOCS / f"dashboard-{path}.png", full_page=True)
+            page.screenshot(path=shots / f"dashboard-{path}.png", full_page=True)
 
         phone = browser.new_page(viewport={"width": 390, "height": 844})
         phone.goto(f"{dashboard_url}/responses")
         expect(phone.get_by_text("Scores: reviewer × reviewed")).to_be_visible(timeout=60_000)
         phone.wait_for_timeout(1500)
-        phone.screenshot(path=DOCS / "dashboard-phone.png", full_page=True)
+        phone.screenshot(path=shots / "dashboard-phone.png", full_page=True)
         browser.close()
     for name in ("ask", "responses", "kpis", "history", "health", "eval", "phone"):
-        assert (DOCS / f"dashboard-{name}.png").stat().st_size > 10_000
+        assert (shots / f"dashboard-{name}.png").stat().st_size > 10_000
