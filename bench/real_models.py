@@ -39,8 +39,8 @@ from bench.common import (
 )
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.router import RoutedRuntime
+from council.bus.members import model_of
 from council.bus.messages import ChatMessage, FinalAnswer, GenerationOptions, Question, Usage
-from council.chairman import prompts
 from council.chairman.admission import Defaults, admit
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 
@@ -56,10 +56,6 @@ STAGES = ("opinions", "reviews", "synthesis", "total")
 TARGET_RATIO = 1.05
 TARGET_REVIEW_SHARE = 0.80
 BEST_PROMPT = "Write a long story about a lighthouse keeper. Keep going."
-
-
-def model_of(member: str) -> str:
-    return prompts.split_member(member)[0]
 
 
 @dataclass

@@ -29,6 +29,7 @@ import msgspec
 from bench.common import Table, machine, parser, quiet_logs, report
 from council.agents import handlers
 from council.agents.runtimes.embedded import EmbeddedRuntime
+from council.bus.members import model_of
 from council.bus.messages import AgentError, ChatMessage, GenerationOptions, ReviewRequest
 from council.chairman import aggregate, prompts
 from council.chairman.conductor import CouncilConfig
@@ -91,7 +92,7 @@ def requests_for(
                 ReviewRequest(
                     session_id=record.id,
                     member=reviewer,
-                    model=prompts.split_member(reviewer)[0],
+                    model=model_of(reviewer),
                     messages=[ChatMessage("system", system), user],
                     options=GenerationOptions(
                         temperature=CONFIG.review_temperature,
@@ -146,7 +147,7 @@ async def run(
     runtime = EmbeddedRuntime(load_settings().models_path, auto_pull=False)
     judged: dict[str, list[tuple[CouncilAnswer, float, int, int]]] = {v: [] for v in variants}
     try:
-        for model in dict.fromkeys(prompts.split_member(r)[0] for r in reviewers):
+        for model in dict.fromkeys(model_of(r) for r in reviewers):
             await runtime.load(model)
         for i, record in enumerate(records, 1):
             for variant in variants:

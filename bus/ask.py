@@ -132,7 +132,7 @@ async def open_sessions(nc: Client) -> list[str]:
         info = await js.stream_info(
             subjects.STREAM, subjects_filter=subjects.session_event("*", kind)
         )
-        return {subject.split(".")[2] for subject in (info.state.subjects or {})}
+        return {subjects.session_of(subject) for subject in (info.state.subjects or {})}
 
     started = await ids(event_kind(SessionStarted))
     ended = set().union(*[await ids(event_kind(kind)) for kind in TERMINAL_EVENTS])

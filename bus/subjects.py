@@ -61,6 +61,15 @@ def session_events(session_id: str) -> str:
     return f"council.session.{session_id}.>"
 
 
+def session_of(subject: str) -> str:
+    """The session id in a ``council.session.*`` or ``council.live.*`` subject; "" in any
+    other subject."""
+    parts = subject.split(".")
+    if len(parts) > 3 and parts[0] == "council" and parts[1] in ("session", "live"):
+        return parts[2]
+    return ""
+
+
 def live(session_id: str, stage: str, member: str) -> str:
     return f"council.live.{session_id}.{stage}.{token(member)}"
 

@@ -6,6 +6,7 @@ import random
 import uuid
 from dataclasses import dataclass
 
+from council.bus.members import model_of, split_member
 from council.bus.messages import MAX_QUESTION_CHARS, Question, Rejected, ReviewMode
 from council.chairman import prompts
 from council.chairman.conductor import Plan
@@ -24,7 +25,7 @@ def new_session_id() -> str:
 
 def needed_models(question: Question, defaults: Defaults) -> tuple[set[str], str]:
     members = question.members or list(defaults.members)
-    return {prompts.split_member(m)[0] for m in members}, question.chairman or defaults.chairman
+    return {model_of(m) for m in members}, question.chairman or defaults.chairman
 
 
 def admit(
@@ -62,14 +63,14 @@ def admit(
             detail=f"{len(members)} member(s); a council needs at least {max(2, quorum)}",
         )
     for member in members:
-        _, persona = prompts.split_member(member)
+        _, persona = split_member(member)
         if persona not in prompts.PERSONAS:
             known = ", ".join(p for p in prompts.PERSONAS if p)
             return Rejected(reason="unknown_persona", detail=f"{member}: personas are {known}")
-    unknown = sorted({prompts.split_member(m)[0] for m in members} - opinion_models)
+    unknown = sorted({model_of(m) for m in members} - opinion_models)
     chairman = (question.chairman or defaults.chairman).strip()
     if question.alone:
-        chairman = prompts.split_member(members[0])[0]  # nobody synthesizes
+        chairman = model_of(members[0])  # nobody synthesizes
     elif chairman not in synthesis_models:
         unknown.append(f"{chairman} (as chairman)")
     if unknown:

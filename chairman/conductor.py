@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from council.bus.members import model_of, sample_of, split_member
 from council.bus.messages import (
     AgentError,
     AgentLost,
@@ -239,7 +240,7 @@ class Conductor:
         max_tokens = plan.max_tokens or config.opinion_max_tokens
 
         def request(member: str) -> OpinionRequest:
-            model, persona = prompts.split_member(member)
+            model, persona = split_member(member)
             return OpinionRequest(
                 session_id=plan.session_id,
                 member=member,
@@ -258,7 +259,7 @@ class Conductor:
     def _temperature(self, member: str) -> float:
         if self.plan.temperature is not None:
             return self.plan.temperature
-        first = prompts.sample_of(member) == 1
+        first = sample_of(member) == 1
         return self.config.temperature if first else self.config.sample_temperature
 
     async def _record_opinion(self, member: str, reply: Completion | AgentError | None) -> None:
@@ -293,7 +294,7 @@ class Conductor:
         draw = random.Random(plan.seed)
         requests: dict[str, ReviewRequest] = {}
         for reviewer in self._reviewers():
-            model, _ = prompts.split_member(reviewer)
+            model, _ = split_member(reviewer)
             others = [m for m in answered if m != reviewer]
             groups = [[o] for o in others] if plan.mode == "pairwise" else [others]
             for group in groups:
@@ -345,9 +346,9 @@ class Conductor:
         unreviewed by its weights."""
         weights = self.config.reviewer_weights
         answered = self.state.answered
-        if not any(weights.get(prompts.split_member(m)[0], 1.0) > 0 for m in answered):
+        if not any(weights.get(model_of(m), 1.0) > 0 for m in answered):
             return 1.0
-        return weights.get(prompts.split_member(member)[0], 1.0)
+        return weights.get(model_of(member), 1.0)
 
     def _texts(self) -> dict[str, str]:
         return {m: self.state.opinions[m].text for m in self.state.answered}
@@ -547,7 +548,7 @@ class Conductor:
     ) -> FinalAnswer:
         state, plan = self.state, self.plan
         assert state.ranking is not None
-        model_of = {m: prompts.split_member(m)[0] for m in plan.members}
+        models = {m: model_of(m) for m in plan.members}
         opinion_usage = sum((o.usage for o in state.opinions.values()), Usage())
         review_usage = sum((r.usage for r in state.reviews), Usage())
         usage = {
@@ -560,7 +561,7 @@ class Conductor:
         for member, used in [(o.member, o.usage) for o in state.opinions.values()] + [
             (r.reviewer, r.usage) for r in state.reviews
         ]:
-            by_model[model_of[member]] = by_model.get(model_of[member], Usage()) + used
+            by_model[models[member]] = by_model.get(models[member], Usage()) + used
         if synthesis_usage != Usage():
             by_model[plan.chairman] = by_model.get(plan.chairman, Usage()) + synthesis_usage
         failed = [
@@ -582,7 +583,7 @@ class Conductor:
                 ReviewSummary(
                     reviewer=r.reviewer,
                     reviewed=r.reviewed,
-                    model=model_of[r.reviewer],
+                    model=models[r.reviewer],
                     score=r.score,
                     usage=r.usage,
                     latency_ms=r.latency_ms,

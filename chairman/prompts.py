@@ -81,28 +81,6 @@ def labels_for(count: int) -> list[str]:
     return [f"Response {letter}" for letter in string.ascii_uppercase[:count]]
 
 
-def split_member(spec: str) -> tuple[str, str]:
-    """``model[@persona][#sample]`` → (model, persona); a bare model has the empty
-    persona. ``#2`` names a second sample of the same model (another seed)."""
-    spec = _sample_split(spec)[0]
-    model, at, persona = spec.rpartition("@")
-    if at and persona and all(c.isalnum() or c in "-_" for c in persona):
-        return model, persona
-    return spec, ""
-
-
-def sample_of(spec: str) -> int:
-    """Which sample of its model a member is: ``model#3`` → 3; 1 without a suffix."""
-    return _sample_split(spec)[1]
-
-
-def _sample_split(spec: str) -> tuple[str, int]:
-    base, hash_, number = spec.rpartition("#")
-    if hash_ and base and number.isdigit() and int(number) > 0:
-        return base, int(number)
-    return spec, 1
-
-
 def fence(label: str, text: str) -> str:
     safe = text.replace("<<<", "< < <").replace(">>>", "> > >")
     return f"<<<{label}>>>\n{safe}\n<<<END {label}>>>"

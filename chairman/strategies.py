@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from council.bus.members import model_of
 from council.chairman import extract
-from council.chairman.prompts import split_member
 
 How = Literal["synthesize", "select", "vote"]
 
@@ -82,7 +82,7 @@ def _majority_or_chairman(texts: Texts, chairman: str) -> Stands | None:
     stands = _majority(texts, chairman)
     if stands:
         return stands
-    own = [m for m in texts if split_member(m)[0] == chairman][:1]
+    own = [m for m in texts if model_of(m) == chairman][:1]
     if not own:
         return None  # the chairman's model is not a member, or it failed: deliberate
     return Stands(own, "select", "no majority; the chairman's model's own answer stands")

@@ -23,8 +23,8 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
+from council.bus.members import model_of
 from council.chairman.aggregate import Score, normalize
-from council.chairman.prompts import split_member
 from council.chairman.strategies import STRATEGIES, Standing, Strategy
 from council.cli.settings import Calibration
 
@@ -348,7 +348,7 @@ def _model_weights(by_reviewer: dict[str, float]) -> dict[str, float]:
     averaged): a reviewer that cannot tell right from wrong counts for nothing."""
     per_model: dict[str, list[float]] = {}
     for member, d in by_reviewer.items():
-        per_model.setdefault(split_member(member)[0], []).append(d)
+        per_model.setdefault(model_of(member), []).append(d)
     return {m: round(max(0.0, statistics.fmean(ds)), 3) for m, ds in per_model.items()}
 
 
@@ -384,7 +384,7 @@ def _versus_best(records: list[Record], model: str, system: str) -> Paired:
 
 def _opinion_of(c: CouncilAnswer, model: str) -> bool | None:
     """Whether the opinion of the member running ``model`` was right (None: no such opinion)."""
-    member = next((m for m in c.opinions if split_member(m)[0] == model), None)
+    member = next((m for m in c.opinions if model_of(m) == model), None)
     return c.opinions[member].correct if member else None
 
 

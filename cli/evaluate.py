@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from council.bus.ask import follow, submit
 from council.bus.client import connect
 from council.bus.errors import CouncilError, QuestionRejected, SessionTimeout
+from council.bus.members import model_of
 from council.bus.messages import (
     Accepted,
     FinalAnswer,
@@ -33,7 +34,6 @@ from council.bus.messages import (
     SessionEvent,
 )
 from council.chairman.extract import checked_text, conclusion
-from council.chairman.prompts import split_member
 from council.cli.evalreport import Answer, CouncilAnswer, Record, ReviewScore, build_report
 from council.cli.evalset import EvalQuestion, load
 from council.cli.settings import Settings
@@ -151,7 +151,7 @@ async def evaluate(nc: Client, question: EvalQuestion, plan: EvalPlan, timeout_s
     council = await ask_council(nc, question, plan, seed, timeout_s)
     alone: dict[str, Answer] = {}
     best: dict[str, Answer] = {}
-    models = [split_member(m)[0] for m in council.members]
+    models = [model_of(m) for m in council.members]
     for model in dict.fromkeys([*models, council.chairman]):
         if not model:
             continue

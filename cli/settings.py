@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from council.bus.client import Credentials
-from council.chairman.prompts import split_member
+from council.bus.members import model_of
 from council.chairman.strategies import DEFAULT, STRATEGIES
 
 DEFAULT_MEMBERS = "smollm2-135m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b"
@@ -196,7 +196,7 @@ class Settings:
         listed = [m.strip() for m in self.models.split(",") if m.strip()]
         if listed:
             return listed
-        return list(dict.fromkeys(split_member(m)[0] for m in self.member_list))
+        return list(dict.fromkeys(model_of(m) for m in self.member_list))
 
 
 class Calibration(msgspec.Struct, kw_only=True):

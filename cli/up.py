@@ -27,8 +27,8 @@ from council.bus import subjects
 from council.bus.client import connect, encode, request
 from council.bus.errors import CouncilError
 from council.bus.messages import Question
+from council.bus.roster import Roster
 from council.bus.server import EmbeddedNats, answers
-from council.chairman.roster import Roster
 from council.cli.ask import run_ask
 from council.cli.dashboard import dashboard_command, dashboard_env, dashboard_url, unguarded
 from council.cli.models import pull_models

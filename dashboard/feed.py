@@ -137,7 +137,7 @@ class Feed:
         except InvalidMessage as exc:
             log.warning("invalid_session_event", subject=msg.subject, error=exc.detail)
             return
-        if msg.subject.split(".")[2:3] != [event.session_id]:
+        if subjects.session_of(msg.subject) != event.session_id:
             log.warning("foreign_session_event", subject=msg.subject)
             return
         with self._lock:

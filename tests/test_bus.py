@@ -359,3 +359,10 @@ async def test_a_roster_with_no_agent_is_empty_and_quiet(nc: Client) -> None:
         infos = await roster(nc, window_s=0.3)
     assert infos == []
     assert not [e for e in logs if e.get("event") == "bad_roster_reply"]
+
+
+def test_the_session_id_of_a_subject_is_read_from_both_session_families_only() -> None:
+    assert subjects.session_of(subjects.session_event("abc123", "opinion")) == "abc123"
+    assert subjects.session_of(subjects.live("abc123", "opinions", "m@careful")) == "abc123"
+    for other in (subjects.ASK, subjects.agent("m", "opinion"), "council.session", "x.session.a.b"):
+        assert subjects.session_of(other) == ""

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from council.bus.members import sample_of, split_member
 from council.chairman import extract
 from council.chairman.aggregate import Score, rank
-from council.chairman.prompts import sample_of, split_member
 from council.chairman.strategies import STRATEGIES, Standing, UnknownStrategy, named
 
 

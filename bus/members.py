@@ -1,0 +1,34 @@
+"""A member's name, ``model[@persona][#sample]``, read alike by every role.
+
+``qwen2.5-coder-1.5b@skeptic#2`` is the second sample (another seed) of that
+model asked with the ``skeptic`` persona; a bare model is its first sample
+with no persona.
+"""
+
+from __future__ import annotations
+
+
+def split_member(spec: str) -> tuple[str, str]:
+    """``model[@persona][#sample]`` → (model, persona); "" for no persona."""
+    spec = _sample_split(spec)[0]
+    model, at, persona = spec.rpartition("@")
+    if at and persona and all(c.isalnum() or c in "-_" for c in persona):
+        return model, persona
+    return spec, ""
+
+
+def model_of(spec: str) -> str:
+    """The model that answers for a member."""
+    return split_member(spec)[0]
+
+
+def sample_of(spec: str) -> int:
+    """Which sample of its model a member is: ``model#3`` → 3; 1 without a suffix."""
+    return _sample_split(spec)[1]
+
+
+def _sample_split(spec: str) -> tuple[str, int]:
+    base, hash_, number = spec.rpartition("#")
+    if hash_ and base and number.isdigit() and int(number) > 0:
+        return base, int(number)
+    return spec, 1
