@@ -42,8 +42,8 @@ from council.bus.messages import (
     SynthesisRequest,
     Usage,
 )
+from council.bus.session import SessionState, State
 from council.chairman import aggregate, extract, prompts, strategies
-from council.chairman.session import SessionState, State
 from council.chairman.strategies import Standing, Stands, Strategy
 
 log = structlog.get_logger()
@@ -250,7 +250,7 @@ class Conductor:
                 timeout_s=config.opinions_deadline_s,
             )
 
-        settled = self.state.opinions.keys() | self.state.failed.keys()
+        settled = self.state.opinions.keys() | self.state.failures.keys()
         calls = {m: self.agents.opinion(request(m)) for m in plan.members if m not in settled}
         async with aclosing(_until(deadline, calls)) as replies:
             async for member, reply in replies:
@@ -566,7 +566,7 @@ class Conductor:
             by_model[plan.chairman] = by_model.get(plan.chairman, Usage()) + synthesis_usage
         failed = [
             Failure(member=f.member, stage=f.stage, reason=f.reason, detail=f.detail)
-            for f in state.failed.values()
+            for f in state.failures.values()
         ]
         return FinalAnswer(
             session_id=plan.session_id,

@@ -30,12 +30,12 @@ from council.bus.messages import (
     SessionFailed,
 )
 from council.bus.roster import Roster
+from council.bus.session import TERMINAL, InvalidTransition, SessionState
 from council.bus.tasks import cancel_and_wait
 from council.chairman.admission import Defaults, admit, needed_models
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.gateway import BusAgents
 from council.chairman.leases import Leases
-from council.chairman.session import TERMINAL, InvalidTransition, SessionState
 
 log = structlog.get_logger()
 

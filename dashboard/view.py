@@ -1,44 +1,35 @@
-"""What the dashboard knows of a session, built from its events alone (no Streamlit here)."""
+"""What the dashboard knows of a session: the contract's fold of its events, read
+leniently, plus the text streamed live (no Streamlit here)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from council.bus.messages import (
-    AgentLost,
-    FinalAnswer,
-    MemberFailed,
-    Opinion,
-    Ranking,
-    Review,
-    ReviewFailed,
-    SessionEvent,
-    SessionFailed,
-    SessionStarted,
-    StageStarted,
-    TokenDelta,
-)
+import structlog
+
+from council.bus.messages import SessionEvent, TokenDelta
+from council.bus.session import InvalidTransition, SessionState
+
+log = structlog.get_logger()
 
 
 @dataclass
-class SessionView:
-    session_id: str
+class SessionView(SessionState):
     events: list[SessionEvent] = field(default_factory=list)
-    started: SessionStarted | None = None
-    expected: dict[str, int] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)
-    """Per stage begun, why it runs as it does (or asks nothing)."""
-    stage: str = "new"
-    opinions: dict[str, Opinion] = field(default_factory=dict)
-    failures: dict[str, MemberFailed] = field(default_factory=dict)
-    reviews: list[Review] = field(default_factory=list)
-    review_failures: list[ReviewFailed] = field(default_factory=list)
-    lost: list[AgentLost] = field(default_factory=list)
-    ranking: Ranking | None = None
-    final: FinalAnswer | None = None
-    failed: SessionFailed | None = None
     live: dict[tuple[str, str], str] = field(default_factory=dict)
     """Streamed text so far per (stage, member): live only, never stored."""
+
+    def apply(self, event: SessionEvent) -> None:
+        """As the chairman folds it; a redelivered event is skipped and one that does
+        not follow (a stream that lost the session's start) is logged and skipped."""
+        if event.seq <= self.seq:
+            return
+        try:
+            super().apply(event)
+        except InvalidTransition as exc:
+            log.warning("session_event_skipped", session_id=self.session_id, error=str(exc))
+            return
+        self.events.append(event)
 
     @property
     def question(self) -> str:
@@ -49,47 +40,18 @@ class SessionView:
         return self.started.ts if self.started else (self.events[0].ts if self.events else 0.0)
 
     @property
+    def stage(self) -> str:
+        return self.state.value
+
+    @property
     def status(self) -> str:
-        if self.final:
-            return "done"
         if self.failed:
             return f"failed: {self.failed.reason}"
         return self.stage
 
     @property
     def finished(self) -> bool:
-        return self.final is not None or self.failed is not None
-
-    def apply(self, event: SessionEvent) -> None:
-        if any(e.seq == event.seq for e in self.events[-3:]):
-            return  # a redelivery
-        self.events.append(event)
-        match event:
-            case SessionStarted():
-                self.started = event
-                self.stage = "started"
-            case StageStarted(stage=stage, expected=expected, reason=reason):
-                self.expected[stage] = expected
-                self.reasons[stage] = reason
-                self.stage = stage
-            case Opinion():
-                self.opinions[event.member] = event
-            case MemberFailed():
-                self.failures[event.member] = event
-            case Review():
-                self.reviews.append(event)
-            case ReviewFailed():
-                self.review_failures.append(event)
-            case AgentLost():
-                self.lost.append(event)
-            case Ranking():
-                self.ranking = event
-            case FinalAnswer():
-                self.final = event
-                self.stage = "done"
-            case SessionFailed():
-                self.failed = event
-                self.stage = "failed"
+        return self.outcome is not None
 
     def add_delta(self, delta: TokenDelta) -> None:
         key = (delta.stage, delta.member)

@@ -23,10 +23,10 @@ from council.bus.messages import (
     StageStarted,
     SynthesisRequest,
 )
+from council.bus.session import InvalidTransition, SessionState, State
 from council.chairman import prompts
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.extract import checked_text
-from council.chairman.session import InvalidTransition, SessionState, State
 from council.chairman.strategies import STRATEGIES, named
 from council.cli import evalreport
 from council.cli.evalset import Check, EvalQuestion
@@ -558,3 +558,28 @@ async def test_check_first_reviews_ask_for_the_working_before_the_score() -> Non
     assert len(reviews) == 6
     assert all(r.check_first for r in reviews)
     assert {r.messages[0].content for r in reviews} == {prompts.CHECK_FIRST_SYSTEM}
+
+
+async def test_the_dashboards_view_reads_a_session_through_the_same_fold() -> None:
+    """The view is the chairman's fold read leniently: a redelivered event and one that
+    cannot follow are skipped, and the view ends where the chairman's state does."""
+    from council.dashboard.view import SessionView
+
+    outcome, sink, _ = await run(ScriptedRuntime(MEMBERS))
+    chairman = SessionState.rebuild("s1", sink.events)
+    view = SessionView("s1")
+    for event in sink.events[:5]:
+        view.apply(event)
+    view.apply(sink.events[3])  # redelivered
+    view.apply(sink.events[-1])  # the final answer, long before its turn
+    assert [e.seq for e in view.events] == [1, 2, 3, 4, 5]
+    assert not view.finished
+    for event in sink.events[5:]:
+        view.apply(event)
+    assert view.status == "done" and view.final == outcome == chairman.final
+    assert (view.opinions, view.reviews, view.reasons) == (
+        chairman.opinions,
+        chairman.reviews,
+        chairman.reasons,
+    )
+    assert view.progress() == {"opinions": (3, 3), "reviews": (6, 6), "synthesis": (1, 1)}

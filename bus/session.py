@@ -1,7 +1,8 @@
-"""A session's state machine, driven only by its events.
+"""A session's state machine, driven only by its events: the one fold of them.
 
-The conductor records every step as an event and applies it here, so the same
-``apply`` rebuilds a session from the COUNCIL stream after a restart.
+The chairman's conductor records every step as an event and applies it here,
+so the same ``apply`` rebuilds a session from the COUNCIL stream after a
+restart; the dashboard reads sessions through the same fold.
 
     STARTED ─▶ OPINIONS ─▶ REVIEWS ─▶ SYNTHESIS ─▶ DONE
        └──────────┴───────────┴───────────┴──────▶ FAILED
@@ -60,7 +61,7 @@ class SessionState:
     seq: int = 0
     started: SessionStarted | None = None
     opinions: dict[str, Opinion] = field(default_factory=dict)
-    failed: dict[str, MemberFailed] = field(default_factory=dict)
+    failures: dict[str, MemberFailed] = field(default_factory=dict)
     reviews: list[Review] = field(default_factory=list)
     review_failures: list[ReviewFailed] = field(default_factory=list)
     lost: list[AgentLost] = field(default_factory=list)
@@ -68,6 +69,8 @@ class SessionState:
     outcome: FinalAnswer | SessionFailed | None = None
     expected: dict[str, int] = field(default_factory=dict)
     """Per stage begun, how many replies it asked for (``reviews: 0``: skipped)."""
+    reasons: dict[str, str] = field(default_factory=dict)
+    """Per stage begun, why it runs as it does (or asks nothing)."""
 
     @classmethod
     def rebuild(cls, session_id: str, events: list[SessionEvent]) -> SessionState:
@@ -81,6 +84,14 @@ class SessionState:
         """No review was asked: a majority agreed, the member was asked alone, or only
         one member answered. Then an opinion stands as the answer, unsynthesized."""
         return self.expected.get("reviews") == 0
+
+    @property
+    def final(self) -> FinalAnswer | None:
+        return self.outcome if isinstance(self.outcome, FinalAnswer) else None
+
+    @property
+    def failed(self) -> SessionFailed | None:
+        return self.outcome if isinstance(self.outcome, SessionFailed) else None
 
     @property
     def answered(self) -> list[str]:
@@ -100,10 +111,11 @@ class SessionState:
             case StageStarted() if (event.stage, self.state) in _NEXT_STAGE:
                 self.state = _NEXT_STAGE[(event.stage, self.state)]
                 self.expected[event.stage] = event.expected
+                self.reasons[event.stage] = event.reason
             case Opinion() if self.state is State.OPINIONS:
                 self.opinions[event.member] = event
             case MemberFailed() if self.state in (State.OPINIONS, State.REVIEWS):
-                self.failed[event.member] = event
+                self.failures[event.member] = event
             case AgentLost() if self.state in (State.OPINIONS, State.REVIEWS, State.SYNTHESIS):
                 self.lost.append(event)
             case Review() if self.state is State.REVIEWS:
