@@ -7,7 +7,7 @@ import asyncio
 from nats.aio.client import Client
 
 from council.bus import subjects
-from council.bus.client import encode
+from council.bus.codec import encode
 from council.bus.messages import Stage, TokenDelta
 
 

@@ -23,7 +23,7 @@ from council.agents import handlers
 from council.agents.live import DeltaPublisher
 from council.agents.runtimes.router import RoutedRuntime
 from council.bus import subjects
-from council.bus.client import decode, encode
+from council.bus.codec import decode_request, encode
 from council.bus.errors import InvalidMessage
 from council.bus.health import run_heartbeat
 from council.bus.inbox import answerable
@@ -35,10 +35,7 @@ from council.bus.messages import (
     AgentReply,
     AgentRequest,
     ModelStatus,
-    OpinionRequest,
-    ReviewRequest,
     Stage,
-    SynthesisRequest,
     Working,
 )
 from council.bus.tasks import Ticker, cancel_and_wait
@@ -47,10 +44,10 @@ log = structlog.get_logger()
 
 Handler = Callable[..., Awaitable[AgentReply]]
 
-_KINDS: dict[str, tuple[type[AgentRequest], Handler, Stage]] = {
-    "opinion": (OpinionRequest, handlers.handle_opinion, "opinions"),
-    "review": (ReviewRequest, handlers.handle_review, "reviews"),
-    "synthesize": (SynthesisRequest, handlers.handle_synthesis, "synthesis"),
+_KINDS: dict[str, tuple[Handler, Stage]] = {
+    "opinion": (handlers.handle_opinion, "opinions"),
+    "review": (handlers.handle_review, "reviews"),
+    "synthesize": (handlers.handle_synthesis, "synthesis"),
 }
 
 
@@ -134,11 +131,11 @@ class AgentService:
         return on_message
 
     async def _serve(self, model: str, kind: str, msg: Msg) -> None:
-        request_type, handler, stage = _KINDS[kind]
+        handler, stage = _KINDS[kind]
         if not answerable(msg):
             return
         try:
-            request = decode(request_type, msg.data, msg.subject)
+            request = decode_request[kind](msg.data, msg.subject)
             if request.model != model:
                 raise InvalidMessage(msg.subject, f"model {request.model!r} is not {model!r}")
         except InvalidMessage as exc:

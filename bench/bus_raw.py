@@ -29,7 +29,8 @@ from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
 
 from bench.common import Table, machine, median, parser, percentile, quiet_logs, report
-from council.bus.client import connect, encode
+from council.bus.client import connect
+from council.bus.codec import encode
 from council.bus.messages import (
     ChatMessage,
     Completion,

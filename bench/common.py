@@ -32,7 +32,7 @@ from council.agents.runtimes.scripted import ScriptedRuntime
 from council.agents.service import AgentService
 from council.bus import subjects
 from council.bus.ask import follow, submit
-from council.bus.client import connect, ensure_stream
+from council.bus.client import connect
 from council.bus.messages import (
     AgentError,
     Completion,
@@ -47,6 +47,7 @@ from council.bus.messages import (
     SynthesisRequest,
 )
 from council.bus.server import EmbeddedNats
+from council.bus.stream import ensure_stream
 from council.chairman.admission import Defaults, admit
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.service import ChairmanService

@@ -18,7 +18,14 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from council.bus import subjects
-from council.bus.client import decode, decode_event, encode, request
+from council.bus.client import request
+from council.bus.codec import (
+    decode_agent_info,
+    decode_ask_reply,
+    decode_delta,
+    decode_event,
+    encode,
+)
 from council.bus.errors import (
     CouncilError,
     InvalidMessage,
@@ -31,7 +38,6 @@ from council.bus.messages import (
     TERMINAL_EVENTS,
     Accepted,
     AgentInfo,
-    AskReply,
     Question,
     Rejected,
     SessionEvent,
@@ -56,7 +62,7 @@ async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> 
         raise QuestionRejected(
             "question_too_long", f"{len(payload)} bytes exceed the NATS server's max_payload"
         ) from None
-    reply = decode(AskReply, msg.data, subjects.ASK)
+    reply = decode_ask_reply(msg.data, subjects.ASK)
     if isinstance(reply, Rejected):
         raise QuestionRejected(reply.reason, reply.detail)
     return reply
@@ -76,7 +82,7 @@ async def follow(
 
         async def on_live(msg: Msg) -> None:
             try:
-                callback(decode(TokenDelta, msg.data, msg.subject))
+                callback(decode_delta(msg.data, msg.subject))
             except InvalidMessage:
                 pass
 
@@ -189,7 +195,7 @@ async def roster(nc: Client, window_s: float = 0.3) -> list[AgentInfo]:
             if is_no_responders(msg):  # nobody serves yet: not a bad reply
                 break
             try:
-                infos.append(decode(AgentInfo, msg.data, msg.subject))
+                infos.append(decode_agent_info(msg.data, msg.subject))
             except InvalidMessage:
                 log.warning("bad_roster_reply", subject=msg.subject)
     finally:

@@ -13,7 +13,7 @@ import structlog
 from nats.aio.client import Client
 
 from council.bus import subjects
-from council.bus.client import encode
+from council.bus.codec import encode
 from council.bus.messages import NodeHealth
 
 log = structlog.get_logger()

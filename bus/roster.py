@@ -10,9 +10,9 @@ from nats.aio.msg import Msg
 
 from council.bus import subjects
 from council.bus.ask import roster as gather_roster
-from council.bus.client import decode
+from council.bus.codec import decode_health
 from council.bus.errors import InvalidMessage
-from council.bus.messages import ModelStatus, NodeHealth
+from council.bus.messages import ModelStatus
 
 log = structlog.get_logger()
 
@@ -28,7 +28,7 @@ class Roster:
 
     async def _on_health(self, msg: Msg) -> None:
         try:
-            health = decode(NodeHealth, msg.data, msg.subject)
+            health = decode_health(msg.data, msg.subject)
         except InvalidMessage as exc:
             log.warning("bad_heartbeat", subject=msg.subject, error=exc.detail)
             return

@@ -8,9 +8,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 from council.bus.errors import CouncilError
+from council.bus.probe import answers
 
 
 class NatsServerError(CouncilError):
@@ -29,18 +29,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
-
-
-def answers(url: str, timeout_s: float = 0.5) -> bool:
-    """Whether something accepts TCP connections at a nats:// URL."""
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection(
-            (parsed.hostname or "127.0.0.1", parsed.port or 4222), timeout_s
-        ):
-            return True
-    except OSError:
-        return False
 
 
 class EmbeddedNats:

@@ -20,14 +20,13 @@ import structlog
 from nats.aio.client import Client
 
 from council.bus import subjects
-from council.bus.client import decode, encode
+from council.bus.codec import decode_agent_response, encode
 from council.bus.errors import InvalidMessage
 from council.bus.inbox import ReplyInbox, is_no_responders
 from council.bus.messages import (
     AgentError,
     AgentReply,
     AgentRequest,
-    AgentResponse,
     Completion,
     OpinionRequest,
     ReviewRequest,
@@ -179,7 +178,7 @@ class BusAgents:
                         continue
                     return AgentError(code="no_responders", detail=f"no agent serves {subject}")
                 try:
-                    response = decode(AgentResponse, msg.data, subject)
+                    response = decode_agent_response(msg.data, subject)
                 except InvalidMessage as exc:
                     return AgentError(
                         code="invalid_output", detail=f"unreadable agent reply: {exc.detail}"

@@ -16,7 +16,7 @@ from nats.aio.subscription import Subscription
 
 from council.bus import subjects
 from council.bus.ask import open_sessions, stored_events
-from council.bus.client import decode, encode, ensure_stream, publish_event
+from council.bus.codec import decode_question, encode
 from council.bus.errors import CouncilError, InvalidMessage
 from council.bus.health import run_heartbeat
 from council.bus.inbox import answerable
@@ -24,13 +24,13 @@ from council.bus.messages import (
     Accepted,
     AgentRequest,
     AskReply,
-    Question,
     Rejected,
     SessionEvent,
     SessionFailed,
 )
 from council.bus.roster import Roster
 from council.bus.session import TERMINAL, InvalidTransition, SessionState
+from council.bus.stream import ensure_stream, publish_event
 from council.bus.tasks import cancel_and_wait
 from council.chairman.admission import Defaults, admit, needed_models
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
@@ -218,7 +218,7 @@ class ChairmanService:
 
     async def handle_ask(self, data: bytes, subject: str = subjects.ASK) -> AskReply:
         try:
-            question = decode(Question, data, subject)
+            question = decode_question(data, subject)
         except InvalidMessage as exc:
             log.warning("bad_question", error=exc.detail)
             return Rejected(reason="bad_request", detail=exc.detail)

@@ -24,11 +24,13 @@ from rich.console import Console
 
 from council.agents.catalogue import CATALOGUE
 from council.bus import subjects
-from council.bus.client import connect, encode, request
+from council.bus.client import connect, request
+from council.bus.codec import encode
 from council.bus.errors import CouncilError
 from council.bus.messages import Question
+from council.bus.probe import answers
 from council.bus.roster import Roster
-from council.bus.server import EmbeddedNats, answers
+from council.bus.server import EmbeddedNats
 from council.cli.ask import run_ask
 from council.cli.dashboard import dashboard_command, dashboard_env, dashboard_url, unguarded
 from council.cli.models import pull_models

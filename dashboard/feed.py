@@ -24,9 +24,10 @@ from nats.js.api import DeliverPolicy
 from council.bus import subjects
 from council.bus.ask import roster as gather_roster
 from council.bus.ask import submit
-from council.bus.client import Credentials, connect, decode, decode_event
+from council.bus.client import Credentials, connect
+from council.bus.codec import decode_delta, decode_event, decode_health
 from council.bus.errors import CouncilError, InvalidMessage
-from council.bus.messages import Accepted, AgentInfo, NodeHealth, Question, TokenDelta
+from council.bus.messages import Accepted, AgentInfo, NodeHealth, Question
 from council.dashboard.view import SessionView
 
 log = structlog.get_logger()
@@ -146,7 +147,7 @@ class Feed:
 
     async def _on_live(self, msg: Msg) -> None:
         try:
-            delta = decode(TokenDelta, msg.data, msg.subject)
+            delta = decode_delta(msg.data, msg.subject)
         except InvalidMessage:
             return
         with self._lock:
@@ -155,7 +156,7 @@ class Feed:
 
     async def _on_health(self, msg: Msg) -> None:
         try:
-            health = decode(NodeHealth, msg.data, msg.subject)
+            health = decode_health(msg.data, msg.subject)
         except InvalidMessage:
             return
         with self._lock:

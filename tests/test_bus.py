@@ -18,15 +18,19 @@ from council.agents.runtimes.scripted import HANG, ScriptedRuntime
 from council.agents.service import AgentService
 from council.bus import subjects
 from council.bus.ask import follow, roster, submit
-from council.bus.client import connect, decode, decode_event, encode, request
+from council.bus.client import connect, request
+from council.bus.codec import (
+    decode_agent_response,
+    decode_ask_reply,
+    decode_event,
+    decode_health,
+    encode,
+)
 from council.bus.errors import NoCouncil, QuestionRejected
 from council.bus.messages import (
     AgentError,
-    AskReply,
-    Completion,
     FinalAnswer,
     MemberFailed,
-    NodeHealth,
     OpinionRequest,
     Question,
     Rejected,
@@ -131,7 +135,7 @@ async def test_malformed_question_gets_bad_request_and_chairman_keeps_serving(
     """Garbage on council.ask is answered with Rejected(bad_request); the next ask works."""
     async with council(nats_server):
         msg = await request(nc, subjects.ASK, payload, timeout_s=5)
-        reply = decode(AskReply, msg.data)
+        reply = decode_ask_reply(msg.data)
         assert isinstance(reply, Rejected)
         assert reply.reason == "bad_request"
         assert reply.detail
@@ -159,15 +163,11 @@ async def test_malformed_agent_request_gets_bad_request_and_agent_keeps_serving(
     async with council(nats_server):
         subject = subjects.agent("m2", "opinion")
         for payload in (b"garbage", b'{"type": "opinion"}'):
-            reply = decode(
-                Completion | AgentError, (await request(nc, subject, payload, timeout_s=5)).data
-            )
+            reply = decode_agent_response((await request(nc, subject, payload, timeout_s=5)).data)
             assert isinstance(reply, AgentError)
             assert reply.code == "bad_request"
         wrong = OpinionRequest(session_id="x", member="m1", model="m1", messages=[])
-        reply = decode(
-            Completion | AgentError, (await request(nc, subject, encode(wrong), timeout_s=5)).data
-        )
+        reply = decode_agent_response((await request(nc, subject, encode(wrong), timeout_s=5)).data)
         assert isinstance(reply, AgentError)
         assert "m1" in reply.detail
         events = await ask(nc, Question(question="still there?"))
@@ -267,7 +267,7 @@ async def test_agents_publish_health_heartbeats(nats_server: EmbeddedNats, nc: C
     async with council(nats_server):
         sub = await nc.subscribe("council.health.agents-1")
         msg = await sub.next_msg(timeout=5)
-        health = decode(NodeHealth, msg.data)
+        health = decode_health(msg.data)
     assert health.role == "agents"
     assert health.pid > 0
     assert health.rss_mb > 0

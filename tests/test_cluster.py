@@ -23,10 +23,11 @@ from council.agents.runtimes.scripted import ScriptedRuntime
 from council.agents.service import AgentService
 from council.bus import subjects
 from council.bus.ask import follow, submit
-from council.bus.client import CONSUMER_IDLE_S, connect, ensure_stream
+from council.bus.client import connect
 from council.bus.errors import CouncilError
 from council.bus.messages import FinalAnswer, Question, SessionEvent
 from council.bus.server import EmbeddedNats
+from council.bus.stream import CONSUMER_IDLE_S, ensure_stream
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService

@@ -576,7 +576,8 @@ async def test_the_dashboards_view_reads_a_session_through_the_same_fold() -> No
     assert not view.finished
     for event in sink.events[5:]:
         view.apply(event)
-    assert view.status == "done" and view.final == outcome == chairman.final
+    assert view.status == "done"
+    assert view.final == outcome == chairman.final
     assert (view.opinions, view.reviews, view.reasons) == (
         chairman.opinions,
         chairman.reviews,

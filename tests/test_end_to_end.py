@@ -22,7 +22,8 @@ from council.agents.runtimes.router import RoutedRuntime
 from council.agents.service import AgentService
 from council.bus import subjects
 from council.bus.ask import follow, submit
-from council.bus.client import connect, decode_event
+from council.bus.client import connect
+from council.bus.codec import decode_event
 from council.bus.messages import (
     FinalAnswer,
     Opinion,
@@ -33,7 +34,8 @@ from council.bus.messages import (
     SessionEvent,
     StageStarted,
 )
-from council.bus.server import EmbeddedNats, answers, free_port
+from council.bus.probe import answers
+from council.bus.server import EmbeddedNats, free_port
 from council.chairman import extract
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig

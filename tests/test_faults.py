@@ -15,13 +15,12 @@ from test_bus import council
 from council.agents.runtimes.scripted import HANG
 from council.bus import subjects
 from council.bus.ask import follow, stored_events, submit
-from council.bus.client import connect, decode, encode, ensure_stream, request
+from council.bus.client import connect, request
+from council.bus.codec import decode_agent_response, decode_ask_reply, encode
 from council.bus.errors import QuestionRejected, SessionTimeout
 from council.bus.messages import (
     Accepted,
     AgentError,
-    AgentReply,
-    AskReply,
     FinalAnswer,
     Question,
     Rejected,
@@ -29,6 +28,7 @@ from council.bus.messages import (
     event_kind,
 )
 from council.bus.server import EmbeddedNats
+from council.bus.stream import ensure_stream
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService
@@ -101,13 +101,15 @@ async def test_garbage_on_every_request_subject_gets_a_reason_and_is_logged(
     payload = GARBAGE[kind]
     async with council(nats_server):
         with structlog.testing.capture_logs() as logs:
-            asked = decode(AskReply, (await request(nc, subjects.ASK, payload, timeout_s=5)).data)
+            asked = decode_ask_reply((await request(nc, subjects.ASK, payload, timeout_s=5)).data)
             assert isinstance(asked, Rejected)
             assert asked.reason == "bad_request"
             assert asked.detail
             for kind_ in subjects.AGENT_KINDS:
                 subject = subjects.agent("m2", kind_)
-                reply = decode(AgentReply, (await request(nc, subject, payload, timeout_s=5)).data)
+                reply = decode_agent_response(
+                    (await request(nc, subject, payload, timeout_s=5)).data
+                )
                 assert isinstance(reply, AgentError)
                 assert reply.code == "bad_request"
                 assert reply.detail

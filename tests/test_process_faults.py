@@ -24,7 +24,8 @@ from nats.aio.msg import Msg
 from bench.faults import stop_processes
 from council.bus import subjects
 from council.bus.ask import follow, roster, stored_events, submit
-from council.bus.client import connect, decode
+from council.bus.client import connect
+from council.bus.codec import decode_health
 from council.bus.errors import InvalidMessage
 from council.bus.messages import (
     TERMINAL_EVENTS,
@@ -119,7 +120,7 @@ class Health:
 
     async def on_beat(self, msg: Msg) -> None:
         try:
-            beat = decode(NodeHealth, msg.data, msg.subject)
+            beat = decode_health(msg.data, msg.subject)
         except InvalidMessage:
             return
         self.nodes[beat.node] = beat

@@ -25,10 +25,12 @@ from council.agents.runtimes.scripted import ScriptedRuntime
 from council.agents.service import AgentService
 from council.bus import subjects
 from council.bus.ask import follow, open_sessions, submit
-from council.bus.client import CONSUMER_IDLE_S, Credentials, connect, encode
+from council.bus.client import Credentials, connect
+from council.bus.codec import encode
 from council.bus.errors import BusUnavailable, NoCouncil, QuestionRejected
 from council.bus.messages import Accepted, Completion, FinalAnswer, Opinion, Question, Usage
 from council.bus.server import EmbeddedNats
+from council.bus.stream import CONSUMER_IDLE_S
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService

@@ -1,0 +1,114 @@
+"""The COUNCIL stream: its set-up and the one way a session event is stored."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamConsumerLimits,
+)
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
+
+from council.bus import subjects
+from council.bus.codec import encode
+from council.bus.errors import CouncilError
+from council.bus.messages import Event, event_kind
+
+log = structlog.get_logger()
+
+CONSUMER_IDLE_S = 10.0
+"""How long a consumer of the stream outlives its reader: the stream's limit for
+every consumer, so none that a reader creates (or forgets) stays."""
+
+
+async def ensure_stream(
+    js: JetStreamContext, replicas: int = 1, *, wait_s: float = 15.0, attempt_s: float = 1.0
+) -> None:
+    """Create the COUNCIL stream if missing; it stores session events only.
+
+    ``replicas`` > 1 needs a cluster: R3 keeps every event on three nodes, so
+    the loss of one loses nothing. A cluster that has just started elects its
+    JetStream leader first (about a second here) and drops API requests until
+    then, so each call waits ``attempt_s`` and is retried for up to ``wait_s``.
+    An existing stream keeps its replica count (only logged when it differs):
+    scaling a stream is an operator's decision, and chairmen started with
+    different settings must not scale it back and forth.
+    """
+    config = StreamConfig(
+        name=subjects.STREAM,
+        subjects=[subjects.SESSIONS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=7 * 24 * 3600,
+        max_bytes=1024**3,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=120,
+        max_consumers=10_000,  # readers' ordered consumers; the server default is lower
+        consumer_limits=StreamConsumerLimits(inactive_threshold=CONSUMER_IDLE_S),
+        num_replicas=replicas,
+    )
+    started = time.monotonic()
+    failures = 0
+    while True:
+        try:
+            await asyncio.wait_for(_create_or_check(js, config), attempt_s)
+        except (TimeoutError, ServiceUnavailableError) as exc:
+            waited = time.monotonic() - started
+            if waited >= wait_s:
+                raise CouncilError(
+                    f"JetStream did not create or find the {subjects.STREAM} stream within "
+                    f"{wait_s:g} s ({exc!r}); is JetStream on, and are {replicas} nodes up?"
+                ) from exc
+            if not failures:
+                log.warning("jetstream_not_ready", error=repr(exc), retrying_for_s=wait_s)
+            failures += 1
+            await asyncio.sleep(0.2)
+        except APIError as exc:  # e.g. replicas > 1 on a server that is not clustered
+            raise CouncilError(
+                f"cannot create the {subjects.STREAM} stream with {replicas} replica(s): "
+                f"{exc.description or exc!r}"
+            ) from exc
+        else:
+            if failures:
+                log.info("jetstream_ready", waited_s=round(time.monotonic() - started, 1))
+            return
+
+
+async def _create_or_check(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        info = await js.stream_info(subjects.STREAM)
+    except NotFoundError:
+        await js.add_stream(config)
+        log.info("stream_created", stream=subjects.STREAM, replicas=config.num_replicas)
+        return
+    limits = info.config.consumer_limits
+    if limits is None or limits.inactive_threshold != CONSUMER_IDLE_S:  # made by an older council
+        await js.update_stream(
+            dataclasses.replace(info.config, consumer_limits=config.consumer_limits)
+        )
+        log.info("stream_consumer_limit_set", stream=subjects.STREAM, idle_s=CONSUMER_IDLE_S)
+    if info.config.num_replicas != config.num_replicas:
+        log.warning(
+            "stream_replicas_differ",
+            stream=subjects.STREAM,
+            replicas=info.config.num_replicas,
+            configured=config.num_replicas,
+            hint=f"nats stream edit {subjects.STREAM} --replicas {config.num_replicas}",
+        )
+
+
+async def publish_event(js: JetStreamContext, event: Event) -> None:
+    """Store one session event; the Nats-Msg-Id makes a resend after a reconnect a no-op."""
+    await js.publish(
+        subjects.session_event(event.session_id, event_kind(event)),
+        encode(event),
+        headers={"Nats-Msg-Id": f"{event.session_id}-{event.seq}"},
+    )
