@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 
 from council.bus import probe, subjects
 from council.bus.errors import BusUnavailable
+from council.bus.inbox import SETTLE_S, Settling
 
 log = structlog.get_logger()
 
@@ -198,20 +199,13 @@ def _tls_reason(exc: ssl.SSLError) -> str:
 
 
 async def request(
-    nc: Client, subject: str, data: bytes, *, timeout_s: float, settle_s: float = 0.3
+    nc: Client, subject: str, data: bytes, *, timeout_s: float, settle_s: float = SETTLE_S
 ) -> Msg:
-    """Request/reply that re-asks on "no responders" for ``settle_s``.
-
-    nats-server 2.15 can answer "no responders" for a few milliseconds after
-    another connection's subscription was flushed (measured here: 1 request in
-    12 right after a subscribe; a retry 50 ms later always got through), so a
-    responder that has just started is not taken for a missing one.
-    """
-    deadline = time.monotonic() + settle_s
+    """Request/reply that re-asks on "no responders" while it settles (``inbox.Settling``)."""
+    settling = Settling(settle_s)
     while True:
         try:
             return await nc.request(subject, data, timeout=timeout_s)
         except nats.errors.NoRespondersError:
-            if time.monotonic() >= deadline:
+            if not await settling.again():
                 raise
-            await asyncio.sleep(0.05)

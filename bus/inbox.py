@@ -8,6 +8,7 @@ nats-py's ``request`` resolves on the first reply; an agent answers with progres
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,11 @@ from council.bus import subjects
 log = structlog.get_logger()
 
 NO_RESPONDERS = "503"
+SETTLE_S = 0.3
+"""nats-server 2.15 can answer "no responders" for a few milliseconds after another
+connection's subscription was flushed (measured here: 1 request in 12 right after a
+subscribe; a retry 50 ms later always got through): re-asking for this long keeps a
+responder that has just started from looking missing."""
 
 
 def answerable(msg: Msg) -> bool:
@@ -40,6 +46,20 @@ def answerable(msg: Msg) -> bool:
 def is_no_responders(msg: Msg) -> bool:
     """The server's empty status reply to a request nobody subscribes to."""
     return not msg.data and (msg.headers or {}).get("Status") == NO_RESPONDERS
+
+
+class Settling:
+    """The window in which a "no responders" is asked again rather than believed."""
+
+    def __init__(self, settle_s: float = SETTLE_S) -> None:
+        self.until = time.monotonic() + settle_s
+
+    async def again(self) -> bool:
+        """Whether to re-ask now (after a short pause); False once the window closed."""
+        if time.monotonic() >= self.until:
+            return False
+        await asyncio.sleep(0.05)
+        return True
 
 
 class ReplyInbox:

@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from council.bus import subjects
 from council.bus.codec import decode_agent_response, encode
 from council.bus.errors import InvalidMessage
-from council.bus.inbox import ReplyInbox, is_no_responders
+from council.bus.inbox import ReplyInbox, Settling, is_no_responders
 from council.bus.messages import (
     AgentError,
     AgentReply,
@@ -39,10 +39,6 @@ log = structlog.get_logger()
 
 R = TypeVar("R", Completion, ReviewResult)
 GRACE_S = 2.0
-SETTLE_S = 0.3
-"""nats-server can answer "no responders" for a few ms after another connection's
-subscription was flushed (1 request in 12 right after a subscribe, measured here);
-re-asking for this long keeps a responder that has just started from looking missing."""
 SILENCE_S = 15.0
 FIRST_WORD_S = 5.0
 """An agent says ``Working`` a quarter of a second after receipt: a request that hears
@@ -150,7 +146,7 @@ class BusAgents:
         """One ask: the reply, an error, _Unheard when no word came within
         ``first_word_s``, or _Silent when an agent that spoke fell silent for
         ``silence_s``."""
-        settle_until = time.monotonic() + SETTLE_S
+        settling = Settling()
         node = ""
         heard = False
         reconnects = self.nc.stats["reconnects"]
@@ -172,8 +168,7 @@ class BusAgents:
                     return _Silent(node) if heard or cut_off else _Unheard()
                 heard = True
                 if is_no_responders(msg):
-                    if time.monotonic() < settle_until:
-                        await asyncio.sleep(0.05)
+                    if await settling.again():
                         await self.nc.publish(subject, data, reply=reply_to)
                         continue
                     return AgentError(code="no_responders", detail=f"no agent serves {subject}")
