@@ -9,6 +9,7 @@ from pathlib import Path
 
 import council.dashboard
 from council.cli.settings import Settings
+from council.dashboard.config import DashboardConfig
 
 
 def dashboard_command(settings: Settings) -> list[str]:
@@ -24,18 +25,17 @@ def dashboard_command(settings: Settings) -> list[str]:
     ]  # fmt: skip
 
 
+def dashboard_config(settings: Settings) -> DashboardConfig:
+    return DashboardConfig(
+        nats_url=settings.nats_url,
+        credentials=settings.credentials,
+        evals_dir=str(settings.evals_path),
+        login=settings.dashboard_login,
+    )
+
+
 def dashboard_env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "COUNCIL_NATS_URL": settings.nats_url,
-        "COUNCIL_NATS_USER": settings.nats_user,
-        "COUNCIL_NATS_PASSWORD": settings.nats_password,
-        "COUNCIL_NATS_CREDS": settings.nats_creds,
-        "COUNCIL_NATS_TLS_CA": settings.nats_tls_ca,
-        "COUNCIL_NATS_TLS_CERT": settings.nats_tls_cert,
-        "COUNCIL_NATS_TLS_KEY": settings.nats_tls_key,
-        "COUNCIL_DASHBOARD_LOGIN": settings.dashboard_login,  # read by dashboard/login.py
-    }
+    return {**os.environ, **dashboard_config(settings).env()}
 
 
 def exposed(address: str) -> bool:

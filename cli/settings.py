@@ -161,11 +161,14 @@ class Settings:
         )
 
     @property
-    def evals_path(self) -> Path:
-        if self.evals_dir:
-            return Path(self.evals_dir).expanduser()
+    def data_path(self) -> Path:
+        """council's own data (eval runs, `council up`'s NATS store): XDG's data home."""
         data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-        return Path(data) / "council" / "evals"
+        return Path(data) / "council"
+
+    @property
+    def evals_path(self) -> Path:
+        return Path(self.evals_dir).expanduser() if self.evals_dir else self.data_path / "evals"
 
     @property
     def member_list(self) -> list[str]:

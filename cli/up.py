@@ -46,11 +46,6 @@ def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
     return env
 
 
-def _data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "council"
-
-
 def _nats_config(given: str) -> Path | None:
     """The config named, else ./nats.conf when there is one, else none (flags only)."""
     if given:
@@ -151,11 +146,11 @@ async def run_up(
                 }
             parsed = urlparse(settings.nats_url)
             server = EmbeddedNats(
-                _data_dir() / "jetstream",
+                settings.data_path / "jetstream",
                 host=parsed.hostname or "127.0.0.1",
                 port=parsed.port or 4222,
                 config=config,
-                log_file=_data_dir() / "nats-server.log",
+                log_file=settings.data_path / "nats-server.log",
                 env=server_env,
             ).start()
             where = (

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import streamlit as st
 
 from council.bus.client import Credentials
+from council.dashboard.config import DashboardConfig
 from council.dashboard.feed import Feed
 from council.dashboard.view import SessionView
 
@@ -23,15 +23,8 @@ def _feed(url: str, credentials: Credentials) -> Feed:
 
 def feed() -> Feed:
     """The process's one feed; shows its error and stops the page when it has none."""
-    credentials = Credentials(
-        os.environ.get("COUNCIL_NATS_USER", ""),
-        os.environ.get("COUNCIL_NATS_PASSWORD", ""),
-        os.environ.get("COUNCIL_NATS_CREDS", ""),
-        tls_ca=os.environ.get("COUNCIL_NATS_TLS_CA", ""),
-        tls_cert=os.environ.get("COUNCIL_NATS_TLS_CERT", ""),
-        tls_key=os.environ.get("COUNCIL_NATS_TLS_KEY", ""),
-    )
-    current = _feed(os.environ.get("COUNCIL_NATS_URL", "nats://127.0.0.1:4222"), credentials)
+    config = DashboardConfig.given()
+    current = _feed(config.nats_url, config.credentials)
     current.wait_ready(3.0)
     if current.error:
         st.error(current.error)
@@ -40,12 +33,8 @@ def feed() -> Feed:
 
 
 def evals_dir() -> Path:
-    """Where `council eval` saves its runs: $COUNCIL_EVALS_DIR, with the CLI setting's default."""
-    configured = os.environ.get("COUNCIL_EVALS_DIR", "")
-    if configured:
-        return Path(configured).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data) / "council" / "evals"
+    """Where `council eval` saved its runs, as `council dashboard` was told."""
+    return Path(DashboardConfig.given().evals_dir)
 
 
 def colour(model: str) -> str:

@@ -8,16 +8,15 @@ beyond loopback without a password, and `council up` makes one there.
 from __future__ import annotations
 
 import hmac
-import os
 
 import streamlit as st
 
-LOGIN_ENV = "COUNCIL_DASHBOARD_LOGIN"
+from council.dashboard.config import DashboardConfig
 
 
 def logged_in() -> bool:
     """True when no password is set or this browser session gave it; else shows the form."""
-    expected = os.environ.get(LOGIN_ENV, "")
+    expected = DashboardConfig.given().login
     if not expected or st.session_state.get("logged_in"):
         return True
     st.title("council")

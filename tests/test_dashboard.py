@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 import council.dashboard
 from council.bus.server import EmbeddedNats
+from council.dashboard.config import ENV, DashboardConfig
 
 pytestmark = pytest.mark.model
 
@@ -35,7 +36,7 @@ def finished(council_processes: dict[str, str]) -> dict[str, Any]:
 
 @pytest.fixture
 def app(council_nats: EmbeddedNats, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    monkeypatch.setenv("COUNCIL_NATS_URL", council_nats.url)
+    monkeypatch.setenv(ENV, DashboardConfig(nats_url=council_nats.url).env()[ENV])
     return AppTest.from_file(str(APP), default_timeout=60)
 
 

@@ -1,6 +1,6 @@
 """The dashboard's Eval page, run by Streamlit's AppTest on saved `council eval` reports.
 
-It needs no bus and no council: it reads the reports in $COUNCIL_EVALS_DIR.
+It needs no bus and no council: it reads the reports in the folder it is given.
 The fixture report (tests/data/eval-report.json) came from a scripted runtime,
 so its figures are meaningless but its shape is a real report's.
 """
@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import council.dashboard
+from council.dashboard.config import ENV, DashboardConfig
 
 APP = Path(council.dashboard.__file__).parent / "app.py"
 REPORT = Path(__file__).parent / "data" / "eval-report.json"
@@ -25,7 +26,7 @@ SAVED_AS = "dev--custom-88eeeca9.report.json"
 def evals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "evals"
     folder.mkdir()
-    monkeypatch.setenv("COUNCIL_EVALS_DIR", str(folder))
+    monkeypatch.setenv(ENV, DashboardConfig(evals_dir=str(folder)).env()[ENV])
     return folder
 
 

@@ -9,14 +9,15 @@ from streamlit.testing.v1 import AppTest
 
 import council.dashboard
 from council.bus.server import EmbeddedNats
+from council.dashboard.config import ENV, DashboardConfig
 
 APP = Path(council.dashboard.__file__).parent / "app.py"
 
 
 @pytest.fixture
 def app(nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch) -> AppTest:
-    monkeypatch.setenv("COUNCIL_NATS_URL", nats_server.url)
-    monkeypatch.setenv("COUNCIL_DASHBOARD_LOGIN", "opensesame")
+    config = DashboardConfig(nats_url=nats_server.url, login="opensesame")
+    monkeypatch.setenv(ENV, config.env()[ENV])
     return AppTest.from_file(str(APP), default_timeout=30)
 
 

@@ -30,6 +30,7 @@ from council.chairman.service import ChairmanService
 from council.cli.dashboard import dashboard_env
 from council.cli.main import build_parser
 from council.cli.settings import load
+from council.dashboard.config import DashboardConfig
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,5 @@ def test_tls_settings_reach_credentials_and_the_dashboard(pki: Pki) -> None:
         tls_ca=str(pki.ca), tls_cert=str(pki.client_cert), tls_key=str(pki.client_key)
     )
     assert settings.credentials.options()["tls"].verify_mode.name == "CERT_REQUIRED"
-    env = dashboard_env(settings)
-    assert env["COUNCIL_NATS_TLS_CA"] == str(pki.ca)
-    assert env["COUNCIL_NATS_TLS_CERT"] == str(pki.client_cert)
-    assert env["COUNCIL_NATS_TLS_KEY"] == str(pki.client_key)
+    given = DashboardConfig.given(dashboard_env(settings))
+    assert given.credentials == settings.credentials

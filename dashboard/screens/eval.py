@@ -189,7 +189,7 @@ reports = load_reports(folder)
 if not reports:
     st.info(
         f"No eval reports in {folder}. Make one with `council eval evals/dev.jsonl` "
-        "(it saves to $COUNCIL_EVALS_DIR)."
+        "(it saves to $COUNCIL_EVALS_DIR, which `council dashboard` reads)."
     )
     st.stop()
 
