@@ -25,8 +25,6 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from council.agents import handlers
-from council.agents.runtimes.base import Runtime
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
 from council.agents.service import AgentService
@@ -34,17 +32,11 @@ from council.bus import subjects
 from council.bus.ask import follow, submit
 from council.bus.client import connect
 from council.bus.messages import (
-    AgentError,
-    Completion,
     FinalAnswer,
-    OpinionRequest,
     Question,
     ReviewMode,
-    ReviewRequest,
-    ReviewResult,
     SessionEvent,
     SessionFailed,
-    SynthesisRequest,
 )
 from council.bus.server import EmbeddedNats
 from council.bus.stream import ensure_stream
@@ -52,6 +44,7 @@ from council.chairman.admission import Defaults, admit
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.service import ChairmanService
 from council.cli.logs import configure_logging
+from council.cli.wiring import LocalAgents, local_council
 
 QUESTION = "What is the capital of Australia, and why is it not Sydney?"
 
@@ -144,22 +137,6 @@ def question(n: int, mode: ReviewMode = "pairwise") -> Question:
 def calls_per_session(n: int, mode: ReviewMode = "pairwise") -> int:
     """LLM calls of a session with no failures: opinions, reviews, one synthesis."""
     return n + (n * (n - 1) if mode == "pairwise" else n) + 1
-
-
-class LocalAgents:
-    """The conductor's agent gateway served by the real handlers, no bus."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-
-    async def opinion(self, request: OpinionRequest) -> Completion | AgentError:
-        return await handlers.handle_opinion(self.runtime, request)
-
-    async def review(self, request: ReviewRequest) -> ReviewResult | AgentError:
-        return await handlers.handle_review(self.runtime, request)
-
-    async def synthesize(self, request: SynthesisRequest) -> Completion | AgentError:
-        return await handlers.handle_synthesis(self.runtime, request)
 
 
 async def _discard(event: SessionEvent) -> None:
@@ -256,7 +233,7 @@ async def bus_council(
 ) -> AsyncIterator[BusCouncil]:
     """nats-server, scripted agents serving ``served``, a chairman and a client, all ready."""
     runtime = ScriptedRuntime(served, delay_s=delay_s)
-    routed = RoutedRuntime(dict.fromkeys(served, runtime))
+    routed = RoutedRuntime.serving(runtime, served)
     defaults = Defaults(tuple(served[:3]), served[0])
     async with serving(
         store, routed, defaults, concurrency=concurrency, max_sessions=max_sessions
@@ -281,23 +258,13 @@ async def serving(
         for name in ("bench-agents", "bench-chairman", "bench-client"):
             connections.append(await connect(server.url, name=name))
         agents_nc, chairman_nc, client = connections
-        agents = AgentService(agents_nc, runtime, node="bench-agents", concurrency=concurrency)
-        await agents.start()
         await create_stream(chairman_nc)
-        chairman = ChairmanService(
-            chairman_nc,
-            defaults=defaults,
-            config=config or CouncilConfig(),
-            node="bench-chairman",
-            max_sessions=max_sessions,
-        )
-        await chairman.start()
-        await chairman.roster.refresh()  # so no measured ask waits for a roster refresh
-        try:
-            yield server, agents, chairman, client
-        finally:
-            await chairman.stop()
-            await agents.stop()
+        async with local_council(
+            agents_nc, chairman_nc, runtime, defaults, config,
+            concurrency=concurrency, max_sessions=max_sessions,
+        ) as council:  # fmt: skip
+            await council.chairman.roster.refresh()  # no measured ask waits for the roster
+            yield server, council.agents, council.chairman, client
     finally:
         for nc in connections:
             await nc.close()

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    LocalAgents,
     Table,
     _discard,
     _finished,
@@ -43,6 +42,7 @@ from council.bus.members import model_of
 from council.bus.messages import ChatMessage, FinalAnswer, GenerationOptions, Question, Usage
 from council.chairman.admission import Defaults, admit
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
+from council.cli.wiring import LocalAgents
 
 MODELS_DIR = Path("~/.cache/council/models").expanduser()
 MEMBERS = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]

@@ -16,6 +16,7 @@ from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService
 from council.chairman.strategies import UnknownStrategy, named
+from council.cli import wiring
 from council.cli.settings import Settings
 
 log = structlog.get_logger()
@@ -59,24 +60,21 @@ async def runtime_for(settings: Settings, models: list[str]) -> RoutedRuntime:
 async def start_agents(
     nc: Client, settings: Settings, models: list[str], kinds: tuple[str, ...], role: str
 ) -> AgentService:
-    runtime = await runtime_for(settings, models)
-    service = AgentService(
+    return await wiring.start_agents(
         nc,
-        runtime,
+        await runtime_for(settings, models),
         node=f"{settings.node}-{role}" if settings.node else default_node_name(role),
         kinds=kinds,
         concurrency=settings.concurrency,
         heartbeat_s=settings.heartbeat,
     )
-    await service.start()
-    return service
 
 
 async def start_chairman(nc: Client, settings: Settings) -> ChairmanService:
-    service = ChairmanService(
+    return await wiring.start_chairman(
         nc,
-        defaults=Defaults(tuple(settings.member_list), settings.chairman, settings.mode),  # type: ignore[arg-type]
-        config=council_config(settings),
+        Defaults(tuple(settings.member_list), settings.chairman, settings.mode),  # type: ignore[arg-type]
+        council_config(settings),
         # stable across restarts: a restarted chairman resumes the sessions of its name
         node=settings.node or default_node_name("chairman", unique=False),
         max_sessions=settings.max_sessions,
@@ -84,8 +82,6 @@ async def start_chairman(nc: Client, settings: Settings) -> ChairmanService:
         stream_replicas=settings.stream_replicas,
         lease_s=settings.session_lease,
     )
-    await service.start()
-    return service
 
 
 async def wait_for_signal() -> None:

@@ -44,6 +44,8 @@ from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.gateway import BusAgents
 from council.chairman.service import ChairmanService
+from council.cli import wiring
+from council.cli.wiring import local_council
 
 MODELS = ["m1", "m2", "m3"]
 
@@ -58,11 +60,8 @@ class Council:
 
 async def start_agents(url: str, runtime: ScriptedRuntime, node: str) -> AgentService:
     nc = await connect(url, name=node)
-    service = AgentService(
-        nc, RoutedRuntime(dict.fromkeys(runtime.models, runtime)), node=node, heartbeat_s=0.2
-    )
-    await service.start()
-    return service
+    routed = RoutedRuntime.serving(runtime, runtime.models)
+    return await wiring.start_agents(nc, routed, node=node, heartbeat_s=0.2)
 
 
 @asynccontextmanager
@@ -70,24 +69,17 @@ async def council(
     server: EmbeddedNats, config: CouncilConfig | None = None, max_sessions: int = 16
 ) -> AsyncIterator[Council]:
     runtime = ScriptedRuntime(MODELS)
-    agents = await start_agents(server.url, runtime, "agents-1")
+    agents_nc = await connect(server.url, name="agents")
     chairman_nc = await connect(server.url, name="chairman")
-    chairman = ChairmanService(
-        chairman_nc,
-        defaults=Defaults(tuple(MODELS), "m1"),
-        config=config or CouncilConfig(),
-        node="chairman-1",
-        max_sessions=max_sessions,
-        heartbeat_s=0.2,
-    )
-    await chairman.start()
     try:
-        yield Council(server.url, runtime, agents, chairman)
+        async with local_council(
+            agents_nc, chairman_nc, RoutedRuntime.serving(runtime, MODELS),
+            Defaults(tuple(MODELS), "m1"), config, heartbeat_s=0.2, max_sessions=max_sessions,
+        ) as started:  # fmt: skip
+            yield Council(server.url, runtime, started.agents, started.chairman)
     finally:
-        await chairman.stop()
-        await agents.stop()
         await chairman_nc.close()
-        await agents.nc.close()
+        await agents_nc.close()
 
 
 async def ask(nc: Client, question: Question) -> list[SessionEvent]:
@@ -228,11 +220,9 @@ async def test_two_chairmen_share_the_questions_and_each_session_has_one_owner(
     named as the session's owner, and both get questions."""
     async with council(nats_server) as c:
         other_nc = await connect(c.url, name="chairman-2")
-        other = ChairmanService(
-            other_nc, defaults=Defaults(tuple(MODELS), "m1"), config=CouncilConfig(),
-            node="chairman-2", heartbeat_s=0.2,
-        )  # fmt: skip
-        await other.start()
+        other = await wiring.start_chairman(
+            other_nc, Defaults(tuple(MODELS), "m1"), node="chairman-2", heartbeat_s=0.2
+        )
         try:
             sessions = await asyncio.gather(
                 *(ask(nc, Question(question=f"q {i}")) for i in range(16))
@@ -265,7 +255,7 @@ async def test_chairman_rejects_when_busy(nats_server: EmbeddedNats, nc: Client)
 async def test_agents_publish_health_heartbeats(nats_server: EmbeddedNats, nc: Client) -> None:
     """Heartbeats carry psutil figures and the served models with their kinds."""
     async with council(nats_server):
-        sub = await nc.subscribe("council.health.agents-1")
+        sub = await nc.subscribe(subjects.health("agents"))
         msg = await sub.next_msg(timeout=5)
         health = decode_health(msg.data)
     assert health.role == "agents"

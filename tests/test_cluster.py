@@ -29,8 +29,8 @@ from council.bus.messages import FinalAnswer, Question, SessionEvent
 from council.bus.server import EmbeddedNats
 from council.bus.stream import CONSUMER_IDLE_S, ensure_stream
 from council.chairman.admission import Defaults
-from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService
+from council.cli.wiring import local_council
 
 MODELS = ["m1", "m2", "m3"]
 
@@ -58,23 +58,15 @@ async def council(cluster: Cluster) -> AsyncIterator[SpreadCouncil]:
     started = time.monotonic()
     runtime = ScriptedRuntime(MODELS)
     agents_nc = await connect(cluster.node("n2").url, name="agents")
-    agents = AgentService(agents_nc, RoutedRuntime(dict.fromkeys(MODELS, runtime)), node="a")
     chairman_nc = await connect(cluster.node("n1").url, name="chairman")
-    chairman = ChairmanService(
-        chairman_nc,
-        defaults=Defaults(tuple(MODELS), "m1"),
-        config=CouncilConfig(),
-        node="c",
-        heartbeat_s=0.5,
-        stream_replicas=3,
-    )
-    await agents.start()
-    await chairman.start()
-    ready_s = time.monotonic() - started
-    client = await connect(cluster.node("n3").url, name="client")
-    yield SpreadCouncil(chairman, agents, client, ready_s)
-    await chairman.stop()
-    await agents.stop()
+    routed = RoutedRuntime.serving(runtime, MODELS)
+    async with local_council(
+        agents_nc, chairman_nc, routed, Defaults(tuple(MODELS), "m1"),
+        heartbeat_s=0.5, stream_replicas=3,
+    ) as spread:  # fmt: skip
+        ready_s = time.monotonic() - started
+        client = await connect(cluster.node("n3").url, name="client")
+        yield SpreadCouncil(spread.chairman, spread.agents, client, ready_s)
     for nc in (client, agents_nc, chairman_nc):
         await nc.close()
 

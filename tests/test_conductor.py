@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from helpers import Collected, LocalAgents
+from helpers import Collected
 
 from council.agents.runtimes.scripted import HANG, ScriptedRuntime
 from council.bus.messages import (
@@ -31,6 +31,7 @@ from council.chairman.strategies import STRATEGIES, named
 from council.cli import evalreport
 from council.cli.evalset import Check, EvalQuestion
 from council.cli.evaluate import council_answer
+from council.cli.wiring import LocalAgents
 
 MEMBERS = ["m1", "m2", "m3"]
 
@@ -51,7 +52,7 @@ async def run(
     **config: Any,
 ) -> tuple[FinalAnswer | SessionFailed, Collected, LocalAgents]:
     sink = Collected()
-    agents = LocalAgents(runtime)
+    agents = LocalAgents(runtime, keep_requests=True)
     chosen = named(strategy, close_margin=close_margin)
     conductor = Conductor(p or plan(), CouncilConfig(strategy=chosen, **config), agents, sink)
     outcome = await conductor.run()
@@ -351,7 +352,7 @@ async def test_a_rebuilt_session_finishes_from_where_it_stopped(mode: str) -> No
     events = first_run.events
     for cut in range(1, len(events) - 1):
         state = SessionState.rebuild("s1", events[:cut])
-        sink, agents = Collected(), LocalAgents(ScriptedRuntime(MEMBERS))
+        sink, agents = Collected(), LocalAgents(ScriptedRuntime(MEMBERS), keep_requests=True)
         conductor = Conductor(plan(mode), CouncilConfig(), agents, sink, state=state)
         outcome = await conductor.run()
         assert isinstance(outcome, FinalAnswer), (cut, outcome)
@@ -388,7 +389,7 @@ async def test_a_rebuilt_majority_session_still_skips_reviews_and_synthesis() ->
     )
     for cut in range(after_opinions + 1, len(events)):
         state = SessionState.rebuild("s1", events[:cut])
-        sink, agents = Collected(), LocalAgents(ScriptedRuntime(MEMBERS))
+        sink, agents = Collected(), LocalAgents(ScriptedRuntime(MEMBERS), keep_requests=True)
         config = CouncilConfig()
         outcome = await Conductor(plan(), config, agents, sink, state=state).run()
         assert isinstance(outcome, FinalAnswer), (cut, outcome)

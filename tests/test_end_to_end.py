@@ -19,7 +19,6 @@ from nats.aio.client import Client
 
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.router import RoutedRuntime
-from council.agents.service import AgentService
 from council.bus import subjects
 from council.bus.ask import follow, submit
 from council.bus.client import connect
@@ -39,8 +38,8 @@ from council.bus.server import EmbeddedNats, free_port
 from council.chairman import extract
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
-from council.chairman.service import ChairmanService
 from council.chairman.strategies import STRATEGIES
+from council.cli.wiring import local_council
 
 pytestmark = pytest.mark.model
 
@@ -54,19 +53,15 @@ async def run_council(
     agents_nc = await connect(url, name="e2e-agents")
     chairman_nc = await connect(url, name="e2e-chairman")
     client = await connect(url, name="e2e-client")
-    agents = AgentService(agents_nc, RoutedRuntime({TEST_MODEL: runtime}), node="e2e-agents")
-    chairman = ChairmanService(
-        chairman_nc, defaults=Defaults(tuple(MEMBERS), TEST_MODEL), config=config, node="e2e-chair"
-    )
+    routed = RoutedRuntime.serving(runtime, [TEST_MODEL])
     try:
-        await agents.start()
-        await chairman.start()
-        accepted = await submit(client, question)
-        seen = [e async for e in follow(client, accepted.session_id, timeout_s=300)]
-        stored = await stored_events(client, accepted.session_id)
+        async with local_council(
+            agents_nc, chairman_nc, routed, Defaults(tuple(MEMBERS), TEST_MODEL), config
+        ):
+            accepted = await submit(client, question)
+            seen = [e async for e in follow(client, accepted.session_id, timeout_s=300)]
+            stored = await stored_events(client, accepted.session_id)
     finally:
-        await chairman.stop()
-        await agents.stop()
         for nc in (agents_nc, chairman_nc, client):
             await nc.close()
     return seen, stored

@@ -22,7 +22,6 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
-from council.agents.service import AgentService
 from council.bus import subjects
 from council.bus.ask import follow, open_sessions, submit
 from council.bus.client import Credentials, connect
@@ -32,8 +31,7 @@ from council.bus.messages import Accepted, Completion, FinalAnswer, Opinion, Que
 from council.bus.server import EmbeddedNats
 from council.bus.stream import CONSUMER_IDLE_S
 from council.chairman.admission import Defaults
-from council.chairman.conductor import CouncilConfig
-from council.chairman.service import ChairmanService
+from council.cli.wiring import local_council
 
 ROLES = ("chairman", "agent", "dashboard", "client")
 
@@ -69,16 +67,10 @@ async def secure_council(
     """Agents and a chairman, each connected as its own role."""
     runtime = ScriptedRuntime(["m1", "m2"], delay_s=0.6)  # long enough for `working` notes
     agent_nc = await as_role(secure_server, passwords, "agent")
-    agents = AgentService(agent_nc, RoutedRuntime(dict.fromkeys(runtime.models, runtime)), node="a")
     chair_nc = await as_role(secure_server, passwords, "chairman")
-    chairman = ChairmanService(
-        chair_nc, defaults=Defaults(("m1", "m2"), "m1"), config=CouncilConfig(), node="c"
-    )
-    await agents.start()
-    await chairman.start()
-    yield
-    await chairman.stop()
-    await agents.stop()
+    routed = RoutedRuntime.serving(runtime, runtime.models)
+    async with local_council(agent_nc, chair_nc, routed, Defaults(("m1", "m2"), "m1")):
+        yield
     await agent_nc.close()
     await chair_nc.close()
 

@@ -18,18 +18,16 @@ import trustme
 
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
-from council.agents.service import AgentService
 from council.bus.ask import follow, submit
 from council.bus.client import Credentials, connect
 from council.bus.errors import BusUnavailable
 from council.bus.messages import FinalAnswer, Question
 from council.bus.server import EmbeddedNats, free_port
 from council.chairman.admission import Defaults
-from council.chairman.conductor import CouncilConfig
-from council.chairman.service import ChairmanService
 from council.cli.dashboard import dashboard_env
 from council.cli.main import build_parser
 from council.cli.settings import load
+from council.cli.wiring import local_council
 from council.dashboard.config import DashboardConfig
 
 
@@ -127,19 +125,13 @@ async def test_a_whole_council_runs_over_tls(
     agent_nc = await connect(server.url, name="tls-agent", credentials=credentials)
     chair_nc = await connect(server.url, name="tls-chairman", credentials=credentials)
     client = await connect(server.url, name="tls-client", credentials=credentials)
-    agents = AgentService(agent_nc, RoutedRuntime(dict.fromkeys(runtime.models, runtime)), node="a")
-    chairman = ChairmanService(
-        chair_nc, defaults=Defaults(("m1", "m2"), "m1"), config=CouncilConfig(), node="c"
-    )
-    await agents.start()
-    await chairman.start()
+    routed = RoutedRuntime.serving(runtime, runtime.models)
     try:
-        accepted = await submit(client, Question(question="q"))
-        events = [e async for e in follow(client, accepted.session_id, timeout_s=30)]
-        seen = await asyncio.to_thread(connections, server)
+        async with local_council(agent_nc, chair_nc, routed, Defaults(("m1", "m2"), "m1")):
+            accepted = await submit(client, Question(question="q"))
+            events = [e async for e in follow(client, accepted.session_id, timeout_s=30)]
+            seen = await asyncio.to_thread(connections, server)
     finally:
-        await chairman.stop()
-        await agents.stop()
         for nc in (client, chair_nc, agent_nc):
             await nc.close()
     assert isinstance(events[-1], FinalAnswer)

@@ -29,6 +29,11 @@ class RoutedRuntime:
     def __init__(self, routes: dict[str, Runtime]) -> None:
         self.routes = routes
 
+    @classmethod
+    def serving(cls, runtime: Runtime, models: list[str]) -> RoutedRuntime:
+        """One runtime serving all these models."""
+        return cls(dict.fromkeys(models, runtime))
+
     def runtime_of(self, model: str) -> Runtime:
         try:
             return self.routes[model]
