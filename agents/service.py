@@ -21,7 +21,7 @@ from nats.aio.subscription import Subscription
 
 from council.agents import handlers
 from council.agents.live import DeltaPublisher
-from council.agents.runtimes.router import RoutedRuntime
+from council.agents.runtimes.base import Runtime
 from council.bus import subjects
 from council.bus.codec import decode_request, encode
 from council.bus.errors import InvalidMessage
@@ -55,8 +55,9 @@ class AgentService:
     def __init__(
         self,
         nc: Client,
-        runtime: RoutedRuntime,
+        runtime: Runtime,
         *,
+        models: list[str],
         node: str,
         kinds: tuple[str, ...] = subjects.AGENT_KINDS,
         concurrency: int = 2,
@@ -67,7 +68,7 @@ class AgentService:
         self.node = node
         self.kinds = kinds
         self.heartbeat_s = heartbeat_s
-        self._bounds = {m: asyncio.Semaphore(concurrency) for m in runtime.routes}
+        self._bounds = {m: asyncio.Semaphore(concurrency) for m in models}
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -75,7 +76,7 @@ class AgentService:
 
     @property
     def models(self) -> list[str]:
-        return list(self.runtime.routes)
+        return list(self._bounds)
 
     async def start(self, *, preload: bool = True) -> None:
         """Load every model (fail early and loudly), then subscribe."""
@@ -104,14 +105,12 @@ class AgentService:
         log.info("agents_serving", node=self.node, models=self.models, kinds=self.kinds)
 
     def describe(self) -> dict[str, Any]:
-        embedded = {
-            id(r): r for r in self.runtime.routes.values() if getattr(r, "slots", None)
-        }.values()
+        capacity = self.runtime.capacity()
         return {
             "models": self.statuses(),
             "in_flight": self.in_flight,
-            "generation_slots": sum(getattr(r, "slots", 0) for r in embedded),
-            "threads_per_generation": max((getattr(r, "threads", 0) for r in embedded), default=0),
+            "generation_slots": capacity.slots,
+            "threads_per_generation": capacity.threads,
         }
 
     async def stop(self) -> None:

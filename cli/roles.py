@@ -8,6 +8,7 @@ import signal
 import structlog
 from nats.aio.client import Client
 
+from council.agents.runtimes.base import RuntimeOptions
 from council.agents.runtimes.router import RoutedRuntime, build_runtime
 from council.agents.service import AgentService
 from council.bus.client import connect
@@ -45,16 +46,18 @@ def council_config(settings: Settings) -> CouncilConfig:
 
 
 async def runtime_for(settings: Settings, models: list[str]) -> RoutedRuntime:
-    return await build_runtime(
-        models,
-        runtime=settings.runtime,
-        ollama_host=settings.ollama_host,
+    options = RuntimeOptions(
         models_dir=settings.models_path,
+        ollama_host=settings.ollama_host,
         threads=settings.threads or None,
         n_ctx=settings.n_ctx,
         batch=settings.batch,
         scripted_delay_s=settings.scripted_delay_ms / 1000,
     )
+    try:
+        return await build_runtime(models, settings.runtime, options)
+    except ValueError as exc:
+        raise SystemExit(f"error: $COUNCIL_RUNTIME: {exc}") from None
 
 
 async def start_agents(

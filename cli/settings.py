@@ -57,7 +57,12 @@ class Settings:
     models: str = _setting(
         "", "COUNCIL_AGENT_MODELS", "models `council agents` serves (default: the members)"
     )
-    runtime: str = _setting("auto", "COUNCIL_RUNTIME", "auto, ollama, embedded or scripted")
+    runtime: str = _setting(
+        "auto",
+        "COUNCIL_RUNTIME",
+        "auto (each model to the first runtime that serves it: ollama, then embedded), "
+        "or one runtime by name (an unknown name lists them)",
+    )
     ollama_host: str = _setting(
         "http://127.0.0.1:11434", "COUNCIL_OLLAMA_HOST", "Ollama server for the ollama runtime"
     )

@@ -42,7 +42,13 @@ async def start_agents(
     heartbeat_s: float = 2.0,
 ) -> AgentService:
     service = AgentService(
-        nc, runtime, node=node, kinds=kinds, concurrency=concurrency, heartbeat_s=heartbeat_s
+        nc,
+        runtime,
+        models=runtime.models,
+        node=node,
+        kinds=kinds,
+        concurrency=concurrency,
+        heartbeat_s=heartbeat_s,
     )
     await service.start()
     return service

@@ -19,7 +19,6 @@ from council.bus.messages import (
     ChatMessage,
     Completion,
     GenerationOptions,
-    ModelStatus,
     OpinionRequest,
 )
 
@@ -112,10 +111,10 @@ async def test_chat_on_a_model_the_server_404s_raises_runtime_failure(
     runtime: OllamaRuntime, server: OllamaCompatServer
 ) -> None:
     """A 404 from /api/chat (model removed after load) becomes RuntimeFailure."""
-    runtime._status["gone"] = ModelStatus(name="gone", runtime=runtime.name)  # as if loaded
+    runtime._status.set("gone", "ready")  # as if loaded
     with pytest.raises(RuntimeFailure, match="model 'gone' not found"):
         await _collect(runtime, "gone")
-    assert runtime._status["gone"].in_flight == 0
+    assert [s.in_flight for s in runtime.statuses() if s.name == "gone"] == [0]
     assert server.chat_requests()[-1]["model"] == "gone"
 
 

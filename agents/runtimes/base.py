@@ -1,10 +1,16 @@
-"""The one seam between council and a model: streamed text, then usage."""
+"""The one seam between council and a model: streamed text, then usage.
+
+Each runtime module also offers itself as a ``RuntimeKind`` named ``KIND``:
+the router finds them there, so adding a runtime is adding one module.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus, Usage
 
@@ -32,10 +38,21 @@ class RuntimeFailure(Exception):
     """The model could not produce an answer (crash, bad output, server error)."""
 
 
+@dataclass(frozen=True)
+class Capacity:
+    """How many calls a runtime generates at once on this host, and with how many
+    threads each (0 and 0 for a runtime whose models run elsewhere)."""
+
+    slots: int = 0
+    threads: int = 0
+
+
 class Runtime(Protocol):
     name: str
 
     def statuses(self) -> list[ModelStatus]: ...
+
+    def capacity(self) -> Capacity: ...
 
     async def load(self, model: str) -> None:
         """Make ``model`` ready, or raise ModelNotFound / ModelLoadError."""
@@ -51,3 +68,68 @@ class Runtime(Protocol):
     ) -> AsyncIterator[ChatChunk]: ...
 
     async def close(self) -> None: ...
+
+
+class Statuses:
+    """A runtime's models as heartbeats show them: loading, ready or failed, and the
+    calls in flight on each."""
+
+    def __init__(self, runtime: str) -> None:
+        self.runtime = runtime
+        self._models: dict[str, ModelStatus] = {}
+
+    def __contains__(self, model: str) -> bool:
+        return model in self._models
+
+    def all(self) -> list[ModelStatus]:
+        return list(self._models.values())
+
+    def set(
+        self, model: str, status: Literal["loading", "ready", "error"], detail: str = ""
+    ) -> None:
+        current = self._models.setdefault(model, ModelStatus(name=model, runtime=self.runtime))
+        current.status = status
+        current.detail = detail
+
+    @contextmanager
+    def calling(self, model: str) -> Iterator[None]:
+        """One call in flight on ``model`` for the duration."""
+        current = self._models[model]
+        current.in_flight += 1
+        try:
+            yield
+        finally:
+            current.in_flight -= 1
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """What a runtime may be built from: the settings' runtime part."""
+
+    models_dir: Path
+    ollama_host: str = "http://127.0.0.1:11434"
+    threads: int | None = None
+    n_ctx: int = 4096
+    batch: int = 0
+    scripted_delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A runtime that is available here, and which models it can serve."""
+
+    runtime: Runtime
+    serves: Callable[[str], bool]
+    known: list[str]
+    """What it could serve, for the error that names a model nobody serves."""
+
+
+@dataclass(frozen=True)
+class RuntimeKind:
+    name: str
+    summary: str
+    offer: Callable[[RuntimeOptions, list[str]], Awaitable[Offer | None]]
+    """Build the runtime for these models, or None when it is not available here."""
+    order: int
+    """``auto`` asks the kinds in this order, each model going to the first that serves it."""
+    auto: bool = True

@@ -24,7 +24,15 @@ import structlog
 
 from council.agents.catalogue import CATALOGUE, is_gguf_path
 from council.agents.pull import pull
-from council.agents.runtimes.base import ChatChunk, RuntimeFailure
+from council.agents.runtimes.base import (
+    Capacity,
+    ChatChunk,
+    Offer,
+    RuntimeFailure,
+    RuntimeKind,
+    RuntimeOptions,
+    Statuses,
+)
 from council.agents.runtimes.batching import BatchedModel
 from council.bus.errors import ModelLoadError, ModelNotFound
 from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus, Usage
@@ -81,11 +89,14 @@ class EmbeddedRuntime:
         self._engines: dict[str, BatchedModel] = {}
         self._turns = threading.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
-        self._status: dict[str, ModelStatus] = {}
+        self._status = Statuses(self.name)
         self._slots = asyncio.Semaphore(self.slots)
 
     def statuses(self) -> list[ModelStatus]:
-        return list(self._status.values())
+        return self._status.all()
+
+    def capacity(self) -> Capacity:
+        return Capacity(slots=self.slots, threads=self.threads)
 
     async def load(self, model: str) -> None:
         if model in self._llamas:
@@ -94,7 +105,7 @@ class EmbeddedRuntime:
         async with lock:
             if model in self._llamas:
                 return
-            self._status[model] = ModelStatus(name=model, runtime=self.name, status="loading")
+            self._status.set(model, "loading")
             try:
                 llama = await asyncio.to_thread(self._load_blocking, model)
                 if self.batch:
@@ -107,10 +118,9 @@ class EmbeddedRuntime:
                     )
                 self._llamas[model] = llama
             except Exception as exc:
-                self._status[model].status = "error"
-                self._status[model].detail = str(exc)
+                self._status.set(model, "error", str(exc))
                 raise
-            self._status[model].status = "ready"
+            self._status.set(model, "ready")
 
     def _load_blocking(self, model: str) -> Any:
         path = resolve_model_path(model, self.models_dir, auto_pull=self.auto_pull)
@@ -147,22 +157,21 @@ class EmbeddedRuntime:
                 yield chunk
             return
         llama = self._llamas[model]
-        status = self._status[model]
         feed = _Feed(model)
         async with self._locks[model], self._slots:
-            status.in_flight += 1
-            worker = asyncio.create_task(
-                asyncio.to_thread(_generate, llama, messages, options, schema, feed)
-            )
-            try:
-                async for item in feed.items():
-                    assert isinstance(item, ChatChunk)
-                    yield item
-            finally:
-                feed.stop.set()
-                status.in_flight -= 1
-                # The model stays locked until its thread has really stopped.
-                await asyncio.shield(worker)
+            with self._status.calling(model):
+                worker = asyncio.create_task(
+                    asyncio.to_thread(_generate, llama, messages, options, schema, feed)
+                )
+                try:
+                    async for item in feed.items():
+                        assert isinstance(item, ChatChunk)
+                        yield item
+                finally:
+                    feed.stop.set()
+                    # The model stays locked (and the call counted) until its thread
+                    # has really stopped.
+                    await asyncio.shield(worker)
 
     async def _batched_chat(
         self,
@@ -171,22 +180,20 @@ class EmbeddedRuntime:
         options: GenerationOptions,
         schema: dict[str, Any] | None,
     ) -> AsyncIterator[ChatChunk]:
-        status = self._status[model]
         feed = _Feed(model)
-        status.in_flight += 1
-        try:
+        with self._status.calling(model):
             try:
-                await asyncio.to_thread(
-                    self._engines[model].generate,
-                    messages, options, schema, feed.emit, feed.stop, feed.done,
-                )  # fmt: skip
-            except Exception as exc:  # e.g. a schema llama.cpp cannot turn into a grammar
-                raise RuntimeFailure(f"{model}: {exc}") from exc
-            async for item in feed.items():
-                yield ChatChunk(usage=item) if isinstance(item, Usage) else ChatChunk(str(item))
-        finally:
-            feed.stop.set()  # the engine drops the call at its next step
-            status.in_flight -= 1
+                try:
+                    await asyncio.to_thread(
+                        self._engines[model].generate,
+                        messages, options, schema, feed.emit, feed.stop, feed.done,
+                    )  # fmt: skip
+                except Exception as exc:  # e.g. a schema llama.cpp cannot make a grammar of
+                    raise RuntimeFailure(f"{model}: {exc}") from exc
+                async for item in feed.items():
+                    yield ChatChunk(usage=item) if isinstance(item, Usage) else ChatChunk(str(item))
+            finally:
+                feed.stop.set()  # the engine drops the call at its next step
 
     async def close(self) -> None:
         for engine in self._engines.values():
@@ -195,6 +202,18 @@ class EmbeddedRuntime:
         for llama in self._llamas.values():
             llama.close()
         self._llamas.clear()
+
+
+async def _offer(options: RuntimeOptions, models: list[str]) -> Offer:
+    runtime = EmbeddedRuntime(
+        options.models_dir, threads=options.threads, n_ctx=options.n_ctx, batch=options.batch
+    )
+    return Offer(runtime, lambda m: m in CATALOGUE or is_gguf_path(m), sorted(CATALOGUE))
+
+
+KIND = RuntimeKind(
+    "embedded", "GGUF models in this process: the catalogue's or a .gguf path", _offer, order=20
+)
 
 
 class _Feed:

@@ -1,24 +1,51 @@
-"""Picks a runtime per model: Ollama when its server lists the model, else embedded."""
+"""Which runtime serves each model: the runtimes found in this package, asked in order.
+
+Every module here that offers a ``KIND`` (a ``base.RuntimeKind``) is a runtime
+that `COUNCIL_RUNTIME` can name; ``auto`` gives each model to the first of the
+automatic kinds that is available and serves it (Ollama when its server lists
+the model, else embedded).
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import AsyncIterator
-from pathlib import Path
+from functools import cache
 from typing import Any
 
 import structlog
 
-from council.agents.catalogue import CATALOGUE, is_gguf_path
-from council.agents.runtimes.base import ChatChunk, Runtime
-from council.agents.runtimes.embedded import EmbeddedRuntime
-from council.agents.runtimes.ollama import OllamaRuntime, list_ollama_models
-from council.agents.runtimes.scripted import ScriptedRuntime
+import council.agents.runtimes as package
+from council.agents.runtimes.base import (
+    Capacity,
+    ChatChunk,
+    Offer,
+    Runtime,
+    RuntimeKind,
+    RuntimeOptions,
+)
 from council.bus.errors import ModelNotFound
 from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus
 
 log = structlog.get_logger()
 
-RUNTIME_CHOICES = ("auto", "ollama", "embedded", "scripted")
+AUTO = "auto"
+
+
+@cache
+def kinds() -> dict[str, RuntimeKind]:
+    """Every runtime kind in this package, in ``auto``'s order."""
+    found: list[RuntimeKind] = []
+    for module in pkgutil.iter_modules(package.__path__):
+        kind = getattr(importlib.import_module(f"{package.__name__}.{module.name}"), "KIND", None)
+        if isinstance(kind, RuntimeKind):
+            found.append(kind)
+    return {k.name: k for k in sorted(found, key=lambda k: k.order)}
+
+
+def choices() -> list[str]:
+    return [AUTO, *kinds()]
 
 
 class RoutedRuntime:
@@ -34,6 +61,13 @@ class RoutedRuntime:
         """One runtime serving all these models."""
         return cls(dict.fromkeys(models, runtime))
 
+    @property
+    def models(self) -> list[str]:
+        return list(self.routes)
+
+    def _distinct(self) -> list[Runtime]:
+        return list({id(r): r for r in self.routes.values()}.values())
+
     def runtime_of(self, model: str) -> Runtime:
         try:
             return self.routes[model]
@@ -47,6 +81,12 @@ class RoutedRuntime:
                 seen[status.name] = status
             seen.setdefault(model, ModelStatus(name=model, runtime=runtime.name, status="loading"))
         return [seen[m] for m in self.routes]
+
+    def capacity(self) -> Capacity:
+        held = [r.capacity() for r in self._distinct()]
+        return Capacity(
+            slots=sum(c.slots for c in held), threads=max((c.threads for c in held), default=0)
+        )
 
     async def load(self, model: str) -> None:
         await self.runtime_of(model).load(model)
@@ -62,41 +102,26 @@ class RoutedRuntime:
         return self.runtime_of(model).chat(model, messages, options=options, schema=schema)
 
     async def close(self) -> None:
-        for runtime in {id(r): r for r in self.routes.values()}.values():
+        for runtime in self._distinct():
             await runtime.close()
 
 
-async def build_runtime(
-    models: list[str],
-    *,
-    runtime: str,
-    ollama_host: str,
-    models_dir: Path,
-    threads: int | None,
-    n_ctx: int,
-    batch: int = 0,
-    scripted_delay_s: float = 0.0,
-) -> RoutedRuntime:
+async def build_runtime(models: list[str], runtime: str, options: RuntimeOptions) -> RoutedRuntime:
     """Bind each model to a runtime; raise ModelNotFound for a model nobody serves."""
-    if runtime == "scripted":
-        scripted = ScriptedRuntime(models, delay_s=scripted_delay_s)
-        return RoutedRuntime({m: scripted for m in models})
-    listed = await list_ollama_models(ollama_host) if runtime in ("auto", "ollama") else None
-    if runtime == "ollama" and listed is None:
-        raise ModelNotFound(models[0] if models else "?", [])
-    ollama_runtime = OllamaRuntime(ollama_host) if listed is not None else None
-    embedded: EmbeddedRuntime | None = None
+    if runtime != AUTO and runtime not in kinds():
+        raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(choices())}")
+    asked = [k for k in kinds().values() if k.auto] if runtime == AUTO else [kinds()[runtime]]
+    offers: list[Offer] = [o for k in asked if (o := await k.offer(options, models))]
     routes: dict[str, Runtime] = {}
-    for model in models:
-        if ollama_runtime and listed and (model in listed or f"{model}:latest" in listed):
-            routes[model] = ollama_runtime
-        elif runtime != "ollama" and (model in CATALOGUE or is_gguf_path(model)):
-            embedded = embedded or EmbeddedRuntime(
-                models_dir, threads=threads, n_ctx=n_ctx, batch=batch
-            )
-            routes[model] = embedded
-        else:
-            known = sorted(set(CATALOGUE) | set(listed or []))
-            raise ModelNotFound(model, known)
-        log.info("model_routed", model=model, runtime=routes[model].name)
+    try:
+        for model in models:
+            offer = next((o for o in offers if o.serves(model)), None)
+            if offer is None:
+                raise ModelNotFound(model, sorted({m for o in offers for m in o.known}))
+            routes[model] = offer.runtime
+            log.info("model_routed", model=model, runtime=offer.runtime.name)
+    finally:
+        used = {id(r) for r in routes.values()}
+        for unused in (o.runtime for o in offers if id(o.runtime) not in used):
+            await unused.close()
     return RoutedRuntime(routes)

@@ -14,7 +14,15 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from council.agents.runtimes.base import ChatCall, ChatChunk, RuntimeFailure
+from council.agents.runtimes.base import (
+    Capacity,
+    ChatCall,
+    ChatChunk,
+    Offer,
+    RuntimeFailure,
+    RuntimeKind,
+    RuntimeOptions,
+)
 from council.bus.errors import ModelNotFound
 from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus, Usage
 
@@ -39,6 +47,9 @@ class ScriptedRuntime:
 
     def statuses(self) -> list[ModelStatus]:
         return [ModelStatus(name=m, runtime=self.name) for m in self.models]
+
+    def capacity(self) -> Capacity:
+        return Capacity()
 
     async def load(self, model: str) -> None:
         if model not in self.models:
@@ -84,3 +95,13 @@ def _made_up_reply(model: str, messages: list[ChatMessage], schema: dict[str, An
         labels.sort(key=lambda label: hashlib.sha256((model + label).encode()).digest())
         return json.dumps({"ranking": labels, "justification": f"by {model}"})
     raise RuntimeFailure(f"scripted runtime cannot fill schema {schema}")
+
+
+async def _offer(options: RuntimeOptions, models: list[str]) -> Offer:
+    runtime = ScriptedRuntime(models, delay_s=options.scripted_delay_s)
+    return Offer(runtime, lambda m: True, models)
+
+
+KIND = RuntimeKind(
+    "scripted", "made-up replies, no model (tests and benchmarks)", _offer, order=90, auto=False
+)
