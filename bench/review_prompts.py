@@ -33,9 +33,9 @@ from council.bus.members import model_of
 from council.bus.messages import AgentError, ChatMessage, GenerationOptions, ReviewRequest
 from council.chairman import aggregate, prompts
 from council.chairman.conductor import CouncilConfig
-from council.cli.evalreport import CouncilAnswer, Record, ReviewScore, discrimination
-from council.cli.evalset import load
 from council.cli.settings import load as load_settings
+from council.evaluation.questions import load
+from council.evaluation.report import CouncilAnswer, Record, ReviewScore, discrimination
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "evals" / "results" / "dev--default.jsonl"

@@ -143,7 +143,7 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 seed=args.seed,
             )
         case "eval":
-            from council.cli.evaluate import EvalPlan, run_eval
+            from council.evaluation.run import EvalPlan, Target, run_eval
 
             plan = EvalPlan(
                 path=args.file,
@@ -155,7 +155,10 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 name=args.name,
                 same_prompt=not args.best_only,
             )
-            return run_eval(settings, plan, as_json=args.json)
+            target = Target(
+                settings.nats_url, settings.credentials, settings.evals_path, settings.ask_timeout
+            )
+            return run_eval(target, plan, as_json=args.json)
         case "trace":
             from council.cli.trace import run_trace
 

@@ -18,6 +18,7 @@ import msgspec
 from council.bus.client import Credentials
 from council.bus.members import model_of
 from council.chairman.strategies import DEFAULT, STRATEGIES
+from council.evaluation.report import Calibration
 
 DEFAULT_MEMBERS = "smollm2-135m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b"
 DEFAULT_CHAIRMAN = "qwen2.5-coder-1.5b"
@@ -205,16 +206,6 @@ class Settings:
         if listed:
             return listed
         return list(dict.fromkeys(model_of(m) for m in self.member_list))
-
-
-class Calibration(msgspec.Struct, kw_only=True):
-    """What `council eval` measured of each reviewer model, as the chairman reads it."""
-
-    weights: dict[str, float]
-    """Per model: its review discrimination, floored at 0."""
-    dataset: str = ""
-    questions: int = 0
-    date: str = ""
 
 
 SETTINGS = {f.name: f for f in dataclasses.fields(Settings)}

@@ -28,10 +28,10 @@ from council.chairman import prompts
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.extract import checked_text
 from council.chairman.strategies import STRATEGIES, named
-from council.cli import evalreport
-from council.cli.evalset import Check, EvalQuestion
-from council.cli.evaluate import council_answer
 from council.cli.wiring import LocalAgents
+from council.evaluation import report as evalreport
+from council.evaluation.questions import Check, EvalQuestion
+from council.evaluation.run import council_answer
 
 MEMBERS = ["m1", "m2", "m3"]
 

@@ -10,7 +10,8 @@ import pytest
 from conftest import council_cli
 
 from council.chairman.extract import checked_text, conclusion
-from council.cli.evalreport import (
+from council.evaluation.questions import Check, EvalFileError, load
+from council.evaluation.report import (
     Answer,
     CouncilAnswer,
     Record,
@@ -19,7 +20,6 @@ from council.cli.evalreport import (
     sign_test,
     wilson,
 )
-from council.cli.evalset import Check, EvalFileError, load
 
 DEV_SET = Path(__file__).parent.parent / "evals" / "dev.jsonl"
 

@@ -26,7 +26,16 @@ from rich.table import Table
 from council.bus.members import model_of
 from council.chairman.aggregate import Score, normalize
 from council.chairman.strategies import STRATEGIES, Standing, Strategy
-from council.cli.settings import Calibration
+
+
+class Calibration(msgspec.Struct, kw_only=True):
+    """What `council eval` measured of each reviewer model, as the chairman reads it."""
+
+    weights: dict[str, float]
+    """Per model: its review discrimination, floored at 0."""
+    dataset: str = ""
+    questions: int = 0
+    date: str = ""
 
 
 class Answer(msgspec.Struct, kw_only=True):

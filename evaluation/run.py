@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from council.bus.ask import follow, submit
-from council.bus.client import connect
+from council.bus.client import Credentials, connect
 from council.bus.errors import CouncilError, QuestionRejected, SessionTimeout
 from council.bus.members import model_of
 from council.bus.messages import (
@@ -34,9 +34,8 @@ from council.bus.messages import (
     SessionEvent,
 )
 from council.chairman.extract import checked_text, conclusion
-from council.cli.evalreport import Answer, CouncilAnswer, Record, ReviewScore, build_report
-from council.cli.evalset import EvalQuestion, load
-from council.cli.settings import Settings
+from council.evaluation.questions import EvalQuestion, load
+from council.evaluation.report import Answer, CouncilAnswer, Record, ReviewScore, build_report
 
 log = structlog.get_logger()
 
@@ -74,8 +73,18 @@ def spread(questions: list[EvalQuestion], count: int | None) -> list[EvalQuestio
     return [questions[int(i * step)] for i in range(count)]
 
 
-def results_path(settings: Settings, plan: EvalPlan) -> Path:
-    return settings.evals_path / f"{plan.path.stem}--{plan.label()}.jsonl"
+@dataclass(frozen=True)
+class Target:
+    """Where the council is, how long a question may take, and where results go."""
+
+    nats_url: str
+    credentials: Credentials
+    evals_dir: Path
+    timeout_s: float
+
+
+def results_path(evals_dir: Path, plan: EvalPlan) -> Path:
+    return evals_dir / f"{plan.path.stem}--{plan.label()}.jsonl"
 
 
 def read_records(path: Path) -> list[Record]:
@@ -91,9 +100,9 @@ def read_records(path: Path) -> list[Record]:
     return records
 
 
-async def run_eval(settings: Settings, plan: EvalPlan, *, as_json: bool) -> int:
+async def run_eval(target: Target, plan: EvalPlan, *, as_json: bool) -> int:
     questions = spread(load(plan.path), plan.sample)[: plan.limit]
-    out = results_path(settings, plan)
+    out = results_path(target.evals_dir, plan)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {r.id: r for r in read_records(out)}
     todo = [q for q in questions if q.id not in done]
@@ -102,7 +111,7 @@ async def run_eval(settings: Settings, plan: EvalPlan, *, as_json: bool) -> int:
         f"eval {plan.path.name}: {len(questions)} questions, {len(questions) - len(todo)} "
         f"already in {out}"
     )
-    nc = await connect(settings.nats_url, name="council-eval", credentials=settings.credentials)
+    nc = await connect(target.nats_url, name="council-eval", credentials=target.credentials)
     interrupted = False
     try:
         with Progress(
@@ -114,7 +123,7 @@ async def run_eval(settings: Settings, plan: EvalPlan, *, as_json: bool) -> int:
         ) as progress:
             task = progress.add_task("asking", total=len(questions), completed=len(done))
             for question in todo:
-                record = await evaluate(nc, question, plan, settings.ask_timeout)
+                record = await evaluate(nc, question, plan, target.timeout_s)
                 with out.open("ab") as f:
                     f.write(msgspec.json.encode(record) + b"\n")
                 done[record.id] = record
