@@ -106,7 +106,7 @@ def main() -> None:
                 row.get("batched_vs_one_call", "-"),
             ]
         )
-    report(result, [table], as_json=args.json)
+    report(result, [table], args)
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     quiet_logs()
     result = asyncio.run(run(args.quick))
-    report(result, tables(result), as_json=args.json)
+    report(result, tables(result), args)
 
 
 if __name__ == "__main__":

@@ -259,7 +259,7 @@ def main() -> None:
         asyncio.run(respond(args.respond))
         return
     result = asyncio.run(run(args.quick))
-    report(result, tables(result), as_json=args.json)
+    report(result, tables(result), args)
 
 
 if __name__ == "__main__":

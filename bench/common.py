@@ -13,7 +13,9 @@ import argparse
 import asyncio
 import json
 import os
+import platform
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -46,6 +48,8 @@ from council.chairman.service import ChairmanService
 from council.cli.logs import configure_logging
 from council.cli.wiring import LocalAgents, local_council
 
+RESULTS = Path(__file__).parent / "results"
+"""Saved runs (``--save``): what `council docs` renders into docs/performance.md."""
 QUESTION = "What is the capital of Australia, and why is it not Sydney?"
 
 
@@ -56,6 +60,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     p.add_argument("--json", action="store_true", help="print only the JSON object")
+    p.add_argument(
+        "--save",
+        action="store_true",
+        help="also save the result and tables in bench/results/ (for `council docs`)",
+    )
     return p
 
 
@@ -92,12 +101,31 @@ def _cell(value: Any) -> str:
     return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
 
 
-def report(result: dict[str, Any], tables: Sequence[Table], *, as_json: bool) -> None:
-    """Tables for people, then one JSON line for scripts."""
-    if not as_json:
+def report(result: dict[str, Any], tables: Sequence[Table], args: argparse.Namespace) -> None:
+    """Tables for people, then one JSON line for scripts; with ``--save``, both in
+    ``bench/results/<benchmark>.json``, where `council docs` renders the tables."""
+    if not args.json:
         for t in tables:
             print(t.render(), end="\n\n")
     print(json.dumps(result))
+    if args.save:
+        name = Path(sys.argv[0]).stem
+        saved = {
+            "command": f"python -m bench.{name} {' '.join(sys.argv[1:])}".strip(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+            "tables": [
+                {
+                    "title": t.title,
+                    "headers": t.headers,
+                    "rows": [[_cell(v) for v in r] for r in t.rows],
+                }
+                for t in tables
+            ],
+            "result": result,
+        }
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"{name}.json").write_text(json.dumps(saved, indent=1) + "\n")
 
 
 def machine() -> dict[str, Any]:

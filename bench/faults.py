@@ -441,7 +441,7 @@ def main() -> None:
     quiet_logs()
     sessions = args.sessions or (6 if args.quick else 24 if args.real else 300)
     result = asyncio.run(campaign(sessions, real=args.real, seed=args.seed, quick=args.quick))
-    report(result, tables(result), as_json=args.json)
+    report(result, tables(result), args)
     if result["lost"] or result["broken"]:
         sys.exit(1)
 

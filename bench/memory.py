@@ -161,7 +161,7 @@ def main() -> None:
     sessions, every, warmup = (60, 20, 20) if args.quick else (args.sessions, 100, 200)
     result = asyncio.run(run(sessions, every, warmup))
     result["quick"] = args.quick
-    report(result, tables(result), as_json=args.json)
+    report(result, tables(result), args)
 
 
 if __name__ == "__main__":

@@ -279,7 +279,7 @@ def main() -> None:
     )
     repeats = 1 if args.quick and args.repeats == 3 else args.repeats
     result = asyncio.run(run(council, repeats, try_threads=not args.no_threads))
-    report(result, tables(result), as_json=args.json)
+    report(result, tables(result), args)
 
 
 if __name__ == "__main__":

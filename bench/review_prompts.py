@@ -231,7 +231,7 @@ def main() -> None:
     if unknown:
         p.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     result = asyncio.run(run(records, questions, reviewers, variants))
-    report(result, tables(result), as_json=args.json)
+    report(result, tables(result), args)
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def main() -> None:
     args = p.parse_args()
     quiet_logs()
     result = asyncio.run(run(args.quick, args.delay_ms))
-    report(result, tables(result), as_json=args.json)
+    report(result, tables(result), args)
 
 
 if __name__ == "__main__":

@@ -105,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("action", nargs="?", choices=("list", "pull"), default="list")
     models.add_argument("names", nargs="*", help="models to pull (default: the members)")
     config.add_settings(models, ("models_dir", "members", "chairman", *COMMON))
+
+    docs = commands.add_parser(
+        "docs", help="regenerate the figures in README.md and docs/ from their JSON"
+    )
+    docs.add_argument("--root", type=Path, default=Path("."), help="the repository (default .)")
+    docs.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a figure is stale"
+    )
+    config.add_settings(docs, ("log_format", "log_level"))
     return parser
 
 
@@ -172,6 +181,10 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 )
                 return pull_models(names, settings.models_path)
             return list_models(settings.models_path)
+        case "docs":
+            from council.cli.docs import run_docs
+
+            return run_docs(args.root, check=args.check)
     raise AssertionError(args.command)
 
 

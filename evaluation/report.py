@@ -150,16 +150,15 @@ class Report(msgspec.Struct, kw_only=True):
     calibration: Calibration | None = None
     """Each reviewer model's weight, as the chairman reads it."""
 
-    def print(self, console: Console) -> None:
-        table = Table(title=f"{self.dataset} · {self.label} · {self.answered}/{self.questions}")
-        columns = (
-            "system", "accuracy", "95% interval", "right", "tokens/q", "s/q", "× chairman",
-            "vs best's opinion",
-        )  # fmt: skip
-        for column in columns:
-            table.add_column(column, justify="left" if column == "system" else "right")
-        for row in self.systems:
-            table.add_row(
+    COLUMNS = (
+        "system", "accuracy", "95% interval", "right", "tokens/q", "s/q", "× chairman",
+        "vs best's opinion",
+    )  # fmt: skip
+
+    def cells(self) -> list[list[str]]:
+        """The systems table as printed: one row of cells per system."""
+        return [
+            [
                 row.system,
                 f"{row.accuracy:.1%}",
                 f"{row.low:.1%}–{row.high:.1%}",
@@ -168,33 +167,77 @@ class Report(msgspec.Struct, kw_only=True):
                 f"{row.wall_s:.1f}",
                 "" if row.vs_chairman is None else f"{row.vs_chairman:.1f}×",
                 "" if row.gained is None else f"+{row.gained}/−{row.lost}",
-            )
-        console.print(table)
+            ]
+            for row in self.systems
+        ]
+
+    def notes(self) -> list[str]:
+        """What the table does not show, a line each."""
+        lines = []
         if self.review_discrimination is not None:
             by = ", ".join(f"{k} {v:+.2f}" for k, v in self.discrimination_by_reviewer.items())
-            console.print(f"review discrimination {self.review_discrimination:+.2f} ({by})")
-        console.print(
+            lines.append(f"review discrimination {self.review_discrimination:+.2f} ({by})")
+        lines.append(
             f"synthesis turned a right top-ranked answer wrong {self.synthesis_broke}×, "
             f"a wrong one right {self.synthesis_fixed}×; fallbacks {self.fallbacks}; "
             f"council errors {self.council_errors}"
         )
         if self.time_vs_chairman is not None:
-            console.print(
+            lines.append(
                 f"council time / chairman's model alone: {self.time_vs_chairman:.1f}× "
                 f"(median per question {self.time_vs_chairman_median or 0:.1f}×)"
             )
         if self.concluded:
             shares = ", ".join(f"{m} {share:.0%}" for m, share in self.concluded.items())
-            console.print(f"opinions that stated a final answer: {shares}")
+            lines.append(f"opinions that stated a final answer: {shares}")
         if self.calibration is not None:
             weights = ",".join(f"{m}={w:g}" for m, w in self.calibration.weights.items())
-            console.print(f"reviewer weights (COUNCIL_REVIEWER_WEIGHTS): {weights}")
+            lines.append(f"reviewer weights (COUNCIL_REVIEWER_WEIGHTS): {weights}")
         if self.versus_best is not None:
             v = self.versus_best
-            console.print(
+            lines.append(
                 f"council against {v.system}: right where it was wrong {v.council_only}×, "
                 f"wrong where it was right {v.other_only}× (sign test p = {v.p_value:.2f})"
             )
+        return lines
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} · {self.label} · {self.answered}/{self.questions}"
+
+    def print(self, console: Console) -> None:
+        table = Table(title=self.title)
+        for column in self.COLUMNS:
+            table.add_column(column, justify="left" if column == "system" else "right")
+        for cells in self.cells():
+            table.add_row(*cells)
+        console.print(table)
+        for line in self.notes():
+            console.print(line)
+
+    def markdown(self) -> str:
+        """The same report for a Markdown page, with the accuracy per kind."""
+        out = [f"**{self.title}** ({self.date}, {self.machine})", ""]
+        out += markdown_table(list(self.COLUMNS), self.cells())
+        out += [""] + [f"- {line}" for line in self.notes()]
+        if self.by_kind:
+            systems = [s for s in next(iter(self.by_kind.values())) if s != "questions"]
+            rows = [
+                [kind, f"{shares['questions']:.0f}", *(f"{shares[s]:.0%}" for s in systems)]
+                for kind, shares in self.by_kind.items()
+            ]
+            headers = ["kind", "questions", *systems]
+            out += ["", "Accuracy per kind:", ""] + markdown_table(headers, rows)
+        return "\n".join(out)
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    right = ["---" if i == 0 else "---:" for i in range(len(headers))]
+    return [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join(right) + "|",
+        *("| " + " | ".join(cells) + " |" for cells in rows),
+    ]
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:

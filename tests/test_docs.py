@@ -1,0 +1,59 @@
+"""`council docs`: every generated figure in the docs is the one its JSON holds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from council.cli.docs import run_docs
+
+ROOT = Path(__file__).parent.parent
+REPORT = Path(__file__).parent / "data" / "eval-report.json"
+
+
+def test_the_repositorys_docs_match_the_json_they_were_generated_from() -> None:
+    assert run_docs(ROOT, check=True) == 0
+
+
+def test_a_stale_block_is_found_then_regenerated_from_its_source(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    shutil.copy(REPORT, tmp_path / "run.report.json")
+    (tmp_path / "saved.json").write_text(
+        json.dumps(
+            {
+                "command": "python -m bench.x",
+                "date": "2026-12-01 10:00 UTC",
+                "machine": "x86_64, 2 cores, Linux",
+                "tables": [
+                    {"title": "Speed", "headers": ["calls", "tok/s"], "rows": [["3", "41"]]}
+                ],
+            }
+        )
+    )
+    page = tmp_path / "docs" / "page.md"
+    page.write_text(
+        "Prose stays.\n<!-- generated from run.report.json -->\nold figure\n"
+        "<!-- end generated -->\n<!-- generated from saved.json -->\n"
+        "<!-- end generated -->\nMore prose.\n"
+    )
+    assert run_docs(tmp_path, check=True) == 1
+    assert "old figure" in page.read_text()  # --check changes nothing
+    assert run_docs(tmp_path, check=False) == 0
+    text = page.read_text()
+    report = json.loads(REPORT.read_text())
+    council = next(s for s in report["systems"] if s["system"] == "council")
+    assert f"| council | {council['accuracy']:.1%} |" in text
+    assert "| 3 | 41 |" in text
+    assert text.startswith("Prose stays.\n")
+    assert text.endswith("More prose.\n")
+    assert "old figure" not in text
+    assert run_docs(tmp_path, check=True) == 0
+
+
+def test_a_block_whose_source_is_missing_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "page.md").write_text(
+        "<!-- generated from gone.report.json -->\n<!-- end generated -->\n"
+    )
+    assert run_docs(tmp_path, check=True) == 2
