@@ -2,9 +2,11 @@
 
 Both paths run the same ``ScriptedRuntime`` (a fixed per-call delay, no
 model), the same conductor and the same handlers; over NATS every LLM call is
-a request/reply, every event an acked JetStream publish, and the client
-follows the session through an ordered consumer. The difference per LLM call
-is the overhead a real model has to dwarf.
+a request/reply, every event a JetStream publish (pipelined: acks awaited before
+the session's last event), and the client follows the session through an
+ordered consumer. The difference per LLM call is the overhead a real model has
+to dwarf. The same sessions with each event's ack awaited before the next
+(the chairman before pipelining) are the baseline of the pipelining row.
 
 Targets: < 2 ms per call; >= 100 sessions/s for 3-member councils at 0 ms.
 
@@ -74,6 +76,27 @@ async def overhead(
     }
 
 
+async def pipelining(council: BusCouncil, n: int, repeats: int) -> dict[str, Any]:
+    """Median bus session at 0 ms with events pipelined and acked one by one, alternating."""
+    council.runtime.delay_s = 0.0
+    q = question(n)
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    for i in range(repeats + 2):
+        for pipelined in (True, False) if i % 2 == 0 else (False, True):
+            council.chairman.pipelined = pipelined
+            wall = await timed(council.session(q))
+            if i >= 2:  # the first rounds warm up
+                walls[pipelined].append(wall)
+    council.chairman.pipelined = True
+    piped, acked = median(walls[True]), median(walls[False])
+    return {
+        "members": n,
+        "pipelined_ms": round(piped, 2),
+        "acked_ms": round(acked, 2),
+        "speedup": round(acked / piped, 3),
+    }
+
+
 async def sessions_per_s(
     council: BusCouncil, local: ScriptedRuntime, concurrency: int, repeats: int, total: int
 ) -> dict[str, Any]:
@@ -113,6 +136,7 @@ async def run(quick: bool) -> dict[str, Any]:
                 for n in COUNCILS
                 for delay in DELAYS_MS
             ]
+            piping = [await pipelining(council, n, repeats[0.0]) for n in COUNCILS]
             rates = [
                 await sessions_per_s(
                     council, local, c, rounds, (c * 2 if quick else max(100, c * 3))
@@ -127,6 +151,7 @@ async def run(quick: bool) -> dict[str, Any]:
         "repeats": {f"{k:g}ms": v for k, v in repeats.items()},
         "throughput_rounds": rounds,
         "overhead": rows,
+        "pipelining": piping,
         "throughput": rates,
         "targets": {
             "overhead_ms_per_call": {
@@ -155,6 +180,14 @@ def tables(result: dict[str, Any]) -> list[Table]:
             for r in result["overhead"]
         ],
     )  # fmt: skip
+    piping = Table(
+        "Session events pipelined against acked one by one, 0 ms (median ms)",
+        ["members", "pipelined", "acked one by one", "speed-up"],
+        [
+            [r["members"], r["pipelined_ms"], r["acked_ms"], r["speedup"]]
+            for r in result["pipelining"]
+        ],
+    )
     rate = Table(
         "Sessions per second, 3 members, 0 ms (median)",
         ["concurrent", "sessions", "bus", "in-process"],
@@ -173,7 +206,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
              result["targets"]["sessions_s_3_members_0ms"]["met"]],
         ],
     )  # fmt: skip
-    return [over, rate, targets]
+    return [over, piping, rate, targets]
 
 
 def main() -> None:

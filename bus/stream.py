@@ -10,6 +10,7 @@ import structlog
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
+    PubAck,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -108,6 +109,16 @@ async def _create_or_check(js: JetStreamContext, config: StreamConfig) -> None:
 async def publish_event(js: JetStreamContext, event: Event) -> None:
     """Store one session event; the Nats-Msg-Id makes a resend after a reconnect a no-op."""
     await js.publish(
+        subjects.session_event(event.session_id, event_kind(event)),
+        encode(event),
+        headers={"Nats-Msg-Id": f"{event.session_id}-{event.seq}"},
+    )
+
+
+async def send_event(js: JetStreamContext, event: Event) -> asyncio.Future[PubAck]:
+    """Send one session event without waiting for the stream: the future is its ack.
+    Events sent on one connection are stored in the order sent."""
+    return await js.publish_async(
         subjects.session_event(event.session_id, event_kind(event)),
         encode(event),
         headers={"Nats-Msg-Id": f"{event.session_id}-{event.seq}"},

@@ -13,6 +13,7 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import PubAck
 
 from council.bus import subjects
 from council.bus.ask import open_sessions, stored_events
@@ -24,13 +25,14 @@ from council.bus.messages import (
     Accepted,
     AgentRequest,
     AskReply,
+    FinalAnswer,
     Rejected,
     SessionEvent,
     SessionFailed,
 )
 from council.bus.roster import Roster
 from council.bus.session import TERMINAL, InvalidTransition, SessionState
-from council.bus.stream import ensure_stream, publish_event
+from council.bus.stream import ensure_stream, publish_event, send_event
 from council.bus.tasks import cancel_and_wait
 from council.chairman.admission import Defaults, admit, needed_models
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
@@ -53,11 +55,14 @@ class ChairmanService:
         stream_replicas: int = 1,
         store_patience_s: float = 60.0,
         lease_s: float = 30.0,
+        pipelined: bool = True,
     ) -> None:
         """``store_patience_s``: how long an event is retried while the stream is
         unreachable (a restarting server, a cluster electing a leader); the session
         waits meanwhile rather than go on with a gap. ``lease_s``: how long a
-        session whose chairman went silent waits before another takes it over."""
+        session whose chairman went silent waits before another takes it over.
+        ``pipelined``: send a session's events without waiting for each ack (the
+        benchmarks turn it off to measure what it saves)."""
         self.nc = nc
         self.js = nc.jetstream()
         self.defaults = defaults
@@ -77,6 +82,8 @@ class ChairmanService:
         self._heartbeat: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._confirming: set[asyncio.Task[None]] = set()
+        self.pipelined = pipelined
+        self._unacked: dict[str, list[tuple[SessionEvent, asyncio.Future[PubAck]]]] = {}
 
     async def start(self) -> None:
         await ensure_stream(self.js, self.stream_replicas)
@@ -270,8 +277,35 @@ class ChairmanService:
         finally:
             self.sessions.pop(session_id, None)
             self._tasks.pop(session_id, None)
+            self._unacked.pop(session_id, None)  # a session taken over: its acks are moot
 
     async def _store(self, event: SessionEvent) -> None:
+        """Store one event of a session in its order.
+
+        With ``pipelined`` (the default) an event is sent without waiting for the
+        stream's ack, so a stage's events do not each cost a round trip; the acks
+        are awaited before the session's terminal event, and an event not acked in
+        time is published again (dedup makes that safe).
+        """
+        session = event.session_id
+        if self.pipelined and not isinstance(event, FinalAnswer | SessionFailed):
+            unacked = [(e, a) for e, a in self._unacked.get(session, []) if not _acked(a)]
+            try:
+                unacked.append((event, await send_event(self.js, event)))
+            except Exception as exc:  # not even sent (e.g. disconnected): the slow way
+                log.warning("event_send_failed", session_id=session, error=repr(exc))
+                await self._store_acked(event)
+            self._unacked[session] = unacked
+            return
+        for earlier, ack in self._unacked.pop(session, []):
+            try:
+                await asyncio.wait_for(asyncio.shield(ack), self.store_patience_s)
+            except Exception as exc:
+                log.warning("event_unacked", session_id=session, seq=earlier.seq, error=repr(exc))
+                await self._store_acked(earlier)
+        await self._store_acked(event)
+
+    async def _store_acked(self, event: SessionEvent) -> None:
         """Publish to the stream, retrying through a reconnect (dedup makes it safe).
 
         Past ``store_patience_s`` the session goes on, and the event is confirmed in
@@ -319,3 +353,7 @@ class ChairmanService:
                 log.warning("event_publish_retry", attempt=attempt, error=repr(exc))
                 await asyncio.sleep(min(2.0, 0.25 * attempt))
         raise AssertionError("unreachable: the loop returns")
+
+
+def _acked(ack: asyncio.Future[PubAck]) -> bool:
+    return ack.done() and not ack.cancelled() and ack.exception() is None

@@ -24,7 +24,9 @@ from council.bus.messages import (
     FinalAnswer,
     Question,
     Rejected,
+    SessionFailed,
     SessionStarted,
+    StageStarted,
     event_kind,
 )
 from council.bus.server import EmbeddedNats
@@ -159,8 +161,9 @@ async def test_an_event_stored_after_a_long_outage_is_unconfirmed_then_stored_ne
     server = EmbeddedNats(tmp_path / "js").start()
     nc = await connect(server.url, name="chair")
     chairman = ChairmanService(
-        nc, defaults=Defaults(("m1",), "m1"), config=CouncilConfig(), node="c", store_patience_s=0.5
-    )
+        nc, defaults=Defaults(("m1",), "m1"), config=CouncilConfig(), node="c",
+        store_patience_s=0.5, pipelined=False,
+    )  # fmt: skip
     try:
         await ensure_stream(chairman.js)
         event = SessionStarted(
@@ -185,3 +188,39 @@ async def test_an_event_stored_after_a_long_outage_is_unconfirmed_then_stored_ne
     assert "event_stored_late" in names
     assert "event_lost" not in names
     assert events == [event]
+
+
+async def test_pipelined_events_lost_in_an_outage_are_published_again_before_the_end(
+    tmp_path: Path,
+) -> None:
+    """Events sent without waiting for their acks while the server is down: the
+    terminal event waits for them, publishes again the ones not acked, and the stream
+    ends with every event once, in seq order."""
+    server = EmbeddedNats(tmp_path / "js").start()
+    nc = await connect(server.url, name="chair")
+    chairman = ChairmanService(
+        nc, defaults=Defaults(("m1",), "m1"), config=CouncilConfig(), node="c",
+        store_patience_s=0.5,
+    )  # fmt: skip
+    started = SessionStarted(
+        session_id="s2", question="q", members=["m1"], chairman="m1", mode="pairwise",
+        quorum=1, owner="c", seq=1,
+    )  # fmt: skip
+    stage = StageStarted(session_id="s2", seq=2, stage="opinions", expected=1)
+    end = SessionFailed(session_id="s2", seq=3, reason="quorum_not_met", detail="test")
+    try:
+        await ensure_stream(chairman.js)
+        await chairman._store(started)  # sent while the server is up
+        server.stop()
+        await chairman._store(stage)  # sent (buffered) while it is down
+        restart = asyncio.get_running_loop().call_later(1.0, server.start)
+        with structlog.testing.capture_logs() as logs:
+            await chairman._store(end)  # waits for both acks, republishes what was lost
+        restart.cancel()
+        events = await stored_events(nc, "s2")
+    finally:
+        await chairman.stop()
+        await nc.close()
+        server.stop()
+    assert "event_unacked" in [e["event"] for e in logs]  # the republishing path ran
+    assert events == [started, stage, end]
