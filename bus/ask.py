@@ -23,12 +23,11 @@ from council.bus.codec import (
     decode_agent_info,
     decode_ask_reply,
     decode_delta,
-    decode_event,
     encode,
+    read_event,
 )
 from council.bus.errors import (
     CouncilError,
-    InvalidMessage,
     NoCouncil,
     QuestionRejected,
     SessionTimeout,
@@ -81,10 +80,8 @@ async def follow(
         callback = on_delta
 
         async def on_live(msg: Msg) -> None:
-            try:
-                callback(decode_delta(msg.data, msg.subject))
-            except InvalidMessage:
-                pass
+            if delta := decode_delta.read(msg):
+                callback(delta)
 
         live = await nc.subscribe(subjects.live_session(session_id), cb=on_live)
     deadline = time.monotonic() + timeout_s
@@ -168,15 +165,8 @@ async def _session_consumer(
 
 def _session_event(msg: Msg, session_id: str) -> SessionEvent | None:
     """The event in ``msg``, or None (logged) for what is not one of this session's."""
-    try:
-        event = decode_event(msg.data, msg.subject)
-    except InvalidMessage as exc:  # anyone may publish here; skip what is not ours
-        log.warning("invalid_session_event", subject=msg.subject, error=exc.detail)
-        return None
-    if event.session_id != session_id:
-        log.warning("foreign_session_event", subject=msg.subject, claims=event.session_id)
-        return None
-    return event
+    event = read_event(msg)
+    return event if event is not None and event.session_id == session_id else None
 
 
 async def roster(nc: Client, window_s: float = 0.3) -> list[AgentInfo]:
@@ -194,10 +184,8 @@ async def roster(nc: Client, window_s: float = 0.3) -> list[AgentInfo]:
                 break
             if is_no_responders(msg):  # nobody serves yet: not a bad reply
                 break
-            try:
-                infos.append(decode_agent_info(msg.data, msg.subject))
-            except InvalidMessage:
-                log.warning("bad_roster_reply", subject=msg.subject)
+            if info := decode_agent_info.read(msg, "bad_roster_reply"):
+                infos.append(info)
     finally:
         await sub.unsubscribe()
     return infos

@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Any, Generic, TypeVar
 
 import msgspec
+import structlog
+from nats.aio.msg import Msg
 
+from council.bus import subjects
 from council.bus.errors import InvalidMessage
 from council.bus.messages import (
     AgentInfo,
@@ -26,6 +29,8 @@ from council.bus.messages import (
 )
 
 T = TypeVar("T")
+
+log = structlog.get_logger()
 
 _encoder = msgspec.json.Encoder()
 
@@ -46,6 +51,16 @@ class Decoder(Generic[T]):
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise InvalidMessage(subject, str(exc)) from exc
 
+    def read(self, msg: Msg, complaint: str = "") -> T | None:
+        """The message decoded, or None for one that is not this kind (anyone may
+        publish on most subjects); ``complaint`` names the warning logged then."""
+        try:
+            return self(msg.data, msg.subject)
+        except InvalidMessage as exc:
+            if complaint:
+                log.warning(complaint, subject=msg.subject, error=exc.detail)
+            return None
+
 
 decode_question: Decoder[Question] = Decoder(Question)
 decode_ask_reply: Decoder[AskReply] = Decoder(AskReply)
@@ -60,3 +75,13 @@ decode_request: dict[str, Decoder[AgentRequest]] = {
     "synthesize": Decoder(SynthesisRequest),
 }
 """An agent's request, by the kind its subject names."""
+
+
+def read_event(msg: Msg) -> SessionEvent | None:
+    """The session event in ``msg``, or None (logged) for one that is unreadable or
+    claims another session than its subject names."""
+    event = decode_event.read(msg, "invalid_session_event")
+    if event is not None and event.session_id != subjects.session_of(msg.subject):
+        log.warning("foreign_session_event", subject=msg.subject, claims=event.session_id)
+        return None
+    return event

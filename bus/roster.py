@@ -11,7 +11,6 @@ from nats.aio.msg import Msg
 from council.bus import subjects
 from council.bus.ask import roster as gather_roster
 from council.bus.codec import decode_health
-from council.bus.errors import InvalidMessage
 from council.bus.messages import ModelStatus
 
 log = structlog.get_logger()
@@ -27,12 +26,8 @@ class Roster:
         await self.nc.subscribe(subjects.HEALTH, cb=self._on_health)
 
     async def _on_health(self, msg: Msg) -> None:
-        try:
-            health = decode_health(msg.data, msg.subject)
-        except InvalidMessage as exc:
-            log.warning("bad_heartbeat", subject=msg.subject, error=exc.detail)
-            return
-        if health.models:
+        health = decode_health.read(msg, "bad_heartbeat")
+        if health is not None and health.models:
             self._seen[health.node] = (time.monotonic(), health.models)
 
     def models(self, kind: str = "opinion") -> set[str]:

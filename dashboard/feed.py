@@ -25,8 +25,8 @@ from council.bus import subjects
 from council.bus.ask import roster as gather_roster
 from council.bus.ask import submit
 from council.bus.client import Credentials, connect
-from council.bus.codec import decode_delta, decode_event, decode_health
-from council.bus.errors import CouncilError, InvalidMessage
+from council.bus.codec import decode_delta, decode_health, read_event
+from council.bus.errors import CouncilError
 from council.bus.messages import Accepted, AgentInfo, NodeHealth, Question
 from council.dashboard.view import SessionView
 
@@ -133,31 +133,24 @@ class Feed:
         log.info("feed_ready", url=self.url)
 
     async def _on_event(self, msg: Msg) -> None:
-        try:
-            event = decode_event(msg.data, msg.subject)
-        except InvalidMessage as exc:
-            log.warning("invalid_session_event", subject=msg.subject, error=exc.detail)
-            return
-        if subjects.session_of(msg.subject) != event.session_id:
-            log.warning("foreign_session_event", subject=msg.subject)
+        event = read_event(msg)
+        if event is None:
             return
         with self._lock:
             view = self._sessions.setdefault(event.session_id, SessionView(event.session_id))
             view.apply(event)
 
     async def _on_live(self, msg: Msg) -> None:
-        try:
-            delta = decode_delta(msg.data, msg.subject)
-        except InvalidMessage:
+        delta = decode_delta.read(msg)
+        if delta is None:
             return
         with self._lock:
             view = self._sessions.setdefault(delta.session_id, SessionView(delta.session_id))
             view.add_delta(delta)
 
     async def _on_health(self, msg: Msg) -> None:
-        try:
-            health = decode_health(msg.data, msg.subject)
-        except InvalidMessage:
+        health = decode_health.read(msg)
+        if health is None:
             return
         with self._lock:
             self._health[health.node] = health
