@@ -162,6 +162,7 @@ class AgentService:
                 model=model,
                 runtime=reply.runtime,
                 prompt_tokens=reply.usage.prompt_tokens,
+                prompt_reused=reply.usage.prompt_reused,
                 completion_tokens=reply.usage.completion_tokens,
                 latency_ms=round(reply.latency_ms, 1),
                 tokens_per_s=round(

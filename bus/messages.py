@@ -36,11 +36,15 @@ class ChatMessage(Struct, frozen=True):
 class Usage(Struct):
     prompt_tokens: NonNegative = 0
     completion_tokens: NonNegative = 0
+    prompt_reused: NonNegative = 0
+    """Of the prompt tokens, those not evaluated again: their state was copied from a
+    call that had the same prefix (the batched runtime's shared prefixes)."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
+            self.prompt_reused + other.prompt_reused,
         )
 
 

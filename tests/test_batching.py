@@ -11,6 +11,7 @@ from conftest import TEST_MODEL
 
 from council.agents.handlers import handle_review
 from council.agents.runtimes.base import RuntimeFailure
+from council.agents.runtimes.batching import MIN_SHARED
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.bus.messages import (
     ChatMessage,
@@ -70,6 +71,32 @@ async def test_concurrent_calls_each_answer_their_own_prompt(batched: EmbeddedRu
         assert usage is not None
         assert usage.prompt_tokens > 5
         assert 0 < usage.completion_tokens <= 16
+
+
+async def test_calls_that_begin_alike_evaluate_their_common_prefix_once(
+    batched: EmbeddedRuntime,
+) -> None:
+    """A long system prompt shared by three calls: the later ones copy its state from
+    the first instead of evaluating it, say so in their usage, and still answer their
+    own question."""
+    system = ChatMessage("system", "You are a member of a council. " * 12)
+    options = GenerationOptions(temperature=0, max_tokens=12)
+    words = ["banana", "volcano", "telescope"]
+    results = await asyncio.gather(
+        *(
+            answer(batched, [system, ChatMessage("user", f"Say the word {w} once.")], options)
+            for w in words
+        )
+    )
+    usages = [usage for _, usage, _ in results]
+    assert all(u is not None for u in usages)
+    reused = sorted(u.prompt_reused for u in usages if u is not None)
+    assert reused[0] == 0  # the first evaluates it all
+    assert reused[1] >= MIN_SHARED
+    assert reused[2] >= MIN_SHARED
+    assert all(u.prompt_reused < u.prompt_tokens for u in usages if u is not None)
+    for word, (text, _, _) in zip(words, results, strict=True):
+        assert word in text.lower()
 
 
 async def test_a_batched_review_follows_the_json_schema(batched: EmbeddedRuntime) -> None:

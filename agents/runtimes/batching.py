@@ -8,6 +8,13 @@ batch the next prompt chunk of every call still reading its prompt and the last
 sampled token of every call that is writing, decodes, and samples each call's
 next token with that call's own sampler (temperature, seed, JSON grammar).
 
+Calls that begin alike (a session's opinions share the system prompt and the
+question; a reviewer's pairwise calls share all but the answer reviewed) share
+their prefix: a call whose prompt begins as an earlier call's waits until that
+call has evaluated the common part, copies its state (llama.cpp shares the KV
+cells between sequences) and evaluates only the rest; its usage reports the
+tokens reused.
+
 Each call streams its text through ``emit`` and ends with its token counts; a
 call stopped by its caller leaves the batch at the next step.
 """
@@ -27,6 +34,8 @@ from council.bus.messages import ChatMessage, GenerationOptions, Usage
 
 PREFILL_CHUNK = 256
 """Prompt tokens of one call per step: a long prompt does not stall the others."""
+MIN_SHARED = 16
+"""A shorter common prefix is evaluated again rather than waited for."""
 
 
 @dataclass
@@ -40,6 +49,10 @@ class _Call:
     seq: int = -1
     read: int = 0
     """Prompt tokens decoded so far."""
+    source: _Call | None = None
+    """An earlier call whose first ``shared`` prompt tokens this one copies."""
+    shared: int = 0
+    reused: int = 0
     written: list[int] = field(default_factory=list)
     text: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
@@ -163,7 +176,34 @@ class BatchedModel:
                 return
             block = False
             call.seq = self._free.pop()
+            self._share(call)
             self._active.append(call)
+
+    def _share(self, call: _Call) -> None:
+        """Choose the active call with the longest prompt prefix in common, if any."""
+        best, length = None, 0
+        for other in self._active:
+            common = _common_prefix(call.prompt, other.prompt)
+            if common > length:
+                best, length = other, common
+        length = min(length, len(call.prompt) - 1)  # the last token's logits are its own
+        if best is not None and length >= MIN_SHARED:
+            call.source, call.shared = best, length
+
+    def _copy_shared(self, call: _Call) -> bool:
+        """Copy the shared prefix once its source has evaluated it; False while waiting."""
+        source = call.source
+        if source is None:
+            return True
+        if source not in self._active:  # it ended first: evaluate the prefix after all
+            call.source = None
+            return True
+        if source.read < call.shared:
+            return False
+        self.ctx.kv_cache_seq_cp(source.seq, call.seq, 0, call.shared)
+        call.read = call.reused = call.shared
+        call.source = None
+        return True
 
     def _step(self) -> None:
         batch = self.batch.batch
@@ -179,11 +219,15 @@ class BatchedModel:
             batch.logits[i] = logits
             batch.n_tokens += 1
 
+        # before this step adds anything: a source's ``read`` counts only what is decoded
+        waiting = [c for c in self._active if not self._copy_shared(c)]
         for call in list(self._active):
             if call.stop.is_set():
                 self._finish(call, None)
                 continue
             if call.read < len(call.prompt):
+                if call in waiting:
+                    continue
                 chunk = call.prompt[call.read : call.read + PREFILL_CHUNK]
                 for k, token in enumerate(chunk):
                     last = call.read + k == len(call.prompt) - 1
@@ -231,8 +275,16 @@ class BatchedModel:
             tail = call.text.decode(b"", final=True)
             if tail:
                 call.emit(tail)
-            call.emit(Usage(len(call.prompt), len(call.written)))
+            call.emit(Usage(len(call.prompt), len(call.written), call.reused))
         call.done()
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def _chat_formatter(llama: Any) -> Callable[[list[dict[str, str]]], str]:
