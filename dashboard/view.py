@@ -18,11 +18,18 @@ class SessionView(SessionState):
     events: list[SessionEvent] = field(default_factory=list)
     live: dict[tuple[str, str], str] = field(default_factory=dict)
     """Streamed text so far per (stage, member): live only, never stored."""
+    early: dict[int, SessionEvent] = field(default_factory=dict)
+    """Events stored ahead of their turn (one confirmed late after an outage), kept
+    until the gap before them fills."""
 
     def apply(self, event: SessionEvent) -> None:
-        """As the chairman folds it; a redelivered event is skipped and one that does
-        not follow (a stream that lost the session's start) is logged and skipped."""
+        """As the chairman folds it: a redelivered event is skipped, one ahead of its
+        turn waits for the gap to fill, and one that cannot follow is logged and
+        skipped."""
         if event.seq <= self.seq:
+            return
+        if event.seq > self.seq + 1:
+            self.early[event.seq] = event
             return
         try:
             super().apply(event)
@@ -30,6 +37,8 @@ class SessionView(SessionState):
             log.warning("session_event_skipped", session_id=self.session_id, error=str(exc))
             return
         self.events.append(event)
+        if (following := self.early.pop(self.seq + 1, None)) is not None:
+            self.apply(following)
 
     @property
     def question(self) -> str:
