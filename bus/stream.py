@@ -1,4 +1,5 @@
-"""The COUNCIL stream: its set-up and the one way a session event is stored."""
+"""The COUNCIL stream: its set-up, and storing a session event (acked, or sent with
+its ack to await later)."""
 
 from __future__ import annotations
 
