@@ -69,6 +69,7 @@ class AgentService:
         self.kinds = kinds
         self.heartbeat_s = heartbeat_s
         self._bounds = {m: asyncio.Semaphore(concurrency) for m in models}
+        self._taken = dict.fromkeys(models, 0)
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
@@ -85,12 +86,15 @@ class AgentService:
                 await self.runtime.load(model)
         for model in self.models:
             for kind in self.kinds:
-                sub = await self.nc.subscribe(
+                # any agent of the model, or this one by name (least-busy dispatch)
+                for subject in (
                     subjects.agent(model, kind),
-                    queue=subjects.AGENTS_QUEUE,
-                    cb=self._dispatcher(model, kind),
-                )
-                self._subs.append(sub)
+                    subjects.agent_on(model, kind, self.node),
+                ):
+                    sub = await self.nc.subscribe(
+                        subject, queue=subjects.AGENTS_QUEUE, cb=self._dispatcher(model, kind)
+                    )
+                    self._subs.append(sub)
         self._subs.append(await self.nc.subscribe(subjects.ROSTER, cb=self._on_roster))
         await self.nc.flush()
         self._heartbeat = asyncio.create_task(
@@ -144,6 +148,7 @@ class AgentService:
         bound = log.bind(session_id=request.session_id, member=request.member, kind=kind)
         received = time.monotonic()
         working = self._say_working(msg)
+        self._taken[model] += 1
         try:
             async with self._bounds[model]:
                 # The deadline counts from receipt: time queued behind other calls is spent.
@@ -154,6 +159,7 @@ class AgentService:
                     reply = await self._generate(handler, request, stage)
         finally:
             working.cancel()
+            self._taken[model] -= 1
         if isinstance(reply, AgentError):
             bound.warning("llm_call_failed", model=model, code=reply.code, detail=reply.detail)
         else:
@@ -207,6 +213,8 @@ class AgentService:
 
     def statuses(self) -> list[ModelStatus]:
         return [
-            msgspec.structs.replace(status, kinds=list(self.kinds))
+            msgspec.structs.replace(
+                status, kinds=list(self.kinds), taken=self._taken.get(status.name, 0)
+            )
             for status in self.runtime.statuses()
         ]

@@ -419,6 +419,9 @@ class ModelStatus(Struct, kw_only=True):
     detail: str = ""
     kinds: list[str] = []
     """Request kinds served for this model: opinion, review, synthesize."""
+    taken: int = 0
+    """Requests for this model the agent has taken and not answered yet (generating
+    or waiting for a slot): how busy it is, for least-busy dispatch."""
 
 
 class NodeHealth(Struct, kw_only=True):

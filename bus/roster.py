@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import time
+from collections.abc import Mapping
 
 import structlog
 from nats.aio.client import Client
@@ -40,6 +42,24 @@ class Roster:
             for m in statuses
             if kind in m.kinds and m.status != "error"
         }
+
+    def least_busy(self, model: str, kind: str, sent: Mapping[str, list[float]]) -> str | None:
+        """The agent node to send a ``kind`` request for ``model`` to: of the fresh ones
+        serving it, the one with the fewest requests taken (as its last word said) plus
+        those ``sent`` to it (their send times) since; ties drawn at random. None when
+        fewer than two serve it: the queue group is as good then."""
+        cutoff = time.monotonic() - self.stale_after_s
+        loads: dict[str, int] = {}
+        for node, (seen, statuses) in self._seen.items():
+            if seen < cutoff:
+                continue
+            for m in statuses:
+                if m.name == model and kind in m.kinds and m.status == "ready":
+                    loads[node] = m.taken + sum(t > seen for t in sent.get(node, ()))
+        if len(loads) < 2:
+            return None
+        low = min(loads.values())
+        return random.choice([node for node, load in loads.items() if load == low])
 
     async def refresh(self, window_s: float = 0.3) -> None:
         """Ask every agent directly instead of waiting for heartbeats."""

@@ -48,9 +48,16 @@ def is_inbox(subject: str) -> bool:
 
 
 def agent(model: str, kind: str) -> str:
+    """Any agent serving ``model`` (a queue group: the server picks one)."""
     if kind not in AGENT_KINDS:
         raise ValueError(f"unknown agent request kind {kind!r}")
     return f"council.agent.{token(model)}.{kind}"
+
+
+def agent_on(model: str, kind: str, node: str) -> str:
+    """The agent process ``node`` serving ``model``: where the chairman sends a request
+    to the least busy agent."""
+    return f"{agent(model, kind)}.{token(node)}"
 
 
 def session_event(session_id: str, kind: str) -> str:

@@ -5,6 +5,11 @@ request goes silent for ``silence_s`` (the agent's process died, or the network
 or the server went away), it is asked again: the queue group hands it to another
 agent serving the model. ``on_lost`` hears of each silent agent, so the session
 records it as a named event.
+
+When several agents serve a model, a request first goes to the least busy of
+them by name (what each last said it had taken, plus what was sent to it
+since), and to the queue group if that one is gone: a queue group alone hands
+requests out at random, so a busy agent would get its share while another idles.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from council.bus.messages import (
     SynthesisRequest,
     Working,
 )
+from council.bus.roster import Roster
 
 log = structlog.get_logger()
 
@@ -70,6 +76,7 @@ class BusAgents:
         first_word_s: float = FIRST_WORD_S,
         attempts: int = ATTEMPTS,
         on_lost: LostHook | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.nc = nc
         self.grace_s = grace_s
@@ -77,7 +84,10 @@ class BusAgents:
         self.first_word_s = first_word_s
         self.attempts = attempts
         self.on_lost = on_lost
+        self.roster = roster
         self.inbox = ReplyInbox(nc)
+        self._sent: dict[str, list[float]] = {}
+        """Per agent node, when each request sent to it by name and not answered left."""
 
     async def start(self) -> None:
         await self.inbox.start()
@@ -102,7 +112,10 @@ class BusAgents:
             # a request asked again carries what is left of the deadline, not all of it
             left = max(0.0, deadline - self.grace_s - time.monotonic())
             asked = request if attempt == 1 else msgspec.structs.replace(request, timeout_s=left)
-            outcome = await self._attempt(subject, encode(asked), deadline)
+            if attempt == 1:
+                outcome = await self._first_attempt(request.model, kind, encode(asked), deadline)
+            else:
+                outcome = await self._attempt(subject, encode(asked), deadline)
             if isinstance(outcome, _Unheard):
                 # once more: an agent may have died on receipt; then no agent serves it
                 if attempt == 1 and attempt < self.attempts:
@@ -139,6 +152,29 @@ class BusAgents:
                 return outcome
             return AgentError(code="invalid_output", detail=f"unexpected {type(outcome).__name__}")
         raise AssertionError("unreachable: the last attempt returns")
+
+    async def _first_attempt(
+        self, model: str, kind: str, data: bytes, deadline: float
+    ) -> AgentReply | _Silent | _Unheard:
+        """To the least busy agent by name when several serve ``model``; to any of them
+        at once if that one is gone."""
+        anyone = subjects.agent(model, kind)
+        node = self.roster.least_busy(model, kind, self._sent) if self.roster else None
+        if node is None:
+            return await self._attempt(anyone, data, deadline)
+        sent = self._sent.setdefault(node, [])
+        stamp = time.monotonic()
+        sent.append(stamp)
+        try:
+            outcome = await self._attempt(subjects.agent_on(model, kind, node), data, deadline)
+        finally:
+            sent.remove(stamp)
+        if isinstance(outcome, _Unheard) or (
+            isinstance(outcome, AgentError) and outcome.code == "no_responders"
+        ):
+            log.info("chosen_agent_gone", node=node, subject=anyone)
+            return await self._attempt(anyone, data, deadline)
+        return outcome
 
     async def _attempt(
         self, subject: str, data: bytes, deadline: float

@@ -75,7 +75,9 @@ class ChairmanService:
         self.lease_s = lease_s
         self.leases = Leases(self.js, node, ttl_s=lease_s, replicas=stream_replicas)
         self.roster = Roster(nc)
-        self.agents = BusAgents(nc, silence_s=config.agent_silence_s, on_lost=self._agent_lost)
+        self.agents = BusAgents(
+            nc, silence_s=config.agent_silence_s, on_lost=self._agent_lost, roster=self.roster
+        )
         self.sessions: dict[str, Conductor] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._sub: Subscription | None = None
