@@ -7,7 +7,9 @@ sessions (same seed, same prompts, same temperatures) run over the bus
 alternating A/B. A plain single-stream generation per model gives that
 model's best tokens/s, against which stage 2 (the N×(N−1) reviews) is judged.
 Optionally the same in-process sessions run on a second runtime with one
-thread per generation and two slots.
+thread per generation and two slots, and (``--batch N``) on a batched runtime
+(``COUNCIL_BATCH=N``), alternating with the one-call-at-a-time runtime: the
+whole session's speed-up from batching, stage by stage.
 
 Targets: bus/in-process wall <= 1.05 per stage and total; stage-2 review
 tokens/s >= 80% of the token-weighted best rate of the reviewing models.
@@ -142,7 +144,32 @@ def review_share(runs: list[dict[str, Any]], best: dict[str, float]) -> float:
     return round(median(shares), 3)
 
 
-async def run(council: Council, repeats: int, try_threads: bool) -> dict[str, Any]:
+async def batched_arm(
+    council: Council, serial: RoutedRuntime, batch: int, repeats: int
+) -> dict[str, Any]:
+    """In-process sessions on a batched runtime against the serial one, alternating."""
+    batched = EmbeddedRuntime(MODELS_DIR, auto_pull=False, batch=batch)
+    routed = RoutedRuntime.serving(batched, council.models)
+    for m in council.models:
+        await batched.load(m)
+    await local_session(routed, council)  # warm-up
+    serial_runs: list[dict[str, Any]] = []
+    batched_runs: list[dict[str, Any]] = []
+    for i in range(repeats):
+        pair = [(serial_runs, serial), (batched_runs, routed)]
+        for runs, runtime in pair if i % 2 == 0 else reversed(pair):
+            runs.append(await timed_session(local_session(runtime, council)))
+    await batched.close()
+    one, many = summarise(serial_runs), summarise(batched_runs)
+    return {
+        "batch": batch,
+        "serial": one,
+        "batched": many,
+        "speedup": {s: round(one["ms"][s] / many["ms"][s], 3) for s in STAGES},
+    }
+
+
+async def run(council: Council, repeats: int, try_threads: bool, batch: int = 0) -> dict[str, Any]:
     before = machine()
     embedded = EmbeddedRuntime(MODELS_DIR, auto_pull=False)
     routed = RoutedRuntime(dict.fromkeys(council.models, embedded))
@@ -165,6 +192,7 @@ async def run(council: Council, repeats: int, try_threads: bool) -> dict[str, An
                 ]
                 for runs, work in pair if i % 2 == 0 else reversed(pair):
                     runs.append(await timed_session(work()))
+    batching = await batched_arm(council, routed, batch, repeats) if batch else None
     await embedded.close()
     best_rates = {m: b["tokens_s"] for m, b in best.items()}
     bus, local = summarise(bus_runs), summarise(local_runs)
@@ -219,6 +247,8 @@ async def run(council: Council, repeats: int, try_threads: bool) -> dict[str, An
             "reviews_ms_vs_threads2": round(alt["ms"]["reviews"] / local["ms"]["reviews"], 3),
             "total_ms_vs_threads2": round(alt["ms"]["total"] / local["ms"]["total"], 3),
         }
+    if batching:
+        result["batching"] = batching
     result["machine_before"] = before
     result["machine_after"] = machine()
     return result
@@ -262,6 +292,22 @@ def tables(result: dict[str, Any]) -> list[Table]:
                 ],
             )
         )
+    if batching := result.get("batching"):
+        out.append(
+            Table(
+                f"In-process, batched (batch {batching['batch']}) against one call at a time",
+                ["stage", "one at a time ms", "batched ms", "speed-up"],
+                [
+                    [
+                        s,
+                        batching["serial"]["ms"][s],
+                        batching["batched"]["ms"][s],
+                        batching["speedup"][s],
+                    ]
+                    for s in STAGES
+                ],
+            )  # fmt: skip
+        )
     return out
 
 
@@ -271,6 +317,9 @@ def main() -> None:
     p.add_argument("--chairman", help="the chairman's model")
     p.add_argument("--repeats", type=int, default=3, help="bus/in-process pairs (A/B/A/B)")
     p.add_argument("--no-threads", action="store_true", help="skip the threads=1 trial")
+    p.add_argument(
+        "--batch", type=int, default=0, help="also time in-process sessions batched, up to N"
+    )
     args = p.parse_args()
     quiet_logs()
     council = Council(
@@ -278,7 +327,7 @@ def main() -> None:
         args.chairman or (QUICK_CHAIRMAN if args.quick else CHAIRMAN),
     )
     repeats = 1 if args.quick and args.repeats == 3 else args.repeats
-    result = asyncio.run(run(council, repeats, try_threads=not args.no_threads))
+    result = asyncio.run(run(council, repeats, try_threads=not args.no_threads, batch=args.batch))
     report(result, tables(result), args)
 
 
