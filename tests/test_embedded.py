@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,34 @@ async def test_a_check_first_review_on_the_real_model_writes_its_working_before_
         assert reply.code == "invalid_output"
     else:
         assert 1 <= reply.scores["Response A"] <= 10
+
+
+async def test_two_runtimes_of_one_host_take_turns_a_call_at_a_time(
+    models_dir: Path, test_model_path: Path, tmp_path: Path
+) -> None:
+    """Two runtimes that share a turns file (two processes of one host, say) never
+    generate at the same time: one call's first piece comes after the other's last.
+    Each alone would have every core, so side by side both would crawl."""
+    shared = tmp_path / "turns.lock"
+    runtimes = [
+        EmbeddedRuntime(models_dir, auto_pull=False, threads=os.cpu_count(), turns_file=shared)
+        for _ in range(2)
+    ]
+    options = GenerationOptions(temperature=0, max_tokens=24)
+
+    async def timed(runtime: EmbeddedRuntime) -> tuple[float, float]:
+        times = []
+        counting = [ChatMessage("user", "Count to ten.")]
+        async for chunk in runtime.chat(TEST_MODEL, counting, options=options):
+            if chunk.text:
+                times.append(time.monotonic())
+        return times[0], times[-1]
+
+    try:
+        for runtime in runtimes:
+            await runtime.load(TEST_MODEL)
+        (start_a, end_a), (start_b, end_b) = await asyncio.gather(*(timed(r) for r in runtimes))
+    finally:
+        for runtime in runtimes:
+            await runtime.close()
+    assert end_a < start_b or end_b < start_a

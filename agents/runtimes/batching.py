@@ -27,6 +27,7 @@ import json
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,10 +72,10 @@ class BatchedModel:
         sequences: int,
         n_ctx: int,
         threads: int,
-        turns: threading.Lock | None = None,
+        turns: AbstractContextManager[Any] | None = None,
     ) -> None:
-        """``turns``: held for each step, shared by the models of one host so that
-        their steps take turns on the cores instead of competing for them."""
+        """``turns``: held for each step, shared by the models of one host (``turns.py``)
+        so that their steps take turns on the cores instead of competing for them."""
         import llama_cpp
         from llama_cpp import _internals
 

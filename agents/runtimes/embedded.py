@@ -8,6 +8,10 @@ a worker thread so the event loop keeps serving the bus.
 With ``batch`` > 0, concurrent calls to one model are decoded together instead
 (``batching.BatchedModel``, up to ``batch`` at once, all threads); the models of
 one runtime take turns step by step, so they never compete for the cores.
+
+With ``turns_file``, the council processes of one host take turns too (``turns``):
+a whole call at a time when each call has all the cores, a batch step at a time
+when batched.
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ from council.agents.runtimes.base import (
     Statuses,
 )
 from council.agents.runtimes.batching import BatchedModel
+from council.agents.runtimes.turns import HostTurns
 from council.bus.errors import ModelLoadError, ModelNotFound
 from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus, Usage
 
 log = structlog.get_logger()
 
 _DONE = object()
+TURNS_FILE = ".turns.lock"
+"""In the models directory: the council processes that share it take turns."""
 
 
 def resolve_model_path(model: str, models_dir: Path, *, auto_pull: bool) -> Path:
@@ -77,6 +84,7 @@ class EmbeddedRuntime:
         threads: int | None = None,
         auto_pull: bool = True,
         batch: int = 0,
+        turns_file: Path | None = None,
     ) -> None:
         cores = os.cpu_count() or 1
         self.models_dir = models_dir
@@ -87,7 +95,7 @@ class EmbeddedRuntime:
         self.auto_pull = auto_pull
         self._llamas: dict[str, Any] = {}
         self._engines: dict[str, BatchedModel] = {}
-        self._turns = threading.Lock()
+        self._turns = HostTurns(turns_file)
         self._locks: dict[str, asyncio.Lock] = {}
         self._status = Statuses(self.name)
         self._slots = asyncio.Semaphore(self.slots)
@@ -161,7 +169,7 @@ class EmbeddedRuntime:
         async with self._locks[model], self._slots:
             with self._status.calling(model):
                 worker = asyncio.create_task(
-                    asyncio.to_thread(_generate, llama, messages, options, schema, feed)
+                    asyncio.to_thread(self._take_turn, llama, messages, options, schema, feed)
                 )
                 try:
                     async for item in feed.items():
@@ -172,6 +180,15 @@ class EmbeddedRuntime:
                     # The model stays locked (and the call counted) until its thread
                     # has really stopped.
                     await asyncio.shield(worker)
+
+    def _take_turn(self, *args: Any) -> None:
+        """A call with every core takes the host's turn; calls that split the cores
+        between them (threads < cores) were asked to run side by side."""
+        if self.slots > 1:
+            _generate(*args)
+            return
+        with self._turns:
+            _generate(*args)
 
     async def _batched_chat(
         self,
@@ -196,6 +213,7 @@ class EmbeddedRuntime:
                 feed.stop.set()  # the engine drops the call at its next step
 
     async def close(self) -> None:
+        self._turns.close()
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
@@ -206,7 +224,11 @@ class EmbeddedRuntime:
 
 async def _offer(options: RuntimeOptions, models: list[str]) -> Offer:
     runtime = EmbeddedRuntime(
-        options.models_dir, threads=options.threads, n_ctx=options.n_ctx, batch=options.batch
+        options.models_dir,
+        threads=options.threads,
+        n_ctx=options.n_ctx,
+        batch=options.batch,
+        turns_file=options.models_dir / TURNS_FILE,
     )
     return Offer(runtime, lambda m: m in CATALOGUE or is_gguf_path(m), sorted(CATALOGUE))
 
