@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import time
 from pathlib import Path
 
 import pytest
+import structlog
 from conftest import TEST_MODEL
 
 from council.agents.handlers import handle_opinion, handle_review
@@ -28,6 +30,7 @@ from council.chairman.prompts import opinion_messages, pairwise_messages
 pytestmark = pytest.mark.model
 
 QUESTION = [ChatMessage("system", "You are helpful."), ChatMessage("user", "Name a colour.")]
+PATIENCE_S = 1.5
 
 
 async def collect(runtime: EmbeddedRuntime, **kwargs: object) -> tuple[str, object]:
@@ -161,32 +164,45 @@ async def test_a_check_first_review_on_the_real_model_writes_its_working_before_
         assert 1 <= reply.scores["Response A"] <= 10
 
 
-async def test_two_runtimes_of_one_host_take_turns_a_call_at_a_time(
+async def test_a_call_waits_for_its_hosts_turn_but_not_for_a_stopped_holder(
     models_dir: Path, test_model_path: Path, tmp_path: Path
 ) -> None:
-    """Two runtimes that share a turns file (two processes of one host, say) never
-    generate at the same time: one call's first piece comes after the other's last.
-    Each alone would have every core, so side by side both would crawl."""
+    """Another process of the host holds the turn: the call waits for it, then
+    generates. A holder that never lets go (a stopped process) costs the call a wait
+    of the runtime's patience, not the call."""
     shared = tmp_path / "turns.lock"
-    runtimes = [
-        EmbeddedRuntime(models_dir, auto_pull=False, threads=os.cpu_count(), turns_file=shared)
-        for _ in range(2)
-    ]
-    options = GenerationOptions(temperature=0, max_tokens=24)
+    runtime = EmbeddedRuntime(
+        models_dir,
+        auto_pull=False,
+        threads=os.cpu_count(),
+        turns_file=shared,
+        turn_patience_s=PATIENCE_S,
+    )
+    other = os.open(shared, os.O_RDWR | os.O_CREAT)  # another process's hold
+    options = GenerationOptions(temperature=0, max_tokens=16)
 
-    async def timed(runtime: EmbeddedRuntime) -> tuple[float, float]:
-        times = []
-        counting = [ChatMessage("user", "Count to ten.")]
-        async for chunk in runtime.chat(TEST_MODEL, counting, options=options):
-            if chunk.text:
-                times.append(time.monotonic())
-        return times[0], times[-1]
+    async def first_piece_after() -> tuple[float, str]:
+        started, first, text = time.monotonic(), 0.0, []
+        async for chunk in runtime.chat(TEST_MODEL, QUESTION, options=options):
+            if chunk.text and not first:
+                first = time.monotonic() - started
+            text.append(chunk.text)
+        return first, "".join(text)
 
     try:
-        for runtime in runtimes:
-            await runtime.load(TEST_MODEL)
-        (start_a, end_a), (start_b, end_b) = await asyncio.gather(*(timed(r) for r in runtimes))
+        await runtime.load(TEST_MODEL)
+        fcntl.flock(other, fcntl.LOCK_EX)
+        asyncio.get_running_loop().call_later(0.8, fcntl.flock, other, fcntl.LOCK_UN)
+        waited, text = await first_piece_after()
+        assert 0.8 <= waited < PATIENCE_S
+        assert text.strip()
+        fcntl.flock(other, fcntl.LOCK_EX)  # and never released
+        with structlog.testing.capture_logs() as logs:
+            stalled = asyncio.wait_for(first_piece_after(), timeout=PATIENCE_S * 4)
+            waited, text = await stalled
+        assert waited >= PATIENCE_S
+        assert text.strip()
+        assert "host_turn_waited_out" in [e["event"] for e in logs]
     finally:
-        for runtime in runtimes:
-            await runtime.close()
-    assert end_a < start_b or end_b < start_a
+        os.close(other)
+        await runtime.close()

@@ -74,8 +74,8 @@ class BatchedModel:
         threads: int,
         turns: AbstractContextManager[Any] | None = None,
     ) -> None:
-        """``turns``: held for each step, shared by the models of one host (``turns.py``)
-        so that their steps take turns on the cores instead of competing for them."""
+        """``turns``: held for each step, shared by the models of one process so that
+        their steps take turns on the cores instead of competing for them."""
         import llama_cpp
         from llama_cpp import _internals
 

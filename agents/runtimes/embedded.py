@@ -9,14 +9,14 @@ With ``batch`` > 0, concurrent calls to one model are decoded together instead
 (``batching.BatchedModel``, up to ``batch`` at once, all threads); the models of
 one runtime take turns step by step, so they never compete for the cores.
 
-With ``turns_file``, the council processes of one host take turns too (``turns``):
-a whole call at a time when each call has all the cores, a batch step at a time
-when batched.
+With ``turns_file``, the council processes of one host take turns too, a call at
+a time (``turns.py``); batched engines take turns only within their process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -38,7 +38,7 @@ from council.agents.runtimes.base import (
     Statuses,
 )
 from council.agents.runtimes.batching import BatchedModel
-from council.agents.runtimes.turns import HostTurns
+from council.agents.runtimes.turns import PATIENCE_S, HostTurns
 from council.bus.errors import ModelLoadError, ModelNotFound
 from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus, Usage
 
@@ -85,6 +85,7 @@ class EmbeddedRuntime:
         auto_pull: bool = True,
         batch: int = 0,
         turns_file: Path | None = None,
+        turn_patience_s: float = PATIENCE_S,
     ) -> None:
         cores = os.cpu_count() or 1
         self.models_dir = models_dir
@@ -95,7 +96,8 @@ class EmbeddedRuntime:
         self.auto_pull = auto_pull
         self._llamas: dict[str, Any] = {}
         self._engines: dict[str, BatchedModel] = {}
-        self._turns = HostTurns(turns_file)
+        self._turns = threading.Lock()
+        self._host = HostTurns(turns_file, turn_patience_s)
         self._locks: dict[str, asyncio.Lock] = {}
         self._status = Statuses(self.name)
         self._slots = asyncio.Semaphore(self.slots)
@@ -181,14 +183,18 @@ class EmbeddedRuntime:
                     # has really stopped.
                     await asyncio.shield(worker)
 
-    def _take_turn(self, *args: Any) -> None:
+    def _take_turn(
+        self,
+        llama: Any,
+        messages: list[ChatMessage],
+        options: GenerationOptions,
+        schema: dict[str, Any] | None,
+        feed: _Feed,
+    ) -> None:
         """A call with every core takes the host's turn; calls that split the cores
         between them (threads < cores) were asked to run side by side."""
-        if self.slots > 1:
-            _generate(*args)
-            return
-        with self._turns:
-            _generate(*args)
+        with self._host if self.slots == 1 else contextlib.nullcontext():
+            _generate(llama, messages, options, schema, feed)
 
     async def _batched_chat(
         self,
@@ -213,7 +219,7 @@ class EmbeddedRuntime:
                 feed.stop.set()  # the engine drops the call at its next step
 
     async def close(self) -> None:
-        self._turns.close()
+        self._host.close()
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
