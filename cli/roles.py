@@ -52,6 +52,7 @@ async def runtime_for(settings: Settings, models: list[str]) -> RoutedRuntime:
         threads=settings.threads or None,
         n_ctx=settings.n_ctx,
         batch=settings.batch,
+        host_turns=settings.host_turns,
         scripted_delay_s=settings.scripted_delay_ms / 1000,
     )
     try:

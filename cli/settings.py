@@ -80,6 +80,12 @@ class Settings:
         "embedded runtime: concurrent calls to one model decoded together, up to this "
         "many (0: one call at a time)",
     )
+    host_turns: bool = _setting(
+        False,
+        "COUNCIL_HOST_TURNS",
+        "embedded runtime: the council processes of this host generate in turns, a call "
+        "at a time (1/0; measured slower here, see docs/performance.md)",
+    )
     quorum: int = _setting(2, "COUNCIL_QUORUM", "opinions needed for a session to go on")
     opinions_deadline: float = _setting(180.0, "COUNCIL_OPINIONS_DEADLINE", "stage 1 deadline, s")
     reviews_deadline: float = _setting(300.0, "COUNCIL_REVIEWS_DEADLINE", "stage 2 deadline, s")

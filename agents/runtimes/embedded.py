@@ -234,7 +234,7 @@ async def _offer(options: RuntimeOptions, models: list[str]) -> Offer:
         threads=options.threads,
         n_ctx=options.n_ctx,
         batch=options.batch,
-        turns_file=options.models_dir / TURNS_FILE,
+        turns_file=options.models_dir / TURNS_FILE if options.host_turns else None,
     )
     return Offer(runtime, lambda m: m in CATALOGUE or is_gguf_path(m), sorted(CATALOGUE))
 
