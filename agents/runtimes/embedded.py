@@ -97,7 +97,11 @@ class EmbeddedRuntime:
         self._llamas: dict[str, Any] = {}
         self._engines: dict[str, BatchedModel] = {}
         self._turns = threading.Lock()
-        self._host = HostTurns(turns_file, turn_patience_s)
+        # A call with every core takes the host's turn; calls that split the cores
+        # between them (threads < cores) were asked to run side by side.
+        self._host = (
+            HostTurns(turns_file, turn_patience_s) if turns_file and self.slots == 1 else None
+        )
         self._locks: dict[str, asyncio.Lock] = {}
         self._status = Statuses(self.name)
         self._slots = asyncio.Semaphore(self.slots)
@@ -171,7 +175,7 @@ class EmbeddedRuntime:
         async with self._locks[model], self._slots:
             with self._status.calling(model):
                 worker = asyncio.create_task(
-                    asyncio.to_thread(self._take_turn, llama, messages, options, schema, feed)
+                    asyncio.to_thread(_generate, llama, messages, options, schema, feed, self._host)
                 )
                 try:
                     async for item in feed.items():
@@ -182,19 +186,6 @@ class EmbeddedRuntime:
                     # The model stays locked (and the call counted) until its thread
                     # has really stopped.
                     await asyncio.shield(worker)
-
-    def _take_turn(
-        self,
-        llama: Any,
-        messages: list[ChatMessage],
-        options: GenerationOptions,
-        schema: dict[str, Any] | None,
-        feed: _Feed,
-    ) -> None:
-        """A call with every core takes the host's turn; calls that split the cores
-        between them (threads < cores) were asked to run side by side."""
-        with self._host if self.slots == 1 else contextlib.nullcontext():
-            _generate(llama, messages, options, schema, feed)
 
     async def _batched_chat(
         self,
@@ -219,7 +210,8 @@ class EmbeddedRuntime:
                 feed.stop.set()  # the engine drops the call at its next step
 
     async def close(self) -> None:
-        self._host.close()
+        if self._host:
+            self._host.close()
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
@@ -274,27 +266,30 @@ def _generate(
     options: GenerationOptions,
     schema: dict[str, Any] | None,
     feed: _Feed,
+    turn: HostTurns | None,
 ) -> None:
-    """Runs in a worker thread; reports chunks, an exception, then the end."""
+    """Runs in a worker thread, within the host's ``turn`` if it takes one; reports
+    chunks, an exception, then the end."""
     emit, stop = feed.emit, feed.stop
     tokens = _TokenCounter()
     try:
-        stream = llama.create_chat_completion(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
-            stream=True,
-            temperature=options.temperature,
-            seed=options.seed if options.seed is not None else -1,
-            max_tokens=options.max_tokens,
-            response_format={"type": "json_object", "schema": schema} if schema else None,
-            logits_processor=[tokens],
-        )
-        for chunk in stream:
-            if stop.is_set():
-                stream.close()
-                break
-            text = chunk["choices"][0]["delta"].get("content") or ""
-            if text:
-                emit(ChatChunk(text))
+        with turn or contextlib.nullcontext():
+            stream = llama.create_chat_completion(
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                stream=True,
+                temperature=options.temperature,
+                seed=options.seed if options.seed is not None else -1,
+                max_tokens=options.max_tokens,
+                response_format={"type": "json_object", "schema": schema} if schema else None,
+                logits_processor=[tokens],
+            )
+            for chunk in stream:
+                if stop.is_set():
+                    stream.close()
+                    break
+                text = chunk["choices"][0]["delta"].get("content") or ""
+                if text:
+                    emit(ChatChunk(text))
         emit(ChatChunk(usage=Usage(tokens.prompt, tokens.completion)))
     except Exception as exc:
         emit(exc)
