@@ -77,6 +77,8 @@ class Question(Struct, kw_only=True, forbid_unknown_fields=True):
     max_tokens: Annotated[int, Meta(ge=1, le=8192)] | None = None
     """Tokens per opinion, instead of the chairman's setting (a baseline at its best
     needs room for its whole working)."""
+    strategy: str = ""
+    """How the chairman concludes this session, instead of its setting ("": the setting)."""
 
 
 class Accepted(Struct, kw_only=True, tag="accepted", tag_field="type"):
@@ -85,6 +87,8 @@ class Accepted(Struct, kw_only=True, tag="accepted", tag_field="type"):
     chairman: str
     mode: ReviewMode
     v: int = SCHEMA_VERSION
+    strategy: str = ""
+    """How the session concludes (the question's choice, else the chairman's setting)."""
 
 
 RejectReason = Literal[
@@ -93,6 +97,7 @@ RejectReason = Literal[
     "question_too_long",
     "unknown_model",
     "unknown_persona",
+    "unknown_strategy",
     "duplicate_member",
     "too_few_members",
     "too_many_members",
@@ -241,6 +246,8 @@ class SessionStarted(Event, tag="session_started"):
     temperature: float | None = None
     alone: bool = False
     max_tokens: int | None = None
+    strategy: str = ""
+    """The strategy the question asked for ("": the chairman's setting)."""
 
 
 class StageStarted(Event, tag="stage_started"):

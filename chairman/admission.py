@@ -10,6 +10,7 @@ from council.bus.members import model_of, split_member
 from council.bus.messages import MAX_QUESTION_CHARS, Question, Rejected, ReviewMode
 from council.chairman import prompts
 from council.chairman.conductor import Plan
+from council.chairman.strategies import STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ def admit(
             reason="too_few_members",
             detail=f"{len(members)} member(s); a council needs at least {max(2, quorum)}",
         )
+    if question.strategy and question.strategy not in STRATEGIES:
+        return Rejected(
+            reason="unknown_strategy",
+            detail=f"{question.strategy}: strategies are {', '.join(STRATEGIES)}",
+        )
     for member in members:
         _, persona = split_member(member)
         if persona not in prompts.PERSONAS:
@@ -89,4 +95,5 @@ def admit(
         temperature=question.temperature,
         alone=question.alone,
         max_tokens=question.max_tokens,
+        strategy=question.strategy,
     )

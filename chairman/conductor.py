@@ -101,6 +101,8 @@ class Plan:
     """One member asked alone: stage 1 only, its opinion is the answer."""
     max_tokens: int | None = None
     """Tokens per opinion, instead of the configured cap."""
+    strategy: str = ""
+    """How this session concludes, instead of the configured strategy."""
 
     @classmethod
     def of(cls, started: SessionStarted) -> Plan:
@@ -115,6 +117,7 @@ class Plan:
             temperature=started.temperature,
             alone=started.alone,
             max_tokens=started.max_tokens,
+            strategy=started.strategy,
         )
 
 
@@ -132,6 +135,11 @@ class Conductor:
         """``state``: a session rebuilt from its events, to finish what it had left."""
         self.plan = plan
         self.config = config
+        self.strategy = config.strategy
+        if plan.strategy in strategies.STRATEGIES:  # asked for; admission checked the name
+            self.strategy = strategies.named(
+                plan.strategy, close_margin=config.strategy.close_margin
+            )
         self.agents = agents
         self.sink = sink
         self.owner = owner
@@ -182,6 +190,7 @@ class Conductor:
                     temperature=plan.temperature,
                     alone=plan.alone,
                     max_tokens=plan.max_tokens,
+                    strategy=plan.strategy,
                 )
             )
         try:
@@ -362,10 +371,10 @@ class Conductor:
         if plan.alone:
             return Stands(answered, "select", "asked alone")
         if state.state is State.OPINIONS:
-            return self.config.strategy.stands(self._texts(), plan.chairman)
+            return self.strategy.stands(self._texts(), plan.chairman)
         if not state.reviews_skipped:
             return None
-        for strategy in (self.config.strategy, strategies.STRATEGIES["majority-or-chairman"]):
+        for strategy in (self.strategy, strategies.STRATEGIES["majority-or-chairman"]):
             if stands := strategy.stands(self._texts(), plan.chairman):
                 return stands
         return Stands(answered[:1], "vote", "only one member answered")
@@ -376,8 +385,8 @@ class Conductor:
         )
         if len(forms) < 2 and len(self.state.answered) < 2:
             return "only one member answered: nobody to review"
-        if self.config.strategy.always_reviews:
-            why = f"strategy {self.config.strategy.name} reviews every session"
+        if self.strategy.always_reviews:
+            why = f"strategy {self.strategy.name} reviews every session"
         else:
             why = f"the members disagree ({'; '.join(forms)})"
         skipped = [m for m in self.state.answered if m not in {r.member for r in requests.values()}]
@@ -480,9 +489,9 @@ class Conductor:
             why = f"not needed: {stands.reason}"
         else:
             standing = Standing(order, entries[0].margin, entries[0].tied)
-            pick = self.config.strategy.concludes(self._texts(), standing)
+            pick = self.strategy.concludes(self._texts(), standing)
             why = (
-                f"strategy {self.config.strategy.name}: "
+                f"strategy {self.strategy.name}: "
                 + ("the chairman's model writes the answer" if pick.how == "synthesize"
                    else f"the {pick.how} of the reviews stands, no synthesis")
             )  # fmt: skip

@@ -255,10 +255,15 @@ class ChairmanService:
             await self.leases.claim(plan.session_id)  # a new id: nobody else holds it
         except nats.errors.Error as exc:  # the bucket is electing a leader, say
             log.warning("lease_deferred", session_id=plan.session_id, error=repr(exc))
-        self._launch(Conductor(plan, self.config, self.agents, self._store, owner=self.node))
+        conductor = Conductor(plan, self.config, self.agents, self._store, owner=self.node)
+        self._launch(conductor)
         log.info("question_accepted", session_id=plan.session_id, members=plan.members)
         return Accepted(
-            session_id=plan.session_id, members=plan.members, chairman=plan.chairman, mode=plan.mode
+            session_id=plan.session_id,
+            members=plan.members,
+            chairman=plan.chairman,
+            mode=plan.mode,
+            strategy=conductor.strategy.name,
         )
 
     def _launch(self, conductor: Conductor) -> None:

@@ -116,6 +116,7 @@ async def run_ask(
     mode: str,
     as_json: bool,
     seed: int | None,
+    strategy: str = "",
 ) -> int:
     err = Console(stderr=True)
     nc = await connect(settings.nats_url, name="council-ask", credentials=settings.credentials)
@@ -124,13 +125,14 @@ async def run_ask(
             question=text,
             members=members,
             chairman=chairman,
-            mode=mode,
-            seed=seed,  # type: ignore[arg-type]
+            mode=mode,  # type: ignore[arg-type]
+            seed=seed,
+            strategy=strategy,
         )
         accepted = await submit(nc, question)
         err.print(
             f"session [bold]{accepted.session_id}[/]: {', '.join(accepted.members)}; "
-            f"chairman {accepted.chairman}; {accepted.mode} reviews"
+            f"chairman {accepted.chairman}; {accepted.mode} reviews; strategy {accepted.strategy}"
         )
         progress = Progress(err)
         outcome: FinalAnswer | SessionFailed | None = None

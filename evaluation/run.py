@@ -8,6 +8,7 @@ a rerun resumes where the last one stopped and Ctrl-C leaves a usable report.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -44,6 +45,27 @@ BEST_MAX_TOKENS = 1024
 
 
 @dataclass(frozen=True)
+class Versus:
+    """Another council asked each question in the same run: the figures of a change
+    of default, before and after, come from one run."""
+
+    members: list[str]
+    strategy: str = ""
+
+    @classmethod
+    def parse(cls, members: str, strategy: str = "") -> Versus | None:
+        names = [m.strip() for m in members.split(",") if m.strip()]
+        if not names:
+            if strategy:
+                raise SystemExit("error: --versus-strategy needs --versus MEMBERS")
+            return None
+        return cls(names, strategy)
+
+    def describe(self) -> str:
+        return f"{self.strategy or 'default strategy'} ({', '.join(self.members)})"
+
+
+@dataclass(frozen=True)
 class EvalPlan:
     path: Path
     members: list[str]
@@ -54,14 +76,19 @@ class EvalPlan:
     sample: int | None = None
     same_prompt: bool = True
     """Also ask each model alone as the council asks it (beside it at its best)."""
+    strategy: str = ""
+    """The council's strategy ("": the chairman's setting)."""
+    versus: Versus | None = None
 
     def label(self) -> str:
         """The results' name: given, or the council asked for (``default``: the chairman's)."""
         if self.name:
             return self.name
-        if not self.members and not self.chairman:
+        if not (self.members or self.chairman or self.strategy or self.versus):
             return f"default-{self.mode}"
-        asked = f"{','.join(self.members)}|{self.chairman}|{self.mode}"
+        asked = f"{','.join(self.members)}|{self.chairman}|{self.mode}|{self.strategy}"
+        if self.versus:
+            asked += f"|{self.versus.describe()}"
         return f"custom-{hashlib.sha256(asked.encode()).hexdigest()[:8]}"
 
 
@@ -158,10 +185,21 @@ async def evaluate(nc: Client, question: EvalQuestion, plan: EvalPlan, timeout_s
     call is timed with the machine to itself."""
     seed = int(hashlib.sha256(question.id.encode()).hexdigest()[:7], 16)
     council = await ask_council(nc, question, plan, seed, timeout_s)
+    versus = None
+    if plan.versus:
+        versus = await ask_council(
+            nc,
+            question,
+            dataclasses.replace(
+                plan, members=plan.versus.members, strategy=plan.versus.strategy, versus=None
+            ),
+            seed,
+            timeout_s,
+        )
     alone: dict[str, Answer] = {}
     best: dict[str, Answer] = {}
-    models = [model_of(m) for m in council.members]
-    for model in dict.fromkeys([*models, council.chairman]):
+    models = [model_of(m) for c in (council, versus) if c for m in [*c.members, c.chairman]]
+    for model in dict.fromkeys(models):
         if not model:
             continue
         best[model] = await ask_alone(
@@ -169,7 +207,9 @@ async def evaluate(nc: Client, question: EvalQuestion, plan: EvalPlan, timeout_s
         )
         if plan.same_prompt:
             alone[model] = await ask_alone(nc, question, model, seed, timeout_s)
-    return Record(id=question.id, kind=question.kind, council=council, alone=alone, best=best)
+    return Record(
+        id=question.id, kind=question.kind, council=council, alone=alone, best=best, versus=versus
+    )
 
 
 def judged(question: EvalQuestion, text: str) -> tuple[bool, str]:
@@ -186,6 +226,7 @@ async def ask_council(
         chairman=plan.chairman,
         mode=plan.mode,
         seed=seed,
+        strategy=plan.strategy,
     )
     started = time.perf_counter()
     accepted = await submit_when_free(nc, asked)
@@ -194,7 +235,9 @@ async def ask_council(
     except CouncilError as exc:
         return CouncilAnswer(error=str(exc))
     wall_s = time.perf_counter() - started
-    return council_answer(question, accepted.members, accepted.chairman, events, wall_s)
+    answer = council_answer(question, accepted.members, accepted.chairman, events, wall_s)
+    answer.strategy_name = accepted.strategy
+    return answer
 
 
 def council_answer(

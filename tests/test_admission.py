@@ -27,6 +27,7 @@ def decide(question: Question) -> Plan | Rejected:
         (Question(question="q", members=["a", "zzz"]), "unknown_model"),
         (Question(question="q", chairman="b"), "unknown_model"),
         (Question(question="q", members=["a@careful", "a@pirate"]), "unknown_persona"),
+        (Question(question="q", strategy="coin-toss"), "unknown_strategy"),
     ],
 )
 def test_bad_question_is_rejected_with_its_reason(question: Question, reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -240,6 +241,21 @@ async def test_a_majority_answer_skips_reviews_and_synthesis() -> None:
     assert not outcome.reviews_skipped
     assert len([r for r in agents.requests if isinstance(r, ReviewRequest)]) == 6
     assert outcome.strategy == "synthesize"
+
+
+async def test_a_question_chooses_its_own_strategy_over_the_chairmans_setting() -> None:
+    """The chairman is set to run every stage; a question that asks for
+    majority-then-synthesize gets that strategy, recorded so that a resumed session
+    keeps it."""
+    runtime = answering("5", "It is 4.", "2 + 2 = 4")
+    asked = dataclasses.replace(plan(), strategy="majority-then-synthesize")
+    outcome, sink, agents = await run(runtime, asked, strategy="synthesize")
+    assert isinstance(outcome, FinalAnswer)
+    assert outcome.reviews_skipped
+    assert [type(r).__name__ for r in agents.requests] == ["OpinionRequest"] * 3
+    (started,) = sink.of(SessionStarted)
+    assert started.strategy == "majority-then-synthesize"
+    assert Plan.of(started).strategy == "majority-then-synthesize"
 
 
 async def test_majority_or_chairman_never_reviews_when_the_chairmans_model_answered() -> None:

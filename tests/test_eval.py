@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from conftest import council_cli
+from conftest import TEST_MODEL, council_cli
 
 from council.chairman.extract import checked_text, conclusion
 from council.evaluation.questions import Check, EvalFileError, load
@@ -225,6 +225,31 @@ def test_the_best_model_is_judged_at_its_best_and_a_replay_reads_what_was_record
     assert report.concluded == {"big": 0.0, "small": 0.0, "noisy": 0.0}
 
 
+def test_another_council_in_the_same_run_has_its_row_and_is_paired_with_the_council() -> None:
+    """``--versus``: the other council's answers make their own row and their own
+    paired comparison, per question, beside the council's."""
+    scores = {"big": 9, "small": 5, "noisy": 1}
+    records = [
+        council_record(f"q{i}", {"big": "7", "small": "6", "noisy": "5"}, "7", scores)
+        for i in range(4)
+    ]
+    for i, r in enumerate(records):  # the other council: right on q0 only
+        r.versus = CouncilAnswer(
+            text="7" if i == 0 else "6", correct=i == 0, wall_s=2.0, tokens=10,
+            members=["big", "small"], chairman="big", strategy_name="majority-or-chairman",
+        )  # fmt: skip
+    records[1].council.correct = False
+    report = build_report(records, dataset="d", label="l", total=4)
+    rows = {r.system: r for r in report.systems}
+    other = rows["other council: majority-or-chairman (big, small)"]
+    assert (other.correct, other.n, other.group, other.wall_s) == (1, 4, "council", 2.0)
+    assert rows["council"].correct == 3
+    assert report.versus_other is not None
+    assert (report.versus_other.council_only, report.versus_other.other_only) == (2, 0)
+    assert report.by_kind["k"]["other council"] == 0.25
+    assert any(line.startswith("council against other council") for line in report.notes())
+
+
 def test_council_eval_on_a_real_model_records_resumes_and_reports(
     council_processes: dict[str, str], tmp_path: Path
 ) -> None:
@@ -241,7 +266,15 @@ def test_council_eval_on_a_real_model_records_resumes_and_reports(
     questions.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     env = {**council_processes, "COUNCIL_EVALS_DIR": str(tmp_path / "evals")}
 
-    first = council_cli(env, ["eval", str(questions), "--json", "--name", "t"], timeout_s=900)
+    versus = [
+        "--versus",
+        f"{TEST_MODEL},{TEST_MODEL}#2",
+        "--versus-strategy",
+        "majority-or-chairman",
+    ]
+    first = council_cli(
+        env, ["eval", str(questions), "--json", "--name", "t", *versus], timeout_s=900
+    )
     assert first.returncode == 0, first.stderr[-2000:]
     report = json.loads(first.stdout)
     assert (report["questions"], report["answered"]) == (3, 3)
@@ -256,6 +289,8 @@ def test_council_eval_on_a_real_model_records_resumes_and_reports(
         assert 0 <= row["correct"] <= row["n"] <= 9
         assert row["low"] <= row["accuracy"] <= row["high"]
     assert rows["council"]["n"] == 3
+    other = f"other council: majority-or-chairman ({TEST_MODEL}, {TEST_MODEL}#2)"
+    assert rows[other]["n"] == 3
 
     saved = (tmp_path / "evals" / "mini--t.jsonl").read_bytes().splitlines()
     records = [msgspec.json.decode(line, type=Record) for line in saved]
@@ -268,9 +303,20 @@ def test_council_eval_on_a_real_model_records_resumes_and_reports(
             assert answer.text
             assert answer.correct == checks[r.id].accepts(checked_text(answer.text))
             assert answer.conclusion == conclusion(answer.text)
+        assert r.versus is not None
+        assert r.versus.members == [TEST_MODEL, f"{TEST_MODEL}#2"]
+        assert r.versus.strategy_name == "majority-or-chairman"
+        assert r.versus.correct == checks[r.id].accepts(checked_text(r.versus.text))
+        assert not r.versus.reviews  # that strategy never reviews
     assert rows["council"]["correct"] == sum(r.council.correct for r in records)
+    assert rows[other]["correct"] == sum(r.versus.correct for r in records if r.versus)
+    assert report["versus_other"]["council_only"] == sum(
+        r.council.correct and not r.versus.correct for r in records if r.versus
+    )
 
-    again = council_cli(env, ["eval", str(questions), "--json", "--name", "t"], timeout_s=120)
+    again = council_cli(
+        env, ["eval", str(questions), "--json", "--name", "t", *versus], timeout_s=120
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "3 already" in again.stderr
     assert (tmp_path / "evals" / "mini--t.jsonl").read_bytes().splitlines() == saved
