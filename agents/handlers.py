@@ -10,6 +10,7 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any
 
 import msgspec
@@ -55,15 +56,16 @@ async def _complete(
 ) -> tuple[str, Usage]:
     parts: list[str] = []
     usage = Usage()
-    async for chunk in runtime.chat(
-        request.model, messages, options=request.options, schema=schema
-    ):
-        if chunk.text:
-            parts.append(chunk.text)
-            if on_text:
-                on_text(chunk.text)
-        if chunk.usage:
-            usage = chunk.usage
+    # aclosing: a call cancelled mid-generation stops the runtime's generation now
+    chunks = runtime.chat(request.model, messages, options=request.options, schema=schema)
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            if chunk.text:
+                parts.append(chunk.text)
+                if on_text:
+                    on_text(chunk.text)
+            if chunk.usage:
+                usage = chunk.usage
     return "".join(parts), usage
 
 

@@ -23,7 +23,7 @@ from council.agents import handlers
 from council.agents.live import DeltaPublisher
 from council.agents.runtimes.base import Runtime
 from council.bus import subjects
-from council.bus.codec import decode_request, encode
+from council.bus.codec import decode_cancel, decode_request, encode
 from council.bus.errors import InvalidMessage
 from council.bus.health import run_heartbeat
 from council.bus.inbox import answerable
@@ -72,6 +72,8 @@ class AgentService:
         self._taken = dict.fromkeys(models, 0)
         self._subs: list[Subscription] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._calls: dict[tuple[str, str], set[asyncio.Task[Any]]] = {}
+        """Per (session, member), the calls being served: what a ``CancelCalls`` stops."""
         self._heartbeat: asyncio.Task[None] | None = None
         self.in_flight = 0
 
@@ -96,6 +98,7 @@ class AgentService:
                     )
                     self._subs.append(sub)
         self._subs.append(await self.nc.subscribe(subjects.ROSTER, cb=self._on_roster))
+        self._subs.append(await self.nc.subscribe(subjects.CANCELS, cb=self._on_cancel))
         await self.nc.flush()
         self._heartbeat = asyncio.create_task(
             run_heartbeat(
@@ -149,6 +152,10 @@ class AgentService:
         received = time.monotonic()
         working = self._say_working(msg)
         self._taken[model] += 1
+        call = (request.session_id, request.member)
+        this = asyncio.current_task()
+        assert this is not None
+        self._calls.setdefault(call, set()).add(this)
         try:
             async with self._bounds[model]:
                 # The deadline counts from receipt: time queued behind other calls is spent.
@@ -157,9 +164,17 @@ class AgentService:
                     reply: AgentReply = AgentError(code="timeout", detail="expired while queued")
                 else:
                     reply = await self._generate(handler, request, stage)
+        except asyncio.CancelledError:
+            if this.cancelling() and self._subs:  # a CancelCalls, not our own stop()
+                bound.info("llm_call_cancelled", model=model)
+                return
+            raise
         finally:
             working.cancel()
             self._taken[model] -= 1
+            self._calls[call].discard(this)
+            if not self._calls[call]:
+                del self._calls[call]
         if isinstance(reply, AgentError):
             bound.warning("llm_call_failed", model=model, code=reply.code, detail=reply.detail)
         else:
@@ -206,6 +221,15 @@ class AgentService:
 
     async def _reply(self, msg: Msg, reply: AgentReply) -> None:
         await msg.respond(encode(reply))
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        cancel = decode_cancel.read(msg, "bad_cancel")
+        if cancel is None or cancel.session_id != subjects.session_of(msg.subject):
+            return
+        for (session, member), calls in list(self._calls.items()):
+            if session == cancel.session_id and (not cancel.members or member in cancel.members):
+                for task in calls:
+                    task.cancel(cancel.reason or "cancelled by the chairman")
 
     async def _on_roster(self, msg: Msg) -> None:
         if answerable(msg):

@@ -19,6 +19,7 @@ from council.bus.messages import (
     AgentRequest,
     AgentResponse,
     AskReply,
+    CancelCalls,
     NodeHealth,
     OpinionRequest,
     Question,
@@ -69,6 +70,7 @@ decode_delta: Decoder[TokenDelta] = Decoder(TokenDelta)
 decode_health: Decoder[NodeHealth] = Decoder(NodeHealth)
 decode_agent_info: Decoder[AgentInfo] = Decoder(AgentInfo)
 decode_agent_response: Decoder[AgentResponse] = Decoder(AgentResponse)
+decode_cancel: Decoder[CancelCalls] = Decoder(CancelCalls)
 decode_request: dict[str, Decoder[AgentRequest]] = {
     "opinion": Decoder(OpinionRequest),
     "review": Decoder(ReviewRequest),

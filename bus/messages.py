@@ -191,7 +191,18 @@ AgentErrorCode = Literal[
     "invalid_output",
     "no_responders",
     "agent_lost",
+    "not_needed",
 ]
+
+
+class CancelCalls(Struct, kw_only=True, tag="cancel_calls", tag_field="type"):
+    """The chairman no longer needs these members' calls in a session (none named:
+    all of them): agents stop generating them and free their slots."""
+
+    session_id: str
+    members: list[str] = []
+    reason: str = ""
+    v: int = SCHEMA_VERSION
 
 
 class AgentError(Struct, kw_only=True, tag="agent_error", tag_field="type"):

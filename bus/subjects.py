@@ -19,6 +19,9 @@ LEASES = "COUNCIL_LEASES"
 SESSIONS = "council.session.>"
 LIVE = "council.live.>"
 HEALTH = "council.health.>"
+CANCELS = "council.cancel.>"
+"""Calls the chairman no longer needs: every agent hears them (no queue group), and
+only the chairman may publish them."""
 
 INBOX = "_INBOX"
 """Where replies go: each user's connections under ``_INBOX.<user>``, so nats.conf can
@@ -60,6 +63,10 @@ def agent_on(model: str, kind: str, node: str) -> str:
     return f"{agent(model, kind)}.{token(node)}"
 
 
+def cancel(session_id: str) -> str:
+    return f"council.cancel.{session_id}"
+
+
 def session_event(session_id: str, kind: str) -> str:
     return f"council.session.{session_id}.{kind}"
 
@@ -69,10 +76,10 @@ def session_events(session_id: str) -> str:
 
 
 def session_of(subject: str) -> str:
-    """The session id in a ``council.session.*`` or ``council.live.*`` subject; "" in any
-    other subject."""
+    """The session id in a ``council.session.*``, ``council.live.*`` or ``council.cancel.*``
+    subject; "" in any other subject."""
     parts = subject.split(".")
-    if len(parts) > 3 and parts[0] == "council" and parts[1] in ("session", "live"):
+    if len(parts) > 2 and parts[0] == "council" and parts[1] in ("session", "live", "cancel"):
         return parts[2]
     return ""
 

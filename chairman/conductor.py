@@ -77,6 +77,9 @@ class CouncilConfig:
     review_check_first: bool = False
     """Pairwise reviewers write their own working before their score."""
     synthesis_temperature: float = 0.3
+    settle_early: bool = True
+    """Stop waiting for opinions once a majority of all the members agrees, when the
+    strategy lets a majority stand: the rest could not change the answer."""
     agent_silence_s: float = 15.0
     """An agent quiet this long on a request is taken for gone; the request is asked again."""
     strategy: Strategy = strategies.STRATEGIES["synthesize"]
@@ -261,9 +264,27 @@ class Conductor:
 
         settled = self.state.opinions.keys() | self.state.failures.keys()
         calls = {m: self.agents.opinion(request(m)) for m in plan.members if m not in settled}
+        pending = list(calls)
         async with aclosing(_until(deadline, calls)) as replies:
             async for member, reply in replies:
+                pending.remove(member)
                 await self._record_opinion(member, reply)
+                if (
+                    self.config.settle_early
+                    and len(self.state.answered) >= self.config.quorum
+                    and self.strategy.settled(self._texts(), pending)
+                ):
+                    break  # closing the calls cancels them: their agents stop generating
+        for member in pending:
+            await self.record(
+                MemberFailed(
+                    session_id=plan.session_id,
+                    member=member,
+                    stage="opinions",
+                    reason="not_needed",
+                    detail="stopped: a majority of all the members agreed without it",
+                )
+            )
 
     def _temperature(self, member: str) -> float:
         if self.plan.temperature is not None:
@@ -360,7 +381,14 @@ class Conductor:
         return weights.get(model_of(member), 1.0)
 
     def _texts(self) -> dict[str, str]:
-        return {m: self.state.opinions[m].text for m in self.state.answered}
+        """Each answered member's opinion, in member order; a member stopped as not
+        needed counts as one who gave no answer (a majority stood without it)."""
+        opinions, failures = self.state.opinions, self.state.failures
+        return {
+            m: opinions[m].text if m in opinions else ""
+            for m in self.plan.members
+            if m in opinions or (m in failures and failures[m].reason == "not_needed")
+        }
 
     def _stands(self) -> Stands | None:
         """The answer that stands without reviews: decided by the strategy right after

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import msgspec
+import nats.errors
 import structlog
 from nats.aio.client import Client
 
@@ -32,6 +33,7 @@ from council.bus.messages import (
     AgentError,
     AgentReply,
     AgentRequest,
+    CancelCalls,
     Completion,
     OpinionRequest,
     ReviewRequest,
@@ -105,6 +107,26 @@ class BusAgents:
         return await self._request(request, "synthesize", Completion)
 
     async def _request(self, request: AgentRequest, kind: str, expected: type[R]) -> R | AgentError:
+        try:
+            return await self._ask(request, kind, expected)
+        except asyncio.CancelledError:
+            # Nobody waits for this call any more (a majority stood, the deadline
+            # passed, the session was stopped): the agent frees its slot.
+            await self._cancel(request)
+            raise
+
+    async def _cancel(self, request: AgentRequest) -> None:
+        cancel = CancelCalls(
+            session_id=request.session_id,
+            members=[request.member],
+            reason="the chairman no longer waits for this call",
+        )
+        try:
+            await self.nc.publish(subjects.cancel(request.session_id), encode(cancel))
+        except nats.errors.Error as exc:  # disconnected: its deadline ends the call anyway
+            log.info("cancel_not_sent", session_id=request.session_id, error=repr(exc))
+
+    async def _ask(self, request: AgentRequest, kind: str, expected: type[R]) -> R | AgentError:
         subject = subjects.agent(request.model, kind)
         deadline = time.monotonic() + request.timeout_s + self.grace_s
         lost: list[str] = []

@@ -126,6 +126,13 @@ class Strategy:
     def always_reviews(self) -> bool:
         return self._stands is _never
 
+    def settled(self, texts: Texts, pending: list[str]) -> bool:
+        """Whether the opinions still out cannot change what stands: a majority of
+        all the members agrees already (for the strategies a majority decides)."""
+        if not pending or self._stands not in (_majority, _majority_or_chairman):
+            return False
+        return bool(extract.majority({**texts, **dict.fromkeys(pending, "")}))
+
 
 STRATEGIES: dict[str, Strategy] = {
     s.name: s

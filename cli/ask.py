@@ -54,6 +54,8 @@ class Progress:
                     f"{member}: {usage.completion_tokens} tokens, {ms / 1000:.1f} s{stated}",
                     highlight=False,
                 )
+            case MemberFailed(member=member, reason="not_needed"):
+                c.print(f"  [dim]· {member} not needed: a majority agreed without it[/]")
             case MemberFailed(member=member, stage=stage, reason=reason, detail=detail):
                 c.print(f"  [red]✗ {member} failed in {stage}: {reason}[/] {detail}")
             case AgentLost(member=member, node=node, reissued=reissued):
@@ -104,6 +106,8 @@ def render(final: FinalAnswer, console: Console) -> None:
         )
     console.print(usage)
     for f in final.failed:
+        if f.reason == "not_needed":
+            continue  # a majority stood without it: said above, not a failure
         console.print(f"[red]failed:[/] {f.member} in {f.stage}: {f.reason} {f.detail}")
 
 

@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--name", default="", help="name of this run's results (default: from the council asked)"
     )
     evaluate.add_argument(
+        "--alone",
+        metavar="MODELS",
+        default="",
+        help="only these models are asked alone, comma-separated (default: every model "
+        "of the councils and their chairmen)",
+    )
+    evaluate.add_argument(
         "--versus",
         metavar="MEMBERS",
         default="",
@@ -180,6 +187,7 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 same_prompt=not args.best_only,
                 strategy=settings.strategy if config.explicit("strategy", args) else "",
                 versus=Versus.parse(args.versus, args.versus_strategy),
+                alone=[m.strip() for m in args.alone.split(",") if m.strip()] or None,
             )
             target = Target(
                 settings.nats_url, settings.credentials, settings.evals_path, settings.ask_timeout

@@ -35,6 +35,7 @@ def council_config(settings: Settings) -> CouncilConfig:
         synthesis_deadline_s=settings.synthesis_deadline,
         agent_silence_s=settings.agent_silence,
         strategy=strategy,
+        settle_early=settings.settle_early,
         temperature=settings.temperature,
         sample_temperature=settings.sample_temperature,
         reviewer_weights=settings.reviewer_weight_map,

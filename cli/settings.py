@@ -100,6 +100,12 @@ class Settings:
         "COUNCIL_STRATEGY",
         "how the chairman concludes: " + ", ".join(STRATEGIES),
     )
+    settle_early: bool = _setting(
+        True,
+        "COUNCIL_SETTLE_EARLY",
+        "stop the opinions still running once a majority of all the members agrees, "
+        "when the strategy lets a majority stand (1/0)",
+    )
     close_margin: float = _setting(
         0.5, "COUNCIL_CLOSE_MARGIN", "strategy close: a lead under this calls the chairman"
     )

@@ -79,6 +79,8 @@ class EvalPlan:
     strategy: str = ""
     """The council's strategy ("": the chairman's setting)."""
     versus: Versus | None = None
+    alone: list[str] | None = None
+    """The models asked alone (None: every model of the councils and their chairmen)."""
 
     def label(self) -> str:
         """The results' name: given, or the council asked for (``default``: the chairman's)."""
@@ -89,6 +91,8 @@ class EvalPlan:
         asked = f"{','.join(self.members)}|{self.chairman}|{self.mode}|{self.strategy}"
         if self.versus:
             asked += f"|{self.versus.describe()}"
+        if self.alone is not None:
+            asked += f"|alone {','.join(self.alone)}"
         return f"custom-{hashlib.sha256(asked.encode()).hexdigest()[:8]}"
 
 
@@ -199,7 +203,7 @@ async def evaluate(nc: Client, question: EvalQuestion, plan: EvalPlan, timeout_s
     alone: dict[str, Answer] = {}
     best: dict[str, Answer] = {}
     models = [model_of(m) for c in (council, versus) if c for m in [*c.members, c.chairman]]
-    for model in dict.fromkeys(models):
+    for model in plan.alone if plan.alone is not None else dict.fromkeys(models):
         if not model:
             continue
         best[model] = await ask_alone(

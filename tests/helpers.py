@@ -1,10 +1,11 @@
-"""Test helpers: event collection."""
+"""Test helpers: event collection, an agent service's calls running out."""
 
 from __future__ import annotations
 
-from council.bus.messages import (
-    SessionEvent,
-)
+import asyncio
+
+from council.agents.service import AgentService
+from council.bus.messages import SessionEvent
 
 
 class Collected:
@@ -18,3 +19,13 @@ class Collected:
 
     def of(self, kind: type) -> list:
         return [e for e in self.events if isinstance(e, kind)]
+
+
+async def settled_agents(agents: AgentService) -> None:
+    """Until ``agents`` serves no call: a cancelled call ends at once, so a few seconds
+    of polling tell a stopped call from one that runs on."""
+    for _ in range(200):
+        if agents.in_flight == 0 and not any(s.taken for s in agents.statuses()):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"agents still serve {agents.in_flight} call(s)")

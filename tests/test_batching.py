@@ -8,19 +8,28 @@ from pathlib import Path
 
 import pytest
 from conftest import TEST_MODEL
+from helpers import settled_agents
+from nats.aio.msg import Msg
 
 from council.agents.handlers import handle_review
 from council.agents.runtimes.base import RuntimeFailure
 from council.agents.runtimes.batching import MIN_SHARED
 from council.agents.runtimes.embedded import EmbeddedRuntime
+from council.agents.runtimes.router import RoutedRuntime
+from council.bus import subjects
+from council.bus.client import connect
 from council.bus.messages import (
     ChatMessage,
     GenerationOptions,
+    OpinionRequest,
     ReviewRequest,
     ReviewResult,
     Usage,
 )
+from council.bus.server import EmbeddedNats
+from council.chairman.gateway import BusAgents
 from council.chairman.prompts import pairwise_messages
+from council.cli import wiring
 
 pytestmark = pytest.mark.model
 
@@ -133,6 +142,53 @@ async def test_a_call_stopped_early_frees_its_place_in_the_batch(
         timeout=120,
     )
     assert all(usage is not None for _, usage, _ in results)
+
+
+async def test_a_call_the_chairman_cancels_over_the_bus_stops_generating(
+    batched: EmbeddedRuntime, nats_server: EmbeddedNats
+) -> None:
+    """The chairman stops waiting for a long opinion once it is being written: the
+    agent hears council.cancel, the generation stops and frees its slot, and as many
+    calls as the batch holds then all finish."""
+    agents_nc = await connect(nats_server.url, name="agents")
+    chairman_nc = await connect(nats_server.url, name="chairman")
+    agents = await wiring.start_agents(
+        agents_nc, RoutedRuntime.serving(batched, [TEST_MODEL]), node="a1", heartbeat_s=0.5
+    )
+    gateway = BusAgents(chairman_nc)
+    await gateway.start()
+    written = asyncio.Event()
+
+    async def on_delta(_: Msg) -> None:
+        written.set()
+
+    live = await chairman_nc.subscribe(subjects.live_session("s1"), cb=on_delta)
+    try:
+        request = OpinionRequest(
+            session_id="s1", member=TEST_MODEL, model=TEST_MODEL, messages=asking("the sea"),
+            options=GenerationOptions(temperature=0.7, seed=1, max_tokens=2000), timeout_s=300,
+        )  # fmt: skip
+        call = asyncio.create_task(gateway.opinion(request))
+        await asyncio.wait_for(written.wait(), timeout=60)
+        assert agents.in_flight == 1
+        call.cancel()
+        await settled_agents(agents)
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    answer(batched, asking(t), GenerationOptions(temperature=0, max_tokens=12))
+                    for t in ("rain", "snow", "wind")
+                )
+            ),
+            timeout=120,
+        )
+        assert all(usage is not None for _, usage, _ in results)
+    finally:
+        await live.unsubscribe()
+        await gateway.stop()
+        await agents.stop()
+        await chairman_nc.close()
+        await agents_nc.close()
 
 
 async def test_a_prompt_longer_than_a_calls_context_is_a_runtime_failure(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 import structlog
+from helpers import settled_agents
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -37,6 +38,7 @@ from council.bus.messages import (
     SessionEvent,
     SessionFailed,
     SessionStarted,
+    StageStarted,
     TokenDelta,
 )
 from council.bus.server import EmbeddedNats
@@ -44,6 +46,7 @@ from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.gateway import BusAgents
 from council.chairman.service import ChairmanService
+from council.chairman.strategies import STRATEGIES
 from council.cli import wiring
 from council.cli.wiring import local_council
 
@@ -192,6 +195,33 @@ async def test_agent_timeout_over_the_bus_is_a_named_member_failure(
     failed = [e for e in events if isinstance(e, MemberFailed)]
     assert [(f.member, f.reason) for f in failed] == [("m3", "timeout")]
     assert isinstance(events[-1], FinalAnswer)
+
+
+async def test_a_call_the_chairman_stops_waiting_for_stops_at_its_agent(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """Past the deadline, and once a majority of all the members agrees, the calls
+    still out are cancelled over council.cancel: their agent frees the slot."""
+    async with council(nats_server, CouncilConfig(opinions_deadline_s=1.0)) as c:
+        c.runtime.enqueue("m3", HANG)
+        events = await ask(nc, Question(question="q"))
+        assert isinstance(events[-1], FinalAnswer)
+        await settled_agents(c.agents)
+
+    majority = CouncilConfig(strategy=STRATEGIES["majority-then-synthesize"])
+    async with council(nats_server, majority) as c:
+        c.runtime.enqueue("m1", "It is 4.")
+        c.runtime.enqueue("m2", "2 + 2 = 4")
+        c.runtime.enqueue("m3", HANG)
+        events = await ask(nc, Question(question="q"))
+        final = events[-1]
+        assert isinstance(final, FinalAnswer)
+        assert final.reviews_skipped
+        failed = [e for e in events if isinstance(e, MemberFailed)]
+        assert [(f.member, f.reason) for f in failed] == [("m3", "not_needed")]
+        (reviews,) = [e for e in events if isinstance(e, StageStarted) and e.stage == "reviews"]
+        assert reviews.reason == "2 of 3 members answered 4"
+        await settled_agents(c.agents)
 
 
 async def test_two_agents_serving_the_same_models_share_the_work(
@@ -351,8 +381,9 @@ async def test_a_roster_with_no_agent_is_empty_and_quiet(nc: Client) -> None:
     assert not [e for e in logs if e.get("event") == "bad_roster_reply"]
 
 
-def test_the_session_id_of_a_subject_is_read_from_both_session_families_only() -> None:
+def test_the_session_id_of_a_subject_is_read_from_the_session_families_only() -> None:
     assert subjects.session_of(subjects.session_event("abc123", "opinion")) == "abc123"
     assert subjects.session_of(subjects.live("abc123", "opinions", "m@careful")) == "abc123"
+    assert subjects.session_of(subjects.cancel("abc123")) == "abc123"
     for other in (subjects.ASK, subjects.agent("m", "opinion"), "council.session", "x.session.a.b"):
         assert subjects.session_of(other) == ""

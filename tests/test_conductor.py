@@ -243,6 +243,29 @@ async def test_a_majority_answer_skips_reviews_and_synthesis() -> None:
     assert outcome.strategy == "synthesize"
 
 
+async def test_a_majority_of_all_the_members_stops_the_opinion_still_being_written() -> None:
+    """m1 and m2 agree while m3 is still writing: m3 is stopped as not needed and the
+    majority stands at once; with settle_early off the session waits for m3."""
+    runtime = ScriptedRuntime(MEMBERS)
+    runtime.enqueue("m1", "It is 4.")
+    runtime.enqueue("m2", "2 + 2 = 4")
+    runtime.enqueue("m3", HANG)
+    outcome, sink, _ = await run(runtime, strategy="majority-then-synthesize")
+    assert isinstance(outcome, FinalAnswer)
+    assert outcome.reviews_skipped
+    assert [(f.member, f.reason) for f in sink.of(MemberFailed)] == [("m3", "not_needed")]
+    assert sink.of(StageStarted)[1].reason == "2 of 3 members answered 4"
+    assert outcome.selected == "m1"
+
+    runtime.enqueue("m1", "It is 4.")
+    runtime.enqueue("m2", "2 + 2 = 4")
+    runtime.enqueue("m3", HANG)
+    outcome, sink, _ = await run(
+        runtime, strategy="majority-then-synthesize", settle_early=False, opinions_deadline_s=0.3
+    )
+    assert [(f.member, f.reason) for f in sink.of(MemberFailed)] == [("m3", "timeout")]
+
+
 async def test_a_question_chooses_its_own_strategy_over_the_chairmans_setting() -> None:
     """The chairman is set to run every stage; a question that asks for
     majority-then-synthesize gets that strategy, recorded so that a resumed session

@@ -76,6 +76,20 @@ def test_each_strategy_decides_from_the_answers_and_the_ranking() -> None:
         named("nope")
 
 
+def test_a_majority_of_all_the_members_settles_before_the_rest_have_answered() -> None:
+    """Two of three agreeing settle a strategy a majority decides (the third cannot
+    change it); two of five do not, and a strategy that reviews or needs unanimity
+    never settles early."""
+    agree = {"a": "Final answer: 4", "b": "so 4"}
+    for name in ("majority-then-synthesize", "majority-or-chairman"):
+        assert STRATEGIES[name].settled(agree, ["c"])
+        assert not STRATEGIES[name].settled(agree, ["c", "d", "e"])
+        assert not STRATEGIES[name].settled({"a": "4", "b": "5"}, ["c"])
+        assert not STRATEGIES[name].settled({**agree, "c": "4"}, [])
+    for name in ("deliberate", "synthesize", "select", "vote", "close"):
+        assert not STRATEGIES[name].settled(agree, ["c"])
+
+
 def test_a_reviewer_of_weight_zero_counts_for_nothing_in_the_ranking() -> None:
     """The liar ranks b first, the others rank a first: with the liar at weight 0, a
     leads; with every weight 1, the liar's strong opinion ties them."""

@@ -82,7 +82,10 @@ def live_session() -> None:
         then = "asked another agent" if lost.reissued else "gave up"
         st.warning(f"agent {lost.node} went silent on {lost.member} ({lost.stage}): {then}")
     for member, failure in view.failures.items():
-        st.error(f"{member} failed in {failure.stage}: {failure.reason} {failure.detail}")
+        if failure.reason == "not_needed":
+            st.caption(f"{member}: not needed, a majority agreed without it")
+        else:
+            st.error(f"{member} failed in {failure.stage}: {failure.reason} {failure.detail}")
     if view.final:
         st.subheader("Final answer")
         if view.final.conclusion:

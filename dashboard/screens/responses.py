@@ -33,8 +33,9 @@ if view is not None:
                 else:
                     st.caption("no final-answer line (cut off, or the model ignored the format)")
                     st.markdown(o.text)
-            elif member in view.failures:
-                f = view.failures[member]
+            elif (f := view.failures.get(member)) and f.reason == "not_needed":
+                st.caption(f"{member}: not needed, a majority agreed without it")
+            elif f:
                 st.error(f"{member} failed in {f.stage}: {f.reason}. {f.detail}")
             else:
                 st.caption(f"{member}: no answer yet")
