@@ -23,6 +23,7 @@ from council.bus.codec import (
     decode_agent_info,
     decode_ask_reply,
     decode_delta,
+    decode_stopped,
     encode,
     read_event,
 )
@@ -30,6 +31,7 @@ from council.bus.errors import (
     CouncilError,
     NoCouncil,
     QuestionRejected,
+    SessionNotRunning,
     SessionTimeout,
 )
 from council.bus.inbox import is_no_responders
@@ -41,6 +43,8 @@ from council.bus.messages import (
     Rejected,
     SessionEvent,
     SessionStarted,
+    Stopped,
+    StopSession,
     TokenDelta,
     event_kind,
 )
@@ -65,6 +69,16 @@ async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> 
     if isinstance(reply, Rejected):
         raise QuestionRejected(reply.reason, reply.detail)
     return reply
+
+
+async def stop(nc: Client, session_id: str, *, reason: str = "", timeout_s: float = 3.0) -> Stopped:
+    """Stop a running session; SessionNotRunning when no chairman runs it."""
+    payload = encode(StopSession(session_id=session_id, reason=reason))
+    try:
+        msg = await request(nc, subjects.STOP, payload, timeout_s=timeout_s)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        raise SessionNotRunning(session_id) from None
+    return decode_stopped(msg.data, subjects.STOP)
 
 
 async def follow(

@@ -25,6 +25,8 @@ from council.bus.messages import (
     Question,
     ReviewRequest,
     SessionEvent,
+    Stopped,
+    StopSession,
     SynthesisRequest,
     TokenDelta,
 )
@@ -71,6 +73,8 @@ decode_health: Decoder[NodeHealth] = Decoder(NodeHealth)
 decode_agent_info: Decoder[AgentInfo] = Decoder(AgentInfo)
 decode_agent_response: Decoder[AgentResponse] = Decoder(AgentResponse)
 decode_cancel: Decoder[CancelCalls] = Decoder(CancelCalls)
+decode_stop: Decoder[StopSession] = Decoder(StopSession)
+decode_stopped: Decoder[Stopped] = Decoder(Stopped)
 decode_request: dict[str, Decoder[AgentRequest]] = {
     "opinion": Decoder(OpinionRequest),
     "review": Decoder(ReviewRequest),

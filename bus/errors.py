@@ -54,6 +54,14 @@ class QuestionRejected(CouncilError):
         self.detail = detail
 
 
+class SessionNotRunning(CouncilError):
+    """No chairman runs the session asked to stop: it ended, or never existed."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no chairman is running session {session_id}: it has ended or never was")
+        self.session_id = session_id
+
+
 class SessionTimeout(CouncilError):
     def __init__(self, session_id: str, waited_s: float) -> None:
         super().__init__(f"session {session_id} did not finish within {waited_s:.0f} s")

@@ -114,6 +114,22 @@ class Rejected(Struct, kw_only=True, tag="rejected", tag_field="type"):
 AskReply = Accepted | Rejected
 
 
+class StopSession(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Stop a running session (``council.stop``): the chairman running it ends it with
+    ``session_cancelled``; the others stay silent."""
+
+    session_id: str
+    reason: str = ""
+    v: int = SCHEMA_VERSION
+
+
+class Stopped(Struct, kw_only=True, tag="stopped", tag_field="type"):
+    session_id: str
+    stage: str
+    """Where the session was when it stopped."""
+    v: int = SCHEMA_VERSION
+
+
 # --- council.agent.<agent>.<kind> -----------------------------------------
 
 
@@ -391,6 +407,12 @@ class SessionFailed(Event, tag="session_failed"):
     stage: str = ""
 
 
+class SessionCancelled(SessionFailed, tag="session_cancelled"):
+    """A client stopped the session (``council.stop``): it ends without an answer, and
+    its agents stop the calls still running. A kind of failed session to readers that
+    know no better."""
+
+
 SessionEvent = (
     SessionStarted
     | StageStarted
@@ -402,9 +424,10 @@ SessionEvent = (
     | Ranking
     | FinalAnswer
     | SessionFailed
+    | SessionCancelled
 )
 
-TERMINAL_EVENTS = (FinalAnswer, SessionFailed)
+TERMINAL_EVENTS = (FinalAnswer, SessionFailed, SessionCancelled)
 
 
 def event_kind(event: Event | type[Event]) -> str:

@@ -5,7 +5,7 @@ so the same ``apply`` rebuilds a session from the COUNCIL stream after a
 restart; the dashboard reads sessions through the same fold.
 
     STARTED ─▶ OPINIONS ─▶ REVIEWS ─▶ SYNTHESIS ─▶ DONE
-       └──────────┴───────────┴───────────┴──────▶ FAILED
+       └──────────┴───────────┴───────────┴──────▶ FAILED or CANCELLED
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from council.bus.messages import (
     Ranking,
     Review,
     ReviewFailed,
+    SessionCancelled,
     SessionEvent,
     SessionFailed,
     SessionStarted,
@@ -36,9 +37,10 @@ class State(StrEnum):
     SYNTHESIS = "synthesis"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-TERMINAL = {State.DONE, State.FAILED}
+TERMINAL = {State.DONE, State.FAILED, State.CANCELLED}
 
 _NEXT_STAGE = {
     ("opinions", State.STARTED): State.OPINIONS,
@@ -127,6 +129,9 @@ class SessionState:
             case FinalAnswer() if self.state is State.SYNTHESIS:
                 self.outcome = event
                 self.state = State.DONE
+            case SessionCancelled():
+                self.outcome = event
+                self.state = State.CANCELLED
             case SessionFailed():
                 self.outcome = event
                 self.state = State.FAILED

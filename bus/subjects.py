@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 
 ASK = "council.ask"
+STOP = "council.stop"
+"""A client stops a session: every chairman hears it (no queue group), the one running
+the session answers."""
 ROSTER = "council.agents.roster"
 ALL = "council.>"
 

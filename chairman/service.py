@@ -17,7 +17,7 @@ from nats.js.api import PubAck
 
 from council.bus import subjects
 from council.bus.ask import open_sessions, stored_events
-from council.bus.codec import decode_question, encode
+from council.bus.codec import decode_question, decode_stop, encode
 from council.bus.errors import CouncilError, InvalidMessage
 from council.bus.health import run_heartbeat
 from council.bus.inbox import answerable
@@ -27,8 +27,10 @@ from council.bus.messages import (
     AskReply,
     FinalAnswer,
     Rejected,
+    SessionCancelled,
     SessionEvent,
     SessionFailed,
+    Stopped,
 )
 from council.bus.roster import Roster
 from council.bus.session import TERMINAL, InvalidTransition, SessionState
@@ -81,6 +83,7 @@ class ChairmanService:
         self.sessions: dict[str, Conductor] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._sub: Subscription | None = None
+        self._stops: Subscription | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._confirming: set[asyncio.Task[None]] = set()
@@ -96,6 +99,7 @@ class ChairmanService:
         self._sub = await self.nc.subscribe(
             subjects.ASK, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_ask
         )
+        self._stops = await self.nc.subscribe(subjects.STOP, cb=self._on_stop)
         await self.nc.flush()
         self._heartbeat = asyncio.create_task(
             run_heartbeat(
@@ -198,28 +202,52 @@ class ChairmanService:
 
     async def stop(self) -> None:
         """Stop taking questions; end running sessions with a named failure."""
-        if self._sub:
-            await self._sub.unsubscribe()
+        for sub in (self._sub, self._stops):
+            if sub:
+                await sub.unsubscribe()
         if self._heartbeat:
             self._heartbeat.cancel()
         if self._keeper:
             await cancel_and_wait([self._keeper])
         for session_id, conductor in list(self.sessions.items()):
-            task = self._tasks.get(session_id)
-            if task:
-                await cancel_and_wait([task])
-            if conductor.state.state not in TERMINAL:
-                await conductor.record(
-                    SessionFailed(
-                        session_id=session_id,
-                        reason="chairman_stopped",
-                        detail="the chairman process was stopped during the session",
-                        stage=conductor.state.state.value,
-                    )
-                )
-            await self.leases.release(session_id)
+            await self._end(
+                conductor,
+                SessionFailed(
+                    session_id=session_id,
+                    reason="chairman_stopped",
+                    detail="the chairman process was stopped during the session",
+                    stage=conductor.state.state.value,
+                ),
+            )
         await cancel_and_wait(list(self._confirming))
         await self.agents.stop()
+
+    async def _end(self, conductor: Conductor, ending: SessionFailed) -> None:
+        """End a running session early: its task is cancelled (its calls with it, at
+        their agents too), then ``ending`` is recorded unless it had ended already."""
+        session_id = conductor.plan.session_id
+        task = self._tasks.get(session_id)
+        if task:
+            await cancel_and_wait([task])
+        if conductor.state.state not in TERMINAL:
+            ending.stage = conductor.state.state.value
+            await conductor.record(ending)
+        await self.leases.release(session_id)
+
+    async def _on_stop(self, msg: Msg) -> None:
+        """A client stops a session: only the chairman running it answers."""
+        asked = decode_stop.read(msg, "bad_stop_request")
+        conductor = self.sessions.get(asked.session_id) if asked else None
+        if asked is None or conductor is None or not answerable(msg):
+            return
+        stage = conductor.state.state.value
+        log.info("session_stopped", session_id=asked.session_id, stage=stage, why=asked.reason)
+        detail = "stopped by a client" + (f": {asked.reason}" if asked.reason else "")
+        await self._end(
+            conductor,
+            SessionCancelled(session_id=asked.session_id, reason="cancelled", detail=detail),
+        )
+        await msg.respond(encode(Stopped(session_id=asked.session_id, stage=stage)))
 
     async def _on_ask(self, msg: Msg) -> None:
         if answerable(msg):  # else no session: its asker could never be told of it

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import msgspec
+from nats.aio.client import Client
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from council.bus.ask import follow, submit
+from council.bus.ask import follow, stop, submit
 from council.bus.client import connect
+from council.bus.errors import CouncilError
 from council.bus.messages import (
     AgentLost,
     FinalAnswer,
@@ -19,6 +22,7 @@ from council.bus.messages import (
     Question,
     Review,
     ReviewFailed,
+    SessionCancelled,
     SessionEvent,
     SessionFailed,
     StageStarted,
@@ -140,14 +144,21 @@ async def run_ask(
         )
         progress = Progress(err)
         outcome: FinalAnswer | SessionFailed | None = None
-        async for event in follow(
-            nc, accepted.session_id, timeout_s=settings.ask_timeout, on_delta=progress.delta
-        ):
-            progress.event(event)
-            if isinstance(event, FinalAnswer | SessionFailed):
-                outcome = event
+        try:
+            async for event in follow(
+                nc, accepted.session_id, timeout_s=settings.ask_timeout, on_delta=progress.delta
+            ):
+                progress.event(event)
+                if isinstance(event, FinalAnswer | SessionFailed):
+                    outcome = event
+        except asyncio.CancelledError:  # Ctrl-C: stop the session, not only the waiting
+            await stop_session(nc, accepted.session_id, err)
+            return 130
     finally:
         await nc.close()
+    if isinstance(outcome, SessionCancelled):
+        err.print(f"[yellow]session stopped[/] {outcome.detail}")
+        return 130
     if isinstance(outcome, SessionFailed):
         err.print(f"[red]session failed: {outcome.reason}[/] {outcome.detail}")
         if as_json:
@@ -158,4 +169,24 @@ async def run_ask(
         sys.stdout.write(msgspec.json.encode(outcome).decode() + "\n")
     else:
         render(outcome, Console() if sys.stdout.isatty() else Console(width=120))
+    return 0
+
+
+async def stop_session(nc: Client, session_id: str, err: Console) -> None:
+    try:
+        stopped = await stop(nc, session_id, reason="interrupted (Ctrl-C)")
+    except CouncilError as exc:
+        err.print(f"[yellow]not stopped:[/] {exc}")
+        return
+    err.print(f"[yellow]stopped[/] session {session_id} during its {stopped.stage}")
+
+
+async def run_stop(settings: Settings, session_id: str) -> int:
+    """`council stop SESSION`: end a running session; its agents stop its calls."""
+    nc = await connect(settings.nats_url, name="council-stop", credentials=settings.credentials)
+    try:
+        stopped = await stop(nc, session_id, reason="council stop")
+    finally:
+        await nc.close()
+    print(f"stopped session {stopped.session_id} during its {stopped.stage}")
     return 0

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--seed", type=int, default=None, help="session seed (reproducible runs)")
     config.add_settings(ask, (*COMMON, "members", "chairman", "mode", "strategy", "ask_timeout"))
 
+    stop = commands.add_parser("stop", help="stop a running session (its agents stop its calls)")
+    stop.add_argument("session", help="the session id `council ask` printed")
+    config.add_settings(stop, COMMON)
+
     trace = commands.add_parser("trace", help="print every council.> message")
     trace.add_argument("--no-live", action="store_true", help="hide token deltas")
     trace.add_argument("--no-health", action="store_true", help="hide heartbeats")
@@ -173,6 +177,10 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 seed=args.seed,
                 strategy=settings.strategy if config.explicit("strategy", args) else "",
             )
+        case "stop":
+            from council.cli.ask import run_stop
+
+            return run_stop(settings, args.session)
         case "eval":
             from council.evaluation.run import EvalPlan, Target, Versus, run_eval
 

@@ -23,11 +23,12 @@ from nats.js.api import DeliverPolicy
 
 from council.bus import subjects
 from council.bus.ask import roster as gather_roster
+from council.bus.ask import stop as stop_session
 from council.bus.ask import submit
 from council.bus.client import Credentials, connect
 from council.bus.codec import decode_delta, decode_health, read_event
 from council.bus.errors import CouncilError
-from council.bus.messages import Accepted, AgentInfo, NodeHealth, Question
+from council.bus.messages import Accepted, AgentInfo, NodeHealth, Question, Stopped
 from council.dashboard.view import SessionView
 
 log = structlog.get_logger()
@@ -87,6 +88,10 @@ class Feed:
     def roster(self, window_s: float = 0.5) -> list[AgentInfo]:
         return self._call(self._roster(window_s), window_s + 5)
 
+    def stop(self, session_id: str, timeout_s: float = 3.0) -> Stopped:
+        """Stop a running session (the Stop button)."""
+        return self._call(self._stop(session_id, timeout_s), timeout_s + 2)
+
     def _call(self, work: Coroutine[Any, Any, T], timeout_s: float) -> T:
         if not self.wait_ready(self.connect_wait_s):
             work.close()
@@ -96,6 +101,10 @@ class Feed:
     async def _submit(self, question: Question, timeout_s: float) -> Accepted:
         assert self._nc is not None
         return await submit(self._nc, question, timeout_s=timeout_s)
+
+    async def _stop(self, session_id: str, timeout_s: float) -> Stopped:
+        assert self._nc is not None
+        return await stop_session(self._nc, session_id, reason="dashboard", timeout_s=timeout_s)
 
     async def _roster(self, window_s: float) -> list[AgentInfo]:
         assert self._nc is not None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from council.bus.messages import SessionEvent, TokenDelta
-from council.bus.session import InvalidTransition, SessionState
+from council.bus.session import InvalidTransition, SessionState, State
 
 log = structlog.get_logger()
 
@@ -54,6 +54,8 @@ class SessionView(SessionState):
 
     @property
     def status(self) -> str:
+        if self.state is State.CANCELLED:
+            return "stopped"
         if self.failed:
             return f"failed: {self.failed.reason}"
         return self.stage

@@ -29,3 +29,12 @@ async def settled_agents(agents: AgentService) -> None:
             return
         await asyncio.sleep(0.025)
     raise AssertionError(f"agents still serve {agents.in_flight} call(s)")
+
+
+async def serving(agents: AgentService, count: int) -> None:
+    """Until ``agents`` serves ``count`` calls (a session's requests are out)."""
+    for _ in range(400):
+        if agents.in_flight == count:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"agents serve {agents.in_flight} call(s), not {count}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 import structlog
-from helpers import settled_agents
+from helpers import serving, settled_agents
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -18,7 +18,7 @@ from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import HANG, ScriptedRuntime
 from council.agents.service import AgentService
 from council.bus import subjects
-from council.bus.ask import follow, roster, submit
+from council.bus.ask import follow, roster, stop, submit
 from council.bus.client import connect, request
 from council.bus.codec import (
     decode_agent_response,
@@ -27,7 +27,7 @@ from council.bus.codec import (
     decode_health,
     encode,
 )
-from council.bus.errors import NoCouncil, QuestionRejected
+from council.bus.errors import NoCouncil, QuestionRejected, SessionNotRunning
 from council.bus.messages import (
     AgentError,
     FinalAnswer,
@@ -35,6 +35,7 @@ from council.bus.messages import (
     OpinionRequest,
     Question,
     Rejected,
+    SessionCancelled,
     SessionEvent,
     SessionFailed,
     SessionStarted,
@@ -42,6 +43,7 @@ from council.bus.messages import (
     TokenDelta,
 )
 from council.bus.server import EmbeddedNats
+from council.bus.session import SessionState, State
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.gateway import BusAgents
@@ -222,6 +224,36 @@ async def test_a_call_the_chairman_stops_waiting_for_stops_at_its_agent(
         (reviews,) = [e for e in events if isinstance(e, StageStarted) and e.stage == "reviews"]
         assert reviews.reason == "2 of 3 members answered 4"
         await settled_agents(c.agents)
+
+
+async def test_a_client_stops_a_running_session_and_its_agents_stop_its_calls(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """council.stop: the chairman running the session ends it with session_cancelled
+    and answers where it was; the agents stop its calls; a session no chairman runs
+    (finished, or unknown) is named as such; a malformed stop request is ignored and
+    the council goes on."""
+    async with council(nats_server) as c:
+        for model in MODELS:
+            c.runtime.enqueue(model, HANG)
+        accepted = await submit(nc, Question(question="q"))
+        await serving(c.agents, len(MODELS))
+        await nc.publish(subjects.STOP, b"\x00garbage")
+        stopped = await stop(nc, accepted.session_id, reason="changed my mind")
+        assert (stopped.session_id, stopped.stage) == (accepted.session_id, "opinions")
+        events = [e async for e in follow(nc, accepted.session_id, timeout_s=10)]
+        ended = events[-1]
+        assert isinstance(ended, SessionCancelled)
+        assert (ended.reason, ended.stage) == ("cancelled", "opinions")
+        assert "changed my mind" in ended.detail
+        assert SessionState.rebuild(accepted.session_id, events).state is State.CANCELLED
+        await settled_agents(c.agents)
+        with pytest.raises(SessionNotRunning):
+            await stop(nc, accepted.session_id, timeout_s=0.5)
+        with pytest.raises(SessionNotRunning):
+            await stop(nc, "no-such-session", timeout_s=0.5)
+        events = await ask(nc, Question(question="and now?"))
+        assert isinstance(events[-1], FinalAnswer)
 
 
 async def test_two_agents_serving_the_same_models_share_the_work(

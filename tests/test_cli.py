@@ -6,13 +6,18 @@ import asyncio
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
+from helpers import serving, settled_agents
 from test_bus import council as council_on_bus
 
 from council.agents.runtimes.scripted import HANG
+from council.bus.ask import stored_events
+from council.bus.client import connect
+from council.bus.messages import SessionCancelled
 from council.bus.server import EmbeddedNats, free_port
 from council.cli.dashboard import unguarded
 from council.cli.main import build_parser
@@ -142,3 +147,43 @@ async def test_ask_that_outlasts_its_timeout_exits_4_not_failed(nats_server: Emb
         _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 4
     assert b"did not finish within 2 s" in stderr
+
+
+async def test_ctrl_c_in_council_ask_stops_the_session_and_council_stop_names_a_finished_one(
+    nats_server: EmbeddedNats,
+) -> None:
+    """SIGINT while the members write: `council ask` stops the session (exit 130, the
+    session ends cancelled, the agents stop its calls); `council stop` on that
+    session, now over, says no chairman runs it (exit 1)."""
+    async with council_on_bus(nats_server) as running:
+        for model in running.runtime.models:
+            running.runtime.enqueue(model, HANG)
+        env = {**os.environ, "COUNCIL_LOG_FORMAT": "json", "COUNCIL_NATS_URL": nats_server.url}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "council.cli", "ask", "hello?",
+            env=env, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stderr is not None
+        line = b""
+        while b"session" not in line:
+            line = await asyncio.wait_for(process.stderr.readline(), 30)
+        session_id = line.split()[1].rstrip(b":").decode()
+        await serving(running.agents, len(running.runtime.models))
+        process.send_signal(signal.SIGINT)
+        _, rest = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 130, rest.decode()[-2000:]
+        assert f"stopped session {session_id}".encode() in rest
+        await settled_agents(running.agents)
+        nc = await connect(nats_server.url, name="check")
+        try:
+            events = await stored_events(nc, session_id)
+        finally:
+            await nc.close()
+        assert isinstance(events[-1], SessionCancelled)
+        again = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "council.cli", "stop", session_id],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert again.returncode == 1
+    assert "no chairman is running session" in again.stderr

@@ -77,6 +77,11 @@ def live_session() -> None:
         st.caption(f"session {session_id}: waiting for its first event …")
         return
     st.caption(f"session {session_id} · {view.status}")
+    if not view.finished and st.button("Stop", key=f"stop-{session_id}"):
+        try:
+            current.stop(session_id)
+        except CouncilError as exc:
+            st.error(str(exc))
     show_progress(view)
     for lost in view.lost:
         then = "asked another agent" if lost.reissued else "gave up"
