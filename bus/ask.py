@@ -24,6 +24,7 @@ from council.bus.codec import (
     decode_ask_reply,
     decode_delta,
     decode_stopped,
+    decode_turn,
     encode,
     read_event,
 )
@@ -46,6 +47,7 @@ from council.bus.messages import (
     Stopped,
     StopSession,
     TokenDelta,
+    Turn,
     event_kind,
 )
 
@@ -101,7 +103,7 @@ async def follow(
     deadline = time.monotonic() + timeout_s
     last_seq = 0
     try:
-        async with _session_consumer(nc, session_id) as events:
+        async with _consumer(nc, subjects.session_events(session_id)) as events:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -127,16 +129,35 @@ async def follow(
 
 async def stored_events(nc: Client, session_id: str, *, wait_s: float = 2.0) -> list[SessionEvent]:
     """The events stored for a session so far, in stream order (no waiting for more)."""
-    stored: list[SessionEvent] = []
-    async with _session_consumer(nc, session_id) as events:
+    stored = await _stored(nc, subjects.session_events(session_id), wait_s)
+    return [e for msg in stored if (e := _session_event(msg, session_id)) is not None]
+
+
+async def conversation(nc: Client, conversation_id: str, *, wait_s: float = 2.0) -> list[Turn]:
+    """The finished turns of a conversation so far, oldest first ([] for none)."""
+    stored = await _stored(nc, subjects.turns(conversation_id), wait_s)
+    return [t for msg in stored if (t := decode_turn.read(msg, "bad_turn")) is not None]
+
+
+async def conversations(nc: Client, *, wait_s: float = 2.0) -> dict[str, list[Turn]]:
+    """Every stored conversation's turns, by conversation id, the latest started last."""
+    threads: dict[str, list[Turn]] = {}
+    for msg in await _stored(nc, subjects.CONVERSATIONS, wait_s):
+        if turn := decode_turn.read(msg, "bad_turn"):
+            threads.setdefault(turn.conversation, []).append(turn)
+    return threads
+
+
+async def _stored(nc: Client, subject: str, wait_s: float) -> list[Msg]:
+    """The messages stored on ``subject`` so far, in stream order (no waiting for more)."""
+    stored: list[Msg] = []
+    async with _consumer(nc, subject) as messages:
         while True:
             try:
-                msg = await events.next_msg(timeout=wait_s)
+                msg = await messages.next_msg(timeout=wait_s)
             except (TimeoutError, nats.errors.TimeoutError):
                 return stored  # nothing stored at all
-            event = _session_event(msg, session_id)
-            if event is not None:
-                stored.append(event)
+            stored.append(msg)
             if msg.metadata.num_pending == 0:
                 return stored
 
@@ -157,22 +178,21 @@ async def open_sessions(nc: Client) -> list[str]:
 
 
 @asynccontextmanager
-async def _session_consumer(
-    nc: Client, session_id: str
-) -> AsyncIterator[JetStreamContext.PushSubscription]:
-    """An ordered consumer over one session's events from its first. Readers may not
-    delete consumers: the server removes it once unsubscribed (the stream's limit)."""
+async def _consumer(nc: Client, subject: str) -> AsyncIterator[JetStreamContext.PushSubscription]:
+    """An ordered consumer over the stream's messages on ``subject`` from the first.
+    Readers may not delete consumers: the server removes it once unsubscribed (the
+    stream's limit)."""
     try:  # naming the stream spares a $JS.API.STREAM.NAMES lookup readers may not make
-        events = await nc.jetstream().subscribe(
-            subjects.session_events(session_id), stream=subjects.STREAM, ordered_consumer=True
+        messages = await nc.jetstream().subscribe(
+            subject, stream=subjects.STREAM, ordered_consumer=True
         )
     except nats.errors.Error as exc:
-        raise CouncilError(f"cannot read the events of session {session_id}: {exc!r}") from exc
+        raise CouncilError(f"cannot read {subject} from the stream: {exc!r}") from exc
     try:
-        yield events
+        yield messages
     finally:
         try:
-            await events.unsubscribe()
+            await messages.unsubscribe()
         except nats.errors.Error:
             pass
 

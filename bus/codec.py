@@ -29,6 +29,7 @@ from council.bus.messages import (
     StopSession,
     SynthesisRequest,
     TokenDelta,
+    Turn,
 )
 
 T = TypeVar("T")
@@ -75,6 +76,7 @@ decode_agent_response: Decoder[AgentResponse] = Decoder(AgentResponse)
 decode_cancel: Decoder[CancelCalls] = Decoder(CancelCalls)
 decode_stop: Decoder[StopSession] = Decoder(StopSession)
 decode_stopped: Decoder[Stopped] = Decoder(Stopped)
+decode_turn: Decoder[Turn] = Decoder(Turn)
 decode_request: dict[str, Decoder[AgentRequest]] = {
     "opinion": Decoder(OpinionRequest),
     "review": Decoder(ReviewRequest),

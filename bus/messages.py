@@ -57,6 +57,23 @@ class GenerationOptions(Struct, kw_only=True):
 # --- council.ask ---------------------------------------------------------
 
 
+ConversationId = Annotated[str, Meta(pattern="^[A-Za-z0-9_-]*$", max_length=64)]
+"""A subject token: the session id of a conversation's first turn."""
+
+
+class Turn(Struct, kw_only=True):
+    """One finished turn of a conversation, stored on ``council.conversation.<cid>.<sid>``:
+    what was asked and what the council answered (not its stages)."""
+
+    conversation: str
+    session_id: str
+    question: str
+    answer: str
+    conclusion: str = ""
+    ts: float = 0.0
+    v: int = SCHEMA_VERSION
+
+
 class Question(Struct, kw_only=True, forbid_unknown_fields=True):
     """A question for the council. Empty ``members``/``chairman`` mean the defaults.
 
@@ -79,6 +96,9 @@ class Question(Struct, kw_only=True, forbid_unknown_fields=True):
     needs room for its whole working)."""
     strategy: str = ""
     """How the chairman concludes this session, instead of its setting ("": the setting)."""
+    conversation: ConversationId = ""
+    """A follow-up in this conversation (the id an earlier ``Accepted`` gave): every
+    stage sees its earlier turns. "" starts a new conversation."""
 
 
 class Accepted(Struct, kw_only=True, tag="accepted", tag_field="type"):
@@ -89,6 +109,8 @@ class Accepted(Struct, kw_only=True, tag="accepted", tag_field="type"):
     v: int = SCHEMA_VERSION
     strategy: str = ""
     """How the session concludes (the question's choice, else the chairman's setting)."""
+    conversation: str = ""
+    """The conversation this session is a turn of: a follow-up names it."""
 
 
 RejectReason = Literal[
@@ -98,6 +120,7 @@ RejectReason = Literal[
     "unknown_model",
     "unknown_persona",
     "unknown_strategy",
+    "unknown_conversation",
     "duplicate_member",
     "too_few_members",
     "too_many_members",
@@ -275,6 +298,11 @@ class SessionStarted(Event, tag="session_started"):
     max_tokens: int | None = None
     strategy: str = ""
     """The strategy the question asked for ("": the chairman's setting)."""
+    conversation: str = ""
+    history: list[Turn] = []
+    """The conversation's earlier turns every stage sees, oldest first."""
+    history_dropped: list[str] = []
+    """Sessions of older turns left out to keep the history within its token budget."""
 
 
 class StageStarted(Event, tag="stage_started"):

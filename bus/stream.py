@@ -34,7 +34,7 @@ every consumer, so none that a reader creates (or forgets) stays."""
 async def ensure_stream(
     js: JetStreamContext, replicas: int = 1, *, wait_s: float = 15.0, attempt_s: float = 1.0
 ) -> None:
-    """Create the COUNCIL stream if missing; it stores session events only.
+    """Create the COUNCIL stream if missing; it stores session events and conversations' turns.
 
     ``replicas`` > 1 needs a cluster: R3 keeps every event on three nodes, so
     the loss of one loses nothing. A cluster that has just started elects its
@@ -46,7 +46,7 @@ async def ensure_stream(
     """
     config = StreamConfig(
         name=subjects.STREAM,
-        subjects=[subjects.SESSIONS],
+        subjects=[subjects.SESSIONS, subjects.CONVERSATIONS],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         max_age=7 * 24 * 3600,
@@ -92,11 +92,17 @@ async def _create_or_check(js: JetStreamContext, config: StreamConfig) -> None:
         log.info("stream_created", stream=subjects.STREAM, replicas=config.num_replicas)
         return
     limits = info.config.consumer_limits
-    if limits is None or limits.inactive_threshold != CONSUMER_IDLE_S:  # made by an older council
+    if (
+        limits is None
+        or limits.inactive_threshold != CONSUMER_IDLE_S
+        or set(info.config.subjects or []) != set(config.subjects or [])
+    ):  # made by an older council
         await js.update_stream(
-            dataclasses.replace(info.config, consumer_limits=config.consumer_limits)
+            dataclasses.replace(
+                info.config, consumer_limits=config.consumer_limits, subjects=config.subjects
+            )
         )
-        log.info("stream_consumer_limit_set", stream=subjects.STREAM, idle_s=CONSUMER_IDLE_S)
+        log.info("stream_updated", stream=subjects.STREAM, subjects=config.subjects)
     if info.config.num_replicas != config.num_replicas:
         log.warning(
             "stream_replicas_differ",

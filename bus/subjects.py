@@ -22,6 +22,8 @@ LEASES = "COUNCIL_LEASES"
 SESSIONS = "council.session.>"
 LIVE = "council.live.>"
 HEALTH = "council.health.>"
+CONVERSATIONS = "council.conversation.>"
+"""Each finished turn of a conversation, in the COUNCIL stream beside the sessions."""
 CANCELS = "council.cancel.>"
 """Calls the chairman no longer needs: every agent hears them (no queue group), and
 only the chairman may publish them."""
@@ -64,6 +66,14 @@ def agent_on(model: str, kind: str, node: str) -> str:
     """The agent process ``node`` serving ``model``: where the chairman sends a request
     to the least busy agent."""
     return f"{agent(model, kind)}.{token(node)}"
+
+
+def turn(conversation: str, session_id: str) -> str:
+    return f"council.conversation.{conversation}.{session_id}"
+
+
+def turns(conversation: str) -> str:
+    return f"council.conversation.{conversation}.>"
 
 
 def cancel(session_id: str) -> str:

@@ -40,6 +40,7 @@ from council.bus.messages import (
     SessionStarted,
     StageStarted,
     SynthesisRequest,
+    Turn,
     Usage,
 )
 from council.bus.session import SessionState, State
@@ -80,6 +81,9 @@ class CouncilConfig:
     settle_early: bool = True
     """Stop waiting for opinions once a majority of all the members agrees, when the
     strategy lets a majority stand: the rest could not change the answer."""
+    history_tokens: int = 1024
+    """How much of a conversation's earlier turns every stage sees (estimated tokens);
+    the oldest turns beyond it are left out, and the session says which."""
     agent_silence_s: float = 15.0
     """An agent quiet this long on a request is taken for gone; the request is asked again."""
     strategy: Strategy = strategies.STRATEGIES["synthesize"]
@@ -106,6 +110,10 @@ class Plan:
     """Tokens per opinion, instead of the configured cap."""
     strategy: str = ""
     """How this session concludes, instead of the configured strategy."""
+    conversation: str = ""
+    history: list[Turn] = field(default_factory=list)
+    """The conversation's earlier turns, within the history budget, oldest first."""
+    history_dropped: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, started: SessionStarted) -> Plan:
@@ -121,6 +129,9 @@ class Plan:
             alone=started.alone,
             max_tokens=started.max_tokens,
             strategy=started.strategy,
+            conversation=started.conversation,
+            history=started.history,
+            history_dropped=started.history_dropped,
         )
 
 
@@ -194,6 +205,9 @@ class Conductor:
                     alone=plan.alone,
                     max_tokens=plan.max_tokens,
                     strategy=plan.strategy,
+                    conversation=plan.conversation,
+                    history=plan.history,
+                    history_dropped=plan.history_dropped,
                 )
             )
         try:
@@ -257,7 +271,7 @@ class Conductor:
                 session_id=plan.session_id,
                 member=member,
                 model=model,
-                messages=prompts.opinion_messages(plan.question, persona),
+                messages=prompts.opinion_messages(plan.question, persona, plan.history),
                 options=self._options(member, max_tokens, self._temperature(member)),
                 timeout_s=config.opinions_deadline_s,
             )
@@ -323,6 +337,7 @@ class Conductor:
         answered = self.state.answered
         draw = random.Random(plan.seed)
         requests: dict[str, ReviewRequest] = {}
+        asked = prompts.in_context(plan.question, plan.history)
         for reviewer in self._reviewers():
             model, _ = split_member(reviewer)
             others = [m for m in answered if m != reviewer]
@@ -333,10 +348,10 @@ class Conductor:
                 shown = [(self.labels[o], self.state.opinions[o].text) for o in group]
                 messages = (
                     prompts.pairwise_messages(
-                        plan.question, *shown[0], check_first=config.review_check_first
+                        asked, *shown[0], check_first=config.review_check_first
                     )
                     if plan.mode == "pairwise"
-                    else prompts.rank_messages(plan.question, shown)
+                    else prompts.rank_messages(asked, shown)
                 )
                 key = f"{reviewer}\x00{','.join(group)}"
                 requests[key] = ReviewRequest(
@@ -558,7 +573,10 @@ class Conductor:
             member="chairman",
             model=plan.chairman,
             messages=prompts.synthesis_messages(
-                plan.question, answers, entries, aggregate.dissent(entries)
+                prompts.in_context(plan.question, plan.history),
+                answers,
+                entries,
+                aggregate.dissent(entries),
             ),
             options=GenerationOptions(
                 temperature=config.synthesis_temperature,

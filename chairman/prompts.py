@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import string
 
-from council.bus.messages import ChatMessage, RankEntry
+from council.bus.messages import ChatMessage, RankEntry, Turn
 
 PERSONAS: dict[str, str] = {
     "": "",
@@ -101,9 +101,45 @@ def unfenced(text: str) -> str:
     return "".join(lines).strip("\n")
 
 
-def opinion_messages(question: str, persona: str) -> list[ChatMessage]:
+def estimated_tokens(text: str) -> int:
+    """About four characters a token: what a history's budget is counted in."""
+    return len(text) // 4 + 1
+
+
+def within_budget(turns: list[Turn], budget: int) -> tuple[list[Turn], list[Turn]]:
+    """The newest turns whose questions and answers fit in ``budget`` tokens, and the
+    older ones left out (the oldest go first)."""
+    kept: list[Turn] = []
+    used = 0
+    for turn in reversed(turns):
+        used += estimated_tokens(turn.question) + estimated_tokens(turn.answer)
+        if used > budget:
+            break
+        kept.append(turn)
+    kept.reverse()
+    return kept, turns[: len(turns) - len(kept)]
+
+
+def opinion_messages(
+    question: str, persona: str, history: list[Turn] | None = None
+) -> list[ChatMessage]:
+    """A member sees the conversation's earlier turns as the chat they were."""
     system = MEMBER_SYSTEM.format(persona=PERSONAS[persona]).strip()
-    return [ChatMessage("system", system), ChatMessage("user", question)]
+    earlier = [
+        message
+        for turn in history or []
+        for message in (ChatMessage("user", turn.question), ChatMessage("assistant", turn.answer))
+    ]
+    return [ChatMessage("system", system), *earlier, ChatMessage("user", question)]
+
+
+def in_context(question: str, history: list[Turn] | None = None) -> str:
+    """The question as reviewers and the chairman's model see it: after the
+    conversation's earlier turns, so a follow-up ("and its population?") makes sense."""
+    if not history:
+        return question
+    earlier = "\n\n".join(f"User: {t.question}\nAssistant: {t.answer}" for t in history)
+    return f"Conversation so far:\n{earlier}\n\nThe user's new message, to answer:\n{question}"
 
 
 def pairwise_messages(

@@ -16,7 +16,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import PubAck
 
 from council.bus import subjects
-from council.bus.ask import open_sessions, stored_events
+from council.bus.ask import conversation, open_sessions, stored_events
 from council.bus.codec import decode_question, decode_stop, encode
 from council.bus.errors import CouncilError, InvalidMessage
 from council.bus.health import run_heartbeat
@@ -31,11 +31,13 @@ from council.bus.messages import (
     SessionEvent,
     SessionFailed,
     Stopped,
+    Turn,
 )
 from council.bus.roster import Roster
 from council.bus.session import TERMINAL, InvalidTransition, SessionState
 from council.bus.stream import ensure_stream, publish_event, send_event
 from council.bus.tasks import cancel_and_wait
+from council.chairman import prompts
 from council.chairman.admission import Defaults, admit, needed_models
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.gateway import BusAgents
@@ -276,6 +278,8 @@ class ChairmanService:
             opinion_models=self.roster.models("opinion") & self.roster.models("review"),
             synthesis_models=self.roster.models("synthesize"),
         )
+        if not isinstance(plan, Rejected):
+            plan = await self._in_conversation(plan, question.conversation)
         if isinstance(plan, Rejected):
             log.info("question_rejected", reason=plan.reason, detail=plan.detail)
             return plan
@@ -292,7 +296,51 @@ class ChairmanService:
             chairman=plan.chairman,
             mode=plan.mode,
             strategy=conductor.strategy.name,
+            conversation=plan.conversation,
         )
+
+    async def _in_conversation(self, plan: Plan, conversation_id: str) -> Plan | Rejected:
+        """A new question starts a conversation named by its session id; a follow-up
+        gets its conversation's earlier turns, read from the stream, within the budget."""
+        if not conversation_id:
+            return dataclasses.replace(plan, conversation=plan.session_id)
+        info = await self.js.stream_info(
+            subjects.STREAM, subjects_filter=subjects.turns(conversation_id)
+        )
+        turns = await conversation(self.nc, conversation_id) if info.state.subjects else []
+        if not turns:
+            return Rejected(
+                reason="unknown_conversation",
+                detail=f"{conversation_id}: no finished turn of that conversation is stored",
+            )
+        kept, dropped = prompts.within_budget(turns, self.config.history_tokens)
+        return dataclasses.replace(
+            plan,
+            conversation=conversation_id,
+            history=kept,
+            history_dropped=[t.session_id for t in dropped],
+        )
+
+    async def _keep_turn(self, plan: Plan, final: FinalAnswer) -> None:
+        """A finished session becomes a turn of its conversation, stored before its
+        final answer so that whoever reads the answer can follow up at once; the
+        Nats-Msg-Id makes storing it twice (a resumed session) a no-op."""
+        turn = Turn(
+            conversation=plan.conversation or plan.session_id,
+            session_id=plan.session_id,
+            question=plan.question,
+            answer=final.answer,
+            conclusion=final.conclusion,
+            ts=final.ts,
+        )
+        try:
+            await self.js.publish(
+                subjects.turn(turn.conversation, turn.session_id),
+                encode(turn),
+                headers={"Nats-Msg-Id": f"{plan.session_id}-turn"},
+            )
+        except nats.errors.Error as exc:
+            log.error("turn_not_stored", session_id=plan.session_id, error=repr(exc))
 
     def _launch(self, conductor: Conductor) -> None:
         session_id = conductor.plan.session_id
@@ -323,6 +371,8 @@ class ChairmanService:
         time is published again (dedup makes that safe).
         """
         session = event.session_id
+        if isinstance(event, FinalAnswer) and (conductor := self.sessions.get(session)):
+            await self._keep_turn(conductor.plan, event)
         if self.pipelined and not isinstance(event, FinalAnswer | SessionFailed):
             unacked = [(e, a) for e, a in self._unacked.get(session, []) if not _acked(a)]
             try:

@@ -125,6 +125,7 @@ async def run_ask(
     as_json: bool,
     seed: int | None,
     strategy: str = "",
+    conversation: str = "",
 ) -> int:
     err = Console(stderr=True)
     nc = await connect(settings.nats_url, name="council-ask", credentials=settings.credentials)
@@ -136,12 +137,14 @@ async def run_ask(
             mode=mode,  # type: ignore[arg-type]
             seed=seed,
             strategy=strategy,
+            conversation=conversation,
         )
         accepted = await submit(nc, question)
         err.print(
             f"session [bold]{accepted.session_id}[/]: {', '.join(accepted.members)}; "
             f"chairman {accepted.chairman}; {accepted.mode} reviews; strategy {accepted.strategy}"
         )
+        err.print(f"follow up with: council ask --conversation {accepted.conversation} QUESTION")
         progress = Progress(err)
         outcome: FinalAnswer | SessionFailed | None = None
         try:

@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print the FinalAnswer as one JSON object")
     ask.add_argument("--seed", type=int, default=None, help="session seed (reproducible runs)")
+    ask.add_argument(
+        "--conversation",
+        metavar="ID",
+        default="",
+        help="a follow-up in this conversation (the id an earlier ask printed)",
+    )
     config.add_settings(ask, (*COMMON, "members", "chairman", "mode", "strategy", "ask_timeout"))
 
     stop = commands.add_parser("stop", help="stop a running session (its agents stop its calls)")
@@ -176,6 +182,7 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 as_json=args.json,
                 seed=args.seed,
                 strategy=settings.strategy if config.explicit("strategy", args) else "",
+                conversation=args.conversation,
             )
         case "stop":
             from council.cli.ask import run_stop

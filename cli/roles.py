@@ -36,6 +36,7 @@ def council_config(settings: Settings) -> CouncilConfig:
         agent_silence_s=settings.agent_silence,
         strategy=strategy,
         settle_early=settings.settle_early,
+        history_tokens=settings.history_tokens,
         temperature=settings.temperature,
         sample_temperature=settings.sample_temperature,
         reviewer_weights=settings.reviewer_weight_map,

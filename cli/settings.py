@@ -128,6 +128,12 @@ class Settings:
         "how much each model's reviews count: model=weight,... or the calibration file "
         "`council eval` writes (0: not asked to review; unnamed: 1)",
     )
+    history_tokens: int = _setting(
+        1024,
+        "COUNCIL_HISTORY_TOKENS",
+        "how much of a conversation's earlier turns every stage sees (estimated tokens; "
+        "the oldest turns beyond it are left out)",
+    )
     opinion_max_tokens: int = _setting(512, "COUNCIL_OPINION_MAX_TOKENS", "tokens per opinion")
     review_max_tokens: int = _setting(160, "COUNCIL_REVIEW_MAX_TOKENS", "tokens per review")
     synthesis_max_tokens: int = _setting(

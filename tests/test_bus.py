@@ -18,7 +18,7 @@ from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import HANG, ScriptedRuntime
 from council.agents.service import AgentService
 from council.bus import subjects
-from council.bus.ask import follow, roster, stop, submit
+from council.bus.ask import conversation, follow, roster, stop, submit
 from council.bus.client import connect, request
 from council.bus.codec import (
     decode_agent_response,
@@ -47,6 +47,7 @@ from council.bus.session import SessionState, State
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.gateway import BusAgents
+from council.chairman.prompts import estimated_tokens
 from council.chairman.service import ChairmanService
 from council.chairman.strategies import STRATEGIES
 from council.cli import wiring
@@ -254,6 +255,65 @@ async def test_a_client_stops_a_running_session_and_its_agents_stop_its_calls(
             await stop(nc, "no-such-session", timeout_s=0.5)
         events = await ask(nc, Question(question="and now?"))
         assert isinstance(events[-1], FinalAnswer)
+
+
+async def test_a_follow_up_sees_its_conversation_and_another_chairman_rebuilds_it(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A question starts a conversation named by its session; a follow-up gets the
+    earlier turns: members as chat, reviewers and the chairman's model as context.
+    A new chairman reads the same thread from the stream; a small history budget
+    leaves the oldest turn out and says so; an unknown or malformed conversation id
+    is rejected."""
+    first_q, second_q = "What is the capital of France?", "And its population?"
+    async with council(nats_server) as c:
+        first = await ask(nc, Question(question=first_q))
+        opened = first[0]
+        assert isinstance(opened, SessionStarted)
+        assert opened.conversation == opened.session_id
+        assert not opened.history
+        first_answer = first[-1]
+        assert isinstance(first_answer, FinalAnswer)
+        follow_up = await ask(nc, Question(question=second_q, conversation=opened.session_id))
+        started = follow_up[0]
+        assert isinstance(started, SessionStarted)
+        assert started.conversation == opened.session_id
+        assert [(t.question, t.answer) for t in started.history] == [(first_q, first_answer.answer)]
+        calls = [call for call in c.runtime.history if second_q in call.messages[-1].content]
+        opinions = [call for call in calls if call.schema is None and len(call.messages) == 4]
+        assert len(opinions) == len(MODELS)
+        for call in opinions:
+            assert [(m.role, m.content) for m in call.messages[1:]] == [
+                ("user", first_q), ("assistant", first_answer.answer), ("user", second_q)
+            ]  # fmt: skip
+        reviews = [call for call in calls if call.schema is not None]
+        assert reviews
+        assert all("Conversation so far" in call.messages[-1].content for call in reviews)
+
+    second_answer = follow_up[-1]
+    assert isinstance(second_answer, FinalAnswer)
+    one_turn = estimated_tokens(second_q) + estimated_tokens(second_answer.answer)
+    async with council(nats_server, CouncilConfig(history_tokens=one_turn)):
+        third = await ask(nc, Question(question="Its river?", conversation=opened.session_id))
+        started = third[0]
+        assert isinstance(started, SessionStarted)
+        assert [t.question for t in started.history] == [second_q]
+        assert started.history_dropped == [opened.session_id]
+        assert [t.session_id for t in await conversation(nc, opened.session_id)] == [
+            opened.session_id, follow_up[0].session_id, third[0].session_id
+        ]  # fmt: skip
+        with pytest.raises(QuestionRejected) as unknown:
+            await submit(nc, Question(question="q", conversation="nosuchthread"))
+        assert unknown.value.reason == "unknown_conversation"
+        reply = decode_ask_reply(
+            (
+                await request(
+                    nc, subjects.ASK, b'{"question": "q", "conversation": "a.b"}', timeout_s=5
+                )
+            ).data
+        )
+        assert isinstance(reply, Rejected)
+        assert reply.reason == "bad_request"
 
 
 async def test_two_agents_serving_the_same_models_share_the_work(

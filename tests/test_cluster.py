@@ -207,9 +207,14 @@ async def test_ensure_stream_leaves_an_existing_replica_count_and_says_so() -> N
     assert js.added == []
     differ = [e for e in logs if e["event"] == "stream_replicas_differ"]
     assert [(e["replicas"], e["configured"]) for e in differ] == [(1, 3)]
-    # … and gives it the consumer limit that readers' consumers rely on, nothing else
-    assert [(c.num_replicas, c.consumer_limits) for c in js.updated] == [
-        (1, StreamConsumerLimits(inactive_threshold=CONSUMER_IDLE_S))
+    # … and gives it the consumer limit that readers' consumers rely on and the
+    # conversations' subject, nothing else
+    assert [(c.num_replicas, c.consumer_limits, c.subjects) for c in js.updated] == [
+        (
+            1,
+            StreamConsumerLimits(inactive_threshold=CONSUMER_IDLE_S),
+            [subjects.SESSIONS, subjects.CONVERSATIONS],
+        )
     ]
 
 

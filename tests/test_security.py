@@ -297,7 +297,7 @@ async def test_wrong_password_is_a_clear_error(secure_server: EmbeddedNats) -> N
 PROBES = (
     "council.ask", "council.agents.roster", "council.agent.m1.opinion",
     "council.session.s1.final_answer", "council.live.s1.opinions.m1", "council.health.n1",
-    "council.cancel.s1", "council.stop",
+    "council.cancel.s1", "council.stop", "council.conversation.c1.s1",
     "_INBOX.chairman.x", "_INBOX.agent.x", "_INBOX.dashboard.x", "_INBOX.client.x", "_INBOX.x",
     "$JS.API.STREAM.CREATE.COUNCIL", "$JS.API.STREAM.UPDATE.COUNCIL",
     "$JS.API.STREAM.DELETE.COUNCIL", "$JS.API.STREAM.PURGE.COUNCIL",
@@ -323,6 +323,7 @@ READER = {
 NEEDED: dict[str, dict[tuple[str, str], str]] = {
     "chairman": {
         ("publish", "council.session.s1.final_answer"): "records session events",
+        ("publish", "council.conversation.c1.s1"): "keeps each conversation's turns",
         ("publish", "council.agent.m1.opinion"): "asks the agents",
         ("publish", "council.agents.roster"): "asks which models are served",
         ("publish", "council.health.n1"): "heartbeats",
