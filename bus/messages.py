@@ -65,10 +65,10 @@ class Turn(Struct, kw_only=True):
     """One finished turn of a conversation, stored on ``council.conversation.<cid>.<sid>``:
     what was asked and what the council answered (not its stages)."""
 
-    conversation: str
-    session_id: str
     question: str
     answer: str
+    conversation: str = ""
+    session_id: str = ""
     conclusion: str = ""
     ts: float = 0.0
     v: int = SCHEMA_VERSION
@@ -99,6 +99,9 @@ class Question(Struct, kw_only=True, forbid_unknown_fields=True):
     conversation: ConversationId = ""
     """A follow-up in this conversation (the id an earlier ``Accepted`` gave): every
     stage sees its earlier turns. "" starts a new conversation."""
+    context: Annotated[list[Turn], Meta(max_length=256)] = []
+    """Earlier turns the client keeps itself (an OpenAI-style messages array), seen
+    as a conversation's are; ignored when ``conversation`` is given."""
 
 
 class Accepted(Struct, kw_only=True, tag="accepted", tag_field="type"):

@@ -279,7 +279,7 @@ class ChairmanService:
             synthesis_models=self.roster.models("synthesize"),
         )
         if not isinstance(plan, Rejected):
-            plan = await self._in_conversation(plan, question.conversation)
+            plan = await self._in_conversation(plan, question.conversation, question.context)
         if isinstance(plan, Rejected):
             log.info("question_rejected", reason=plan.reason, detail=plan.detail)
             return plan
@@ -299,26 +299,29 @@ class ChairmanService:
             conversation=plan.conversation,
         )
 
-    async def _in_conversation(self, plan: Plan, conversation_id: str) -> Plan | Rejected:
-        """A new question starts a conversation named by its session id; a follow-up
-        gets its conversation's earlier turns, read from the stream, within the budget."""
-        if not conversation_id:
-            return dataclasses.replace(plan, conversation=plan.session_id)
-        info = await self.js.stream_info(
-            subjects.STREAM, subjects_filter=subjects.turns(conversation_id)
-        )
-        turns = await conversation(self.nc, conversation_id) if info.state.subjects else []
-        if not turns:
-            return Rejected(
-                reason="unknown_conversation",
-                detail=f"{conversation_id}: no finished turn of that conversation is stored",
+    async def _in_conversation(
+        self, plan: Plan, conversation_id: str, context: list[Turn]
+    ) -> Plan | Rejected:
+        """A new question starts a conversation named by its session id, with the
+        earlier turns its client gave, if any; a follow-up gets its conversation's
+        turns, read from the stream. Either within the history budget."""
+        turns = context
+        if conversation_id:
+            info = await self.js.stream_info(
+                subjects.STREAM, subjects_filter=subjects.turns(conversation_id)
             )
+            turns = await conversation(self.nc, conversation_id) if info.state.subjects else []
+            if not turns:
+                return Rejected(
+                    reason="unknown_conversation",
+                    detail=f"{conversation_id}: no finished turn of that conversation is stored",
+                )
         kept, dropped = prompts.within_budget(turns, self.config.history_tokens)
         return dataclasses.replace(
             plan,
-            conversation=conversation_id,
+            conversation=conversation_id or plan.session_id,
             history=kept,
-            history_dropped=[t.session_id for t in dropped],
+            history_dropped=[t.session_id or f"turn {i + 1}" for i, t in enumerate(dropped)],
         )
 
     async def _keep_turn(self, plan: Plan, final: FinalAnswer) -> None:

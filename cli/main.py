@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--ask", metavar="QUESTION", help="ask one question, print the answer, stop")
     up.add_argument("--json", action="store_true", help="with --ask: the FinalAnswer as JSON")
     up.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    up.add_argument("--no-api", action="store_true", help="do not serve the OpenAI-compatible API")
     up.add_argument(
         "--nats-config", default="", help="embedded nats-server config (default: ./nats.conf)"
     )
@@ -80,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a follow-up in this conversation (the id an earlier ask printed)",
     )
     config.add_settings(ask, (*COMMON, "members", "chairman", "mode", "strategy", "ask_timeout"))
+
+    api = commands.add_parser(
+        "api", help="serve the council as an OpenAI-compatible model (/v1/chat/completions)"
+    )
+    config.add_settings(api, (*COMMON, "api_address", "api_port", "api_key", "ask_timeout"))
 
     stop = commands.add_parser("stop", help="stop a running session (its agents stop its calls)")
     stop.add_argument("session", help="the session id `council ask` printed")
@@ -156,6 +162,7 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
             return run_up(
                 with_agent_models(settings), ask=args.ask, as_json=args.json,
                 nats_config=args.nats_config, dashboard=not args.no_dashboard and args.ask is None,
+                api=not args.no_api and args.ask is None,
             )  # fmt: skip
         case "dashboard":
             from council.cli.dashboard import run_dashboard
@@ -184,6 +191,10 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 strategy=settings.strategy if config.explicit("strategy", args) else "",
                 conversation=args.conversation,
             )
+        case "api":
+            from council.cli.api import run_api
+
+            return run_api(settings)
         case "stop":
             from council.cli.ask import run_stop
 

@@ -164,6 +164,16 @@ class Settings:
         "password the dashboard asks for; required on an address beyond loopback "
         "(`council up` makes one there)",
     )
+    api_address: str = _setting(
+        "127.0.0.1", "COUNCIL_API_ADDRESS", "address the OpenAI-compatible API listens on"
+    )
+    api_port: int = _setting(8400, "COUNCIL_API_PORT", "port of the OpenAI-compatible API")
+    api_key: str = _setting(
+        "",
+        "COUNCIL_API_KEY",
+        "bearer token the API asks for; required on an address beyond loopback "
+        "(`council up` makes one)",
+    )
     ask_timeout: float = _setting(900.0, "COUNCIL_ASK_TIMEOUT", "how long `council ask` waits, s")
     evals_dir: str = _setting(
         "", "COUNCIL_EVALS_DIR", "where eval results go (default ~/.local/share/council/evals)"

@@ -31,6 +31,7 @@ from council.bus.messages import Question
 from council.bus.probe import answers
 from council.bus.roster import Roster
 from council.bus.server import EmbeddedNats
+from council.cli.api import api_url
 from council.cli.ask import run_ask
 from council.cli.dashboard import dashboard_command, dashboard_env, dashboard_url, unguarded
 from council.cli.models import pull_models
@@ -122,7 +123,13 @@ ROLES = ("chairman", "agent", "dashboard", "client")
 
 
 async def run_up(
-    settings: Settings, *, ask: str | None, as_json: bool, nats_config: str, dashboard: bool
+    settings: Settings,
+    *,
+    ask: str | None,
+    as_json: bool,
+    nats_config: str,
+    dashboard: bool,
+    api: bool = False,
 ) -> int:
     console = Console(stderr=True, soft_wrap=True)
     server = None
@@ -190,6 +197,15 @@ async def run_up(
                 console.print(f"dashboard login password: [bold]{viewer.dashboard_login}[/]")
             children.run("dashboard", dashboard_command(viewer), dashboard_env(viewer))
             console.print(f"dashboard: [bold]{dashboard_url(settings)}[/]")
+        if api:  # a client like any other, guarded by a key made for this run
+            keyed = dataclasses.replace(
+                client, api_key=settings.api_key or secrets.token_urlsafe(16)
+            )
+            children.start("api", ["api"], settings_env(keyed))
+            console.print(
+                f"OpenAI-compatible API: [bold]{api_url(settings)}[/] (model council), "
+                f"key [bold]{keyed.api_key}[/]"
+            )
         login = (
             f"COUNCIL_NATS_USER=client COUNCIL_NATS_PASSWORD={client.nats_password} "
             if "client" in users

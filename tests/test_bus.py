@@ -23,6 +23,7 @@ from council.bus.client import connect, request
 from council.bus.codec import (
     decode_agent_response,
     decode_ask_reply,
+    decode_delta,
     decode_event,
     decode_health,
     encode,
@@ -99,10 +100,18 @@ async def test_question_over_the_bus_yields_every_event_in_seq_order(
     """A session asked on council.ask runs all stages; the stream replays it in order."""
     async with council(nats_server):
         deltas: list[TokenDelta] = []
+
+        async def on_live(msg: Msg) -> None:  # from before the session starts: all of them
+            deltas.append(decode_delta(msg.data))
+
+        live = await nc.subscribe(subjects.LIVE, cb=on_live)
         accepted = await submit(nc, Question(question="What is 2+2?"))
+        followed: list[TokenDelta] = []
         events = [
-            e async for e in follow(nc, accepted.session_id, timeout_s=30, on_delta=deltas.append)
+            e async for e in follow(nc, accepted.session_id, timeout_s=30, on_delta=followed.append)
         ]
+        await live.unsubscribe()
+    assert "synthesis" in {d.stage for d in followed}  # follow's own, from its start on
     final = events[-1]
     assert isinstance(final, FinalAnswer)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))

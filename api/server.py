@@ -1,0 +1,230 @@
+"""The council as an OpenAI-compatible model: `GET /v1/models`, `POST /v1/chat/completions`.
+
+A client of the bus like any other: each completion is a council session asked
+on ``council.ask`` and followed on the stream, so any tool that speaks to an
+OpenAI endpoint uses the council unchanged. The model ``council`` is the council
+the chairman is configured with; a model the agents serve is asked alone.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import structlog
+from nats.aio.client import Client
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from council.api.wire import (
+    BadRequest,
+    ChatRequest,
+    chunk,
+    completion,
+    error_body,
+    question_and_context,
+    usage_of,
+)
+from council.bus.ask import follow, roster, stop, submit
+from council.bus.client import Credentials, connect
+from council.bus.errors import CouncilError, NoCouncil, QuestionRejected, SessionTimeout
+from council.bus.messages import (
+    Accepted,
+    FinalAnswer,
+    Question,
+    SessionEvent,
+    SessionFailed,
+    StageStarted,
+)
+
+log = structlog.get_logger()
+
+COUNCIL_MODEL = "council"
+
+_REJECTION_STATUS = {"unknown_model": 404, "busy": 429}
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    nats_url: str
+    credentials: Credentials
+    key: str
+    """The bearer token every request must carry ("": none asked, for loopback only)."""
+    timeout_s: float = 900.0
+
+
+def _error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, kind, code), status_code=status)
+
+
+def council_summary(accepted: Accepted, events: list[SessionEvent]) -> dict[str, Any]:
+    """What the session did, for the extra ``council`` field of a completion."""
+    final = events[-1] if events and isinstance(events[-1], FinalAnswer) else None
+    seconds = final.latency_ms if final else {}
+    return {
+        "session_id": accepted.session_id,
+        "conversation": accepted.conversation,
+        "members": accepted.members,
+        "chairman": accepted.chairman,
+        "strategy": accepted.strategy,
+        "stages": {
+            e.stage: {
+                "calls": e.expected,
+                "reason": e.reason,
+                "seconds": round(seconds.get(e.stage, 0.0) / 1000, 2),
+            }
+            for e in events
+            if isinstance(e, StageStarted)
+        },
+    }
+
+
+class CouncilApi:
+    def __init__(self, config: ApiConfig) -> None:
+        self.config = config
+        self._nc: Client | None = None
+
+    @property
+    def nc(self) -> Client:
+        assert self._nc is not None, "the API is not started"
+        return self._nc
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/models", self.models, methods=["GET"]),
+                Route("/v1/chat/completions", self.chat, methods=["POST"]),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    @asynccontextmanager
+    async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        self._nc = await connect(
+            self.config.nats_url, name="council-api", credentials=self.config.credentials
+        )
+        try:
+            yield
+        finally:
+            await self._nc.close()
+
+    def _refused(self, request: Request) -> JSONResponse | None:
+        """401 unless the request carries the key (when there is one)."""
+        if not self.config.key:
+            return None
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if secrets.compare_digest(given.encode(), self.config.key.encode()):
+            return None
+        return _error(
+            401, "a valid API key is required", "invalid_request_error", "invalid_api_key"
+        )
+
+    async def models(self, request: Request) -> Response:
+        if refused := self._refused(request):
+            return refused
+        served = sorted(
+            {m.name for info in await roster(self.nc) for m in info.models if "opinion" in m.kinds}
+        )
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "council"}
+                    for name in [COUNCIL_MODEL, *served]
+                ],
+            }
+        )
+
+    async def chat(self, request: Request) -> Response:
+        if refused := self._refused(request):
+            return refused
+        try:
+            asked = msgspec.json.decode(await request.body(), type=ChatRequest)
+            text, context = question_and_context(asked.messages)
+        except (msgspec.DecodeError, msgspec.ValidationError, BadRequest) as exc:
+            return _error(400, f"invalid request: {exc}", "invalid_request_error")
+        alone = asked.model != COUNCIL_MODEL
+        question = Question(
+            question=text,
+            context=context,
+            seed=asked.seed,
+            # the council's own sampling is measured; a model asked alone takes the caller's
+            members=[asked.model] if alone else [],
+            alone=alone,
+            temperature=asked.temperature if alone else None,
+            max_tokens=asked.max_tokens if alone else None,
+        )
+        try:
+            accepted = await submit(self.nc, question)
+        except QuestionRejected as exc:
+            status = _REJECTION_STATUS.get(exc.reason, 400)
+            kind = "invalid_request_error" if status != 429 else "rate_limit_error"
+            return _error(status, str(exc), kind, exc.reason)
+        except NoCouncil as exc:
+            return _error(503, str(exc), "server_error", "no_council")
+        log.info("api_session", session_id=accepted.session_id, model=asked.model)
+        if asked.stream:
+            return StreamingResponse(
+                self._streamed(accepted, asked.model), media_type="text/event-stream"
+            )
+        try:
+            events = [
+                e
+                async for e in follow(self.nc, accepted.session_id, timeout_s=self.config.timeout_s)
+            ]
+        except SessionTimeout as exc:
+            return _error(504, str(exc), "server_error", "timeout")
+        final = events[-1]
+        if not isinstance(final, FinalAnswer):
+            assert isinstance(final, SessionFailed)
+            return _error(502, f"{final.reason}: {final.detail}", "server_error", final.reason)
+        return JSONResponse(completion(final, asked.model, council_summary(accepted, events)))
+
+    async def _streamed(self, accepted: Accepted, model: str) -> AsyncIterator[bytes]:
+        """Stage progress as SSE comments while the council works (front ends ignore
+        them; proxies see a live connection), then the answer, usage and the
+        session's summary. A client that goes away stops the session."""
+        created = int(time.time())
+        sid = accepted.session_id
+        yield chunk(sid, model, created, {"role": "assistant", "content": ""})
+        events: list[SessionEvent] = []
+        finished = False
+        try:
+            async for event in follow(self.nc, sid, timeout_s=self.config.timeout_s):
+                events.append(event)
+                if isinstance(event, StageStarted):
+                    yield f": {event.stage}: {event.expected} calls; {event.reason}\n\n".encode()
+                elif isinstance(event, FinalAnswer):
+                    finished = True
+                    yield chunk(sid, model, created, {"content": event.answer})
+                    yield chunk(
+                        sid, model, created, {}, "stop",
+                        usage=usage_of(event), council=council_summary(accepted, events),
+                    )  # fmt: skip
+                elif isinstance(event, SessionFailed):
+                    finished = True
+                    yield _sse_error(f"{event.reason}: {event.detail}", event.reason)
+        except CouncilError as exc:
+            yield _sse_error(str(exc), "timeout" if isinstance(exc, SessionTimeout) else None)
+        finally:
+            if not finished:
+                await _stop_quietly(self.nc, sid)
+        yield b"data: [DONE]\n\n"
+
+
+def _sse_error(message: str, code: str | None) -> bytes:
+    return b"data: " + msgspec.json.encode(error_body(message, "server_error", code)) + b"\n\n"
+
+
+async def _stop_quietly(nc: Client, session_id: str) -> None:
+    try:
+        await stop(nc, session_id, reason="the API client went away")
+    except CouncilError as exc:
+        log.info("api_session_not_stopped", session_id=session_id, error=str(exc))

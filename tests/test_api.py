@@ -1,0 +1,175 @@
+"""`council api`: the official `openai` client against the council as an OpenAI model,
+on a scripted council over a real bus, and as a real process on the real test model."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import openai
+import pytest
+import uvicorn
+from conftest import TEST_MODEL
+from nats.aio.client import Client
+from test_bus import MODELS, council
+
+from council.api.server import ApiConfig, CouncilApi
+from council.bus.ask import stored_events
+from council.bus.client import Credentials, connect
+from council.bus.messages import SessionEvent, SessionStarted
+from council.bus.server import EmbeddedNats, free_port
+
+KEY = "k-test-key"
+
+
+@pytest.fixture
+async def api(nats_server: EmbeddedNats) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The API in this process, on a scripted council; an `openai` client of it."""
+    port = free_port()
+    app = CouncilApi(ApiConfig(nats_server.url, Credentials(), KEY)).app()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    async with council(nats_server):
+        serving = asyncio.create_task(server.serve())
+        for _ in range(500):  # uvicorn says it has started with a flag only
+            if server.started:
+                break
+            await asyncio.sleep(0.02)
+        try:
+            yield openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY)
+        finally:
+            server.should_exit = True
+            await serving
+
+
+async def test_the_council_answers_as_an_openai_model_and_follows_up(
+    api: openai.AsyncOpenAI, nc: Client
+) -> None:
+    """`models.list` names the council and the served models; a completion is a
+    session whose answer, tokens and summary come back; a follow-up's earlier
+    messages reach the members as the conversation so far."""
+    models = [m.id for m in (await api.models.list()).data]
+    assert models == ["council", *MODELS]
+    first = await api.chat.completions.create(
+        model="council", messages=[{"role": "user", "content": "What is 2 + 2?"}]
+    )
+    answer = first.choices[0].message.content
+    assert answer
+    assert first.usage is not None
+    assert first.usage.total_tokens > 0
+    summary = (first.model_extra or {})["council"]
+    assert summary["members"] == MODELS
+    assert set(summary["stages"]) == {"opinions", "reviews", "synthesis"}
+    events = await stored_events(nc, summary["session_id"])
+    assert events[-1].answer == answer  # type: ignore[union-attr]
+
+    again = await api.chat.completions.create(
+        model="council",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "What is 2 + 2?"},
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": "And times 3?"},
+        ],
+    )
+    started = (await stored_events(nc, (again.model_extra or {})["council"]["session_id"]))[0]
+    assert isinstance(started, SessionStarted)
+    assert started.question == "And times 3?"
+    assert [(t.question, t.answer) for t in started.history] == [("What is 2 + 2?", answer)]
+
+    alone = await api.chat.completions.create(
+        model="m2", messages=[{"role": "user", "content": "Hi"}]
+    )
+    assert (alone.model_extra or {})["council"]["members"] == ["m2"]
+
+
+async def test_a_streamed_completion_carries_the_answer_then_usage(
+    api: openai.AsyncOpenAI, nc: Client
+) -> None:
+    stream = await api.chat.completions.create(
+        model="council", messages=[{"role": "user", "content": "Name a colour."}], stream=True
+    )
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    assert last.usage is not None
+    assert last.usage.total_tokens > 0
+    session = (last.model_extra or {})["council"]["session_id"]
+    assert text == (await stored_events(nc, session))[-1].answer  # type: ignore[union-attr]
+
+
+async def test_bad_key_bad_request_and_unknown_model_get_openai_errors(
+    api: openai.AsyncOpenAI,
+) -> None:
+    wrong = api.with_options(api_key="wrong")
+    with pytest.raises(openai.AuthenticationError):
+        await wrong.models.list()
+    with pytest.raises(openai.BadRequestError, match="last message must be the user"):
+        await api.chat.completions.create(
+            model="council", messages=[{"role": "assistant", "content": "hello"}]
+        )
+    with pytest.raises(openai.BadRequestError, match="empty"):
+        await api.chat.completions.create(
+            model="council", messages=[{"role": "user", "content": "   "}]
+        )
+    with pytest.raises(openai.NotFoundError, match="no agent serves"):
+        await api.chat.completions.create(
+            model="nosuchmodel", messages=[{"role": "user", "content": "hi"}]
+        )
+
+
+@pytest.mark.processes
+def test_council_api_process_answers_and_follows_up_on_the_real_model(
+    council_processes: dict[str, str], tmp_path: Path
+) -> None:
+    """`council api` as a process beside the real test council: the `openai` client
+    asks, then follows up with the answer in its messages."""
+    port = free_port()
+    env = {**council_processes, "COUNCIL_API_PORT": str(port), "COUNCIL_API_KEY": KEY}
+    log = (tmp_path / "api.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "council.cli", "api"], env=env, stderr=log)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, timeout=600)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the API listening, and the agents serving the test model
+            try:
+                if TEST_MODEL in [m.id for m in client.models.list().data]:
+                    break
+            except openai.APIConnectionError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "api.log").read_text()[-2000:]
+            time.sleep(0.5)
+        question = {"role": "user", "content": "What is the capital of France?"}
+        first = client.chat.completions.create(model="council", messages=[question])
+        answer = first.choices[0].message.content
+        assert answer
+        follow_up = client.chat.completions.create(
+            model="council",
+            messages=[
+                question,
+                {"role": "assistant", "content": answer},
+                {"role": "user", "content": "And its population?"},
+            ],
+        )
+        assert follow_up.choices[0].message.content
+        summary = (follow_up.model_extra or {})["council"]
+        assert summary["stages"]["opinions"]["calls"] == 3
+        started = asyncio.run(first_event(env["COUNCIL_NATS_URL"], summary["session_id"]))
+        assert isinstance(started, SessionStarted)
+        assert [(t.question, t.answer) for t in started.history] == [(question["content"], answer)]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert process.returncode in (0, -15), (tmp_path / "api.log").read_text()[-2000:]
+
+
+async def first_event(url: str, session_id: str) -> SessionEvent:
+    nc = await connect(url, name="check")
+    try:
+        return (await stored_events(nc, session_id))[0]
+    finally:
+        await nc.close()
