@@ -23,6 +23,7 @@ from council.bus.codec import (
     decode_agent_info,
     decode_ask_reply,
     decode_delta,
+    decode_forgotten,
     decode_stopped,
     decode_turn,
     encode,
@@ -40,6 +41,8 @@ from council.bus.messages import (
     TERMINAL_EVENTS,
     Accepted,
     AgentInfo,
+    ForgetConversation,
+    Forgotten,
     Question,
     Rejected,
     SessionEvent,
@@ -81,6 +84,17 @@ async def stop(nc: Client, session_id: str, *, reason: str = "", timeout_s: floa
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
         raise SessionNotRunning(session_id) from None
     return decode_stopped(msg.data, subjects.STOP)
+
+
+async def forget(nc: Client, conversation_id: str, *, timeout_s: float = 30.0) -> Forgotten:
+    """Delete a conversation from the stream: its turns and its sessions' events."""
+    payload = encode(ForgetConversation(conversation=conversation_id))
+    try:
+        msg = await request(nc, subjects.FORGET, payload, timeout_s=timeout_s)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        where = nc.connected_url
+        raise NoCouncil(f"nats://{where.hostname}:{where.port}" if where else "?") from None
+    return decode_forgotten(msg.data, subjects.FORGET)
 
 
 async def follow(

@@ -20,6 +20,8 @@ from council.bus.messages import (
     AgentResponse,
     AskReply,
     CancelCalls,
+    ForgetConversation,
+    Forgotten,
     NodeHealth,
     OpinionRequest,
     Question,
@@ -77,6 +79,8 @@ decode_cancel: Decoder[CancelCalls] = Decoder(CancelCalls)
 decode_stop: Decoder[StopSession] = Decoder(StopSession)
 decode_stopped: Decoder[Stopped] = Decoder(Stopped)
 decode_turn: Decoder[Turn] = Decoder(Turn)
+decode_forget: Decoder[ForgetConversation] = Decoder(ForgetConversation)
+decode_forgotten: Decoder[Forgotten] = Decoder(Forgotten)
 decode_request: dict[str, Decoder[AgentRequest]] = {
     "opinion": Decoder(OpinionRequest),
     "review": Decoder(ReviewRequest),

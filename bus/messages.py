@@ -149,6 +149,21 @@ class StopSession(Struct, kw_only=True, forbid_unknown_fields=True):
     v: int = SCHEMA_VERSION
 
 
+class ForgetConversation(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Delete a conversation (``council.forget``): its turns and every event of its
+    sessions leave the COUNCIL stream."""
+
+    conversation: ConversationId
+    v: int = SCHEMA_VERSION
+
+
+class Forgotten(Struct, kw_only=True, tag="forgotten", tag_field="type"):
+    conversation: str
+    sessions: list[str]
+    """The sessions whose events were deleted ([]: no such conversation)."""
+    v: int = SCHEMA_VERSION
+
+
 class Stopped(Struct, kw_only=True, tag="stopped", tag_field="type"):
     session_id: str
     stage: str

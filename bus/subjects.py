@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 
 ASK = "council.ask"
+FORGET = "council.forget"
+"""A client deletes a conversation (a chairman of the queue group purges it): who may
+is a permission of the role in nats.conf."""
 STOP = "council.stop"
 """A client stops a session: every chairman hears it (no queue group), the one running
 the session answers."""

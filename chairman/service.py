@@ -17,7 +17,7 @@ from nats.js.api import PubAck
 
 from council.bus import subjects
 from council.bus.ask import conversation, open_sessions, stored_events
-from council.bus.codec import decode_question, decode_stop, encode
+from council.bus.codec import decode_forget, decode_question, decode_stop, encode
 from council.bus.errors import CouncilError, InvalidMessage
 from council.bus.health import run_heartbeat
 from council.bus.inbox import answerable
@@ -26,6 +26,7 @@ from council.bus.messages import (
     AgentRequest,
     AskReply,
     FinalAnswer,
+    Forgotten,
     Rejected,
     SessionCancelled,
     SessionEvent,
@@ -86,6 +87,7 @@ class ChairmanService:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._sub: Subscription | None = None
         self._stops: Subscription | None = None
+        self._forgets: Subscription | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._confirming: set[asyncio.Task[None]] = set()
@@ -102,6 +104,9 @@ class ChairmanService:
             subjects.ASK, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_ask
         )
         self._stops = await self.nc.subscribe(subjects.STOP, cb=self._on_stop)
+        self._forgets = await self.nc.subscribe(
+            subjects.FORGET, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_forget
+        )
         await self.nc.flush()
         self._heartbeat = asyncio.create_task(
             run_heartbeat(
@@ -204,7 +209,7 @@ class ChairmanService:
 
     async def stop(self) -> None:
         """Stop taking questions; end running sessions with a named failure."""
-        for sub in (self._sub, self._stops):
+        for sub in (self._sub, self._stops, self._forgets):
             if sub:
                 await sub.unsubscribe()
         if self._heartbeat:
@@ -235,6 +240,32 @@ class ChairmanService:
             ending.stage = conductor.state.state.value
             await conductor.record(ending)
         await self.leases.release(session_id)
+
+    async def _on_forget(self, msg: Msg) -> None:
+        """Delete a conversation: every event of its sessions, then its turns. A session
+        of it still running is stopped first (its events would outlive the purge)."""
+        asked = decode_forget.read(msg, "bad_forget_request")
+        if asked is None or not answerable(msg):
+            return
+        cid = asked.conversation
+        sessions = [t.session_id for t in await conversation(self.nc, cid, wait_s=1.0)]
+        for conductor in list(self.sessions.values()):
+            if conductor.plan.conversation == cid:
+                sessions.append(conductor.plan.session_id)
+                await self._end(
+                    conductor,
+                    SessionCancelled(
+                        session_id=conductor.plan.session_id,
+                        reason="cancelled",
+                        detail="its conversation was deleted",
+                    ),
+                )
+        sessions = list(dict.fromkeys(sessions))
+        for session_id in sessions:
+            await self.js.purge_stream(subjects.STREAM, subject=subjects.session_events(session_id))
+        await self.js.purge_stream(subjects.STREAM, subject=subjects.turns(cid))
+        log.info("conversation_forgotten", conversation=cid, sessions=len(sessions))
+        await msg.respond(encode(Forgotten(conversation=cid, sessions=sessions)))
 
     async def _on_stop(self, msg: Msg) -> None:
         """A client stops a session: only the chairman running it answers."""

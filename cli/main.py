@@ -87,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_settings(api, (*COMMON, "api_address", "api_port", "api_key", "ask_timeout"))
 
+    listing = commands.add_parser("conversations", help="list the stored conversations")
+    listing.add_argument("--search", default="", help="only those whose text contains this")
+    config.add_settings(listing, COMMON)
+    export = commands.add_parser("export", help="export a conversation as Markdown or JSON")
+    export.add_argument("conversation", help="its id (`council conversations` lists them)")
+    export.add_argument("--json", action="store_true", help="JSON: the turns and every event")
+    export.add_argument(
+        "--full", action="store_true", help="Markdown with every opinion and review"
+    )
+    export.add_argument("-o", "--output", type=Path, default=None, help="a file (default stdout)")
+    config.add_settings(export, COMMON)
+    delete = commands.add_parser("delete", help="delete a conversation from the stream")
+    delete.add_argument("conversation", help="its id")
+    config.add_settings(delete, COMMON)
+
     stop = commands.add_parser("stop", help="stop a running session (its agents stop its calls)")
     stop.add_argument("session", help="the session id `council ask` printed")
     config.add_settings(stop, COMMON)
@@ -195,6 +210,20 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
             from council.cli.api import run_api
 
             return run_api(settings)
+        case "conversations":
+            from council.cli.conversations import run_list
+
+            return run_list(settings, args.search)
+        case "export":
+            from council.cli.conversations import run_export
+
+            return run_export(
+                settings, args.conversation, as_json=args.json, full=args.full, out=args.output
+            )
+        case "delete":
+            from council.cli.conversations import run_delete
+
+            return run_delete(settings, args.conversation)
         case "stop":
             from council.cli.ask import run_stop
 

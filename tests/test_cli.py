@@ -12,12 +12,13 @@ import sys
 
 import pytest
 from helpers import serving, settled_agents
+from nats.aio.client import Client
 from test_bus import council as council_on_bus
 
 from council.agents.runtimes.scripted import HANG
-from council.bus.ask import stored_events
+from council.bus.ask import follow, stored_events, submit
 from council.bus.client import connect
-from council.bus.messages import SessionCancelled
+from council.bus.messages import Question, SessionCancelled
 from council.bus.server import EmbeddedNats, free_port
 from council.cli.dashboard import unguarded
 from council.cli.main import build_parser
@@ -187,3 +188,46 @@ async def test_ctrl_c_in_council_ask_stops_the_session_and_council_stop_names_a_
         )  # fmt: skip
     assert again.returncode == 1
     assert "no chairman is running session" in again.stderr
+
+
+async def test_a_conversation_is_listed_exported_and_deleted_from_the_command_line(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """Two turns asked on the bus: `council conversations` lists the thread (and finds
+    it by a word of it), `council export` writes it as Markdown (with --full, every
+    opinion) and as JSON (every event), `council delete` removes its turns and every
+    event of its sessions, after which exporting it is an error."""
+    async with council_on_bus(nats_server):
+        first = await submit(nc, Question(question="What is the capital of France?"))
+        [e async for e in follow(nc, first.session_id, timeout_s=30)]
+        second = await submit(
+            nc, Question(question="And its population?", conversation=first.conversation)
+        )
+        [e async for e in follow(nc, second.session_id, timeout_s=30)]
+        cid = first.conversation
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return council(*args, env={"COUNCIL_NATS_URL": nats_server.url})
+
+        listed = await asyncio.to_thread(cli, "conversations", "--search", "POPULATION")
+        assert listed.returncode == 0, listed.stderr
+        assert cid in listed.stdout
+        markdown = await asyncio.to_thread(cli, "export", cid)
+        assert markdown.returncode == 0, markdown.stderr
+        assert "## 1. What is the capital of France?" in markdown.stdout
+        assert "## 2. And its population?" in markdown.stdout
+        assert "Opinion of" not in markdown.stdout
+        full = await asyncio.to_thread(cli, "export", cid, "--full")
+        assert "### Opinion of m1" in full.stdout
+        exported = json.loads((await asyncio.to_thread(cli, "export", cid, "--json")).stdout)
+        assert [t["session_id"] for t in exported["turns"]] == [first.session_id, second.session_id]
+        assert exported["sessions"][second.session_id][-1]["type"] == "final_answer"
+
+        deleted = await asyncio.to_thread(cli, "delete", cid)
+        assert deleted.returncode == 0, deleted.stderr
+        assert "2 session(s)" in deleted.stdout
+        assert await stored_events(nc, first.session_id, wait_s=0.5) == []
+        assert await stored_events(nc, second.session_id, wait_s=0.5) == []
+        gone = await asyncio.to_thread(cli, "export", cid)
+        assert gone.returncode == 1
+        assert f"no conversation {cid}" in gone.stderr

@@ -297,7 +297,7 @@ async def test_wrong_password_is_a_clear_error(secure_server: EmbeddedNats) -> N
 PROBES = (
     "council.ask", "council.agents.roster", "council.agent.m1.opinion",
     "council.session.s1.final_answer", "council.live.s1.opinions.m1", "council.health.n1",
-    "council.cancel.s1", "council.stop", "council.conversation.c1.s1",
+    "council.cancel.s1", "council.stop", "council.forget", "council.conversation.c1.s1",
     "_INBOX.chairman.x", "_INBOX.agent.x", "_INBOX.dashboard.x", "_INBOX.client.x", "_INBOX.x",
     "$JS.API.STREAM.CREATE.COUNCIL", "$JS.API.STREAM.UPDATE.COUNCIL",
     "$JS.API.STREAM.DELETE.COUNCIL", "$JS.API.STREAM.PURGE.COUNCIL",
@@ -313,6 +313,7 @@ JS_API = tuple(p for p in PROBES if p.startswith("$JS.API."))
 READER = {
     ("publish", "council.ask"): "asks questions",
     ("publish", "council.stop"): "stops its sessions",
+    ("publish", "council.forget"): "deletes a conversation",
     ("publish", "council.agents.roster"): "lists the models agents serve",
     ("publish", "$JS.API.CONSUMER.CREATE.COUNCIL"): "follows sessions (ordered consumers)",
     ("publish", "$JS.FC.x"): "answers an ordered consumer's flow control",
@@ -333,6 +334,7 @@ NEEDED: dict[str, dict[tuple[str, str], str]] = {
         ("publish", "$KV.COUNCIL_LEASES.s1"): "holds session leases",
         ("subscribe", "council.ask"): "takes questions",
         ("subscribe", "council.stop"): "stops the sessions it runs when asked",
+        ("subscribe", "council.forget"): "deletes conversations from the stream",
         ("subscribe", "council.agent.m1.opinion"): "serves its own model, as an agent",
         ("subscribe", "council.agents.roster"): "answers the roster for its own model",
         ("subscribe", "council.health.n1"): "refuses to run beside a namesake",
