@@ -126,10 +126,16 @@ class Strategy:
     def always_reviews(self) -> bool:
         return self._stands is _never
 
+    @property
+    def majority_decides(self) -> bool:
+        """A majority's answer stands: once a majority of all the members agrees, the
+        opinions still out cannot change the answer."""
+        return self._stands in (_majority, _majority_or_chairman)
+
     def settled(self, texts: Texts, pending: list[str]) -> bool:
         """Whether the opinions still out cannot change what stands: a majority of
         all the members agrees already (for the strategies a majority decides)."""
-        if not pending or self._stands not in (_majority, _majority_or_chairman):
+        if not pending or not self.majority_decides:
             return False
         return bool(extract.majority({**texts, **dict.fromkeys(pending, "")}))
 

@@ -70,6 +70,8 @@ class CouncilAnswer(Answer, kw_only=True):
     """How the answer was made: synthesize, select or vote."""
     strategy_name: str = ""
     """The strategy the session ran (majority-then-synthesize, ...)."""
+    not_needed: list[str] = []
+    """Members stopped once a majority of all had agreed: their opinions are unknown."""
     fallback: str = ""
     reviews_skipped: bool = False
 
@@ -475,8 +477,8 @@ def replay(strategy: Strategy, c: CouncilAnswer) -> tuple[bool, float, float] | 
     """What ``strategy`` would have answered in a recorded session, with the tokens
     and seconds of the stages it would have run; None when the record cannot say
     (it skipped the reviews or the synthesis that this strategy needs)."""
-    if c.error or not c.ranking:
-        return None
+    if c.error or not c.ranking or (c.not_needed and not strategy.majority_decides):
+        return None  # not recorded, or an opinion this strategy would have waited for
     texts = {m: c.opinions[m].text for m in c.members if m in c.opinions}
     stands = strategy.stands(texts, c.chairman)
     if stands:

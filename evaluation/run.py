@@ -27,6 +27,7 @@ from council.bus.members import model_of
 from council.bus.messages import (
     Accepted,
     FinalAnswer,
+    MemberFailed,
     Opinion,
     Question,
     Ranking,
@@ -267,6 +268,9 @@ def council_answer(
         for e in events
         if isinstance(e, Review)
     ]
+    not_needed = [
+        e.member for e in events if isinstance(e, MemberFailed) and e.reason == "not_needed"
+    ]
     ranking = next((e for e in events if isinstance(e, Ranking)), None)
     final = events[-1]
     answer = CouncilAnswer(
@@ -278,6 +282,7 @@ def council_answer(
         margin=ranking.entries[0].margin if ranking and ranking.entries else 0.0,
         tied=bool(ranking and ranking.entries and ranking.entries[0].tied),
         wall_s=wall_s,
+        not_needed=not_needed,
     )
     if not isinstance(final, FinalAnswer):
         answer.error = f"{getattr(final, 'reason', 'failed')}: {getattr(final, 'detail', '')}"

@@ -20,6 +20,7 @@ from council.bus.codec import encode
 from council.bus.messages import ChatMessage, FinalAnswer, OpinionRequest, Question
 from council.bus.server import EmbeddedNats
 from council.chairman.admission import Defaults
+from council.chairman.service import ChairmanService
 from council.cli import wiring
 
 MODELS = ["m1", "m2", "m3"]
@@ -65,12 +66,21 @@ async def occupy(nc: Client, agent: Agent, node: str, calls: int) -> None:
     raise AssertionError(f"agent {node} did not take {calls} requests")
 
 
+async def until_chosen(chairman: ChairmanService, node: str) -> None:
+    """Until the heartbeats the chairman heard make ``node`` the least busy for m1."""
+    for _ in range(200):
+        if chairman.roster.least_busy("m1", "opinion", {}) == node:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the chairman never saw {node} as the least busy")
+
+
 async def session(nc: Client, chairman_nc: Client) -> tuple[FinalAnswer, list[dict]]:
     chairman = await wiring.start_chairman(
         chairman_nc, Defaults(tuple(MODELS), "m1"), node="chair", heartbeat_s=0.2
     )
     try:
-        await asyncio.sleep(0.6)  # heartbeats say how busy each agent is
+        await until_chosen(chairman, "b")  # heartbeats say a is busy
         with structlog.testing.capture_logs() as logs:
             accepted = await submit(nc, Question(question="What is 2+2?"))
             events = [e async for e in follow(nc, accepted.session_id, timeout_s=30)]
@@ -112,7 +122,7 @@ async def test_a_chosen_agent_that_is_gone_passes_its_request_to_any_other(
         chairman = await wiring.start_chairman(
             chairman_nc, Defaults(tuple(MODELS), "m1"), node="chair", heartbeat_s=0.2
         )
-        await asyncio.sleep(0.6)
+        await until_chosen(chairman, "a")
         await agents["a"].service.stop()  # its last heartbeat still says it is idle
         with structlog.testing.capture_logs() as logs:
             accepted = await submit(nc, Question(question="What is 2+2?"))

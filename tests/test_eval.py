@@ -225,6 +225,19 @@ def test_the_best_model_is_judged_at_its_best_and_a_replay_reads_what_was_record
     assert report.concluded == {"big": 0.0, "small": 0.0, "noisy": 0.0}
 
 
+def test_a_session_a_majority_settled_early_is_replayed_only_by_majority_strategies() -> None:
+    """With the third opinion stopped as not needed, a strategy that would have
+    waited for it (deliberate, select, ...) cannot be replayed on the session."""
+    record = council_record("q1", {"big": "7", "small": "7"}, "7", {"big": 9, "small": 5})
+    record.council.members.append("noisy")
+    record.council.not_needed = ["noisy"]
+    record.council.reviews, record.council.reviews_skipped = [], True
+    rows = {r.system: r for r in build_report([record], dataset="d", label="l", total=1).systems}
+    assert rows["council: majority-then-synthesize"].correct == 1
+    assert rows["council: majority-or-chairman"].correct == 1
+    assert "council: deliberate" not in rows
+
+
 def test_another_council_in_the_same_run_has_its_row_and_is_paired_with_the_council() -> None:
     """``--versus``: the other council's answers make their own row and their own
     paired comparison, per question, beside the council's."""
