@@ -20,7 +20,10 @@ from council.bus.members import model_of
 from council.chairman.strategies import DEFAULT, STRATEGIES
 from council.evaluation.report import Calibration
 
-DEFAULT_MEMBERS = "smollm2-135m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b"
+DEFAULT_MEMBERS = "qwen2.5-coder-1.5b,qwen2.5-coder-1.5b#2,qwen2.5-coder-1.5b#3"
+"""Three samples of the strongest packaged model: 86.7% against 78.3% for the three
+models (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b) in one run of 60
+development questions (docs/quality.md, `evals/results/dev--defaults-ab.*`)."""
 DEFAULT_CHAIRMAN = "qwen2.5-coder-1.5b"
 
 
@@ -75,7 +78,7 @@ class Settings:
     threads: int = _setting(0, "COUNCIL_THREADS", "generation threads per call (0: all cores)")
     n_ctx: int = _setting(4096, "COUNCIL_N_CTX", "context window of embedded models")
     batch: int = _setting(
-        0,
+        6,
         "COUNCIL_BATCH",
         "embedded runtime: concurrent calls to one model decoded together, up to this "
         "many (0: one call at a time)",
@@ -139,7 +142,11 @@ class Settings:
     synthesis_max_tokens: int = _setting(
         512, "COUNCIL_SYNTHESIS_MAX_TOKENS", "tokens of the final answer"
     )
-    concurrency: int = _setting(2, "COUNCIL_AGENT_CONCURRENCY", "requests in flight per model")
+    concurrency: int = _setting(
+        6,
+        "COUNCIL_AGENT_CONCURRENCY",
+        "requests in flight per model (the embedded runtime decodes up to COUNCIL_BATCH together)",
+    )
     max_sessions: int = _setting(16, "COUNCIL_MAX_SESSIONS", "sessions one chairman runs at once")
     stream_replicas: int = _setting(
         1, "COUNCIL_STREAM_REPLICAS", "session events' copies in a NATS cluster (3: lose 1 node)"
