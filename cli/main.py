@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_settings(ask, (*COMMON, "members", "chairman", "mode", "strategy", "ask_timeout"))
 
+    chat = commands.add_parser("chat", help="a conversation with the council in the terminal")
+    chat.add_argument(
+        "--conversation", metavar="ID", default="", help="continue a stored conversation"
+    )
+    config.add_settings(chat, (*COMMON, "ask_timeout"))
+
     api = commands.add_parser(
         "api", help="serve the council as an OpenAI-compatible model (/v1/chat/completions)"
     )
@@ -206,6 +212,10 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 strategy=settings.strategy if config.explicit("strategy", args) else "",
                 conversation=args.conversation,
             )
+        case "chat":
+            from council.cli.chat import run_chat
+
+            return run_chat(settings, args.conversation)
         case "api":
             from council.cli.api import run_api
 

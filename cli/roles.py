@@ -51,6 +51,8 @@ async def runtime_for(settings: Settings, models: list[str]) -> RoutedRuntime:
     options = RuntimeOptions(
         models_dir=settings.models_path,
         ollama_host=settings.ollama_host,
+        openai_base_url=settings.openai_base_url,
+        openai_api_key=settings.openai_api_key,
         threads=settings.threads or None,
         n_ctx=settings.n_ctx,
         batch=settings.batch,

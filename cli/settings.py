@@ -64,12 +64,18 @@ class Settings:
     runtime: str = _setting(
         "auto",
         "COUNCIL_RUNTIME",
-        "auto (each model to the first runtime that serves it: ollama, then embedded), "
+        "auto (each model to the first runtime that serves it: ollama, openai, then embedded), "
         "or one runtime by name (an unknown name lists them)",
     )
     ollama_host: str = _setting(
         "http://127.0.0.1:11434", "COUNCIL_OLLAMA_HOST", "Ollama server for the ollama runtime"
     )
+    openai_base_url: str = _setting(
+        "",
+        "COUNCIL_OPENAI_BASE_URL",
+        "an OpenAI-compatible server (http://host:port/v1) whose models agents may serve",
+    )
+    openai_api_key: str = _setting("", "COUNCIL_OPENAI_API_KEY", "the key that server asks for")
     models_dir: str = _setting(
         "",
         "COUNCIL_MODELS_DIR",

@@ -108,6 +108,9 @@ class RuntimeOptions:
 
     models_dir: Path
     ollama_host: str = "http://127.0.0.1:11434"
+    openai_base_url: str = ""
+    """An OpenAI-compatible server's ``.../v1`` ("": none)."""
+    openai_api_key: str = ""
     threads: int | None = None
     n_ctx: int = 4096
     batch: int = 0

@@ -1,0 +1,261 @@
+"""`council chat`: a conversation with the council in the terminal.
+
+Each line is a turn of one conversation (a follow-up sees the earlier turns);
+the stages show on one line while they run, the chairman's answer streams as it
+is written. Ctrl-C stops the turn that is running, not the program; Ctrl-D or
+``/quit`` ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from nats.aio.client import Client
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from council.bus import transcript
+from council.bus.ask import conversation, conversations, follow, stop, stored_events, submit
+from council.bus.client import connect
+from council.bus.errors import CouncilError
+from council.bus.messages import (
+    FinalAnswer,
+    MemberFailed,
+    Opinion,
+    Question,
+    Review,
+    SessionCancelled,
+    SessionEvent,
+    SessionFailed,
+    StageStarted,
+    TokenDelta,
+)
+from council.cli.settings import Settings
+
+HELP = """commands:
+  /new                 a new conversation
+  /members A,B,C       the members of the next turns (empty: the chairman's default)
+  /chairman MODEL      the chairman of the next turns (empty: the default)
+  /list [TEXT]         the stored conversations (those containing TEXT)
+  /open ID             continue a stored conversation
+  /export FILE [full]  this conversation as Markdown (.json: every event)
+  /quit                end (Ctrl-D too); Ctrl-C stops the turn that is running"""
+
+
+class StageLine:
+    """The stages' progress on one line (rewritten in place on a terminal)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.expected: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.shown = ""
+
+    def event(self, event: SessionEvent) -> None:
+        match event:
+            case StageStarted(stage=stage, expected=expected):
+                self.expected[stage] = expected
+                self.done.setdefault(stage, 0)
+            case Opinion() | MemberFailed(stage="opinions"):
+                self.done["opinions"] = self.done.get("opinions", 0) + 1
+            case Review():
+                self.done["reviews"] = self.done.get("reviews", 0) + 1
+            case _:
+                return
+        self.show()
+
+    def show(self) -> None:
+        parts = [
+            f"{stage} {self.done.get(stage, 0)}/{expected}" if expected else f"{stage} skipped"
+            for stage, expected in self.expected.items()
+        ]
+        line = " · ".join(parts)
+        if line == self.shown:
+            return
+        self.shown = line
+        if self.console.is_terminal:
+            self.console.print(f"\r\x1b[2K[dim]{line}[/]", end="")
+        else:
+            self.console.print(f"[dim]{line}[/]")
+
+    def clear(self) -> None:
+        if self.console.is_terminal and self.shown:
+            self.console.print("\r\x1b[2K", end="")
+        self.shown = ""
+
+
+class Chat:
+    def __init__(self, nc: Client, settings: Settings, console: Console) -> None:
+        self.nc = nc
+        self.settings = settings
+        self.console = console
+        self.conversation = ""
+        self.members: list[str] = []
+        self.chairman = ""
+
+    async def turn(self, text: str) -> None:
+        """Ask one turn, show its stages, stream its answer; Ctrl-C (a cancel of this
+        task) stops the session."""
+        question = Question(
+            question=text,
+            conversation=self.conversation,
+            members=self.members,
+            chairman=self.chairman,
+        )
+        accepted = await submit(self.nc, question)
+        line = StageLine(self.console)
+        streamed: list[str] = []
+
+        def on_delta(delta: TokenDelta) -> None:
+            if delta.stage == "synthesis" and delta.text:
+                if not streamed:
+                    line.clear()
+                streamed.append(delta.text)
+                self.console.print(delta.text, end="", markup=False, highlight=False)
+
+        try:
+            async for event in follow(
+                self.nc, accepted.session_id, timeout_s=self.settings.ask_timeout, on_delta=on_delta
+            ):
+                if not streamed:
+                    line.event(event)
+                if isinstance(event, FinalAnswer):  # a turn stored: the next one follows up
+                    self.conversation = accepted.conversation
+                    self._answered(event, streamed, line)
+                elif isinstance(event, SessionCancelled):
+                    line.clear()
+                    self.console.print(f"[yellow]stopped[/] {event.detail}")
+                elif isinstance(event, SessionFailed):
+                    line.clear()
+                    self.console.print(f"[red]the session failed: {event.reason}[/] {event.detail}")
+        except asyncio.CancelledError:
+            line.clear()
+            try:
+                stopped = await stop(self.nc, accepted.session_id, reason="Ctrl-C in council chat")
+                self.console.print(f"[yellow]stopped[/] during its {stopped.stage}")
+            except CouncilError as exc:
+                self.console.print(f"[yellow]not stopped:[/] {exc}")
+
+    def _answered(self, final: FinalAnswer, streamed: list[str], line: StageLine) -> None:
+        if streamed:
+            self.console.print()
+        else:
+            line.clear()
+            self.console.print(final.answer, markup=False, highlight=False)
+        seconds = final.latency_ms.get("total", 0.0) / 1000
+        how = f"{final.strategy}" + (f" of {final.selected}" if final.selected else "")
+        self.console.print(
+            f"[dim]{how} · {seconds:.1f} s · conversation {self.conversation}[/]", highlight=False
+        )
+
+    async def command(self, line: str) -> bool:
+        """Run a /command; False to end the chat."""
+        name, _, rest = line[1:].partition(" ")
+        rest = rest.strip()
+        match name:
+            case "quit" | "exit":
+                return False
+            case "new":
+                self.conversation = ""
+                self.console.print("[dim]a new conversation[/]")
+            case "members":
+                self.members = [m.strip() for m in rest.split(",") if m.strip()]
+                self.console.print(f"[dim]members: {', '.join(self.members) or 'the default'}[/]")
+            case "chairman":
+                self.chairman = rest
+                self.console.print(f"[dim]chairman: {rest or 'the default'}[/]")
+            case "list":
+                await self._list(rest)
+            case "open":
+                turns = await conversation(self.nc, rest)
+                if not turns:
+                    self.console.print(f"[red]no conversation {escape(rest)} is stored[/]")
+                else:
+                    self.conversation = rest
+                    for turn in turns:
+                        self.console.print(f"[bold]you>[/] {escape(turn.question)}")
+                        self.console.print(turn.answer, markup=False, highlight=False)
+            case "export":
+                await self._export(rest)
+            case _:
+                self.console.print(HELP)
+        return True
+
+    async def _list(self, search: str) -> None:
+        threads = await conversations(self.nc)
+        table = Table(show_header=True)
+        for column in ("conversation", "started", "turns", "first question"):
+            table.add_column(column)
+        for turns in sorted(threads.values(), key=lambda t: t[0].ts, reverse=True):
+            if not search or transcript.matches(turns, search):
+                table.add_row(
+                    turns[0].conversation, transcript.when(turns[0].ts), str(len(turns)),
+                    transcript.title(turns),
+                )  # fmt: skip
+        self.console.print(table)
+
+    async def _export(self, args: str) -> None:
+        target, _, mode = args.partition(" ")
+        if not target or not self.conversation:
+            self.console.print("usage: /export FILE [full], in a conversation with a turn")
+            return
+        turns = await conversation(self.nc, self.conversation)
+        path = Path(target)
+        full = mode.strip() == "full" or path.suffix == ".json"
+        sessions = {t.session_id: await stored_events(self.nc, t.session_id) for t in turns}
+        data = (
+            transcript.as_json(turns, sessions)
+            if path.suffix == ".json"
+            else transcript.markdown(turns, sessions if full else None).encode()
+        )
+        await asyncio.to_thread(path.write_bytes, data)
+        self.console.print(f"[dim]exported {len(turns)} turn(s) to {path}[/]")
+
+
+async def run_chat(settings: Settings, conversation_id: str = "") -> int:
+    console = Console(highlight=False)
+    nc = await connect(settings.nats_url, name="council-chat", credentials=settings.credentials)
+    chat = Chat(nc, settings, console)
+    loop = asyncio.get_running_loop()
+    lines = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)
+    running: asyncio.Task[None] | None = None
+    loop.add_signal_handler(
+        signal.SIGINT, lambda: running.cancel() if running and not running.done() else None
+    )
+    try:
+        if conversation_id:
+            await chat.command(f"/open {conversation_id}")
+        console.print("[dim]council chat: ask anything; /help for commands[/]")
+        while True:
+            console.print("[bold]you>[/] ", end="")
+            raw = await lines.readline()
+            if not raw:  # Ctrl-D
+                console.print()
+                return 0
+            text = raw.decode().strip()
+            if not text:
+                continue
+            try:
+                if text.startswith("/"):
+                    if not await chat.command(text):
+                        return 0
+                    continue
+                running = asyncio.create_task(chat.turn(text))
+                await running
+            except asyncio.CancelledError:
+                this = asyncio.current_task()
+                if this is not None and this.cancelling():
+                    raise  # the program is stopped, not only the turn
+                console.print("[yellow]stopped[/] before the council took the question")
+            except CouncilError as exc:
+                console.print(f"[red]{escape(str(exc))}[/]")
+            finally:
+                running = None
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        await nc.close()

@@ -1,0 +1,77 @@
+"""`council chat` as a process: a follow-up on the real model, Ctrl-C stopping a turn."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from helpers import serving, settled_agents
+from nats.aio.client import Client
+from test_bus import council
+
+from council.agents.runtimes.scripted import HANG
+from council.bus.ask import conversations
+from council.bus.client import connect
+from council.bus.server import EmbeddedNats
+
+
+def chat(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "council.cli", "chat"],
+        env={**os.environ, **env, "COUNCIL_LOG_FORMAT": "json"},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.processes
+def test_a_follow_up_in_council_chat_sees_the_first_turn_on_the_real_model(
+    council_processes: dict[str, str],
+) -> None:
+    """Two lines, one conversation: the second session's members saw the first turn."""
+    process = chat(council_processes)
+    out, err = process.communicate(
+        "What is the capital of France?\nAnd its population?\n/quit\n", timeout=600
+    )
+    assert process.returncode == 0, err[-2000:]
+    assert out.count("conversation ") >= 2, out
+    threads = asyncio.run(stored_threads(council_processes["COUNCIL_NATS_URL"]))
+    (turns,) = [t for t in threads if t[0].question == "What is the capital of France?"][-1:]
+    assert [t.question for t in turns] == ["What is the capital of France?", "And its population?"]
+    assert turns[0].answer in out
+
+
+async def stored_threads(url: str) -> list[list]:
+    nc = await connect(url, name="check")
+    try:
+        return list((await conversations(nc)).values())
+    finally:
+        await nc.close()
+
+
+async def test_ctrl_c_in_council_chat_stops_the_turn_not_the_program(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A turn whose members never answer: SIGINT stops its session (the agents free
+    their calls) and the chat goes on to the next line."""
+    async with council(nats_server) as c:
+        for model in c.runtime.models:
+            c.runtime.enqueue(model, HANG)
+        process = await asyncio.to_thread(chat, {"COUNCIL_NATS_URL": nats_server.url})
+        assert process.stdin is not None
+        process.stdin.write("Will you answer?\n")
+        process.stdin.flush()
+        await serving(c.agents, len(c.runtime.models))
+        process.send_signal(signal.SIGINT)
+        await settled_agents(c.agents)
+        process.stdin.write("Now?\n/quit\n")
+        process.stdin.flush()
+        out, err = await asyncio.to_thread(process.communicate, timeout=60)
+    assert process.returncode == 0, err[-2000:]
+    assert "stopped during its opinions" in out
+    assert out.count("conversation ") == 1  # the second turn answered
+    threads = [t for t in (await conversations(nc)).values() if t[0].question == "Now?"]
+    assert len(threads) == 1  # a new conversation: the stopped turn left none to follow
