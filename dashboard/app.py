@@ -15,7 +15,8 @@ if not logged_in():
     st.stop()
 navigation = st.navigation(
     [
-        st.Page(HERE / "screens" / "ask.py", title="Ask", icon=":material/forum:", default=True),
+        st.Page(HERE / "screens" / "chat.py", title="Chat", icon=":material/chat:", default=True),
+        st.Page(HERE / "screens" / "ask.py", title="Ask", icon=":material/forum:"),
         st.Page(
             HERE / "screens" / "responses.py", title="Responses", icon=":material/rate_review:"
         ),

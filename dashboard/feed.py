@@ -22,13 +22,14 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from council.bus import subjects
+from council.bus.ask import forget as forget_conversation
 from council.bus.ask import roster as gather_roster
 from council.bus.ask import stop as stop_session
 from council.bus.ask import submit
 from council.bus.client import Credentials, connect
 from council.bus.codec import decode_delta, decode_health, read_event
 from council.bus.errors import CouncilError
-from council.bus.messages import Accepted, AgentInfo, NodeHealth, Question, Stopped
+from council.bus.messages import Accepted, AgentInfo, Forgotten, NodeHealth, Question, Stopped
 from council.dashboard.view import SessionView
 
 log = structlog.get_logger()
@@ -88,6 +89,14 @@ class Feed:
     def roster(self, window_s: float = 0.5) -> list[AgentInfo]:
         return self._call(self._roster(window_s), window_s + 5)
 
+    def forget(self, conversation_id: str, timeout_s: float = 30.0) -> Forgotten:
+        """Delete a conversation from the stream, and from what this feed shows."""
+        forgotten = self._call(self._forget(conversation_id, timeout_s), timeout_s + 2)
+        with self._lock:
+            for session_id in [*forgotten.sessions, conversation_id]:
+                self._sessions.pop(session_id, None)
+        return forgotten
+
     def stop(self, session_id: str, timeout_s: float = 3.0) -> Stopped:
         """Stop a running session (the Stop button)."""
         return self._call(self._stop(session_id, timeout_s), timeout_s + 2)
@@ -101,6 +110,10 @@ class Feed:
     async def _submit(self, question: Question, timeout_s: float) -> Accepted:
         assert self._nc is not None
         return await submit(self._nc, question, timeout_s=timeout_s)
+
+    async def _forget(self, conversation_id: str, timeout_s: float) -> Forgotten:
+        assert self._nc is not None
+        return await forget_conversation(self._nc, conversation_id, timeout_s=timeout_s)
 
     async def _stop(self, session_id: str, timeout_s: float) -> Stopped:
         assert self._nc is not None

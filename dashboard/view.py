@@ -45,6 +45,15 @@ class SessionView(SessionState):
         return self.started.question if self.started else ""
 
     @property
+    def conversation(self) -> str:
+        """The conversation this session is a turn of (its own id for a first turn)."""
+        return (
+            self.started.conversation
+            if self.started and self.started.conversation
+            else self.session_id
+        )
+
+    @property
     def started_at(self) -> float:
         return self.started.ts if self.started else (self.events[0].ts if self.events else 0.0)
 

@@ -89,7 +89,8 @@ def shots(tmp_path: Path) -> Path:
 def test_browser_asks_sees_the_answer_and_every_page(
     chromium: str, dashboard_url: str, shots: Path
 ) -> None:
-    """In Chromium: ask on the Ask page, see the final answer, then open each page."""
+    """In Chromium: a question and a follow-up on the Chat page, a question on the Ask
+    page with its final answer, then every other page."""
     from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
@@ -99,7 +100,18 @@ def test_browser_asks_sees_the_answer_and_every_page(
         direct.goto(f"{dashboard_url}/health")
         expect(direct.get_by_role("link", name="Responses")).to_be_visible(timeout=60_000)
         direct.close()
-        page.goto(dashboard_url)
+        page.goto(dashboard_url)  # the Chat page: a question, then a follow-up
+        expect(page.get_by_text("Chat with the council")).to_be_visible(timeout=60_000)
+        for number, said in enumerate(["Name a planet.", "And one of its moons?"], 1):
+            box = page.get_by_placeholder("Ask the council")
+            box.fill(said)
+            box.press("Enter")
+            expect(page.get_by_text("Deliberation")).to_have_count(number, timeout=240_000)
+        expect(page.get_by_text("And one of its moons?")).to_be_visible()
+        page.wait_for_timeout(1500)
+        page.screenshot(path=shots / "dashboard-chat.png", full_page=True)
+
+        page.goto(f"{dashboard_url}/ask")
         expect(page.get_by_text("Ask the council")).to_be_visible(timeout=60_000)
         question = page.get_by_label("Question")
         question.fill("What is the largest planet in the solar system?")
@@ -131,5 +143,5 @@ def test_browser_asks_sees_the_answer_and_every_page(
         phone.wait_for_timeout(1500)
         phone.screenshot(path=shots / "dashboard-phone.png", full_page=True)
         browser.close()
-    for name in ("ask", "responses", "kpis", "history", "health", "eval", "phone"):
+    for name in ("chat", "ask", "responses", "kpis", "history", "health", "eval", "phone"):
         assert (shots / f"dashboard-{name}.png").stat().st_size > 10_000

@@ -7,6 +7,7 @@ the CLI and then, on the Ask page, through the dashboard itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -18,6 +19,9 @@ from conftest import MEMBERS, TEST_MODEL, ask_json
 from streamlit.testing.v1 import AppTest
 
 import council.dashboard
+from council.bus.ask import conversation
+from council.bus.client import connect
+from council.bus.messages import Turn
 from council.bus.server import EmbeddedNats
 from council.dashboard.config import ENV, DashboardConfig
 
@@ -139,3 +143,28 @@ def test_ask_page_runs_a_council_and_shows_the_answer(
     assert sid in texts(app)
     assert len(app.dataframe[0].value) == 3
     assert [p.value for p in app.get("progress")] == [100, 100, 100]  # percent
+
+
+def test_chat_page_answers_then_follows_up_in_the_same_conversation(
+    app: AppTest, council_processes: dict[str, str], council_nats: EmbeddedNats
+) -> None:
+    """Chat: a question gets its answer and its deliberation; a follow-up continues the
+    thread: both turns are one conversation on the stream."""
+    show(app, "screens/chat.py", lambda a: bool(a.chat_input))
+    for number, said in enumerate(["What is the capital of Italy?", "And its river?"], 1):
+        app.chat_input[0].set_value(said).run()
+        assert not app.error, [e.value for e in app.error]
+        show(app, "screens/chat.py", lambda a, n=number: len(a.expander) >= n, 240)
+        assert len(app.expander) == number, texts(app)
+    cid = app.session_state["chat_conversation"]
+    turns = asyncio.run(stored_turns(council_nats.url, cid))
+    assert [t.question for t in turns] == ["What is the capital of Italy?", "And its river?"]
+    assert all(t.answer in texts(app) for t in turns)
+
+
+async def stored_turns(url: str, conversation_id: str) -> list[Turn]:
+    nc = await connect(url, name="check")
+    try:
+        return await conversation(nc, conversation_id)
+    finally:
+        await nc.close()

@@ -36,4 +36,4 @@ def test_with_a_login_set_no_page_shows_until_the_password_is_given(app: AppTest
     app.button[0].click().run()
     assert not app.exception
     assert not app.text_input  # the form is gone …
-    assert [t.value for t in app.title] == ["Ask the council"]  # … for the first page
+    assert [t.value for t in app.title] == ["Chat with the council"]  # … for the first page

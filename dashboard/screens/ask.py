@@ -32,21 +32,27 @@ served = sorted({m.name for info in roster for m in info.models if "opinion" in 
 chairs = sorted({m.name for info in roster for m in info.models if "synthesize" in m.kinds})
 if not served:
     st.warning("No agents answer on the bus yet: start them with `council up` or `council agents`.")
-options = served + [f"{m}@{p}" for m in served for p in PERSONAS]
-default = served if len(served) >= 2 else options[1:4]
+options = served + [f"{m}#{n}" for m in served for n in (2, 3)]
+options += [f"{m}@{p}" for m in served for p in PERSONAS]
+CONFIGURED = "(as the council is configured)"
 
 with st.form("ask"):
     question = st.text_area("Question", placeholder="What is the capital of Australia?")
-    members = st.multiselect("Council members", options, default=default)
+    members = st.multiselect("Council members", options, placeholder="as the council is configured")
     left, right = st.columns(2)
-    chairman = left.selectbox("Chairman", chairs or [""], index=0)
+    chairman = left.selectbox("Chairman", [CONFIGURED, *chairs], index=0)
     mode = right.radio("Review mode", ["pairwise", "rank"], horizontal=True)
     asked = st.form_submit_button("Ask", type="primary")
 
 if asked:
     try:
         accepted = current.ask(
-            Question(question=question, members=members, chairman=chairman, mode=mode)  # type: ignore[arg-type]
+            Question(
+                question=question,
+                members=members,
+                chairman="" if chairman == CONFIGURED else chairman,
+                mode=mode,  # type: ignore[arg-type]
+            )
         )
         st.session_state["ask_session"] = accepted.session_id
         st.session_state["selected_session"] = accepted.session_id

@@ -1,0 +1,184 @@
+"""Chat: the conversations in the sidebar, the thread in the middle, each answer streamed
+as it is written and its deliberation one click away; follow-ups continue the thread.
+
+Questions go to the council as it is configured (its own members and chairman);
+the Ask page chooses them by hand.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from council.bus import transcript
+from council.bus.errors import CouncilError
+from council.bus.messages import Question, Turn
+from council.dashboard.common import badge, feed
+from council.dashboard.view import SessionView
+
+current = feed()
+
+
+def threads(views: list[SessionView]) -> dict[str, list[SessionView]]:
+    """Sessions by conversation, each thread oldest first, the newest thread first."""
+    grouped: dict[str, list[SessionView]] = {}
+    for view in sorted(views, key=lambda v: v.started_at):
+        grouped.setdefault(view.conversation, []).append(view)
+    return dict(sorted(grouped.items(), key=lambda kv: -kv[1][-1].started_at))
+
+
+def turns_of(views: list[SessionView]) -> list[Turn]:
+    return [
+        Turn(
+            conversation=v.conversation,
+            session_id=v.session_id,
+            question=v.question,
+            answer=v.final.answer,
+            conclusion=v.final.conclusion,
+            ts=v.started_at,
+        )  # fmt: skip
+        for v in views
+        if v.final
+    ]
+
+
+def sidebar(all_threads: dict[str, list[SessionView]]) -> None:
+    with st.sidebar:
+        if st.button("New conversation", icon=":material/add:", use_container_width=True):
+            st.session_state["chat_conversation"] = ""
+        search = st.text_input("Search", key="chat_search", placeholder="a word of a question")
+        for cid, views in all_threads.items():
+            title = views[0].question.strip().splitlines()[0][:60] if views else cid
+            if search and not any(search.lower() in v.question.lower() for v in views):
+                continue
+            chosen = st.session_state.get("chat_conversation") == cid
+            if st.button(
+                f"{title} ({len(views)})",
+                key=f"conv-{cid}",
+                type="primary" if chosen else "secondary",
+                use_container_width=True,
+            ):
+                st.session_state["chat_conversation"] = cid
+
+
+def deliberation(view: SessionView) -> None:
+    """Every member's opinion, the reviews with the ranking de-anonymized, the cost."""
+    members = view.started.members if view.started else list(view.opinions)
+    tabs = st.tabs([*members, "Reviews", "Tokens and time"])
+    for tab, member in zip(tabs, members, strict=False):
+        with tab:
+            if o := view.opinions.get(member):
+                st.markdown(badge(member, o.model), unsafe_allow_html=True)
+                st.markdown(o.text)
+            elif (f := view.failures.get(member)) and f.reason == "not_needed":
+                st.caption("not needed: a majority agreed without it")
+            elif f:
+                st.error(f"failed in {f.stage}: {f.reason}. {f.detail}")
+    with tabs[len(members)]:
+        if view.reviews:
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "reviewer": r.reviewer,
+                            "reviewed": r.reviewed,
+                            "score": r.score,
+                            "justification": r.justification,
+                        }
+                        for r in view.reviews
+                    ]
+                ),  # fmt: skip
+                hide_index=True,
+            )
+        for stage, why in view.reasons.items():
+            if why:
+                st.caption(f"{stage}: {why}")
+        if view.final and view.final.ranking:
+            st.markdown(
+                "Ranking: "
+                + ", ".join(f"{e.rank}. {e.member} ({e.label})" for e in view.final.ranking)
+            )
+    with tabs[len(members) + 1]:
+        if view.final:
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "stage": stage,
+                            "prompt tokens": used.prompt_tokens,
+                            "completion tokens": used.completion_tokens,
+                            "seconds": view.final.latency_ms.get(stage, 0.0) / 1000,
+                        }
+                        for stage, used in view.final.usage.items()
+                    ]
+                ),  # fmt: skip
+                hide_index=True,
+            )
+    st.page_link("screens/responses.py", label="Open in Responses", icon=":material/rate_review:")
+
+
+def turn(view: SessionView) -> None:
+    with st.chat_message("user"):
+        st.markdown(view.question)
+    with st.chat_message("assistant"):
+        if view.final:
+            st.markdown(view.final.answer)
+            with st.expander("Deliberation"):
+                deliberation(view)
+        elif view.failed:
+            st.warning(f"{view.status}: {view.failed.detail}")
+        else:
+            progress = " · ".join(
+                f"{stage} {done}/{expected}" if expected else f"{stage} skipped"
+                for stage, (done, expected) in view.progress().items()
+                if stage in view.reasons
+            )
+            st.caption(progress or "waiting for the council …")
+            written = view.live.get(("synthesis", "chairman"), "")
+            if written:
+                st.markdown(written)
+            if st.button("Stop", key=f"stop-{view.session_id}", icon=":material/stop:"):
+                try:
+                    current.stop(view.session_id)
+                except CouncilError as exc:
+                    st.error(str(exc))
+
+
+@st.fragment(run_every=1.0)
+def thread() -> None:
+    cid = st.session_state.get("chat_conversation", "")
+    views = threads(current.sessions()).get(cid, []) if cid else []
+    if not views:
+        st.caption("Ask anything: the council answers, and follow-ups continue the thread.")
+    for view in views:
+        turn(view)
+    if views and all(v.finished for v in views):
+        turns = turns_of(views)
+        left, right = st.columns(2)
+        left.download_button(
+            "Export as Markdown", transcript.markdown(turns), file_name=f"council-{cid}.md",
+            icon=":material/download:", key=f"export-{cid}-{len(turns)}",
+        )  # fmt: skip
+        if right.button("Delete this conversation", icon=":material/delete:", key=f"del-{cid}"):
+            try:
+                current.forget(cid)
+                st.session_state["chat_conversation"] = ""
+                st.rerun()
+            except CouncilError as exc:
+                st.error(str(exc))
+
+
+st.title("Chat with the council")
+sidebar(threads(current.sessions()))
+thread()
+asked = st.chat_input("Ask the council")
+if asked:
+    cid = st.session_state.get("chat_conversation", "")
+    known = threads(current.sessions()).get(cid, [])
+    follow_up = cid if any(v.final for v in known) else ""
+    try:
+        accepted = current.ask(Question(question=asked, conversation=follow_up))
+        st.session_state["chat_conversation"] = accepted.conversation
+        st.rerun()
+    except CouncilError as exc:
+        st.error(str(exc))
