@@ -16,6 +16,7 @@ from council.bus.messages import Question, Turn
 from council.dashboard.common import badge, feed
 from council.dashboard.view import SessionView
 
+st.title("Chat with the council")
 current = feed()
 
 
@@ -168,7 +169,6 @@ def thread() -> None:
                 st.error(str(exc))
 
 
-st.title("Chat with the council")
 sidebar(threads(current.sessions()))
 thread()
 asked = st.chat_input("Ask the council")
