@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from council.bus.client import Credentials
@@ -57,3 +58,19 @@ def pick_session(views: list[SessionView], key: str) -> SessionView | None:
     chosen = st.selectbox("Session", ids, index=index, format_func=labels.__getitem__, key=key)
     st.session_state["selected_session"] = chosen
     return next(v for v in views if v.session_id == chosen)
+
+
+def reviews_table(view: SessionView) -> pd.DataFrame:
+    """Every review of a session, de-anonymized: who scored whom, and why."""
+    return pd.DataFrame(
+        [
+            {
+                "reviewer": r.reviewer,
+                "reviewed": r.reviewed,
+                "score": r.score,
+                "justification": r.justification,
+                "repaired": r.repaired,
+            }
+            for r in view.reviews
+        ]
+    )

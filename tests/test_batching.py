@@ -122,16 +122,8 @@ async def test_a_batched_review_follows_the_json_schema(batched: EmbeddedRuntime
     assert not text.lstrip().startswith("{")  # the grammar was the review's alone
 
 
-async def test_a_call_stopped_early_frees_its_place_in_the_batch(
-    batched: EmbeddedRuntime,
-) -> None:
-    """Each of ``BATCH`` calls is abandoned after its first piece of text; as many calls
-    again then all finish, so every sequence was given back."""
-    long = GenerationOptions(temperature=0.7, seed=3, max_tokens=400)
-    for i in range(BATCH):
-        async for chunk in batched.chat(TEST_MODEL, asking(f"the number {i}"), options=long):
-            if chunk.text:
-                break
+async def a_full_batch_finishes(batched: EmbeddedRuntime) -> None:
+    """As many short calls as the batch holds all finish: every sequence is free."""
     results = await asyncio.wait_for(
         asyncio.gather(
             *(
@@ -142,6 +134,19 @@ async def test_a_call_stopped_early_frees_its_place_in_the_batch(
         timeout=120,
     )
     assert all(usage is not None for _, usage, _ in results)
+
+
+async def test_a_call_stopped_early_frees_its_place_in_the_batch(
+    batched: EmbeddedRuntime,
+) -> None:
+    """Each of ``BATCH`` calls is abandoned after its first piece of text; as many calls
+    again then all finish, so every sequence was given back."""
+    long = GenerationOptions(temperature=0.7, seed=3, max_tokens=400)
+    for i in range(BATCH):
+        async for chunk in batched.chat(TEST_MODEL, asking(f"the number {i}"), options=long):
+            if chunk.text:
+                break
+    await a_full_batch_finishes(batched)
 
 
 async def test_a_call_the_chairman_cancels_over_the_bus_stops_generating(
@@ -173,16 +178,7 @@ async def test_a_call_the_chairman_cancels_over_the_bus_stops_generating(
         assert agents.in_flight == 1
         call.cancel()
         await settled_agents(agents)
-        results = await asyncio.wait_for(
-            asyncio.gather(
-                *(
-                    answer(batched, asking(t), GenerationOptions(temperature=0, max_tokens=12))
-                    for t in ("rain", "snow", "wind")
-                )
-            ),
-            timeout=120,
-        )
-        assert all(usage is not None for _, usage, _ in results)
+        await a_full_batch_finishes(batched)
     finally:
         await live.unsubscribe()
         await gateway.stop()

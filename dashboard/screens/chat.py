@@ -13,7 +13,7 @@ import streamlit as st
 from council.bus import transcript
 from council.bus.errors import CouncilError
 from council.bus.messages import Question, Turn
-from council.dashboard.common import badge, feed
+from council.dashboard.common import badge, feed, reviews_table
 from council.dashboard.view import SessionView
 
 st.title("Chat with the council")
@@ -78,17 +78,7 @@ def deliberation(view: SessionView) -> None:
     with tabs[len(members)]:
         if view.reviews:
             st.dataframe(
-                pd.DataFrame(
-                    [
-                        {
-                            "reviewer": r.reviewer,
-                            "reviewed": r.reviewed,
-                            "score": r.score,
-                            "justification": r.justification,
-                        }
-                        for r in view.reviews
-                    ]
-                ),  # fmt: skip
+                reviews_table(view),
                 hide_index=True,
             )
         for stage, why in view.reasons.items():

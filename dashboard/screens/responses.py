@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from council.dashboard.common import badge, feed, pick_session
+from council.dashboard.common import badge, feed, pick_session, reviews_table
 
 st.title("Responses")
 view = pick_session(feed().sessions(), key="responses_session")
@@ -51,18 +51,7 @@ if view is not None:
         st.plotly_chart(figure, use_container_width=True)
         st.subheader("Justifications")
         st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "reviewer": r.reviewer,
-                        "reviewed": r.reviewed,
-                        "score": r.score,
-                        "justification": r.justification,
-                        "repaired": r.repaired,
-                    }
-                    for r in view.reviews
-                ]  # fmt: skip
-            ),
+            reviews_table(view),
             hide_index=True,
         )
     for failure in view.review_failures:
