@@ -74,3 +74,9 @@ def reviews_table(view: SessionView) -> pd.DataFrame:
             for r in view.reviews
         ]
     )
+
+
+def said(text: str) -> str:
+    """A model's or a user's text for st.markdown: a dollar sign is money, not the start
+    of a LaTeX formula (Streamlit would set "$2 ... $10" as math)."""
+    return text.replace("$", "\\$")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from council.bus.errors import CouncilError
 from council.bus.messages import AgentInfo, Question
-from council.dashboard.common import feed
+from council.dashboard.common import feed, said
 from council.dashboard.feed import Feed
 from council.dashboard.view import SessionView
 
@@ -100,8 +100,8 @@ def live_session() -> None:
     if view.final:
         st.subheader("Final answer")
         if view.final.conclusion:
-            st.markdown(f"**{view.final.conclusion}**")
-        st.markdown(view.final.answer)
+            st.markdown(f"**{said(view.final.conclusion)}**")
+        st.markdown(said(view.final.answer))
         st.dataframe(
             pd.DataFrame(
                 [
@@ -125,7 +125,7 @@ def live_session() -> None:
         streamed = view.live.get(("synthesis", "chairman"), "")
         if streamed:
             st.subheader("Final answer (streaming)")
-            st.markdown(streamed + " ▌")
+            st.markdown(said(streamed) + " ▌")
 
 
 live_session()

@@ -13,7 +13,7 @@ import streamlit as st
 from council.bus import transcript
 from council.bus.errors import CouncilError
 from council.bus.messages import Question, Turn
-from council.dashboard.common import badge, feed, reviews_table
+from council.dashboard.common import badge, feed, reviews_table, said
 from council.dashboard.view import SessionView
 
 st.title("Chat with the council")
@@ -70,7 +70,7 @@ def deliberation(view: SessionView) -> None:
         with tab:
             if o := view.opinions.get(member):
                 st.markdown(badge(member, o.model), unsafe_allow_html=True)
-                st.markdown(o.text)
+                st.markdown(said(o.text))
             elif (f := view.failures.get(member)) and f.reason == "not_needed":
                 st.caption("not needed: a majority agreed without it")
             elif f:
@@ -110,10 +110,10 @@ def deliberation(view: SessionView) -> None:
 
 def turn(view: SessionView) -> None:
     with st.chat_message("user"):
-        st.markdown(view.question)
+        st.markdown(said(view.question))
     with st.chat_message("assistant"):
         if view.final:
-            st.markdown(view.final.answer)
+            st.markdown(said(view.final.answer))
             with st.expander("Deliberation"):
                 deliberation(view)
         elif view.failed:
@@ -127,7 +127,7 @@ def turn(view: SessionView) -> None:
             st.caption(progress or "waiting for the council …")
             written = view.live.get(("synthesis", "chairman"), "")
             if written:
-                st.markdown(written)
+                st.markdown(said(written))
             if st.button("Stop", key=f"stop-{view.session_id}", icon=":material/stop:"):
                 try:
                     current.stop(view.session_id)

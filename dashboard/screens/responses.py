@@ -6,12 +6,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from council.dashboard.common import badge, feed, pick_session, reviews_table
+from council.dashboard.common import badge, feed, pick_session, reviews_table, said
 
 st.title("Responses")
 view = pick_session(feed().sessions(), key="responses_session")
 if view is not None:
-    st.markdown(f"**Question:** {view.question}")
+    st.markdown(f"**Question:** {said(view.question)}")
     st.caption(f"status: {view.status}")
     for stage, why in view.reasons.items():
         if why:
@@ -27,12 +27,12 @@ if view is not None:
                     unsafe_allow_html=True,
                 )
                 if o.conclusion:
-                    st.markdown(f"**Answer: {o.conclusion}**")
+                    st.markdown(f"**Answer: {said(o.conclusion)}**")
                     with st.expander("Working", expanded=False):
-                        st.markdown(o.text)
+                        st.markdown(said(o.text))
                 else:
                     st.caption("no final-answer line (cut off, or the model ignored the format)")
-                    st.markdown(o.text)
+                    st.markdown(said(o.text))
             elif (f := view.failures.get(member)) and f.reason == "not_needed":
                 st.caption(f"{member}: not needed, a majority agreed without it")
             elif f:
