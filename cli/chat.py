@@ -16,10 +16,8 @@ from pathlib import Path
 from nats.aio.client import Client
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from council.bus import transcript
-from council.bus.ask import conversation, conversations, follow, stop, stored_events, submit
+from council.bus.ask import conversation, conversations, follow, stop, submit
 from council.bus.client import connect
 from council.bus.errors import CouncilError
 from council.bus.messages import (
@@ -34,6 +32,7 @@ from council.bus.messages import (
     StageStarted,
     TokenDelta,
 )
+from council.cli.conversations import conversations_table, exported
 from council.cli.settings import Settings
 
 HELP = """commands:
@@ -169,7 +168,7 @@ class Chat:
                 self.chairman = rest
                 self.console.print(f"[dim]chairman: {rest or 'the default'}[/]")
             case "list":
-                await self._list(rest)
+                self.console.print(conversations_table(await conversations(self.nc), rest))
             case "open":
                 turns = await conversation(self.nc, rest)
                 if not turns:
@@ -185,35 +184,20 @@ class Chat:
                 self.console.print(HELP)
         return True
 
-    async def _list(self, search: str) -> None:
-        threads = await conversations(self.nc)
-        table = Table(show_header=True)
-        for column in ("conversation", "started", "turns", "first question"):
-            table.add_column(column)
-        for turns in sorted(threads.values(), key=lambda t: t[0].ts, reverse=True):
-            if not search or transcript.matches(turns, search):
-                table.add_row(
-                    turns[0].conversation, transcript.when(turns[0].ts), str(len(turns)),
-                    transcript.title(turns),
-                )  # fmt: skip
-        self.console.print(table)
-
     async def _export(self, args: str) -> None:
         target, _, mode = args.partition(" ")
         if not target or not self.conversation:
             self.console.print("usage: /export FILE [full], in a conversation with a turn")
             return
-        turns = await conversation(self.nc, self.conversation)
         path = Path(target)
-        full = mode.strip() == "full" or path.suffix == ".json"
-        sessions = {t.session_id: await stored_events(self.nc, t.session_id) for t in turns}
-        data = (
-            transcript.as_json(turns, sessions)
-            if path.suffix == ".json"
-            else transcript.markdown(turns, sessions if full else None).encode()
+        data, count = await exported(
+            self.nc,
+            self.conversation,
+            as_json=path.suffix == ".json",
+            full=mode.strip() == "full",
         )
         await asyncio.to_thread(path.write_bytes, data)
-        self.console.print(f"[dim]exported {len(turns)} turn(s) to {path}[/]")
+        self.console.print(f"[dim]exported {count} turn(s) to {path}[/]")
 
 
 async def run_chat(settings: Settings, conversation_id: str = "") -> int:

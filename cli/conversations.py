@@ -7,6 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from nats.aio.client import Client
 from rich.console import Console
 from rich.table import Table
 
@@ -14,15 +15,12 @@ from council.bus import transcript
 from council.bus.ask import conversation, conversations, forget, stored_events
 from council.bus.client import connect
 from council.bus.errors import CouncilError
+from council.bus.messages import Turn
 from council.cli.settings import Settings
 
 
-async def run_list(settings: Settings, search: str = "") -> int:
-    nc = await connect(settings.nats_url, name="council-list", credentials=settings.credentials)
-    try:
-        threads = await conversations(nc)
-    finally:
-        await nc.close()
+def conversations_table(threads: dict[str, list[Turn]], search: str = "") -> Table:
+    """The stored conversations, newest first (those containing ``search``)."""
     shown = [turns for turns in threads.values() if not search or transcript.matches(turns, search)]
     table = Table(
         title=f"{len(shown)} conversation(s)" + (f" matching {search!r}" if search else "")
@@ -34,36 +32,50 @@ async def run_list(settings: Settings, search: str = "") -> int:
             turns[0].conversation, transcript.when(turns[0].ts), str(len(turns)),
             transcript.title(turns),
         )  # fmt: skip
-    Console().print(table)
+    return table
+
+
+async def exported(
+    nc: Client, conversation_id: str, *, as_json: bool, full: bool
+) -> tuple[bytes, int]:
+    """A conversation as Markdown (``full``: every opinion and review too) or JSON (its
+    turns and every event of its sessions), and how many turns it has."""
+    turns = await conversation(nc, conversation_id)
+    if not turns:
+        raise CouncilError(f"no conversation {conversation_id} is stored")
+    sessions = (
+        {t.session_id: await stored_events(nc, t.session_id) for t in turns}
+        if as_json or full
+        else None
+    )
+    if as_json:
+        return transcript.as_json(turns, sessions or {}), len(turns)
+    return transcript.markdown(turns, sessions).encode(), len(turns)
+
+
+async def run_list(settings: Settings, search: str = "") -> int:
+    nc = await connect(settings.nats_url, name="council-list", credentials=settings.credentials)
+    try:
+        threads = await conversations(nc)
+    finally:
+        await nc.close()
+    Console().print(conversations_table(threads, search))
     return 0
 
 
 async def run_export(
     settings: Settings, conversation_id: str, *, as_json: bool, full: bool, out: Path | None
 ) -> int:
-    """Markdown (with ``full``, every opinion and review too) or JSON (every event)."""
     nc = await connect(settings.nats_url, name="council-export", credentials=settings.credentials)
     try:
-        turns = await conversation(nc, conversation_id)
-        if not turns:
-            raise CouncilError(f"no conversation {conversation_id} is stored")
-        sessions = (
-            {t.session_id: await stored_events(nc, t.session_id) for t in turns}
-            if as_json or full
-            else None
-        )
+        data, count = await exported(nc, conversation_id, as_json=as_json, full=full)
     finally:
         await nc.close()
-    data = (
-        transcript.as_json(turns, sessions or {})
-        if as_json
-        else transcript.markdown(turns, sessions).encode()
-    )
     if out is None:
         sys.stdout.buffer.write(data)
     else:
         await asyncio.to_thread(out.write_bytes, data)
-        print(f"exported {len(turns)} turn(s) to {out}", file=sys.stderr)
+        print(f"exported {count} turn(s) to {out}", file=sys.stderr)
     return 0
 
 

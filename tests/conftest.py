@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import nats.errors
 import pytest
 from nats.aio.client import Client
 
 from council.agents.catalogue import CATALOGUE
 from council.agents.pull import pull
 from council.agents.runtimes.embedded import EmbeddedRuntime
-from council.bus.client import connect
+from council.bus import subjects
+from council.bus.client import connect, request
+from council.bus.codec import encode
+from council.bus.messages import Question
+from council.bus.roster import Roster
 from council.bus.server import EmbeddedNats
 
 TEST_MODEL = "smollm2-135m"
@@ -127,12 +134,40 @@ def council_processes(
         )
         for name, path in logs.items()
     ]
+    with ThreadPoolExecutor(1) as thread:  # its own event loop, apart from the tests'
+        thread.submit(asyncio.run, until_ready(council_nats.url, processes, logs)).result()
     yield env
     for p in processes:
         p.terminate()
     for p, path in zip(processes, logs.values(), strict=True):
         p.wait(30)
         assert p.returncode == 0, path.read_text()[-2000:]
+
+
+async def until_ready(
+    url: str, processes: list[subprocess.Popen[bytes]], logs: dict[str, Path]
+) -> None:
+    """Until the agents serve the test model and a chairman answers council.ask (an
+    empty question gets its Rejected): a fixture yields a council ready to ask."""
+    nc = await connect(url, name="ready-check")
+    roster = Roster(nc)
+    await roster.start()
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            for p, path in zip(processes, logs.values(), strict=True):
+                assert p.poll() is None, path.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the test council did not get ready in 180 s"
+            await roster.refresh(0.3)
+            if TEST_MODEL in roster.models("opinion") & roster.models("synthesize"):
+                try:
+                    await request(nc, subjects.ASK, encode(Question(question="")), timeout_s=1)
+                    return
+                except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                    pass
+            await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
 
 
 def ask_json(

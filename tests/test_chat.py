@@ -31,7 +31,8 @@ def chat(env: dict[str, str]) -> subprocess.Popen[str]:
 def test_a_follow_up_in_council_chat_sees_the_first_turn_on_the_real_model(
     council_processes: dict[str, str],
 ) -> None:
-    """Two lines, one conversation: the second session's members saw the first turn."""
+    """Two lines, one conversation: the second session's members saw the first turn;
+    the conversation then exports with every opinion and is deleted."""
     process = chat(council_processes)
     out, err = process.communicate(
         "What is the capital of France?\nAnd its population?\n/quit\n", timeout=600
@@ -42,6 +43,26 @@ def test_a_follow_up_in_council_chat_sees_the_first_turn_on_the_real_model(
     (turns,) = [t for t in threads if t[0].question == "What is the capital of France?"][-1:]
     assert [t.question for t in turns] == ["What is the capital of France?", "And its population?"]
     assert turns[0].answer in out
+
+    # the real conversation exported with every opinion, then deleted from the stream
+    cid = turns[0].conversation
+    full = cli(council_processes, "export", cid, "--full")
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert "## 2. And its population?" in full.stdout
+    assert full.stdout.count("### Opinion of") >= 4  # at least two per turn
+    deleted = cli(council_processes, "delete", cid)
+    assert deleted.returncode == 0, deleted.stderr[-2000:]
+    assert "2 session(s)" in deleted.stdout
+    gone = cli(council_processes, "export", cid)
+    assert gone.returncode == 1
+    assert f"no conversation {cid}" in gone.stderr
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "council.cli", *args],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
 
 
 async def stored_threads(url: str) -> list[list]:

@@ -159,12 +159,13 @@ def thread() -> None:
                 st.error(str(exc))
 
 
-sidebar(threads(current.sessions()))
+all_threads = threads(current.sessions())  # once per run; the thread refreshes on its own
+sidebar(all_threads)
 thread()
 asked = st.chat_input("Ask the council")
 if asked:
     cid = st.session_state.get("chat_conversation", "")
-    known = threads(current.sessions()).get(cid, [])
+    known = all_threads.get(cid, [])
     follow_up = cid if any(v.final for v in known) else ""
     try:
         accepted = current.ask(Question(question=asked, conversation=follow_up))
