@@ -107,7 +107,7 @@ def test_browser_asks_sees_the_answer_and_every_page(
             box.fill(said)
             box.press("Enter")
             expect(page.get_by_text("Deliberation")).to_have_count(number, timeout=240_000)
-        expect(page.get_by_text("And one of its moons?")).to_be_visible()
+        expect(page.get_by_text("And one of its moons?", exact=True)).to_be_visible()
         page.wait_for_timeout(1500)
         page.screenshot(path=shots / "dashboard-chat.png", full_page=True)
 
