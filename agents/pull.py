@@ -13,18 +13,15 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
 from council.agents.catalogue import CatalogueModel, Part
+from council.agents.runtimes.base import Progress
 from council.bus.errors import CouncilError
 
 log = structlog.get_logger()
-
-Progress = Callable[[str, int, int], None]
-"""Called with (step, done, total) as parts download and assemble."""
 
 
 class PullError(CouncilError):

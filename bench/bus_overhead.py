@@ -42,7 +42,8 @@ COUNCILS = (3, 5)
 DELAYS_MS = (0.0, 50.0)
 CONCURRENCY = (1, 10, 100)
 TARGET_OVERHEAD_MS = 2.0
-TARGET_SESSIONS_S = 100.0
+TARGET_SESSIONS_S = {1: 200.0, 10: 400.0}
+"""Sessions/s over the bus at 3 members, 0 ms, by sessions in flight (issue 14)."""
 AGENT_CONCURRENCY = 8
 """Per model in the agent service: above a 5-member council's 4 reviews per model, so the
 bus path runs as many calls at once as the in-process one (the shipped 2 would queue)."""
@@ -144,7 +145,7 @@ async def run(quick: bool) -> dict[str, Any]:
                 for c in CONCURRENCY
             ]
     worst = max(r["overhead_ms_per_call"] for r in rows)
-    best_rate = max(r["bus_sessions_s"] for r in rates)
+    rate_at = {r["concurrency"]: r["bus_sessions_s"] for r in rates}
     return {
         "benchmark": "bus_overhead",
         "quick": quick,
@@ -159,10 +160,13 @@ async def run(quick: bool) -> dict[str, Any]:
                 "worst": worst,
                 "met": worst < TARGET_OVERHEAD_MS,
             },
-            "sessions_s_3_members_0ms": {
-                "target": f">= {TARGET_SESSIONS_S}",
-                "best": best_rate,
-                "met": best_rate >= TARGET_SESSIONS_S,
+            **{
+                f"sessions_s_{c}_at_once": {
+                    "target": f">= {target:g}",
+                    "measured": rate_at[c],
+                    "met": rate_at[c] >= target,
+                }
+                for c, target in TARGET_SESSIONS_S.items()
             },
         },  # fmt: skip
         "machine_before": before,
@@ -202,8 +206,9 @@ def tables(result: dict[str, Any]) -> list[Table]:
         [
             ["overhead < 2 ms/call", result["targets"]["overhead_ms_per_call"]["worst"],
              result["targets"]["overhead_ms_per_call"]["met"]],
-            [">= 100 sessions/s", result["targets"]["sessions_s_3_members_0ms"]["best"],
-             result["targets"]["sessions_s_3_members_0ms"]["met"]],
+            *[[f"{target['target']} sessions/s, {c} at once", target["measured"], target["met"]]
+              for c in TARGET_SESSIONS_S
+              if (target := result["targets"].get(f"sessions_s_{c}_at_once"))],
         ],
     )  # fmt: skip
     return [over, piping, rate, targets]

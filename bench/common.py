@@ -62,8 +62,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print only the JSON object")
     p.add_argument(
         "--save",
-        action="store_true",
-        help="also save the result and tables in bench/results/ (for `council docs`)",
+        nargs="?",
+        const="",
+        metavar="VARIANT",
+        help="also save the result and tables in bench/results/<benchmark>[-VARIANT].json "
+        "(for `council docs`)",
     )
     return p
 
@@ -108,10 +111,11 @@ def report(result: dict[str, Any], tables: Sequence[Table], args: argparse.Names
         for t in tables:
             print(t.render(), end="\n\n")
     print(json.dumps(result))
-    if args.save:
-        name = Path(sys.argv[0]).stem
+    if args.save is not None:
+        benchmark = Path(sys.argv[0]).stem
+        name = f"{benchmark}-{args.save}" if args.save else benchmark
         saved = {
-            "command": f"python -m bench.{name} {' '.join(sys.argv[1:])}".strip(),
+            "command": f"python -m bench.{benchmark} {' '.join(sys.argv[1:])}".strip(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
             "tables": [

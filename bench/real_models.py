@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,17 +39,26 @@ from bench.common import (
     report,
     serving,
 )
+from council.agents.runtimes.base import Capacity, ChatCall, ChatChunk, Runtime
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.router import RoutedRuntime
 from council.bus.members import model_of
-from council.bus.messages import ChatMessage, FinalAnswer, GenerationOptions, Question, Usage
+from council.bus.messages import (
+    ChatMessage,
+    FinalAnswer,
+    GenerationOptions,
+    ModelStatus,
+    Question,
+    Usage,
+)
 from council.chairman.admission import Defaults, admit
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
+from council.cli.settings import DEFAULT_CHAIRMAN, DEFAULT_MEMBERS
 from council.cli.wiring import LocalAgents
 
 MODELS_DIR = Path("~/.cache/council/models").expanduser()
-MEMBERS = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
-CHAIRMAN = "qwen2.5-coder-1.5b"
+MEMBERS = DEFAULT_MEMBERS.split(",")
+CHAIRMAN = DEFAULT_CHAIRMAN
 QUICK_MEMBERS = ["smollm2-135m@careful", "smollm2-135m@concise", "smollm2-135m@skeptic"]
 QUICK_CHAIRMAN = "smollm2-135m"
 CONFIG = CouncilConfig(opinion_max_tokens=96, review_max_tokens=64, synthesis_max_tokens=128)
@@ -57,6 +67,10 @@ QUESTION = "What is the capital of Australia, and why is it not Sydney?"
 STAGES = ("opinions", "reviews", "synthesis", "total")
 TARGET_RATIO = 1.05
 TARGET_REVIEW_SHARE = 0.80
+TARGET_BATCHED_SPEEDUP = 1.5
+"""A whole session batched against one call at a time (issue 14)."""
+TARGET_SHARE_OF_ENGINE = 0.80
+"""Stage 2 in a batched session against the same calls on the batched engine alone."""
 BEST_PROMPT = "Write a long story about a lighthouse keeper. Keep going."
 
 
@@ -144,21 +158,87 @@ def review_share(runs: list[dict[str, Any]], best: dict[str, float]) -> float:
     return round(median(shares), 3)
 
 
+class ReviewRecorder:
+    """A runtime passing every call on, keeping the reviews (the calls with a JSON
+    schema) so that they can be sent again to the engine alone."""
+
+    name = "review-recorder"
+
+    def __init__(self, inner: Runtime) -> None:
+        self.inner = inner
+        self.reviews: list[ChatCall] = []
+
+    def statuses(self) -> list[ModelStatus]:
+        return self.inner.statuses()
+
+    def capacity(self) -> Capacity:
+        return self.inner.capacity()
+
+    async def load(self, model: str) -> None:
+        await self.inner.load(model)
+
+    def chat(
+        self,
+        model: str,
+        messages: list[ChatMessage],
+        *,
+        options: GenerationOptions,
+        schema: dict[str, Any] | None = None,
+    ) -> AsyncIterator[ChatChunk]:
+        if schema is not None:
+            self.reviews.append(ChatCall(model, list(messages), options, schema))
+        return self.inner.chat(model, messages, options=options, schema=schema)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def engine_alone(runtime: Runtime, calls: list[ChatCall]) -> dict[str, float]:
+    """The same calls, all at once, straight to the engine: no council, no handlers."""
+    used: list[Usage] = []
+
+    async def one(call: ChatCall) -> None:
+        async for chunk in runtime.chat(
+            call.model, call.messages, options=call.options, schema=call.schema
+        ):
+            if chunk.usage:
+                used.append(chunk.usage)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(c) for c in calls))
+    ms = (time.perf_counter() - started) * 1000
+    return {"ms": ms, "tokens": sum(u.prompt_tokens + u.completion_tokens for u in used)}
+
+
+def stage2_share(run: dict[str, Any], alone: dict[str, float]) -> float:
+    """Stage 2's rate in the session over the same calls' rate on the engine alone,
+    prompt and completion tokens both counted."""
+    tokens = run["prompt_tokens"]["reviews"] + run["tokens"]["reviews"]
+    return (tokens / run["ms"]["reviews"]) / (alone["tokens"] / alone["ms"])
+
+
 async def batched_arm(
     council: Council, serial: RoutedRuntime, batch: int, repeats: int
 ) -> dict[str, Any]:
-    """In-process sessions on a batched runtime against the serial one, alternating."""
+    """In-process sessions on a batched runtime against the serial one, alternating;
+    each batched session's reviews are then sent again to the batched engine alone."""
     batched = EmbeddedRuntime(MODELS_DIR, auto_pull=False, batch=batch)
-    routed = RoutedRuntime.serving(batched, council.models)
+    recorder = ReviewRecorder(batched)
+    routed = RoutedRuntime.serving(recorder, council.models)
     for m in council.models:
         await batched.load(m)
     await local_session(routed, council)  # warm-up
     serial_runs: list[dict[str, Any]] = []
     batched_runs: list[dict[str, Any]] = []
+    shares: list[float] = []
     for i in range(repeats):
         pair = [(serial_runs, serial), (batched_runs, routed)]
         for runs, runtime in pair if i % 2 == 0 else reversed(pair):
+            recorder.reviews.clear()
             runs.append(await timed_session(local_session(runtime, council)))
+            if runtime is routed:
+                alone = await engine_alone(batched, recorder.reviews)
+                shares.append(stage2_share(runs[-1], alone))
     await batched.close()
     one, many = summarise(serial_runs), summarise(batched_runs)
     return {
@@ -166,6 +246,7 @@ async def batched_arm(
         "serial": one,
         "batched": many,
         "speedup": {s: round(one["ms"][s] / many["ms"][s], 3) for s in STAGES},
+        "reviews_share_of_engine_alone": round(median(shares), 3),
     }
 
 
@@ -249,6 +330,17 @@ async def run(council: Council, repeats: int, try_threads: bool, batch: int = 0)
         }
     if batching:
         result["batching"] = batching
+        result["targets"]["batched_speedup"] = {
+            "target": f">= {TARGET_BATCHED_SPEEDUP}",
+            "measured": batching["speedup"]["total"],
+            "met": batching["speedup"]["total"] >= TARGET_BATCHED_SPEEDUP,
+        }
+        share_of_engine = batching["reviews_share_of_engine_alone"]
+        result["targets"]["reviews_share_of_engine"] = {
+            "target": f">= {TARGET_SHARE_OF_ENGINE}",
+            "measured": share_of_engine,
+            "met": share_of_engine >= TARGET_SHARE_OF_ENGINE,
+        }
     result["machine_before"] = before
     result["machine_after"] = machine()
     return result
@@ -278,8 +370,16 @@ def tables(result: dict[str, Any]) -> list[Table]:
         [
             ["bus/in-process <= 1.05", t["bus_ratio"]["worst"], t["bus_ratio"]["met"]],
             ["reviews >= 80% of best", t["review_share"]["measured"], t["review_share"]["met"]],
+            *(
+                [[f"batched session >= {TARGET_BATCHED_SPEEDUP}x one call at a time",
+                  t["batched_speedup"]["measured"], t["batched_speedup"]["met"]],
+                 ["batched reviews >= 80% of the engine alone",
+                  t["reviews_share_of_engine"]["measured"], t["reviews_share_of_engine"]["met"]]]
+                if "batched_speedup" in t
+                else []
+            ),
         ],
-    )
+    )  # fmt: skip
     out = [stages, best, targets]
     if alt := result.get("threads1_slots2_inprocess"):
         out.append(
@@ -296,13 +396,22 @@ def tables(result: dict[str, Any]) -> list[Table]:
         out.append(
             Table(
                 f"In-process, batched (batch {batching['batch']}) against one call at a time",
-                ["stage", "one at a time ms", "batched ms", "speed-up"],
+                [
+                    "stage",
+                    "one at a time ms",
+                    "batched ms",
+                    "speed-up",
+                    "tokens one at a time",
+                    "tokens batched",
+                ],
                 [
                     [
                         s,
                         batching["serial"]["ms"][s],
                         batching["batched"]["ms"][s],
                         batching["speedup"][s],
+                        batching["serial"]["tokens"][s],
+                        batching["batched"]["tokens"][s],
                     ]
                     for s in STAGES
                 ],

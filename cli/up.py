@@ -22,7 +22,6 @@ import nats.errors
 from nats.aio.client import Client
 from rich.console import Console
 
-from council.agents.catalogue import CATALOGUE
 from council.bus import subjects
 from council.bus.client import connect, request
 from council.bus.codec import encode
@@ -34,8 +33,7 @@ from council.bus.server import EmbeddedNats
 from council.cli.api import api_url
 from council.cli.ask import run_ask
 from council.cli.dashboard import dashboard_command, dashboard_env, dashboard_url, unguarded
-from council.cli.models import pull_models
-from council.cli.roles import wait_for_signal
+from council.cli.roles import prepare_models, wait_for_signal
 from council.cli.settings import SETTINGS, Settings
 
 
@@ -168,15 +166,7 @@ async def run_up(
             console.print(f"started nats-server at {server.url} ({where})")
         else:
             console.print(f"using the NATS server at {settings.nats_url}")
-        if settings.runtime in ("auto", "embedded"):
-            needed = [m for m in settings.agent_models if m in CATALOGUE]
-            missing = [m for m in needed if not CATALOGUE[m].installed(settings.models_path)]
-            if missing:
-                console.print(
-                    f"first run: pulling {', '.join(missing)} into {settings.models_path}"
-                )
-                if code := pull_models(missing, settings.models_path, console):
-                    return code
+        prepare_models(settings, settings.agent_models, console)
         child = {
             "COUNCIL_AGENT_MODELS": ",".join(settings.agent_models),
             "COUNCIL_LOG_LEVEL": settings.log_level if ask is None else "warning",

@@ -26,7 +26,7 @@ from council.bus import subjects
 from council.bus.ask import follow, roster, stored_events, submit
 from council.bus.client import connect
 from council.bus.codec import decode_health
-from council.bus.errors import InvalidMessage
+from council.bus.errors import InvalidMessage, NoCouncil
 from council.bus.messages import (
     TERMINAL_EVENTS,
     AgentLost,
@@ -166,7 +166,13 @@ def assert_finished_once(events: list[SessionEvent]) -> FinalAnswer:
 
 
 async def ask_and_wait_for_stage(nc: Client, stage: str) -> str:
-    accepted = await submit(nc, Question(question="What is 6 times 7?"), timeout_s=30)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            accepted = await submit(nc, Question(question="What is 6 times 7?"), timeout_s=10)
+            break
+        except NoCouncil:  # the chairman is still starting (its local agent loads a model)
+            assert time.monotonic() < deadline, "no chairman answered in 120 s"
     await until_stage(nc, accepted.session_id, stage)
     return accepted.session_id
 

@@ -14,6 +14,9 @@ from typing import Any, Literal, Protocol
 
 from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus, Usage
 
+Progress = Callable[[str, int, int], None]
+"""A long step's progress: what (e.g. "qwen2.5-coder-1.5b download"), done, of how many."""
+
 
 @dataclass(frozen=True)
 class ChatChunk:
@@ -138,3 +141,6 @@ class RuntimeKind:
     order: int
     """``auto`` asks the kinds in this order, each model going to the first that serves it."""
     auto: bool = True
+    prepare: Callable[[RuntimeOptions, list[str], Progress], None] | None = None
+    """Fetch what these models need before they can be served, reporting progress
+    (the embedded kind pulls catalogue weights); `council up` runs it before the agents."""

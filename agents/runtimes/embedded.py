@@ -32,6 +32,7 @@ from council.agents.runtimes.base import (
     Capacity,
     ChatChunk,
     Offer,
+    Progress,
     RuntimeFailure,
     RuntimeKind,
     RuntimeOptions,
@@ -231,8 +232,23 @@ async def _offer(options: RuntimeOptions, models: list[str]) -> Offer:
     return Offer(runtime, lambda m: m in CATALOGUE or is_gguf_path(m), sorted(CATALOGUE))
 
 
+def _prepare(options: RuntimeOptions, models: list[str], progress: Progress) -> None:
+    """Pull the catalogue models that are not installed yet (a first run's download)."""
+    for name in models:
+        if name in CATALOGUE and not CATALOGUE[name].installed(options.models_dir):
+            pull(
+                CATALOGUE[name],
+                options.models_dir,
+                lambda step, done, total, name=name: progress(f"{name} {step}", done, total),
+            )
+
+
 KIND = RuntimeKind(
-    "embedded", "GGUF models in this process: the catalogue's or a .gguf path", _offer, order=20
+    "embedded",
+    "GGUF models in this process: the catalogue's or a .gguf path",
+    _offer,
+    order=20,
+    prepare=_prepare,
 )
 
 

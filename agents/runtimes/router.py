@@ -21,6 +21,7 @@ from council.agents.runtimes.base import (
     Capacity,
     ChatChunk,
     Offer,
+    Progress,
     Runtime,
     RuntimeKind,
     RuntimeOptions,
@@ -106,12 +107,25 @@ class RoutedRuntime:
             await runtime.close()
 
 
+def asked(runtime: str) -> list[RuntimeKind]:
+    """The kinds a `COUNCIL_RUNTIME` value names, in order; ValueError for an unknown one."""
+    if runtime == AUTO:
+        return [k for k in kinds().values() if k.auto]
+    if runtime not in kinds():
+        raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(choices())}")
+    return [kinds()[runtime]]
+
+
+def prepare(models: list[str], runtime: str, options: RuntimeOptions, progress: Progress) -> None:
+    """Let each kind fetch what it needs for these models before it is asked to serve them."""
+    for kind in asked(runtime):
+        if kind.prepare:
+            kind.prepare(options, models, progress)
+
+
 async def build_runtime(models: list[str], runtime: str, options: RuntimeOptions) -> RoutedRuntime:
     """Bind each model to a runtime; raise ModelNotFound for a model nobody serves."""
-    if runtime != AUTO and runtime not in kinds():
-        raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(choices())}")
-    asked = [k for k in kinds().values() if k.auto] if runtime == AUTO else [kinds()[runtime]]
-    offers: list[Offer] = [o for k in asked if (o := await k.offer(options, models))]
+    offers: list[Offer] = [o for k in asked(runtime) if (o := await k.offer(options, models))]
     routes: dict[str, Runtime] = {}
     try:
         for model in models:
