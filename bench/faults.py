@@ -57,6 +57,7 @@ from council.bus.errors import CouncilError
 from council.bus.messages import (
     TERMINAL_EVENTS,
     FinalAnswer,
+    MemberFailed,
     Question,
     SessionEvent,
     SessionFailed,
@@ -329,9 +330,25 @@ class Verdict:
     answered: int = 0
     failed: Counter[str] = field(default_factory=Counter)
     lost: list[str] = field(default_factory=list)
-    broken: list[str] = field(default_factory=list)
-    """Sessions with a seq gap, a duplicate step, or more than one end."""
+    broken: dict[str, str] = field(default_factory=dict)
+    """Sessions with a seq gap, a duplicate step, or more than one end, and which."""
     seconds: list[float] = field(default_factory=list)
+    failed_members: Counter[str] = field(default_factory=Counter)
+    """In the failed sessions: why their members failed (stage: reason)."""
+
+
+def flaw_of(seqs: list[int], ends: int) -> str:
+    """What breaks a session's record ("" when nothing does): its steps must be stored
+    once each, in order, with one end."""
+    if ends > 1:
+        return f"{ends} ends"
+    if len(set(seqs)) < len(seqs):
+        return "a step stored twice"
+    if missing := sorted(set(range(1, max(seqs) + 1)) - set(seqs)):
+        return f"steps {missing} missing of {max(seqs)}"
+    if seqs != sorted(seqs):
+        return f"stored out of order: {seqs}"
+    return ""
 
 
 async def verify(nc: Client, wait_s: float, skip: set[str]) -> Verdict:
@@ -345,12 +362,15 @@ async def verify(nc: Client, wait_s: float, skip: set[str]) -> Verdict:
         if not ends:
             verdict.lost.append(session_id)
             continue
-        if [e.seq for e in events] != list(range(1, len(events) + 1)) or len(ends) > 1:
-            verdict.broken.append(session_id)
+        if flaw := flaw_of([e.seq for e in events], len(ends)):
+            verdict.broken[session_id] = flaw
         if isinstance(ends[0], FinalAnswer):
             verdict.answered += 1
         elif isinstance(ends[0], SessionFailed):
             verdict.failed[ends[0].reason] += 1
+            verdict.failed_members.update(
+                f"{e.stage}: {e.reason}" for e in events if isinstance(e, MemberFailed)
+            )
         verdict.seconds.append(ends[0].ts - events[0].ts)
     return verdict
 
@@ -394,8 +414,10 @@ async def campaign(sessions: int, *, real: bool, seed: int, quick: bool) -> dict
         "sessions_in_stream": verdict.sessions,
         "answered": verdict.answered,
         "failed": dict(verdict.failed),
+        "failed_members": dict(verdict.failed_members),
         "lost": len(verdict.lost),
         "broken": len(verdict.broken),
+        "broken_because": verdict.broken,
         "faults": dict(driver.injected),
         "faults_total": sum(driver.injected.values()),
         "session_median_s": round(typical, 2),
@@ -429,7 +451,18 @@ def tables(result: dict[str, Any]) -> list[Table]:
             result["longest_wait_on_a_fault_s"],
         ]
     )
-    return [outcome, faults, timing]
+    out = [outcome, faults, timing]
+    if broken := result.get("broken_because"):
+        out.append(Table("Broken sessions", ["session", "why"], [list(b) for b in broken.items()]))
+    if why := result.get("failed_members"):
+        out.append(
+            Table(
+                "In the failed sessions, why members failed",
+                ["stage: reason", "members"],
+                sorted(([k, n] for k, n in why.items()), key=lambda row: -row[1]),
+            )
+        )
+    return out
 
 
 def main() -> None:

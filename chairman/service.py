@@ -92,7 +92,7 @@ class ChairmanService:
         self._keeper: asyncio.Task[None] | None = None
         self._confirming: set[asyncio.Task[None]] = set()
         self.pipelined = pipelined
-        self._unacked: dict[str, list[tuple[SessionEvent, asyncio.Future[PubAck]]]] = {}
+        self._unacked: dict[str, list[_InFlight]] = {}
 
     async def start(self) -> None:
         await ensure_stream(self.js, self.stream_replicas)
@@ -401,28 +401,60 @@ class ChairmanService:
 
         With ``pipelined`` (the default) an event is sent without waiting for the
         stream's ack, so a stage's events do not each cost a round trip; the acks
-        are awaited before the session's terminal event, and an event not acked in
-        time is published again (dedup makes that safe).
+        are awaited before the session's terminal event, and before any event sent
+        after the connection broke or the stream refused one, so the stream never
+        holds a later step without an earlier one.
         """
         session = event.session_id
         if isinstance(event, FinalAnswer) and (conductor := self.sessions.get(session)):
             await self._keep_turn(conductor.plan, event)
         if self.pipelined and not isinstance(event, FinalAnswer | SessionFailed):
-            unacked = [(e, a) for e, a in self._unacked.get(session, []) if not _acked(a)]
+            if self._interrupted(session):
+                await self._settle(session)
             try:
-                unacked.append((event, await send_event(self.js, event)))
+                ack = await send_event(self.js, event)
             except Exception as exc:  # not even sent (e.g. disconnected): the slow way
                 log.warning("event_send_failed", session_id=session, error=repr(exc))
+                await self._settle(session)
                 await self._store_acked(event)
-            self._unacked[session] = unacked
+                return
+            in_flight = [f for f in self._unacked.get(session, []) if not _acked(f.ack)]
+            self._unacked[session] = [*in_flight, _InFlight(event, ack, self._reconnects())]
             return
-        for earlier, ack in self._unacked.pop(session, []):
-            try:
-                await asyncio.wait_for(asyncio.shield(ack), self.store_patience_s)
-            except Exception as exc:
-                log.warning("event_unacked", session_id=session, seq=earlier.seq, error=repr(exc))
-                await self._store_acked(earlier)
+        await self._settle(session)
         await self._store_acked(event)
+
+    def _reconnects(self) -> int:
+        return int(self.nc.stats["reconnects"])
+
+    def _interrupted(self, session: str) -> bool:
+        """Whether an earlier event of the session may be lost while a later one is
+        stored: the connection broke while it was in flight (what was written to the
+        dead socket is gone, what is sent after the reconnect arrives), or the stream
+        refused it (a cluster electing a leader accepts the next one)."""
+        reconnects = self._reconnects()
+        return any(
+            not _acked(f.ack)
+            and (
+                f.reconnects != reconnects
+                or not self.nc.is_connected
+                or (f.ack.done() and not f.ack.cancelled() and f.ack.exception() is not None)
+            )
+            for f in self._unacked.get(session, [])
+        )
+
+    async def _settle(self, session: str) -> None:
+        """Every event of the session sent so far is stored, in order: each ack is
+        awaited, and an event not acked in time is published again (dedup makes that
+        safe) before the next one is."""
+        for earlier in self._unacked.pop(session, []):
+            try:
+                await asyncio.wait_for(asyncio.shield(earlier.ack), self.store_patience_s)
+            except Exception as exc:
+                log.warning(
+                    "event_unacked", session_id=session, seq=earlier.event.seq, error=repr(exc)
+                )
+                await self._store_acked(earlier.event)
 
     async def _store_acked(self, event: SessionEvent) -> None:
         """Publish to the stream, retrying through a reconnect (dedup makes it safe).
@@ -472,6 +504,16 @@ class ChairmanService:
                 log.warning("event_publish_retry", attempt=attempt, error=repr(exc))
                 await asyncio.sleep(min(2.0, 0.25 * attempt))
         raise AssertionError("unreachable: the loop returns")
+
+
+@dataclasses.dataclass(frozen=True)
+class _InFlight:
+    """A session event sent without waiting: its ack, and the connection it went on."""
+
+    event: SessionEvent
+    ack: asyncio.Future[PubAck]
+    reconnects: int
+    """The connection's reconnect count when it was sent."""
 
 
 def _acked(ack: asyncio.Future[PubAck]) -> bool:

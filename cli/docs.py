@@ -8,7 +8,9 @@ A page marks each generated block with the file it comes from:
 
 An eval report (`council eval`'s ``.report.json``) becomes its tables; a
 benchmark's saved result (``python -m bench.X --save``, in ``bench/results/``)
-becomes the tables the benchmark printed. ``--check`` changes nothing and fails
+becomes the tables the benchmark printed; ``cli/settings.py`` becomes the table
+of settings (flag, variable, default, meaning), so the README cannot drift from
+``--help``. ``--check`` changes nothing and fails
 when a block differs from its source, so the suite can tell when a figure in the
 docs is not one that a command printed.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import msgspec
 
+from council.cli.settings import settings_rows
 from council.evaluation.report import Report, markdown_table
 
 BLOCK = re.compile(
@@ -32,7 +35,16 @@ BLOCK = re.compile(
 
 
 def render(source: Path) -> str:
-    """The Markdown of one source file: an eval report, or a saved benchmark."""
+    """The Markdown of one source file: an eval report, a saved benchmark, or the
+    settings object (the README's table of settings)."""
+    if source.name == "settings.py":
+        rows = [
+            [f"`{flag}`", f"`{env}`", shown if " " in shown or shown == "none" else f"`{shown}`",
+             meaning]
+            for flag, env, shown, meaning in settings_rows()
+        ]  # fmt: skip
+        headers = ["flag", "environment", "default", "meaning"]
+        return "\n".join(markdown_table(headers, rows, numbers=False))
     data = source.read_bytes()
     if source.name.endswith(".report.json"):
         return msgspec.json.decode(data, type=Report).markdown()

@@ -27,8 +27,11 @@ development questions (docs/quality.md, `evals/results/dev--defaults-ab.*`)."""
 DEFAULT_CHAIRMAN = "qwen2.5-coder-1.5b"
 
 
-def _setting(default: Any, env: str, help: str, flag: str | None = None) -> Any:
-    return field(default=default, metadata={"env": env, "help": help, "flag": flag})
+def _setting(
+    default: Any, env: str, help: str, flag: str | None = None, shown: str | None = None
+) -> Any:
+    """A setting; ``shown`` is how its default reads when it is computed at run time."""
+    return field(default=default, metadata={"env": env, "help": help, "flag": flag, "shown": shown})
 
 
 def _default_models_dir() -> Path:
@@ -54,12 +57,14 @@ class Settings:
     members: str = _setting(
         DEFAULT_MEMBERS,
         "COUNCIL_MEMBERS",
-        "council members, comma-separated (model or model@persona)",
+        "council members, comma-separated: MODEL, MODEL@PERSONA, and MODEL#2 for a second "
+        "sample of a model (the default, three samples of the 1.5B, measured above three "
+        "distinct models: docs/quality.md)",
     )
     chairman: str = _setting(DEFAULT_CHAIRMAN, "COUNCIL_CHAIRMAN", "the chairman's model")
     mode: str = _setting("pairwise", "COUNCIL_MODE", "review mode: pairwise or rank")
     models: str = _setting(
-        "", "COUNCIL_AGENT_MODELS", "models `council agents` serves (default: the members)"
+        "", "COUNCIL_AGENT_MODELS", "models `council agents` serves", shown="the members' models"
     )
     runtime: str = _setting(
         "auto",
@@ -79,9 +84,12 @@ class Settings:
     models_dir: str = _setting(
         "",
         "COUNCIL_MODELS_DIR",
-        "where pulled GGUF models are stored (default ~/.cache/council/models)",
+        "where pulled GGUF models are stored",
+        shown="~/.cache/council/models",
     )
-    threads: int = _setting(0, "COUNCIL_THREADS", "generation threads per call (0: all cores)")
+    threads: int = _setting(
+        0, "COUNCIL_THREADS", "generation threads per call", shown="0 (all cores)"
+    )
     n_ctx: int = _setting(4096, "COUNCIL_N_CTX", "context window of embedded models")
     batch: int = _setting(
         6,
@@ -107,7 +115,7 @@ class Settings:
     strategy: str = _setting(
         DEFAULT,
         "COUNCIL_STRATEGY",
-        "how the chairman concludes: " + ", ".join(STRATEGIES),
+        "how the chairman concludes: " + ", ".join(STRATEGIES) + " (docs/how-it-works.md)",
     )
     settle_early: bool = _setting(
         True,
@@ -143,7 +151,11 @@ class Settings:
         "how much of a conversation's earlier turns every stage sees (estimated tokens; "
         "the oldest turns beyond it are left out)",
     )
-    opinion_max_tokens: int = _setting(512, "COUNCIL_OPINION_MAX_TOKENS", "tokens per opinion")
+    opinion_max_tokens: int = _setting(
+        512,
+        "COUNCIL_OPINION_MAX_TOKENS",
+        "tokens per opinion (room for the working and the final-answer line)",
+    )
     review_max_tokens: int = _setting(160, "COUNCIL_REVIEW_MAX_TOKENS", "tokens per review")
     synthesis_max_tokens: int = _setting(
         512, "COUNCIL_SYNTHESIS_MAX_TOKENS", "tokens of the final answer"
@@ -163,7 +175,13 @@ class Settings:
         "COUNCIL_SESSION_LEASE",
         "seconds a session whose chairman went silent waits before another chairman takes it over",
     )
-    node: str = _setting("", "COUNCIL_NODE", "node name in heartbeats (default host-role-pid)")
+    node: str = _setting(
+        "",
+        "COUNCIL_NODE",
+        "node name in heartbeats (agents append -ROLE to a set name); a chairman resumes the "
+        "sessions of its name",
+        shown="HOST-ROLE-PID; HOST-chairman",
+    )
     scripted_delay_ms: float = _setting(
         0.0, "COUNCIL_SCRIPTED_DELAY_MS", "per-call delay of the scripted runtime"
     )
@@ -187,9 +205,16 @@ class Settings:
         "bearer token the API asks for; required on an address beyond loopback "
         "(`council up` makes one)",
     )
-    ask_timeout: float = _setting(900.0, "COUNCIL_ASK_TIMEOUT", "how long `council ask` waits, s")
+    ask_timeout: float = _setting(
+        900.0,
+        "COUNCIL_ASK_TIMEOUT",
+        "how long `council ask` (and `council eval`, per question) waits for the answer, s",
+    )
     evals_dir: str = _setting(
-        "", "COUNCIL_EVALS_DIR", "where eval results go (default ~/.local/share/council/evals)"
+        "",
+        "COUNCIL_EVALS_DIR",
+        "where `council eval` keeps records and reports (the dashboard's Eval page reads them)",
+        shown="~/.local/share/council/evals",
     )
     log_format: str = _setting(
         "auto", "COUNCIL_LOG_FORMAT", "auto (console on a TTY), json, console"
@@ -268,6 +293,26 @@ def flag_of(name: str) -> str:
     return SETTINGS[name].metadata["flag"] or "--" + name.replace("_", "-")
 
 
+def shown_default(name: str) -> str:
+    f = SETTINGS[name]
+    default: Any = f.default
+    if f.metadata["shown"]:
+        return str(f.metadata["shown"])
+    if isinstance(default, bool):
+        return "1" if default else "0"
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default) if default != "" else "none"
+
+
+def settings_rows() -> list[list[str]]:
+    """Flag, environment variable, default and meaning of every setting (the README's table)."""
+    return [
+        [flag_of(name), f.metadata["env"], shown_default(name), f.metadata["help"]]
+        for name, f in SETTINGS.items()
+    ]
+
+
 def add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
     group = parser.add_argument_group("settings (flag > environment variable > default)")
     for name in names:
@@ -277,7 +322,7 @@ def add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
             dest=name,
             type=_kind(name),
             default=None,
-            help=f"{f.metadata['help']} [${f.metadata['env']}, default {f.default!r}]",
+            help=f"{f.metadata['help']} [${f.metadata['env']}, default {shown_default(name)}]",
         )
 
 

@@ -244,13 +244,14 @@ def _share(share: float | None) -> str:
     return "–" if share is None else f"{share:.0%}"
 
 
-def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    right = ["---" if i == 0 else "---:" for i in range(len(headers))]
-    return [
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join(right) + "|",
-        *("| " + " | ".join(cells) + " |" for cells in rows),
-    ]
+def markdown_table(headers: list[str], rows: list[list[str]], *, numbers: bool = True) -> list[str]:
+    """A Markdown table; with ``numbers``, every column but the first is right-aligned."""
+    right = ["---" if i == 0 or not numbers else "---:" for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return [line(headers), "|" + "|".join(right) + "|", *map(line, rows)]
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:

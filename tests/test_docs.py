@@ -6,7 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-from council.cli.docs import run_docs
+from council.cli.docs import render, run_docs
+from council.cli.settings import SETTINGS, flag_of, shown_default
+from council.evaluation.report import markdown_table
 
 ROOT = Path(__file__).parent.parent
 REPORT = Path(__file__).parent / "data" / "eval-report.json"
@@ -57,3 +59,15 @@ def test_a_block_whose_source_is_missing_is_an_error(tmp_path: Path) -> None:
         "<!-- generated from gone.report.json -->\n<!-- end generated -->\n"
     )
     assert run_docs(tmp_path, check=True) == 2
+
+
+def test_the_settings_table_has_every_setting_as_help_shows_it() -> None:
+    """The README's settings table is rendered from the settings object: each variable,
+    its flag and its default once, and a pipe in a cell cannot break the table."""
+    table = render(ROOT / "cli" / "settings.py").splitlines()
+    assert len(table) == 2 + len(SETTINGS)
+    for name, f in SETTINGS.items():
+        (row,) = [r for r in table if f"`{f.metadata['env']}`" in r]
+        assert row.startswith(f"| `{flag_of(name)}` |")
+        assert shown_default(name) in row
+    assert markdown_table(["a"], [["x | y"]])[-1] == "| x \\| y |"

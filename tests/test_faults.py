@@ -6,10 +6,12 @@ import asyncio
 import gc
 from pathlib import Path
 
+import nats.js.errors
 import psutil
 import pytest
 import structlog
 from nats.aio.client import Client
+from nats.js.api import PubAck
 from test_bus import council
 
 from council.agents.runtimes.scripted import HANG
@@ -33,7 +35,7 @@ from council.bus.server import EmbeddedNats
 from council.bus.stream import ensure_stream
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
-from council.chairman.service import ChairmanService
+from council.chairman.service import ChairmanService, _InFlight
 
 
 async def test_burst_of_200_questions_is_accepted_or_busy_and_all_accepted_finish(
@@ -224,3 +226,44 @@ async def test_pipelined_events_lost_in_an_outage_are_published_again_before_the
         server.stop()
     assert "event_unacked" in [e["event"] for e in logs]  # the republishing path ran
     assert events == [started, stage, end]
+
+
+@pytest.mark.parametrize("trouble", ["refused by the stream", "in flight across a reconnect"])
+async def test_a_pipelined_event_in_trouble_is_stored_again_before_the_next_one_is_sent(
+    tmp_path: Path, trouble: str
+) -> None:
+    """An event the stream refused (a cluster electing a leader), or one in flight
+    when the connection broke (lost with the dead socket), must not be overtaken: the
+    next event waits until it is stored, so the stream never holds a later step
+    without an earlier one (a chairman taking the session over could not fold it)."""
+    server = EmbeddedNats(tmp_path / "js").start()
+    nc = await connect(server.url, name="chair")
+    chairman = ChairmanService(
+        nc, defaults=Defaults(("m1",), "m1"), config=CouncilConfig(), node="c",
+        store_patience_s=0.5,
+    )  # fmt: skip
+    started = SessionStarted(
+        session_id="s3", question="q", members=["m1"], chairman="m1", mode="pairwise",
+        quorum=1, owner="c", seq=1,
+    )  # fmt: skip
+    lost = StageStarted(session_id="s3", seq=2, stage="opinions", expected=1)
+    after = StageStarted(session_id="s3", seq=3, stage="reviews", expected=1)
+    ack: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+    reconnects = int(nc.stats["reconnects"])
+    if trouble == "refused by the stream":
+        ack.set_exception(nats.js.errors.ServiceUnavailableError())
+    else:  # sent before the last reconnect, never acked
+        reconnects -= 1
+    try:
+        await ensure_stream(chairman.js)
+        await chairman._store(started)
+        chairman._unacked["s3"].append(_InFlight(lost, ack, reconnects))  # never stored
+        with structlog.testing.capture_logs() as logs:
+            await chairman._store(after)
+        events = await stored_events(nc, "s3")
+    finally:
+        await chairman.stop()
+        await nc.close()
+        server.stop()
+    assert "event_unacked" in [e["event"] for e in logs]
+    assert events == [started, lost, after]
