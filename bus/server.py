@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 from council.bus.errors import CouncilError
 from council.bus.probe import answers
@@ -31,6 +34,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+STORE_DIR = re.compile(r'^\s*store_dir\s*[:=]\s*"?([^"#\n]+?)"?\s*$', re.MULTILINE)
+"""A NATS config's JetStream store_dir line."""
+
+
 class EmbeddedNats:
     """``nats-server -js`` on loopback; stop() waits for it (JetStream can take > 1 s)."""
 
@@ -51,6 +58,7 @@ class EmbeddedNats:
         self.log_file = log_file
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
+        self._store_lock: IO[str] | None = None
 
     @property
     def url(self) -> str:
@@ -58,6 +66,7 @@ class EmbeddedNats:
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_store()
         command = [find_nats_server()]
         if self.config:
             command += ["-c", str(self.config)]
@@ -69,6 +78,7 @@ class EmbeddedNats:
         deadline = time.monotonic() + timeout_s
         while not answers(self.url, 0.2):
             if self.process.poll() is not None:
+                self._unlock_store()
                 raise NatsServerError(
                     f"nats-server exited with {self.process.returncode}: {command}"
                 )
@@ -86,3 +96,38 @@ class EmbeddedNats:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._unlock_store()
+
+    def _store(self) -> Path:
+        """Where the server keeps JetStream: a config's ``store_dir`` (relative to the
+        working directory, as nats-server reads it), else ours."""
+        if self.config:
+            named = re.search(
+                r'^\s*store_dir\s*[:=]\s*"?([^"#\n]+?)"?\s*$', self.config.read_text(), re.M
+            )
+            if named:
+                return Path(named[1]).expanduser().resolve()
+        return self.store_dir.resolve()
+
+    def _lock_store(self) -> None:
+        """Two servers on one JetStream store corrupt it (and the second one's chairman
+        would take over the first one's sessions): one council server per store."""
+        store = self._store()
+        store.mkdir(parents=True, exist_ok=True)
+        handle = (store / "council.lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise NatsServerError(
+                f"another nats-server started by council uses the JetStream store {store}; "
+                "two servers on one store corrupt it: stop the other, or start this one "
+                "elsewhere (another working directory for nats.conf's store_dir, or "
+                "another XDG_DATA_HOME)"
+            ) from None
+        self._store_lock = handle
+
+    def _unlock_store(self) -> None:
+        if self._store_lock:
+            self._store_lock.close()  # closing the file releases the lock
+            self._store_lock = None

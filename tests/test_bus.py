@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import structlog
@@ -43,7 +44,7 @@ from council.bus.messages import (
     StageStarted,
     TokenDelta,
 )
-from council.bus.server import EmbeddedNats
+from council.bus.server import EmbeddedNats, NatsServerError
 from council.bus.session import SessionState, State
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
@@ -488,3 +489,22 @@ def test_the_session_id_of_a_subject_is_read_from_the_session_families_only() ->
     assert subjects.session_of(subjects.cancel("abc123")) == "abc123"
     for other in (subjects.ASK, subjects.agent("m", "opinion"), "council.session", "x.session.a.b"):
         assert subjects.session_of(other) == ""
+
+
+@pytest.mark.parametrize("named_by", ["flag", "config"])
+def test_a_second_server_on_one_jetstream_store_is_refused(tmp_path: Path, named_by: str) -> None:
+    """Two `council up`s on different ports once shared a store (the same working
+    directory's nats.conf): the second server corrupted the first one's stream and its
+    chairman took over the first one's sessions. Now the second is refused, by name."""
+    config = None
+    if named_by == "config":
+        config = tmp_path / "nats.conf"
+        config.write_text(f'jetstream {{\n    store_dir: "{tmp_path / "shared"}"\n}}\n')
+    first = EmbeddedNats(tmp_path / "shared", config=config).start()
+    try:
+        with pytest.raises(NatsServerError, match="uses the JetStream store"):
+            EmbeddedNats(tmp_path / "shared", config=config).start()
+    finally:
+        first.stop()
+    again = EmbeddedNats(tmp_path / "shared", config=config).start()  # free once stopped
+    again.stop()
