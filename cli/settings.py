@@ -23,7 +23,7 @@ from council.evaluation.report import Calibration
 DEFAULT_MEMBERS = "qwen2.5-coder-1.5b,qwen2.5-coder-1.5b#2,qwen2.5-coder-1.5b#3"
 """Three samples of the strongest packaged model: 86.7% against 78.3% for the three
 models (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b) in one run of 60
-development questions (docs/quality.md, `evals/results/dev--defaults-ab.*`)."""
+development questions (docs/quality.md, `evals/results/dev--defaults-ab-first60.report.json`)."""
 DEFAULT_CHAIRMAN = "qwen2.5-coder-1.5b"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import nats.js.errors
@@ -154,24 +156,41 @@ async def test_replayed_events_are_skipped_by_a_follower(
             [e async for e in follow(nc, "no-such-session", timeout_s=1)]
 
 
+@asynccontextmanager
+async def storing_chairman(
+    tmp_path: Path, *, pipelined: bool = True
+) -> AsyncIterator[tuple[EmbeddedNats, Client, ChairmanService]]:
+    """A server, a chairman that stores events on it (patience 0.5 s), the stream made."""
+    server = EmbeddedNats(tmp_path / "js").start()
+    nc = await connect(server.url, name="chair")
+    chairman = ChairmanService(
+        nc, defaults=Defaults(("m1",), "m1"), config=CouncilConfig(), node="c",
+        store_patience_s=0.5, pipelined=pipelined,
+    )  # fmt: skip
+    try:
+        await ensure_stream(chairman.js)
+        yield server, nc, chairman
+    finally:
+        await chairman.stop()
+        await nc.close()
+        server.stop()
+
+
+def started_event(session_id: str) -> SessionStarted:
+    return SessionStarted(
+        session_id=session_id, question="q", members=["m1"], chairman="m1", mode="pairwise",
+        quorum=1, owner="c", seq=1,
+    )  # fmt: skip
+
+
 async def test_an_event_stored_after_a_long_outage_is_unconfirmed_then_stored_never_lost(
     tmp_path: Path,
 ) -> None:
     """The server is down for longer than the chairman's patience: the event is
     reported unconfirmed (a warning, not `event_lost`), and once the server is back
     it is confirmed stored, exactly once."""
-    server = EmbeddedNats(tmp_path / "js").start()
-    nc = await connect(server.url, name="chair")
-    chairman = ChairmanService(
-        nc, defaults=Defaults(("m1",), "m1"), config=CouncilConfig(), node="c",
-        store_patience_s=0.5, pipelined=False,
-    )  # fmt: skip
-    try:
-        await ensure_stream(chairman.js)
-        event = SessionStarted(
-            session_id="s1", question="q", members=["m1"], chairman="m1", mode="pairwise",
-            quorum=1, owner="c", seq=1,
-        )  # fmt: skip
+    async with storing_chairman(tmp_path, pipelined=False) as (server, nc, chairman):
+        event = started_event("s1")
         with structlog.testing.capture_logs() as logs:
             server.stop()
             await chairman._store(event)
@@ -181,10 +200,6 @@ async def test_an_event_stored_after_a_long_outage_is_unconfirmed_then_stored_ne
                     break
                 await asyncio.sleep(0.1)
         events = await stored_events(nc, "s1")
-    finally:
-        await chairman.stop()
-        await nc.close()
-        server.stop()
     names = [e["event"] for e in logs]
     assert "event_unconfirmed" in names
     assert "event_stored_late" in names
@@ -198,20 +213,10 @@ async def test_pipelined_events_lost_in_an_outage_are_published_again_before_the
     """Events sent without waiting for their acks while the server is down: the
     terminal event waits for them, publishes again the ones not acked, and the stream
     ends with every event once, in seq order."""
-    server = EmbeddedNats(tmp_path / "js").start()
-    nc = await connect(server.url, name="chair")
-    chairman = ChairmanService(
-        nc, defaults=Defaults(("m1",), "m1"), config=CouncilConfig(), node="c",
-        store_patience_s=0.5,
-    )  # fmt: skip
-    started = SessionStarted(
-        session_id="s2", question="q", members=["m1"], chairman="m1", mode="pairwise",
-        quorum=1, owner="c", seq=1,
-    )  # fmt: skip
+    started = started_event("s2")
     stage = StageStarted(session_id="s2", seq=2, stage="opinions", expected=1)
     end = SessionFailed(session_id="s2", seq=3, reason="quorum_not_met", detail="test")
-    try:
-        await ensure_stream(chairman.js)
+    async with storing_chairman(tmp_path) as (server, nc, chairman):
         await chairman._store(started)  # sent while the server is up
         server.stop()
         await chairman._store(stage)  # sent (buffered) while it is down
@@ -220,10 +225,6 @@ async def test_pipelined_events_lost_in_an_outage_are_published_again_before_the
             await chairman._store(end)  # waits for both acks, republishes what was lost
         restart.cancel()
         events = await stored_events(nc, "s2")
-    finally:
-        await chairman.stop()
-        await nc.close()
-        server.stop()
     assert "event_unacked" in [e["event"] for e in logs]  # the republishing path ran
     assert events == [started, stage, end]
 
@@ -236,34 +237,20 @@ async def test_a_pipelined_event_in_trouble_is_stored_again_before_the_next_one_
     when the connection broke (lost with the dead socket), must not be overtaken: the
     next event waits until it is stored, so the stream never holds a later step
     without an earlier one (a chairman taking the session over could not fold it)."""
-    server = EmbeddedNats(tmp_path / "js").start()
-    nc = await connect(server.url, name="chair")
-    chairman = ChairmanService(
-        nc, defaults=Defaults(("m1",), "m1"), config=CouncilConfig(), node="c",
-        store_patience_s=0.5,
-    )  # fmt: skip
-    started = SessionStarted(
-        session_id="s3", question="q", members=["m1"], chairman="m1", mode="pairwise",
-        quorum=1, owner="c", seq=1,
-    )  # fmt: skip
+    started = started_event("s3")
     lost = StageStarted(session_id="s3", seq=2, stage="opinions", expected=1)
     after = StageStarted(session_id="s3", seq=3, stage="reviews", expected=1)
     ack: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
-    reconnects = int(nc.stats["reconnects"])
-    if trouble == "refused by the stream":
-        ack.set_exception(nats.js.errors.ServiceUnavailableError())
-    else:  # sent before the last reconnect, never acked
-        reconnects -= 1
-    try:
-        await ensure_stream(chairman.js)
+    async with storing_chairman(tmp_path) as (_, nc, chairman):
+        reconnects = int(nc.stats["reconnects"])
+        if trouble == "refused by the stream":
+            ack.set_exception(nats.js.errors.ServiceUnavailableError())
+        else:  # sent before the last reconnect, never acked
+            reconnects -= 1
         await chairman._store(started)
         chairman._unacked["s3"].append(_InFlight(lost, ack, reconnects))  # never stored
         with structlog.testing.capture_logs() as logs:
             await chairman._store(after)
         events = await stored_events(nc, "s3")
-    finally:
-        await chairman.stop()
-        await nc.close()
-        server.stop()
     assert "event_unacked" in [e["event"] for e in logs]
     assert events == [started, lost, after]
