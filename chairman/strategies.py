@@ -176,7 +176,7 @@ STRATEGIES: dict[str, Strategy] = {
 DEFAULT = "majority-then-synthesize"
 """A majority's answer stands (settled as soon as a majority of all the members
 agrees); without one, the seed's reviews and synthesis run. With three samples of
-the 1.5B it answered 86.7% of 60 development questions at 2.6x the 1.5B alone
+the 1.5B it answered 87.5% of the 160 development questions at 2.4x the 1.5B alone
 (docs/quality.md); `majority-or-chairman`, the default before, skips the reviews
 and the synthesis altogether."""
 

@@ -18,7 +18,7 @@ COMMON = (
     "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "log_format", "log_level",
 )  # fmt: skip
 RUNTIME = (
-    "runtime", "ollama_host", "models_dir", "threads", "n_ctx", "batch", "host_turns",
+    "runtime", "ollama_host", "models_dir", "threads", "n_ctx", "batch", "share_cores",
     "scripted_delay_ms",
 )  # fmt: skip
 AGENTS = (*RUNTIME, "models", "concurrency", "heartbeat", "node")

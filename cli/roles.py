@@ -58,7 +58,7 @@ def runtime_options(settings: Settings) -> RuntimeOptions:
         threads=settings.threads or None,
         n_ctx=settings.n_ctx,
         batch=settings.batch,
-        host_turns=settings.host_turns,
+        share_cores=settings.share_cores,
         scripted_delay_s=settings.scripted_delay_ms / 1000,
     )
 

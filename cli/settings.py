@@ -21,9 +21,9 @@ from council.chairman.strategies import DEFAULT, STRATEGIES
 from council.evaluation.report import Calibration
 
 DEFAULT_MEMBERS = "qwen2.5-coder-1.5b,qwen2.5-coder-1.5b#2,qwen2.5-coder-1.5b#3"
-"""Three samples of the strongest packaged model: 86.7% against 78.3% for the three
-models (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b) in one run of 60
-development questions (docs/quality.md, `evals/results/dev--defaults-ab-first60.report.json`)."""
+"""Three samples of the strongest packaged model: 87.5% against 79.4% for the three
+models (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b) on the 160 development
+questions in one run (docs/quality.md, `evals/results/dev--defaults-ab.report.json`)."""
 DEFAULT_CHAIRMAN = "qwen2.5-coder-1.5b"
 
 
@@ -88,7 +88,10 @@ class Settings:
         shown="~/.cache/council/models",
     )
     threads: int = _setting(
-        0, "COUNCIL_THREADS", "generation threads per call", shown="0 (all cores)"
+        0,
+        "COUNCIL_THREADS",
+        "generation threads per call, at most (the host's share of the cores may be fewer)",
+        shown="0 (all cores)",
     )
     n_ctx: int = _setting(4096, "COUNCIL_N_CTX", "context window of embedded models")
     batch: int = _setting(
@@ -97,11 +100,11 @@ class Settings:
         "embedded runtime: concurrent calls to one model decoded together, up to this "
         "many (0: one call at a time)",
     )
-    host_turns: bool = _setting(
-        False,
-        "COUNCIL_HOST_TURNS",
-        "embedded runtime: the council processes of this host generate in turns, a call "
-        "at a time (1/0; measured slower here, see docs/performance.md)",
+    share_cores: bool = _setting(
+        True,
+        "COUNCIL_SHARE_CORES",
+        "embedded runtime: the council processes of this host divide its cores among those "
+        "generating, so a call alone has every core (1/0; see docs/performance.md)",
     )
     quorum: int = _setting(2, "COUNCIL_QUORUM", "opinions needed for a session to go on")
     opinions_deadline: float = _setting(180.0, "COUNCIL_OPINIONS_DEADLINE", "stage 1 deadline, s")

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from council.agents.service import AgentService
 from council.bus.messages import SessionEvent
@@ -38,3 +43,29 @@ async def serving(agents: AgentService, count: int) -> None:
             return
         await asyncio.sleep(0.025)
     raise AssertionError(f"agents serve {agents.in_flight} call(s), not {count}")
+
+
+_GENERATING = """
+import sys, time
+from pathlib import Path
+from council.agents.runtimes.cores import HostCores
+HostCores(Path(sys.argv[1]), 1).hold()
+print("generating", flush=True)
+time.sleep(600)
+"""
+
+
+@contextmanager
+def generating_elsewhere(cores_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another council process of the host, generating (it holds its share of the
+    cores) until the block ends or the test kills it."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _GENERATING, str(cores_dir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "generating"
+        yield process
+    finally:
+        process.kill()
+        process.wait()

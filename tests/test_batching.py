@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 from conftest import TEST_MODEL
-from helpers import settled_agents
+from helpers import generating_elsewhere, settled_agents
 from nats.aio.msg import Msg
 
 from council.agents.handlers import handle_review
 from council.agents.runtimes.base import RuntimeFailure
 from council.agents.runtimes.batching import MIN_SHARED
+from council.agents.runtimes.cores import REFRESH_S
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.router import RoutedRuntime
 from council.bus import subjects
@@ -37,8 +39,17 @@ BATCH = 3
 
 
 @pytest.fixture(scope="module")
-async def batched(models_dir: Path, test_model_path: Path) -> AsyncIterator[EmbeddedRuntime]:
-    runtime = EmbeddedRuntime(models_dir, auto_pull=False, batch=BATCH, n_ctx=2048)
+def cores_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cores")
+
+
+@pytest.fixture(scope="module")
+async def batched(
+    models_dir: Path, test_model_path: Path, cores_dir: Path
+) -> AsyncIterator[EmbeddedRuntime]:
+    runtime = EmbeddedRuntime(
+        models_dir, auto_pull=False, batch=BATCH, n_ctx=2048, cores_dir=cores_dir
+    )
     await runtime.load(TEST_MODEL)
     yield runtime
     await runtime.close()
@@ -196,3 +207,25 @@ async def test_a_prompt_longer_than_a_calls_context_is_a_runtime_failure(
         await answer(batched, huge, GenerationOptions(max_tokens=4))
     text, _, _ = await answer(batched, asking("a cat"), GenerationOptions(max_tokens=8))
     assert text.strip()
+
+
+async def test_a_batch_runs_on_its_share_of_the_hosts_cores(
+    batched: EmbeddedRuntime, cores_dir: Path
+) -> None:
+    """Another council process of the host generating: the batch decodes on half the
+    cores (llama.cpp's context says so); that process dead, on all of them again."""
+    import llama_cpp
+
+    ctx = batched._engines[TEST_MODEL].ctx.ctx
+    options = GenerationOptions(temperature=0, max_tokens=8)
+    with generating_elsewhere(cores_dir), structlog.testing.capture_logs() as logs:
+        text, _, _ = await answer(batched, asking("a lighthouse"), options)
+        assert text.strip()
+        assert llama_cpp.llama_n_threads(ctx) == max(1, batched.threads // 2)
+    await asyncio.sleep(REFRESH_S)
+    with structlog.testing.capture_logs() as later:
+        await answer(batched, asking("a harbour"), options)
+    assert llama_cpp.llama_n_threads(ctx) == batched.threads
+    fitted = [e["threads"] for e in logs + later if e["event"] == "threads_fitted"]
+    if batched.threads > 1:  # on one core there is nothing to divide
+        assert fitted == [batched.threads // 2, batched.threads]

@@ -117,8 +117,9 @@ class RuntimeOptions:
     threads: int | None = None
     n_ctx: int = 4096
     batch: int = 0
-    host_turns: bool = False
-    """Generations of the host's council processes take turns (``turns.py``)."""
+    share_cores: bool = True
+    """The host's council processes divide its cores among those generating
+    (``cores.py``)."""
     scripted_delay_s: float = 0.0
 
 

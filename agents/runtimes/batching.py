@@ -31,7 +31,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
+from council.agents.runtimes.cores import HostCores
 from council.bus.messages import ChatMessage, GenerationOptions, Usage
+
+log = structlog.get_logger()
 
 PREFILL_CHUNK = 256
 """Prompt tokens of one call per step: a long prompt does not stall the others."""
@@ -73,9 +78,12 @@ class BatchedModel:
         n_ctx: int,
         threads: int,
         turns: AbstractContextManager[Any] | None = None,
+        cores: HostCores | None = None,
     ) -> None:
         """``turns``: held for each step, shared by the models of one process so that
-        their steps take turns on the cores instead of competing for them."""
+        their steps take turns on the cores instead of competing for them. ``cores``:
+        the host's budget; each step runs on this process's share, at most
+        ``threads``."""
         import llama_cpp
         from llama_cpp import _internals
 
@@ -85,6 +93,10 @@ class BatchedModel:
         self.model = llama._model
         self.sequences = sequences
         self._turns = turns or threading.Lock()
+        self._cores = cores or HostCores(None, threads)
+        self._holding = False
+        self.threads = threads
+        self._running_threads = threads
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = max(PREFILL_CHUNK * sequences, 512)
@@ -155,19 +167,35 @@ class BatchedModel:
     def _run(self) -> None:
         while not self._closed.is_set():
             self._admit(block=not self._active)
+            self._hold_cores(bool(self._active))
             if not self._active:
                 continue
             try:
                 with self._turns:
+                    self._fit_threads()
                     self._step()
             except Exception as exc:  # a failed decode fails every call in the batch
                 for call in list(self._active):
                     self._finish(call, exc)
+        self._hold_cores(False)
         closed = RuntimeError("the model was closed")
         while self._active or not self._waiting.empty():  # no caller is left waiting
             self._admit(block=False)
             for call in list(self._active):
                 self._finish(call, closed)
+
+    def _hold_cores(self, busy: bool) -> None:
+        """The host counts this process as generating while it has calls in flight."""
+        if busy != self._holding:
+            (self._cores.hold if busy else self._cores.release)()
+            self._holding = busy
+
+    def _fit_threads(self) -> None:
+        threads = min(self.threads, self._cores.share())
+        if threads != self._running_threads:
+            self._lib.llama_set_n_threads(self.ctx.ctx, threads, threads)
+            self._running_threads = threads
+            log.info("threads_fitted", threads=threads, allowed=self.threads)
 
     def _admit(self, *, block: bool) -> None:
         while self._free:

@@ -9,8 +9,9 @@ With ``batch`` > 0, concurrent calls to one model are decoded together instead
 (``batching.BatchedModel``, up to ``batch`` at once, all threads); the models of
 one runtime take turns step by step, so they never compete for the cores.
 
-With ``turns_file``, the council processes of one host take turns too, a call at
-a time (``turns.py``); batched engines take turns only within their process.
+The council processes of one host divide its cores among those generating
+(``cores.py``, with ``cores_dir``): a call runs on this process's share, at most
+``threads``, and a batch re-fits its threads as other processes start and stop.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +40,15 @@ from council.agents.runtimes.base import (
     Statuses,
 )
 from council.agents.runtimes.batching import BatchedModel
-from council.agents.runtimes.turns import PATIENCE_S, HostTurns
+from council.agents.runtimes.cores import HostCores
 from council.bus.errors import ModelLoadError, ModelNotFound
 from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus, Usage
 
 log = structlog.get_logger()
 
 _DONE = object()
-TURNS_FILE = ".turns.lock"
-"""In the models directory: the council processes that share it take turns."""
+CORES_DIR = ".cores"
+"""In the models directory: the council processes that share it divide the cores."""
 
 
 def resolve_model_path(model: str, models_dir: Path, *, auto_pull: bool) -> Path:
@@ -85,9 +86,10 @@ class EmbeddedRuntime:
         threads: int | None = None,
         auto_pull: bool = True,
         batch: int = 0,
-        turns_file: Path | None = None,
-        turn_patience_s: float = PATIENCE_S,
+        cores_dir: Path | None = None,
     ) -> None:
+        """``cores_dir``: shared by the host's council processes, which divide its
+        cores among those generating (None: this runtime assumes it has them all)."""
         cores = os.cpu_count() or 1
         self.models_dir = models_dir
         self.n_ctx = n_ctx
@@ -98,11 +100,7 @@ class EmbeddedRuntime:
         self._llamas: dict[str, Any] = {}
         self._engines: dict[str, BatchedModel] = {}
         self._turns = threading.Lock()
-        # A call with every core takes the host's turn; calls that split the cores
-        # between them (threads < cores) were asked to run side by side.
-        self._host = (
-            HostTurns(turns_file, turn_patience_s) if turns_file and self.slots == 1 else None
-        )
+        self._cores = HostCores(cores_dir, cores)
         self._locks: dict[str, asyncio.Lock] = {}
         self._status = Statuses(self.name)
         self._slots = asyncio.Semaphore(self.slots)
@@ -130,6 +128,7 @@ class EmbeddedRuntime:
                         n_ctx=self.n_ctx * self.batch,
                         threads=self.threads,
                         turns=self._turns,
+                        cores=self._cores,
                     )
                 self._llamas[model] = llama
             except Exception as exc:
@@ -176,7 +175,7 @@ class EmbeddedRuntime:
         async with self._locks[model], self._slots:
             with self._status.calling(model):
                 worker = asyncio.create_task(
-                    asyncio.to_thread(_generate, llama, messages, options, schema, feed, self._host)
+                    asyncio.to_thread(_generate, llama, messages, options, schema, feed, self._fit)
                 )
                 try:
                     async for item in feed.items():
@@ -210,9 +209,18 @@ class EmbeddedRuntime:
             finally:
                 feed.stop.set()  # the engine drops the call at its next step
 
+    @contextlib.contextmanager
+    def _fit(self, llama: Any) -> Iterator[None]:
+        """Hold this process's share of the cores for one call, its threads set to it."""
+        from llama_cpp import llama_set_n_threads
+
+        with self._cores.generating():
+            threads = min(self.threads, self._cores.share())
+            llama_set_n_threads(llama._ctx.ctx, threads, threads)
+            yield
+
     async def close(self) -> None:
-        if self._host:
-            self._host.close()
+        self._cores.close()
         for engine in self._engines.values():
             engine.close()
         self._engines.clear()
@@ -227,7 +235,7 @@ async def _offer(options: RuntimeOptions, models: list[str]) -> Offer:
         threads=options.threads,
         n_ctx=options.n_ctx,
         batch=options.batch,
-        turns_file=options.models_dir / TURNS_FILE if options.host_turns else None,
+        cores_dir=options.models_dir / CORES_DIR if options.share_cores else None,
     )
     return Offer(runtime, lambda m: m in CATALOGUE or is_gguf_path(m), sorted(CATALOGUE))
 
@@ -278,14 +286,14 @@ def _generate(
     options: GenerationOptions,
     schema: dict[str, Any] | None,
     feed: _Feed,
-    turn: HostTurns | None,
+    fit: Callable[[Any], contextlib.AbstractContextManager[None]],
 ) -> None:
-    """Runs in a worker thread, within the host's ``turn`` if it takes one; reports
-    chunks, an exception, then the end."""
+    """Runs in a worker thread on the cores ``fit`` gives it; reports chunks, an
+    exception, then the end."""
     emit, stop = feed.emit, feed.stop
     tokens = _TokenCounter()
     try:
-        with turn or contextlib.nullcontext():
+        with fit(llama):
             stream = llama.create_chat_completion(
                 messages=[{"role": m.role, "content": m.content} for m in messages],
                 stream=True,

@@ -1,12 +1,14 @@
-"""Two council processes on one host: taking turns on the cores against competing.
+"""Two council processes on one host: dividing the cores, or competing for them.
 
-Two embedded runtimes (as two agent processes would hold them, each with every
-core), each generating one call at a time, both at once: once sharing a turns
-file (``agents/runtimes/turns.py``, how council runs) and once not (each assumes
-it owns the host). The figure is the aggregate completion rate, median of
-``--repeats``, alternating the two arms; the ratio is turns over competing.
+Two embedded runtimes (as two agent processes would hold them, each allowed every
+core, batched as ``COUNCIL_BATCH`` says), each generating one call at a time, both
+at once, two ways: dividing the cores among those generating
+(``agents/runtimes/cores.py``, how council runs) and competing (each assumes it
+owns the host, how council ran before). The figure is the aggregate completion
+rate, median of ``--repeats``, the arms interleaved; the ratio is dividing over
+competing.
 
-    python -m bench.host_turns [--model qwen2.5-coder-0.5b] [--calls 3] [--quick]
+    python -m bench.host_cores [--model qwen2.5-coder-0.5b] [--calls 3] [--quick]
 """
 
 from __future__ import annotations
@@ -40,45 +42,53 @@ async def rate(pair: list[EmbeddedRuntime], model: str, count: int, tokens: int)
     return sum(done) / (time.perf_counter() - started)
 
 
-async def measure(model: str, count: int, tokens: int, repeats: int) -> dict[str, Any]:
+def arms(
+    models_dir: Path, shared: Path, cores: int, batch: int
+) -> dict[str, list[EmbeddedRuntime]]:
+    def pair(cores_dir: Path | None) -> list[EmbeddedRuntime]:
+        return [
+            EmbeddedRuntime(
+                models_dir, auto_pull=False, threads=cores, batch=batch, cores_dir=cores_dir
+            )
+            for _ in "ab"
+        ]
+
+    return {
+        "dividing": pair(shared),
+        "competing": pair(None),
+    }
+
+
+async def measure(model: str, count: int, tokens: int, repeats: int, batch: int) -> dict[str, Any]:
     models_dir = Settings().models_path
     cores = os.cpu_count() or 1
-    with tempfile.TemporaryDirectory(prefix="council-turns-") as tmp:
-        shared = Path(tmp) / "turns.lock"
-        arms = {
-            "turns": [
-                EmbeddedRuntime(models_dir, auto_pull=False, threads=cores, turns_file=shared)
-                for _ in range(2)
-            ],
-            "competing": [
-                EmbeddedRuntime(models_dir, auto_pull=False, threads=cores) for _ in range(2)
-            ],
-        }
-        rates: dict[str, list[float]] = {arm: [] for arm in arms}
+    with tempfile.TemporaryDirectory(prefix="council-cores-") as tmp:
+        pairs = arms(models_dir, Path(tmp), cores, batch)
+        rates: dict[str, list[float]] = {arm: [] for arm in pairs}
         try:
-            for pair in arms.values():
+            for pair in pairs.values():
                 for runtime in pair:
                     await runtime.load(model)
                 await rate(pair, model, 1, 8)  # warm
             for i in range(repeats):
-                order = list(arms) if i % 2 == 0 else list(reversed(arms))
+                order = list(pairs)[i % len(pairs) :] + list(pairs)[: i % len(pairs)]
                 for arm in order:
-                    rates[arm].append(await rate(arms[arm], model, count, tokens))
+                    rates[arm].append(await rate(pairs[arm], model, count, tokens))
         finally:
-            for pair in arms.values():
+            for pair in pairs.values():
                 for runtime in pair:
                     await runtime.close()
-    turns, competing = median(rates["turns"]), median(rates["competing"])
+    figures = {arm: median(values) for arm, values in rates.items()}
     return {
-        "benchmark": "host_turns",
+        "benchmark": "host_cores",
         "model": model,
         "calls_per_runtime": count,
         "tokens_per_call": tokens,
         "threads": cores,
+        "batch": batch,
         "repeats": repeats,
-        "turns_tok_s": round(turns, 1),
-        "competing_tok_s": round(competing, 1),
-        "ratio": round(turns / competing, 2),
+        **{f"{arm}_tok_s": round(value, 1) for arm, value in figures.items()},
+        "ratio": round(figures["dividing"] / figures["competing"], 2),
         **machine(),
     }
 
@@ -89,16 +99,17 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=3, help="calls each runtime makes in turn")
     p.add_argument("--tokens", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=Settings().batch, help="COUNCIL_BATCH")
     args = p.parse_args()
     quiet_logs()
     model = "smollm2-135m" if args.quick else args.model
     tokens, repeats = (24, 1) if args.quick else (args.tokens, args.repeats)
-    result = asyncio.run(measure(model, args.calls, tokens, repeats))
+    result = asyncio.run(measure(model, args.calls, tokens, repeats, args.batch))
     table = Table(
-        f"{model}: two runtimes of {result['threads']} threads on one host, "
+        f"{model}: two runtimes allowed {result['threads']} threads each on one host, "
         f"aggregate completion tokens/s, median of {repeats}",
-        ["taking turns", "competing", "turns / competing"],
-        [[result["turns_tok_s"], result["competing_tok_s"], result["ratio"]]],
+        ["dividing the cores", "competing", "dividing / competing"],
+        [[result["dividing_tok_s"], result["competing_tok_s"], result["ratio"]]],
     )
     report(result, [table], args)
 
