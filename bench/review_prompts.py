@@ -7,12 +7,15 @@ opinions measures a prompt in a fraction of a whole eval, and every variant
 sees exactly the same answers. Per variant: review discrimination (normalized
 score given to right answers minus wrong ones, overall and per reviewer), the
 accuracy of the top-ranked opinion (what ``select`` would answer), and stage-2
-seconds and tokens per question. The shipped prompt (``check``) is the baseline,
+wall seconds (a question's reviews sent at once, batched as ``COUNCIL_BATCH``
+says) and tokens per question. The shipped prompt (``check``) is the baseline,
 measured in the same run; variants take turns on each question, so a machine
-that slows down slows them alike.
+that slows down slows them alike. The ``solve`` variants ask for no score: the
+reviewer works the question out and code compares its final answer with the
+response's.
 
     python -m bench.review_prompts [--records FILE] [--questions FILE] [--limit N]
-        [--reviewers a,b] [--variants check,judge,verdict] [--quick] [--json]
+        [--reviewers a,b] [--variants check,solve,...] [--disagreeing] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncio
 import hashlib
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,7 @@ from council.agents import handlers
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.bus.members import model_of
 from council.bus.messages import AgentError, ChatMessage, GenerationOptions, ReviewRequest
-from council.chairman import aggregate, prompts
+from council.chairman import aggregate, extract, prompts
 from council.chairman.conductor import CouncilConfig
 from council.cli.settings import load as load_settings
 from council.evaluation.questions import load
@@ -67,6 +71,22 @@ VARIANTS: dict[str, str] = {
 CHECKS_FIRST = {prompts.CHECK_FIRST_SYSTEM}
 """Variants whose verdict has the reviewer's working before the score."""
 
+SOLVE_SYSTEM = (
+    "You check an answer on a council of AI models. You see a question and one "
+    "anonymous response. " + prompts.FENCE_NOTE + " Do not trust the response: work "
+    "the question out yourself, step by step, and check each step. Then end with one "
+    f"last line that starts with '{prompts.FINAL_LINE}' followed by the correct answer "
+    "alone, whether or not it is the response's."
+)
+SOLVE_ALONE_SYSTEM = prompts.MEMBER_SYSTEM.format(persona="").strip()
+SOLVES: dict[str, tuple[str, bool]] = {
+    "solve": (SOLVE_SYSTEM, True),
+    "solve-alone": (SOLVE_ALONE_SYSTEM, False),
+}
+"""Variants whose reviewer writes its own worked answer (seeing the response, or
+not), and whose score is code's: 10 when its final answer agrees with the
+response's, 1 when not. The model is not asked for a score at all."""
+
 
 def labels_of(record: Record) -> dict[str, str]:
     """Each member's anonymous label, as the chairman gives them (member order)."""
@@ -74,20 +94,29 @@ def labels_of(record: Record) -> dict[str, str]:
     return dict(zip(members, prompts.labels_for(len(members)), strict=True))
 
 
+KNOWN = [*VARIANTS, *SOLVES]
+
+
 def requests_for(
-    record: Record, question: str, reviewers: list[str], system: str
+    record: Record, question: str, reviewers: list[str], variant: str
 ) -> list[ReviewRequest]:
     """Every pairwise review of the record's opinions by ``reviewers``, as the
-    chairman would ask it, with ``system`` as the reviewers' instructions."""
+    chairman would ask it, with the variant's instructions."""
+    system, shows = SOLVES.get(variant) or (VARIANTS[variant], True)
+    max_tokens = CONFIG.opinion_max_tokens if variant in SOLVES else CONFIG.review_max_tokens
     members = list(record.council.opinions)
     labels = labels_of(record)
     seed = int(hashlib.sha256(record.id.encode()).hexdigest()[:7], 16)
     requests = []
     for reviewer in (m for m in members if m in reviewers):
         for index, reviewed in enumerate(m for m in members if m != reviewer):
-            user = prompts.pairwise_messages(
-                question, labels[reviewed], record.council.opinions[reviewed].text
-            )[1]  # the same for every variant: the variants differ in the system prompt
+            user = (
+                prompts.pairwise_messages(
+                    question, labels[reviewed], record.council.opinions[reviewed].text
+                )[1]  # the same for every scoring variant: they differ in the system prompt
+                if shows
+                else ChatMessage("user", question)
+            )
             requests.append(
                 ReviewRequest(
                     session_id=record.id,
@@ -97,7 +126,7 @@ def requests_for(
                     options=GenerationOptions(
                         temperature=CONFIG.review_temperature,
                         seed=seed + index,
-                        max_tokens=CONFIG.review_max_tokens,
+                        max_tokens=max_tokens,
                     ),
                     timeout_s=CONFIG.reviews_deadline_s,
                     mode="pairwise",
@@ -108,25 +137,50 @@ def requests_for(
     return requests
 
 
+async def solved(
+    runtime: EmbeddedRuntime, request: ReviewRequest, reviewed: str
+) -> tuple[float, int, float]:
+    """A solving reviewer's score of ``reviewed`` (an answer's text), its tokens and
+    seconds: 10 when the final answers agree, 1 when not."""
+    started, text, tokens = time.perf_counter(), [], 0
+    async for chunk in runtime.chat(request.model, request.messages, options=request.options):
+        text.append(chunk.text)
+        if chunk.usage:
+            tokens = chunk.usage.prompt_tokens + chunk.usage.completion_tokens
+    agrees = extract.extract("".join(text)) == extract.extract(reviewed)
+    return (10.0 if agrees else 1.0), tokens, time.perf_counter() - started
+
+
 async def review_all(
-    runtime: EmbeddedRuntime, record: Record, requests: list[ReviewRequest]
+    runtime: EmbeddedRuntime, record: Record, requests: list[ReviewRequest], solves: bool
 ) -> tuple[CouncilAnswer, float, int, int]:
-    """The record's council with these reviews instead, seconds and tokens spent,
-    and how many reviews failed."""
+    """The record's council with these reviews instead (sent at once, as the chairman
+    sends them), the wall seconds and tokens spent, and how many reviews failed."""
     by_label = {label: m for m, label in labels_of(record).items()}
     scores: list[ReviewScore] = []
-    seconds, tokens, failed = 0.0, 0, 0
-    for request in requests:
+    tokens, failed = 0, 0
+    started = time.perf_counter()
+
+    async def one(request: ReviewRequest) -> None:
+        nonlocal tokens, failed
+        reviewed = by_label[request.labels[0]]
+        if solves:
+            score, used, _ = await solved(runtime, request, record.council.opinions[reviewed].text)
+            tokens += used
+            scores.append(ReviewScore(reviewer=request.member, reviewed=reviewed, score=score))
+            return
         result = await handlers.handle_review(runtime, request)
         if isinstance(result, AgentError):
             failed += 1
-            continue
-        seconds += result.latency_ms / 1000
+            return
         tokens += result.usage.prompt_tokens + result.usage.completion_tokens
         for label, score in result.scores.items():
             scores.append(
                 ReviewScore(reviewer=request.member, reviewed=by_label[label], score=score)
             )
+
+    await asyncio.gather(*(one(r) for r in requests))
+    seconds = time.perf_counter() - started
     ranked, _, _ = aggregate.rank(
         list(record.council.opinions),
         {m: m for m in record.council.opinions},
@@ -144,15 +198,18 @@ async def review_all(
 async def run(
     records: list[Record], questions: dict[str, str], reviewers: list[str], variants: list[str]
 ) -> dict[str, Any]:
-    runtime = EmbeddedRuntime(load_settings().models_path, auto_pull=False)
+    settings = load_settings()
+    runtime = EmbeddedRuntime(settings.models_path, auto_pull=False, batch=settings.batch)
     judged: dict[str, list[tuple[CouncilAnswer, float, int, int]]] = {v: [] for v in variants}
     try:
         for model in dict.fromkeys(model_of(r) for r in reviewers):
             await runtime.load(model)
         for i, record in enumerate(records, 1):
             for variant in variants:
-                requests = requests_for(record, questions[record.id], reviewers, VARIANTS[variant])
-                judged[variant].append(await review_all(runtime, record, requests))
+                requests = requests_for(record, questions[record.id], reviewers, variant)
+                judged[variant].append(
+                    await review_all(runtime, record, requests, variant in SOLVES)
+                )
             print(f"{i}/{len(records)} {record.id}", file=sys.stderr, flush=True)
     finally:
         await runtime.close()
@@ -211,7 +268,14 @@ def main() -> None:
     p.add_argument("--questions", type=Path, default=QUESTIONS, help="the eval's question file")
     p.add_argument("--limit", type=int, default=30, help="questions, spread over the records")
     p.add_argument("--reviewers", default="", help="comma-separated members (default: all)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
+    p.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(KNOWN)}"
+    )
+    p.add_argument(
+        "--disagreeing",
+        action="store_true",
+        help="only the records whose council ran reviews (its members disagreed)",
+    )
     args = p.parse_args()
     quiet_logs()
     records = [
@@ -220,6 +284,8 @@ def main() -> None:
         if line.strip()
     ]
     records = [r for r in records if len(r.council.opinions) > 1]
+    if args.disagreeing:
+        records = [r for r in records if not r.council.reviews_skipped]
     limit = 2 if args.quick else args.limit
     step = max(1, len(records) // max(1, limit))
     records = records[::step][:limit]
@@ -227,9 +293,9 @@ def main() -> None:
     members = list(dict.fromkeys(m for r in records for m in r.council.opinions))
     reviewers = [m for m in args.reviewers.split(",") if m] or members
     variants = [v for v in args.variants.split(",") if v]
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if v not in KNOWN]
     if unknown:
-        p.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+        p.error(f"unknown variants {unknown}; known: {', '.join(KNOWN)}")
     result = asyncio.run(run(records, questions, reviewers, variants))
     report(result, tables(result), args)
 
