@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -131,6 +132,30 @@ async def test_a_batched_review_follows_the_json_schema(batched: EmbeddedRuntime
     assert 1 <= review.scores["Response A"] <= 10
     assert text.strip()
     assert not text.lstrip().startswith("{")  # the grammar was the review's alone
+
+
+async def test_a_token_the_grammar_refuses_is_sampled_again_within_it(
+    batched: EmbeddedRuntime,
+) -> None:
+    """Asked for a poem under a JSON schema, the model's own first choices are prose:
+    each is refused and sampled again within the grammar, greedy and sampled alike,
+    so the text is the schema's JSON."""
+    schema = {
+        "type": "object",
+        "properties": {"word": {"type": "string", "maxLength": 12}},
+        "required": ["word"],
+    }
+    poem = [ChatMessage("user", "Write a long poem about the sea.")]
+
+    async def constrained(temperature: float) -> str:
+        text = []
+        options = GenerationOptions(temperature=temperature, seed=3, max_tokens=60)
+        async for chunk in batched.chat(TEST_MODEL, poem, options=options, schema=schema):
+            text.append(chunk.text)
+        return "".join(text)
+
+    for text in await asyncio.gather(constrained(0), constrained(0.8)):
+        assert set(json.loads(text)) == {"word"}, text
 
 
 async def a_full_batch_finishes(batched: EmbeddedRuntime) -> None:
