@@ -3,11 +3,12 @@
 Agents of one host (and the agent that serves the chairman's model) each load
 their own models; each assumed it owned every core, so two generating at once
 ran twice the threads the host has, and llama.cpp's threads, which wait for each
-other at every layer, lost most of that time waiting for a thread the OS had set
-aside. Here a process that generates says so on a file of its own in a folder
-that the host's council processes share (an exclusive ``flock`` held while it
-generates), and each generation runs on its share of the cores: all of them for
-a process generating alone, half each for two.
+other at every layer, lost time waiting for a thread the OS had set aside
+(``bench.host_cores`` measures the difference). Here a process that generates
+says so on a file of its own in a folder that the host's council processes
+share (an exclusive ``flock`` held while it generates), and each generation runs
+on its share of the cores: all of them for a process generating alone, half
+each for two.
 
 The kernel drops the lock of a process that dies, so a dead process never holds
 cores; its file is removed by whoever finds it unlocked next.
@@ -22,10 +23,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import structlog
-
-log = structlog.get_logger()
 
 REFRESH_S = 0.2
 """How long a count of the generating processes is trusted: a step of a batch is
