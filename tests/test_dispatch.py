@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ MODELS = ["m1", "m2", "m3"]
 
 @dataclass
 class Agent:
+    node: str
     runtime: ScriptedRuntime
     service: AgentService
 
@@ -35,21 +37,26 @@ class Agent:
 @pytest.fixture
 async def agents(nats_server: EmbeddedNats) -> AsyncIterator[dict[str, Agent]]:
     started: dict[str, Agent] = {}
-    for node in ("a", "b"):
+    for name in ("a", "b"):
+        # A node name of this test alone: the server may not have dropped the last
+        # test's agent "b" from the queue group on its by-name subject yet, and would
+        # hand it a request.
+        node = f"{name}-{secrets.token_hex(3)}"
         runtime = ScriptedRuntime(MODELS)
         nc = await connect(nats_server.url, name=f"agent-{node}")
         service = await wiring.start_agents(
             nc, RoutedRuntime.serving(runtime, MODELS), node=node, heartbeat_s=0.2
         )
-        started[node] = Agent(runtime, service)
+        started[name] = Agent(node, runtime, service)
     yield started
     for agent in started.values():
         await agent.service.stop()
         await agent.service.nc.close()
 
 
-async def occupy(nc: Client, agent: Agent, node: str, calls: int) -> None:
-    """``calls`` opinion requests for m1 sent to ``node`` by name, that never finish."""
+async def occupy(nc: Client, agent: Agent, calls: int) -> None:
+    """``calls`` opinion requests for m1 sent to ``agent`` by name, that never finish."""
+    node = agent.node
     agent.runtime.enqueue("m1", *[HANG] * calls)
     for i in range(calls):
         request = OpinionRequest(
@@ -75,12 +82,12 @@ async def until_chosen(chairman: ChairmanService, node: str) -> None:
     raise AssertionError(f"the chairman never saw {node} as the least busy")
 
 
-async def session(nc: Client, chairman_nc: Client) -> tuple[FinalAnswer, list[dict]]:
+async def session(nc: Client, chairman_nc: Client, idle: Agent) -> tuple[FinalAnswer, list[dict]]:
     chairman = await wiring.start_chairman(
         chairman_nc, Defaults(tuple(MODELS), "m1"), node="chair", heartbeat_s=0.2
     )
     try:
-        await until_chosen(chairman, "b")  # heartbeats say a is busy
+        await until_chosen(chairman, idle.node)  # heartbeats say the other is busy
         with structlog.testing.capture_logs() as logs:
             accepted = await submit(nc, Question(question="What is 2+2?"))
             events = [e async for e in follow(nc, accepted.session_id, timeout_s=30)]
@@ -100,10 +107,10 @@ async def test_a_request_goes_to_the_agent_with_room_not_to_a_busy_one(
 ) -> None:
     """Agent a has taken two requests for m1 that do not finish; b has none. Every call
     of the session for m1 then goes to b (at random, a would get about half)."""
-    await occupy(nc, agents["a"], "a", 2)
+    await occupy(nc, agents["a"], 2)
     chairman_nc = await connect(nats_server.url, name="chair")
     try:
-        await session(nc, chairman_nc)
+        await session(nc, chairman_nc, agents["b"])
     finally:
         await chairman_nc.close()
     assert opinions_for(agents["a"].runtime, "m1") == 2  # only the two that hang
@@ -116,13 +123,13 @@ async def test_a_chosen_agent_that_is_gone_passes_its_request_to_any_other(
 ) -> None:
     """b is busier, so a is chosen; but a has stopped since its last heartbeat: the
     request goes to the queue group at once, and b answers it."""
-    await occupy(nc, agents["b"], "b", 1)
+    await occupy(nc, agents["b"], 1)
     chairman_nc = await connect(nats_server.url, name="chair")
     try:
         chairman = await wiring.start_chairman(
             chairman_nc, Defaults(tuple(MODELS), "m1"), node="chair", heartbeat_s=0.2
         )
-        await until_chosen(chairman, "a")
+        await until_chosen(chairman, agents["a"].node)
         await agents["a"].service.stop()  # its last heartbeat still says it is idle
         with structlog.testing.capture_logs() as logs:
             accepted = await submit(nc, Question(question="What is 2+2?"))
