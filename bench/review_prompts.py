@@ -139,16 +139,16 @@ def requests_for(
 
 async def solved(
     runtime: EmbeddedRuntime, request: ReviewRequest, reviewed: str
-) -> tuple[float, int, float]:
-    """A solving reviewer's score of ``reviewed`` (an answer's text), its tokens and
-    seconds: 10 when the final answers agree, 1 when not."""
-    started, text, tokens = time.perf_counter(), [], 0
+) -> tuple[float, int]:
+    """A solving reviewer's score of ``reviewed`` (an answer's text), and its tokens:
+    10 when the final answers agree, 1 when not."""
+    text, tokens = [], 0
     async for chunk in runtime.chat(request.model, request.messages, options=request.options):
         text.append(chunk.text)
         if chunk.usage:
             tokens = chunk.usage.prompt_tokens + chunk.usage.completion_tokens
     agrees = extract.extract("".join(text)) == extract.extract(reviewed)
-    return (10.0 if agrees else 1.0), tokens, time.perf_counter() - started
+    return (10.0 if agrees else 1.0), tokens
 
 
 async def review_all(
@@ -165,7 +165,7 @@ async def review_all(
         nonlocal tokens, failed
         reviewed = by_label[request.labels[0]]
         if solves:
-            score, used, _ = await solved(runtime, request, record.council.opinions[reviewed].text)
+            score, used = await solved(runtime, request, record.council.opinions[reviewed].text)
             tokens += used
             scores.append(ReviewScore(reviewer=request.member, reviewed=reviewed, score=score))
             return

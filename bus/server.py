@@ -102,10 +102,7 @@ class EmbeddedNats:
         """Where the server keeps JetStream: a config's ``store_dir`` (relative to the
         working directory, as nats-server reads it), else ours."""
         if self.config:
-            named = re.search(
-                r'^\s*store_dir\s*[:=]\s*"?([^"#\n]+?)"?\s*$', self.config.read_text(), re.M
-            )
-            if named:
+            if named := STORE_DIR.search(self.config.read_text()):
                 return Path(named[1]).expanduser().resolve()
         return self.store_dir.resolve()
 

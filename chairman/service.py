@@ -435,11 +435,7 @@ class ChairmanService:
         reconnects = self._reconnects()
         return any(
             not _acked(f.ack)
-            and (
-                f.reconnects != reconnects
-                or not self.nc.is_connected
-                or (f.ack.done() and not f.ack.cancelled() and f.ack.exception() is not None)
-            )
+            and (f.reconnects != reconnects or not self.nc.is_connected or _refused(f.ack))
             for f in self._unacked.get(session, [])
         )
 
@@ -518,3 +514,7 @@ class _InFlight:
 
 def _acked(ack: asyncio.Future[PubAck]) -> bool:
     return ack.done() and not ack.cancelled() and ack.exception() is None
+
+
+def _refused(ack: asyncio.Future[PubAck]) -> bool:
+    return ack.done() and not ack.cancelled() and ack.exception() is not None
