@@ -24,8 +24,10 @@ from council.bus.messages import (
     Forgotten,
     NodeHealth,
     OpinionRequest,
+    ProgramResult,
     Question,
     ReviewRequest,
+    RunProgram,
     SessionEvent,
     Stopped,
     StopSession,
@@ -79,6 +81,8 @@ decode_cancel: Decoder[CancelCalls] = Decoder(CancelCalls)
 decode_stop: Decoder[StopSession] = Decoder(StopSession)
 decode_stopped: Decoder[Stopped] = Decoder(Stopped)
 decode_turn: Decoder[Turn] = Decoder(Turn)
+decode_program: Decoder[RunProgram] = Decoder(RunProgram)
+decode_program_result: Decoder[ProgramResult] = Decoder(ProgramResult)
 decode_forget: Decoder[ForgetConversation] = Decoder(ForgetConversation)
 decode_forgotten: Decoder[Forgotten] = Decoder(Forgotten)
 decode_request: dict[str, Decoder[AgentRequest]] = {

@@ -1,16 +1,24 @@
-"""A member's name, ``model[@persona][#sample]``, read alike by every role.
+"""A member's name, ``model[@persona][+method][#sample]``, read alike by every role.
 
 ``qwen2.5-coder-1.5b@skeptic#2`` is the second sample (another seed) of that
-model asked with the ``skeptic`` persona; a bare model is its first sample
-with no persona.
+model asked with the ``skeptic`` persona; ``qwen2.5-coder-1.5b+code`` answers by
+writing a program that the sandbox runs. A bare model is its first sample, in
+words, with no persona.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
+Method = Literal["words", "code"]
+
+METHODS: dict[str, Method] = {"code": "code"}
+"""The ``+method`` suffixes a member name may carry; without one a member answers in words."""
+
 
 def split_member(spec: str) -> tuple[str, str]:
-    """``model[@persona][#sample]`` → (model, persona); "" for no persona."""
-    spec = _sample_split(spec)[0]
+    """``model[@persona][+method][#sample]`` → (model, persona); "" for no persona."""
+    spec = _method_split(_sample_split(spec)[0])[0]
     model, at, persona = spec.rpartition("@")
     if at and persona and all(c.isalnum() or c in "-_" for c in persona):
         return model, persona
@@ -27,8 +35,20 @@ def sample_of(spec: str) -> int:
     return _sample_split(spec)[1]
 
 
+def method_of(spec: str) -> Method:
+    """How a member answers: ``model+code`` by a program, anything else in words."""
+    return _method_split(_sample_split(spec)[0])[1]
+
+
 def _sample_split(spec: str) -> tuple[str, int]:
     base, hash_, number = spec.rpartition("#")
     if hash_ and base and number.isdigit() and int(number) > 0:
         return base, int(number)
     return spec, 1
+
+
+def _method_split(spec: str) -> tuple[str, Method]:
+    base, plus, method = spec.rpartition("+")
+    if plus and base and method in METHODS:
+        return base, METHODS[method]
+    return spec, "words"

@@ -19,7 +19,9 @@ MAX_QUESTION_CHARS = 4000
 MAX_MEMBERS = 8
 
 Stage = Literal["opinions", "reviews", "synthesis"]
-ReviewMode = Literal["pairwise", "rank"]
+ReviewMode = Literal["pairwise", "rank", "compute"]
+"""``compute``: each reviewer computes the answer with a program in the sandbox and
+scores the others by comparing final answers in code, instead of in words."""
 Score = Annotated[int, Meta(ge=1, le=10)]
 NonNegative = Annotated[int, Meta(ge=0)]
 
@@ -249,6 +251,8 @@ AgentErrorCode = Literal[
     "no_responders",
     "agent_lost",
     "not_needed",
+    "tool_unavailable",
+    "program_failed",
 ]
 
 
@@ -286,6 +290,53 @@ class Working(Struct, kw_only=True, tag="working", tag_field="type"):
 AgentReply = Completion | ReviewResult | AgentError
 AgentResponse = AgentReply | Working
 AnyAgentRequest = OpinionRequest | ReviewRequest | SynthesisRequest
+
+
+# --- council.tool.run ---------------------------------------------------------
+
+MAX_PROGRAM_CHARS = 20_000
+
+ProgramOutcome = Literal[
+    "ok",
+    "error",
+    "bad_request",
+    "timeout",
+    "cpu_limit",
+    "memory_limit",
+    "process_limit",
+    "output_limit",
+    "killed",
+    "unavailable",
+]
+"""How a program ended: ``ok`` (exit 0), ``error`` (another exit code), or the limit
+that stopped it; ``unavailable`` when the tool cannot sandbox (no bubblewrap)."""
+
+
+class RunProgram(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A program a model wrote, to run in the sandbox: hostile input, always."""
+
+    code: Annotated[str, Meta(min_length=1, max_length=MAX_PROGRAM_CHARS)]
+    language: Literal["python"] = "python"
+    session_id: str = ""
+    """For the tool's logs only: which session asked."""
+    v: int = SCHEMA_VERSION
+
+
+class ProgramResult(Struct, kw_only=True, tag="program_result", tag_field="type"):
+    outcome: ProgramOutcome
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    """The last of it: a traceback's end is what a model needs to mend its program."""
+    wall_ms: float = 0.0
+    detail: str = ""
+    """Why the outcome, in words (which limit, what is missing)."""
+    v: int = SCHEMA_VERSION
+
+    @property
+    def printed(self) -> str:
+        """What the program printed, when it ran to the end."""
+        return self.stdout.strip() if self.outcome == "ok" else ""
 
 
 # --- council.session.<sid>.<kind> (stream COUNCIL) --------------------------

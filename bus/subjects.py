@@ -35,7 +35,11 @@ INBOX = "_INBOX"
 """Where replies go: each user's connections under ``_INBOX.<user>``, so nats.conf can
 give each user its own inbox and no other."""
 
+TOOL_RUN = "council.tool.run"
+"""Run a program in the sandbox (request/reply): any tools process of the queue group."""
+
 AGENTS_QUEUE = "council-agents"
+TOOLS_QUEUE = "council-tools"
 CHAIRMEN_QUEUE = "council-chairmen"
 
 AGENT_KINDS = ("opinion", "review", "synthesize")

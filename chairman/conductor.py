@@ -14,12 +14,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+import msgspec
 import structlog
 
-from council.bus.members import model_of, sample_of, split_member
+from council.bus.members import method_of, model_of, sample_of, split_member
 from council.bus.messages import (
     AgentError,
     AgentLost,
+    ChatMessage,
     Completion,
     Failure,
     FinalAnswer,
@@ -44,7 +46,8 @@ from council.bus.messages import (
     Usage,
 )
 from council.bus.session import SessionState, State
-from council.chairman import aggregate, extract, prompts, strategies
+from council.chairman import aggregate, compute, extract, prompts, strategies
+from council.chairman.compute import NoTools, ToolGateway
 from council.chairman.strategies import Standing, Stands, Strategy
 
 log = structlog.get_logger()
@@ -84,6 +87,14 @@ class CouncilConfig:
     history_tokens: int = 1024
     """How much of a conversation's earlier turns every stage sees (estimated tokens);
     the oldest turns beyond it are left out, and the session says which."""
+    program_rounds: int = 3
+    """A computing member's programs per opinion: a failed one goes back to its model
+    with the error, until one prints an answer."""
+    conclude: bool = False
+    """Ask a member whose opinion states no final answer (and is not itself short)
+    for it, in one short turn, so that agreement reads what members concluded (on in
+    the product's settings; off here, so that a scripted test's queue is its own)."""
+    conclude_max_tokens: int = 40
     agent_silence_s: float = 15.0
     """An agent quiet this long on a request is taken for gone; the request is asked again."""
     strategy: Strategy = strategies.STRATEGIES["synthesize"]
@@ -145,8 +156,10 @@ class Conductor:
         *,
         owner: str = "",
         state: SessionState | None = None,
+        tools: ToolGateway | None = None,
     ) -> None:
-        """``state``: a session rebuilt from its events, to finish what it had left."""
+        """``state``: a session rebuilt from its events, to finish what it had left;
+        ``tools``: the sandbox that computing members' programs run in."""
         self.plan = plan
         self.config = config
         self.strategy = config.strategy
@@ -155,6 +168,7 @@ class Conductor:
                 plan.strategy, close_margin=config.strategy.close_margin
             )
         self.agents = agents
+        self.tools = tools or NoTools()
         self.sink = sink
         self.owner = owner
         self.state = state or SessionState(plan.session_id)
@@ -267,17 +281,40 @@ class Conductor:
 
         def request(member: str) -> OpinionRequest:
             model, persona = split_member(member)
+            messages = (
+                prompts.program_messages(plan.question, plan.history)
+                if method_of(member) == "code"
+                else prompts.opinion_messages(plan.question, persona, plan.history)
+            )
             return OpinionRequest(
                 session_id=plan.session_id,
                 member=member,
                 model=model,
-                messages=prompts.opinion_messages(plan.question, persona, plan.history),
+                messages=messages,
                 options=self._options(member, max_tokens, self._temperature(member)),
                 timeout_s=config.opinions_deadline_s,
             )
 
         settled = self.state.opinions.keys() | self.state.failures.keys()
-        calls = {m: self.agents.opinion(request(m)) for m in plan.members if m not in settled}
+        waves = [[m for m in plan.members if m not in settled]]
+        if self.strategy.staged and not settled:
+            first = strategies.first_wave(plan.members)
+            waves = [first, [m for m in plan.members if m not in first]]
+        for wave in waves:
+            pending = await self._ask_opinions(wave, request, deadline)
+            if pending:
+                await self._not_needed(pending, "a majority of all the members agreed without it")
+                return
+            if wave is waves[0] and len(waves) > 1 and self._stands() is not None:
+                await self._not_needed(waves[1], "the first members' answer stood without it")
+                return
+
+    async def _ask_opinions(
+        self, members: list[str], request: Callable[[str], OpinionRequest], deadline: float
+    ) -> list[str]:
+        """Ask ``members`` for their opinions; the members still out when the opinions
+        were settled early (their calls are stopped)."""
+        calls = {m: self._answer(request(m)) for m in members}
         pending = list(calls)
         async with aclosing(_until(deadline, calls)) as replies:
             async for member, reply in replies:
@@ -288,17 +325,57 @@ class Conductor:
                     and len(self.state.answered) >= self.config.quorum
                     and self.strategy.settled(self._texts(), pending)
                 ):
-                    break  # closing the calls cancels them: their agents stop generating
-        for member in pending:
+                    return pending  # closing the calls cancels them: agents stop generating
+        return []
+
+    async def _not_needed(self, members: list[str], why: str) -> None:
+        for member in members:
             await self.record(
                 MemberFailed(
-                    session_id=plan.session_id,
+                    session_id=self.plan.session_id,
                     member=member,
                     stage="opinions",
                     reason="not_needed",
-                    detail="stopped: a majority of all the members agreed without it",
+                    detail=f"stopped: {why}",
                 )
             )
+
+    async def _answer(self, request: OpinionRequest) -> Completion | AgentError:
+        """A member's opinion: a program's answer for one that computes; for one that
+        states no final answer, its answer after one short turn that asks for it."""
+        if method_of(request.member) == "code":
+            return await compute.compute(
+                self.agents, self.tools, request, rounds=self.config.program_rounds
+            )
+        reply = await self.agents.opinion(request)
+        if (
+            not self.config.conclude
+            or not isinstance(reply, Completion)
+            or extract.conclusion(reply.text)
+            or extract.is_short(reply.text)
+        ):
+            return reply
+        asked = msgspec.structs.replace(
+            request,
+            messages=[
+                *request.messages,
+                ChatMessage("assistant", reply.text),
+                ChatMessage("user", prompts.CONCLUDE),
+            ],
+            options=msgspec.structs.replace(
+                request.options, max_tokens=self.config.conclude_max_tokens, temperature=0.0
+            ),
+        )
+        concluded = await self.agents.opinion(asked)
+        if not isinstance(concluded, Completion) or not extract.conclusion(concluded.text):
+            return reply
+        line = f"{prompts.FINAL_LINE}{extract.conclusion(concluded.text)}"
+        return msgspec.structs.replace(
+            reply,
+            text=f"{reply.text}\n\n{line}",
+            usage=reply.usage + concluded.usage,
+            latency_ms=reply.latency_ms + concluded.latency_ms,
+        )
 
     def _temperature(self, member: str) -> float:
         if self.plan.temperature is not None:
@@ -332,8 +409,23 @@ class Conductor:
             )
 
     def _review_requests(self) -> dict[str, ReviewRequest]:
-        """Pairwise: one call per (reviewer, other). Rank: one call per reviewer."""
+        """Pairwise: one call per (reviewer, other). Rank: one call per reviewer.
+        Compute: one (reviewer, other) pair per review, checked in code."""
         plan, config = self.plan, self.config
+        if plan.mode == "compute":
+            return {
+                f"{reviewer}\x00{other}": ReviewRequest(
+                    session_id=plan.session_id,
+                    member=reviewer,
+                    model=model_of(reviewer),
+                    messages=[],
+                    mode="compute",
+                    labels=[self.labels[other]],
+                )
+                for reviewer in self._reviewers()
+                for other in self.state.answered
+                if other != reviewer
+            }
         answered = self.state.answered
         draw = random.Random(plan.seed)
         requests: dict[str, ReviewRequest] = {}
@@ -465,6 +557,9 @@ class Conductor:
             )
             return
         deadline = time.monotonic() + self.config.reviews_deadline_s
+        if plan.mode == "compute":
+            await self._computed_reviews(deadline)
+            return await self._rank()
         members_by_label = {label: m for m, label in self.labels.items()}
         calls = {
             key: self.agents.review(req)
@@ -474,6 +569,10 @@ class Conductor:
         async with aclosing(_until(deadline, calls)) as replies:
             async for key, reply in replies:
                 await self._record_review(requests[key], reply, members_by_label)
+        await self._rank()
+
+    async def _rank(self) -> None:
+        plan = self.plan
         scores = [
             aggregate.Score(r.reviewer, r.reviewed, r.score, self._weight(r.reviewer))
             for r in self.state.reviews
@@ -483,6 +582,75 @@ class Conductor:
         )
         await self.record(
             Ranking(session_id=plan.session_id, entries=entries, ties=ties, tie_break=rule)
+        )
+
+    async def _computed_reviews(self, deadline: float) -> None:
+        """Each reviewer's own computed answer, then a score per other answer: 10 when
+        the final answers agree, 1 when they differ, 5 when its program found none.
+
+        A reviewer that computes reuses its own opinion's program; one that answers in
+        words reuses the program of a computing member of its model, whose greedy
+        program is the one it would write, or writes one of its own."""
+        plan = self.plan
+        reviewed = {r.reviewer for r in self.state.reviews} | {
+            f.reviewer for f in self.state.review_failures
+        }
+        reviewers = [m for m in self._reviewers() if m not in reviewed]
+        calls = {m: self._computed_check(m) for m in reviewers}
+        async with aclosing(_until(deadline, calls)) as replies:
+            async for reviewer, reply in replies:
+                own = reply if isinstance(reply, Completion) else None
+                computed = extract.extract(own.text) if own else ""
+                first = True
+                for other in self.state.answered:
+                    if other == reviewer:
+                        continue
+                    answer = extract.extract(self.state.opinions[other].text)
+                    if not computed:
+                        score, why = 5, "its program found no answer: cannot tell"
+                    elif answer == computed:
+                        score, why = 10, f"computed {computed}, as the response concludes"
+                    else:
+                        score, why = 1, f"computed {computed}; the response concludes {answer}"
+                    await self.record(
+                        Review(
+                            session_id=plan.session_id,
+                            reviewer=reviewer,
+                            reviewed=other,
+                            score=score,
+                            justification=why,
+                            # its program's cost once (nothing for one reused)
+                            usage=own.usage if first and own else Usage(),
+                            latency_ms=own.latency_ms if first and own else 0.0,
+                            mode="compute",
+                        )
+                    )
+                    first = False
+
+    async def _computed_check(self, reviewer: str) -> Completion | AgentError:
+        opinions = self.state.opinions
+        model = model_of(reviewer)
+        same = [
+            m
+            for m in [reviewer, *self.plan.members]
+            if m in opinions and method_of(m) == "code" and model_of(m) == model
+            and (m == reviewer or sample_of(m) == 1)
+        ]  # fmt: skip
+        if same:
+            o = opinions[same[0]]
+            return Completion(
+                member=same[0], model=o.model, text=o.text, usage=Usage(), latency_ms=0.0
+            )
+        request = OpinionRequest(
+            session_id=self.plan.session_id,
+            member=reviewer,
+            model=model,
+            messages=prompts.program_messages(self.plan.question, self.plan.history),
+            options=self._options(reviewer, self.config.opinion_max_tokens, 0.0),
+            timeout_s=self.config.reviews_deadline_s,
+        )
+        return await compute.compute(
+            self.agents, self.tools, request, rounds=self.config.program_rounds
         )
 
     async def _record_review(

@@ -39,6 +39,12 @@ def conclusion(text: str) -> str:
     return ""
 
 
+def is_short(text: str) -> bool:
+    """A one-line answer of a few words: its own conclusion ("Jupiter", "12 apples")."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return len(lines) == 1 and len(lines[0].split()) <= 4
+
+
 def last_number(text: str) -> float | None:
     found = NUMBER.findall(text)
     if not found:

@@ -25,8 +25,8 @@ import nats.errors
 import structlog
 from nats.aio.client import Client
 
-from council.bus import subjects
-from council.bus.codec import decode_agent_response, encode
+from council.bus import client, subjects
+from council.bus.codec import decode_agent_response, decode_program_result, encode
 from council.bus.errors import InvalidMessage
 from council.bus.inbox import ReplyInbox, Settling, is_no_responders
 from council.bus.messages import (
@@ -36,8 +36,10 @@ from council.bus.messages import (
     CancelCalls,
     Completion,
     OpinionRequest,
+    ProgramResult,
     ReviewRequest,
     ReviewResult,
+    RunProgram,
     SynthesisRequest,
     Working,
 )
@@ -240,3 +242,28 @@ class BusAgents:
                     node = response.node
                     continue
                 return response
+
+
+class BusTools:
+    """The sandbox, reached on ``council.tool.run`` (any tools process of the queue
+    group); no tools process answering is a result, ``unavailable``, never an error."""
+
+    def __init__(self, nc: Client, *, timeout_s: float = 30.0) -> None:
+        self.nc = nc
+        self.timeout_s = timeout_s
+
+    async def run(self, program: RunProgram) -> ProgramResult:
+        try:
+            msg = await client.request(
+                self.nc, subjects.TOOL_RUN, encode(program), timeout_s=self.timeout_s
+            )
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            return ProgramResult(
+                outcome="unavailable",
+                detail=f"no tools process answered on {subjects.TOOL_RUN} "
+                "(start one with `council tools`)",
+            )
+        try:
+            return decode_program_result(msg.data, msg.subject)
+        except InvalidMessage as exc:
+            return ProgramResult(outcome="error", detail=f"the tool's reply: {exc.detail}")

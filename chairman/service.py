@@ -41,7 +41,7 @@ from council.bus.tasks import cancel_and_wait
 from council.chairman import prompts
 from council.chairman.admission import Defaults, admit, needed_models
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
-from council.chairman.gateway import BusAgents
+from council.chairman.gateway import BusAgents, BusTools
 from council.chairman.leases import Leases
 
 log = structlog.get_logger()
@@ -83,6 +83,7 @@ class ChairmanService:
         self.agents = BusAgents(
             nc, silence_s=config.agent_silence_s, on_lost=self._agent_lost, roster=self.roster
         )
+        self.tools = BusTools(nc)
         self.sessions: dict[str, Conductor] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._sub: Subscription | None = None
@@ -148,7 +149,7 @@ class ChairmanService:
             config = dataclasses.replace(self.config, quorum=state.started.quorum)
             conductor = Conductor(
                 Plan.of(state.started), config, self.agents, self._store, owner=self.node,
-                state=state,
+                state=state, tools=self.tools,
             )  # fmt: skip
             self._launch(conductor)
             adopted.append(session_id)
@@ -318,7 +319,9 @@ class ChairmanService:
             await self.leases.claim(plan.session_id)  # a new id: nobody else holds it
         except nats.errors.Error as exc:  # the bucket is electing a leader, say
             log.warning("lease_deferred", session_id=plan.session_id, error=repr(exc))
-        conductor = Conductor(plan, self.config, self.agents, self._store, owner=self.node)
+        conductor = Conductor(
+            plan, self.config, self.agents, self._store, owner=self.node, tools=self.tools
+        )
         self._launch(conductor)
         log.info("question_accepted", session_id=plan.session_id, members=plan.members)
         return Accepted(

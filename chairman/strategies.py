@@ -11,11 +11,12 @@ that runs.
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from council.bus.members import model_of
+from council.bus.members import method_of, model_of, sample_of
 from council.chairman import extract
 
 How = Literal["synthesize", "select", "vote"]
@@ -78,6 +79,37 @@ def _majority(texts: Texts, chairman: str) -> Stands | None:
     )
 
 
+def _across_methods(texts: Texts, chairman: str) -> Stands | None:
+    """The answer given by the most members, when members of more than one method
+    (words, code) gave it and no other answer has as many; a majority when the
+    council has one method only."""
+    if len({method_of(m) for m in texts}) < 2:
+        return _majority(texts, chairman)
+    supporters: dict[str, list[str]] = defaultdict(list)
+    for member, text in texts.items():
+        if form := extract.extract(text):
+            supporters[form].append(member)
+    ranked = sorted(supporters.values(), key=len, reverse=True)
+    if not ranked:
+        return None
+    best = ranked[0]
+    methods = sorted({method_of(m) for m in best})
+    if len(methods) < 2 or (len(ranked) > 1 and len(ranked[1]) == len(best)):
+        return None
+    return Stands(
+        best,
+        "vote",
+        f"{len(best)} of {len(texts)} members, in {' and '.join(methods)}, answered "
+        f"{_answer_of(best, texts)}",
+    )
+
+
+def first_wave(members: list[str]) -> list[str]:
+    """The members a staged strategy asks first: the first sample of each model and
+    method; the others are drawn only when these disagree."""
+    return [m for m in members if sample_of(m) == 1] or members[:1]
+
+
 def _majority_or_chairman(texts: Texts, chairman: str) -> Stands | None:
     stands = _majority(texts, chairman)
     if stands:
@@ -113,6 +145,9 @@ class Strategy:
     _concludes: Callable[[Texts, Standing, float], Pick]
     close_margin: float = 0.5
     """For ``close``: a lead under this (in normalized score) counts as close."""
+    staged: bool = False
+    """Ask the first sample of each model and method first, the further samples only
+    when no answer stands on those (``first_wave``)."""
 
     def stands(self, texts: Texts, chairman: str) -> Stands | None:
         """After the opinions: the answer that stands without reviews, if any."""
@@ -161,6 +196,15 @@ STRATEGIES: dict[str, Strategy] = {
             "a majority's answer stands; else the chairman's model's own opinion (no reviews)",
             _majority_or_chairman,
             _synthesize,
+        ),
+        Strategy(
+            "across-methods",
+            "the first sample of each method first: an answer members of different methods "
+            "agree on stands; else the further samples, then reviews and the chairman's "
+            "synthesis",
+            _across_methods,
+            _synthesize,
+            staged=True,
         ),
         Strategy("select", "reviews; the top-ranked opinion", _never, _select),
         Strategy("vote", "reviews; the answer most members gave, ties by rank", _never, _vote),

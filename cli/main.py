@@ -26,7 +26,11 @@ COUNCIL = (
     "members", "chairman", "mode", "quorum", "opinions_deadline", "reviews_deadline",
     "synthesis_deadline", "opinion_max_tokens", "review_max_tokens", "synthesis_max_tokens",
     "agent_silence", "strategy", "close_margin", "temperature", "sample_temperature",
-    "reviewer_weights", "review_check_first", "max_sessions", "stream_replicas",
+    "reviewer_weights", "review_check_first", "program_rounds", "conclude", "max_sessions",
+    "stream_replicas",
+)  # fmt: skip
+SANDBOX = (
+    "sandbox_wall", "sandbox_cpu", "sandbox_memory", "sandbox_processes", "sandbox_concurrency",
 )  # fmt: skip
 
 
@@ -48,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_settings(
         up,
-        (*COMMON, *COUNCIL, *RUNTIME, "concurrency", "heartbeat", "dashboard_address",
+        (*COMMON, *COUNCIL, *RUNTIME, *SANDBOX, "concurrency", "heartbeat", "dashboard_address",
          "dashboard_port", "dashboard_login"),
     )  # fmt: skip
 
@@ -59,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     agents = commands.add_parser("agents", help="serve council models on the bus")
     config.add_settings(agents, (*COMMON, *AGENTS, "members"))
+
+    tools = commands.add_parser(
+        "tools", help="run programs that members write, in a sandbox (bubblewrap), on the bus"
+    )
+    config.add_settings(tools, (*COMMON, *SANDBOX, "heartbeat", "node"))
 
     chairman = commands.add_parser("chairman", help="run sessions: answer council.ask")
     chairman.add_argument(
@@ -193,6 +202,10 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
             from council.cli.roles import serve_agents
 
             return _served(serve_agents(settings))
+        case "tools":
+            from council.cli.roles import serve_tools
+
+            return _served(serve_tools(settings))
         case "chairman":
             from council.cli.roles import serve_chairman
 

@@ -21,6 +21,8 @@ from council.chairman.strategies import UnknownStrategy, named
 from council.cli import wiring
 from council.cli.models import progress_bars
 from council.cli.settings import Settings
+from council.tools.sandbox import Limits, Sandbox
+from council.tools.service import ToolService
 
 log = structlog.get_logger()
 
@@ -43,6 +45,8 @@ def council_config(settings: Settings) -> CouncilConfig:
         sample_temperature=settings.sample_temperature,
         reviewer_weights=settings.reviewer_weight_map,
         review_check_first=settings.review_check_first,
+        program_rounds=settings.program_rounds,
+        conclude=settings.conclude,
         opinion_max_tokens=settings.opinion_max_tokens,
         review_max_tokens=settings.review_max_tokens,
         synthesis_max_tokens=settings.synthesis_max_tokens,
@@ -129,6 +133,36 @@ async def serve_agents(settings: Settings) -> None:
     await wait_for_signal()
     await service.stop()
     await service.runtime.close()
+    await nc.drain()
+
+
+def sandbox_limits(settings: Settings) -> Limits:
+    return Limits(
+        wall_s=settings.sandbox_wall,
+        cpu_s=settings.sandbox_cpu,
+        memory_mb=settings.sandbox_memory,
+        processes=settings.sandbox_processes,
+    )
+
+
+async def serve_tools(settings: Settings) -> None:
+    nc = await connect(
+        settings.nats_url,
+        name="council-tools",
+        credentials=settings.credentials,
+        initial_wait_s=30.0,
+    )
+    service = ToolService(
+        nc,
+        Sandbox(sandbox_limits(settings)),
+        node=f"{settings.node}-tools" if settings.node else default_node_name("tools"),
+        concurrency=settings.sandbox_concurrency,
+        heartbeat_s=settings.heartbeat,
+    )
+    await service.start()
+    log.info("tools_ready", nats=settings.nats_url, sandbox=service.sandbox.unavailable or "bwrap")
+    await wait_for_signal()
+    await service.stop()
     await nc.drain()
 
 

@@ -57,12 +57,17 @@ class Settings:
     members: str = _setting(
         DEFAULT_MEMBERS,
         "COUNCIL_MEMBERS",
-        "council members, comma-separated: MODEL, MODEL@PERSONA, and MODEL#2 for a second "
-        "sample of a model (the default, three samples of the 1.5B, measured above three "
-        "distinct models: docs/quality.md)",
+        "council members, comma-separated: MODEL, MODEL@PERSONA, MODEL+code for a member that "
+        "answers by a program run in the sandbox, and MODEL#2 for a second sample (the "
+        "default, three samples of the 1.5B, measured above three distinct models: "
+        "docs/quality.md)",
     )
     chairman: str = _setting(DEFAULT_CHAIRMAN, "COUNCIL_CHAIRMAN", "the chairman's model")
-    mode: str = _setting("pairwise", "COUNCIL_MODE", "review mode: pairwise or rank")
+    mode: str = _setting(
+        "pairwise",
+        "COUNCIL_MODE",
+        "review mode: pairwise, rank, or compute (reviewers check by a program in the sandbox)",
+    )
     models: str = _setting(
         "", "COUNCIL_AGENT_MODELS", "models `council agents` serves", shown="the members' models"
     )
@@ -141,6 +146,32 @@ class Settings:
         False,
         "COUNCIL_REVIEW_CHECK_FIRST",
         "pairwise reviewers work the answer out before their score (1/0)",
+    )
+    program_rounds: int = _setting(
+        3,
+        "COUNCIL_PROGRAM_ROUNDS",
+        "programs a computing member (MODEL+code) may write per opinion: a failed one goes "
+        "back to its model with the error",
+    )
+    conclude: bool = _setting(
+        True,
+        "COUNCIL_CONCLUDE",
+        "ask a member whose opinion states no final answer for it, in one short turn (1/0)",
+    )
+    sandbox_wall: float = _setting(
+        10.0, "COUNCIL_SANDBOX_WALL", "seconds of wall time a program may run in the sandbox"
+    )
+    sandbox_cpu: int = _setting(
+        5, "COUNCIL_SANDBOX_CPU", "seconds of CPU time a program may use in the sandbox"
+    )
+    sandbox_memory: int = _setting(
+        512, "COUNCIL_SANDBOX_MEMORY", "MB of memory (address space) a sandboxed program may use"
+    )
+    sandbox_processes: int = _setting(
+        32, "COUNCIL_SANDBOX_PROCESSES", "processes a sandboxed program may run at once"
+    )
+    sandbox_concurrency: int = _setting(
+        2, "COUNCIL_SANDBOX_CONCURRENCY", "programs `council tools` runs at once"
     )
     reviewer_weights: str = _setting(
         "",

@@ -117,7 +117,7 @@ async def _chairman_answers(nc: Client) -> bool:
         return False
 
 
-ROLES = ("chairman", "agent", "dashboard", "client")
+ROLES = ("chairman", "agent", "tools", "dashboard", "client")
 
 
 async def run_up(
@@ -172,6 +172,7 @@ async def run_up(
             "COUNCIL_LOG_LEVEL": settings.log_level if ask is None else "warning",
         }
         children.start("agents", ["agents"], settings_env(users.get("agent", settings), **child))
+        children.start("tools", ["tools"], settings_env(users.get("tools", settings), **child))
         children.start(
             "chairman",
             ["chairman", "--no-local-agent"],

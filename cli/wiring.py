@@ -2,7 +2,8 @@
 
 `council agents`, `council chairman` and `council up`, the benchmarks and the
 tests all build the roles here, so an option of a role is wired in one place.
-``LocalAgents`` serves the conductor's agent calls in-process, with no bus.
+``LocalAgents`` serves the conductor's agent calls in-process, with no bus, and
+``LocalTools`` its programs.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from council.bus.messages import (
     AgentError,
     Completion,
     OpinionRequest,
+    ProgramResult,
     ReviewRequest,
     ReviewResult,
+    RunProgram,
     SynthesisRequest,
 )
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService
+from council.tools.sandbox import Sandbox
 
 
 async def start_agents(
@@ -131,3 +135,15 @@ class LocalAgents:
     async def synthesize(self, request: SynthesisRequest) -> Completion | AgentError:
         self._asked(request)
         return await handlers.handle_synthesis(self.runtime, request)
+
+
+class LocalTools:
+    """The conductor's tool gateway served by a sandbox in this process, no bus."""
+
+    def __init__(self, sandbox: Sandbox | None = None) -> None:
+        self.sandbox = sandbox or Sandbox()
+        self.programs: list[str] = []
+
+    async def run(self, program: RunProgram) -> ProgramResult:
+        self.programs.append(program.code)
+        return await self.sandbox.run(program.code)

@@ -6,6 +6,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
+from council.bus.members import model_of
 from council.dashboard.view import SessionView
 
 STAGES = ("opinions", "reviews", "synthesis")
@@ -27,7 +28,7 @@ class ModelFigures:
 def _model_of(view: SessionView, member: str) -> str:
     if member in view.opinions:
         return view.opinions[member].model
-    return member.rpartition("@")[0] if "@" in member else member
+    return model_of(member)
 
 
 def model_figures(views: list[SessionView]) -> list[ModelFigures]:

@@ -31,9 +31,9 @@ from council.bus.messages import Accepted, Completion, FinalAnswer, Opinion, Que
 from council.bus.server import EmbeddedNats
 from council.bus.stream import CONSUMER_IDLE_S
 from council.chairman.admission import Defaults
+from council.cli.up import ROLES
 from council.cli.wiring import local_council
 
-ROLES = ("chairman", "agent", "dashboard", "client")
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,12 @@ async def refused(
         ("dashboard", "subscribe", "council.agent.>"),
         ("client", "publish", "council.session.s1.final_answer"),
         ("client", "publish", "council.agent.m1-x.opinion"),
+        ("client", "publish", "council.tool.run"),  # only the chairman asks for a program
+        ("agent", "publish", "council.tool.run"),
+        ("tools", "publish", "council.session.s1.final_answer"),
+        ("tools", "subscribe", "council.session.>"),
+        ("tools", "subscribe", "council.tool.run"),  # outside its queue group
+        ("tools", "subscribe", "council.agent.>"),
     ],
 )
 async def test_forbidden_operations_are_refused_and_change_nothing(
@@ -305,7 +311,7 @@ PROBES = (
     "$JS.API.STREAM.INFO.COUNCIL", "$JS.API.CONSUMER.CREATE.COUNCIL",
     "$JS.API.CONSUMER.CREATE.COUNCIL.x", "$JS.API.CONSUMER.DURABLE.CREATE.COUNCIL.x",
     "$JS.API.CONSUMER.DELETE.COUNCIL.x", "$JS.API.CONSUMER.INFO.COUNCIL.x",
-    "$KV.COUNCIL_LEASES.s1", "$JS.FC.x",
+    "$KV.COUNCIL_LEASES.s1", "$JS.FC.x", "council.tool.run", "_INBOX.tools.x",
 )  # fmt: skip
 """One subject of each family council uses, and of the JetStream API around the stream."""
 
@@ -326,6 +332,7 @@ NEEDED: dict[str, dict[tuple[str, str], str]] = {
         ("publish", "council.session.s1.final_answer"): "records session events",
         ("publish", "council.conversation.c1.s1"): "keeps each conversation's turns",
         ("publish", "council.agent.m1.opinion"): "asks the agents",
+        ("publish", "council.tool.run"): "runs computing members' programs in the sandbox",
         ("publish", "council.agents.roster"): "asks which models are served",
         ("publish", "council.health.n1"): "heartbeats",
         ("publish", "council.live.s1.opinions.m1"): "streams its own model's synthesis",
@@ -347,6 +354,10 @@ NEEDED: dict[str, dict[tuple[str, str], str]] = {
         ("subscribe", "council.agent.m1.opinion"): "takes requests (in its queue group only)",
         ("subscribe", "council.agents.roster"): "answers the roster",
         ("subscribe", "council.cancel.s1"): "stops the calls the chairman no longer needs",
+    },
+    "tools": {
+        ("publish", "council.health.n1"): "heartbeats",
+        ("subscribe", "council.tool.run"): "takes programs to run (in its queue group only)",
     },
     "dashboard": {**READER, ("subscribe", "_INBOX.dashboard.x"): "its own replies"},
     "client": {**READER, ("subscribe", "_INBOX.client.x"): "its own replies"},

@@ -41,7 +41,7 @@ with st.form("ask"):
     members = st.multiselect("Council members", options, placeholder="as the council is configured")
     left, right = st.columns(2)
     chairman = left.selectbox("Chairman", [CONFIGURED, *chairs], index=0)
-    mode = right.radio("Review mode", ["pairwise", "rank"], horizontal=True)
+    mode = right.radio("Review mode", ["pairwise", "rank", "compute"], horizontal=True)
     asked = st.form_submit_button("Ask", type="primary")
 
 if asked:

@@ -1,0 +1,236 @@
+"""Members that compute, agreement across methods and reviews that check by code: the
+conductor on the scripted runtime, its programs run in the real sandbox."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import Collected
+
+from council.agents.runtimes.scripted import ScriptedRuntime
+from council.bus.members import method_of, model_of, sample_of, split_member
+from council.bus.messages import FinalAnswer, MemberFailed, Opinion, Review, SessionFailed
+from council.chairman import prompts
+from council.chairman.compute import answer_printed, program_in
+from council.chairman.conductor import Conductor, CouncilConfig, Plan
+from council.chairman.strategies import named
+from council.cli.wiring import LocalAgents, LocalTools
+from council.tools.sandbox import Limits, Sandbox, missing
+
+needs_sandbox = pytest.mark.skipif(bool(missing()), reason=missing() or "")
+
+
+def fenced(code: str) -> str:
+    return f"Here is the program:\n```python\n{code}\n```"
+
+
+def plan(members: list[str], mode: str = "pairwise", question: str = "What is 6 times 7?") -> Plan:
+    return Plan(
+        session_id="c1", question=question, members=members, chairman="w",
+        mode=mode, seed=3,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+async def run(
+    runtime: ScriptedRuntime, p: Plan, strategy: str = "synthesize", **config: object
+) -> tuple[FinalAnswer | SessionFailed, Collected, LocalTools]:
+    sink = Collected()
+    tools = LocalTools(Sandbox(Limits(wall_s=5, cpu_s=3)))
+    config.setdefault("settle_early", False)
+    conductor = Conductor(
+        p, CouncilConfig(strategy=named(strategy), **config),  # type: ignore[arg-type]
+        LocalAgents(runtime), sink, tools=tools,
+    )  # fmt: skip
+    return await conductor.run(), sink, tools
+
+
+def test_a_member_name_says_its_method() -> None:
+    """``+code`` is a method between persona and sample, and the model stays the model."""
+    spec = "qwen2.5:1.5b@careful+code#2"
+    assert (model_of(spec), split_member(spec), method_of(spec), sample_of(spec)) == (
+        "qwen2.5:1.5b",
+        ("qwen2.5:1.5b", "careful"),
+        "code",
+        2,
+    )
+    assert method_of("qwen2.5:1.5b#2") == "words"
+    assert model_of("model+unknown") == "model+unknown"
+
+
+def test_the_program_is_read_from_the_reply() -> None:
+    """The longest fenced block; a bare program that prints; nothing from prose."""
+    assert program_in(fenced("print(1)") + "\n```py\nx = 2\nprint(x * 21)\n```") == (
+        "x = 2\nprint(x * 21)"
+    )
+    assert program_in("print(6 * 7)") == "print(6 * 7)"
+    assert program_in("The answer is 42.") == ""
+    assert answer_printed("working\n\n42\n") == "42"
+
+
+@needs_sandbox
+async def test_a_computing_member_answers_with_what_its_program_printed() -> None:
+    """The program runs in the sandbox; its code, output and answer are the opinion."""
+    runtime = ScriptedRuntime(["w", "c"])
+    runtime.enqueue("w", "6 times 7 is 42.\nFinal answer: 42")
+    runtime.enqueue("c", fenced("print(6 * 7)"))
+    outcome, sink, tools = await run(runtime, plan(["w", "c+code"]), "majority-then-synthesize")
+    assert isinstance(outcome, FinalAnswer)
+    opinion = next(o for o in sink.of(Opinion) if o.member == "c+code")
+    assert "print(6 * 7)" in opinion.text
+    assert "Output:" in opinion.text
+    assert opinion.conclusion == "42"
+    assert tools.programs == ["print(6 * 7)"]
+    assert outcome.reviews_skipped
+    program_call = next(c for c in runtime.history if c.model == "c")
+    assert program_call.messages[0].content == prompts.PROGRAM_SYSTEM
+
+
+@needs_sandbox
+async def test_a_failed_program_goes_back_with_its_error() -> None:
+    """The error's traceback is the next round's prompt; the mended program answers."""
+    runtime = ScriptedRuntime(["w", "c"])
+    runtime.enqueue("w", "Final answer: 42")
+    runtime.enqueue("c", fenced("print(6 * seven)"), "no program here", fenced("print(42)"))
+    outcome, sink, tools = await run(runtime, plan(["w", "c+code"]), "majority-then-synthesize")
+    assert isinstance(outcome, FinalAnswer)
+    assert tools.programs == ["print(6 * seven)", "print(42)"]
+    calls = [c for c in runtime.history if c.model == "c"]
+    assert "NameError" in calls[1].messages[-1].content
+    assert calls[2].messages[-1].content == prompts.NO_PROGRAM
+    opinion = next(o for o in sink.of(Opinion) if o.member == "c+code")
+    assert opinion.conclusion == "42"
+    assert opinion.usage.completion_tokens == sum(
+        len(str(t).split(" "))
+        for t in [fenced("print(6 * seven)"), "no program here", fenced("print(42)")]
+    )
+
+
+@needs_sandbox
+async def test_a_member_whose_programs_all_fail_is_named_and_the_rest_go_on() -> None:
+    """Rounds spent: the member fails with ``program_failed``; the others answer."""
+    runtime = ScriptedRuntime(["w", "c"])
+    runtime.enqueue("w", "Final answer: 42", "Final answer: 42")
+    runtime.enqueue("c", *[fenced("raise SystemExit(3)")] * 2)
+    outcome, sink, _ = await run(
+        runtime, plan(["w", "w#2", "c+code"]), "majority-then-synthesize", program_rounds=2
+    )
+    assert isinstance(outcome, FinalAnswer)
+    failed = {f.member: f for f in sink.of(MemberFailed)}
+    assert failed["c+code"].reason == "program_failed"
+    assert "2 rounds" in failed["c+code"].detail
+
+
+async def test_without_tools_a_computing_member_fails_by_name() -> None:
+    """No sandbox anywhere: ``tool_unavailable``, and the words members carry on."""
+    runtime = ScriptedRuntime(["w", "c"])
+    runtime.enqueue("w", "Final answer: 42", "Final answer: 42")
+    runtime.enqueue("c", fenced("print(42)"))
+    sink = Collected()
+    conductor = Conductor(
+        plan(["w", "w#2", "c+code"]),
+        CouncilConfig(strategy=named("majority-then-synthesize"), settle_early=False),
+        LocalAgents(runtime),
+        sink,
+    )
+    outcome = await conductor.run()
+    assert isinstance(outcome, FinalAnswer)
+    failed = {f.member: f for f in sink.of(MemberFailed)}
+    assert failed["c+code"].reason == "tool_unavailable"
+
+
+@needs_sandbox
+async def test_across_methods_stands_on_the_first_wave_when_methods_agree() -> None:
+    """Words and code agree at once: the further samples are never asked."""
+    runtime = ScriptedRuntime(["w", "c"])
+    runtime.enqueue("w", "Final answer: 42")
+    runtime.enqueue("c", fenced("print(42)"))
+    members = ["w", "c+code", "w#2", "c+code#2"]
+    outcome, sink, tools = await run(runtime, plan(members), "across-methods")
+    assert isinstance(outcome, FinalAnswer)
+    assert outcome.reviews_skipped
+    assert outcome.conclusion == "42"
+    not_needed = {f.member for f in sink.of(MemberFailed) if f.reason == "not_needed"}
+    assert not_needed == {"w#2", "c+code#2"}
+    assert len(runtime.history) == 2
+
+
+@needs_sandbox
+async def test_across_methods_draws_more_samples_when_methods_disagree() -> None:
+    """Words say 40, code says 42: the second wave is asked, and 42 (given in both
+    methods, by more members) stands."""
+    runtime = ScriptedRuntime(["w", "c"])
+    runtime.enqueue("w", "Final answer: 40", "Final answer: 42")
+    runtime.enqueue("c", fenced("print(42)"), fenced("print(6 * 7)"))
+    members = ["w", "c+code", "w#2", "c+code#2"]
+    outcome, sink, _ = await run(runtime, plan(members), "across-methods")
+    assert isinstance(outcome, FinalAnswer)
+    assert len(sink.of(Opinion)) == 4
+    assert outcome.reviews_skipped
+    assert outcome.conclusion == "42"
+
+
+@needs_sandbox
+async def test_across_methods_reviews_when_no_answer_is_shared() -> None:
+    """No answer given in both methods: the reviews and the synthesis run."""
+    runtime = ScriptedRuntime(["w", "c"])
+    runtime.enqueue("w", "Final answer: 40", "Final answer: 41")
+    runtime.enqueue("c", fenced("print(42)"))
+    members = ["w", "c+code", "w#2"]
+    outcome, sink, _ = await run(runtime, plan(members), "across-methods")
+    assert isinstance(outcome, FinalAnswer)
+    assert not outcome.reviews_skipped
+    assert sink.of(Review)
+
+
+def test_across_methods_needs_two_methods_and_a_clear_lead() -> None:
+    """One method alone falls back to a majority; a tie between answers stands on nothing."""
+    strategy = named("across-methods")
+    one_method = {"a": "Final answer: 3", "a#2": "Final answer: 3", "a#3": "Final answer: 4"}
+    assert strategy.stands(one_method, "a") is not None
+    tie = {"a": "Final answer: 3", "a+code": "Final answer: 3",
+           "a#2": "Final answer: 4", "a+code#2": "Final answer: 4"}  # fmt: skip
+    assert strategy.stands(tie, "a") is None
+    same_method = {"a": "Final answer: 3", "a#2": "Final answer: 3", "a+code": "Final answer: 4"}
+    assert strategy.stands(same_method, "a") is None
+
+
+@needs_sandbox
+async def test_computed_reviews_score_by_comparing_answers_in_code() -> None:
+    """A reviewer that answers in words reuses the greedy program of its model; every
+    review is 10 where the final answers agree and 1 where they differ."""
+    runtime = ScriptedRuntime(["w"])
+    runtime.enqueue("w", "Final answer: 40", fenced("print(42)"), "Final answer: 42")
+    outcome, sink, tools = await run(runtime, plan(["w", "w+code", "w#2"], mode="compute"))
+    assert isinstance(outcome, FinalAnswer)
+    reviews = {(r.reviewer, r.reviewed): r.score for r in sink.of(Review)}
+    assert reviews[("w", "w#2")] == 10
+    assert reviews[("w", "w+code")] == 10
+    assert reviews[("w+code", "w")] == 1
+    assert reviews[("w#2", "w")] == 1
+    assert len(tools.programs) == 1  # every reviewer of the model reused the one program
+    assert outcome.ranking[-1].member == "w"
+
+
+async def test_a_member_that_states_no_answer_is_asked_for_it() -> None:
+    """Two members that say Jupiter in other words agree once asked what they concluded;
+    a short answer is its own conclusion and is not asked."""
+    runtime = ScriptedRuntime(["a", "b", "c"])
+    runtime.enqueue(
+        "a", "The largest planet in our solar system is Jupiter.", "Final answer: Jupiter"
+    )
+    runtime.enqueue("b", "Jupiter")
+    runtime.enqueue(
+        "c", "Neptune is very large, I think it is the largest.", "Final answer: Neptune"
+    )
+    outcome, sink, _ = await run(
+        runtime,
+        plan(["a", "b", "c"], question="Which is the largest planet?"),
+        "majority-then-synthesize",
+        conclude=True,
+    )
+    assert isinstance(outcome, FinalAnswer)
+    conclusions = {o.member: o.conclusion for o in sink.of(Opinion)}
+    assert conclusions == {"a": "Jupiter", "b": "", "c": "Neptune"}
+    assert outcome.reviews_skipped
+    assert "jupiter" in outcome.answer.lower()
+    asked = [c.model for c in runtime.history if c.messages[-1].content == prompts.CONCLUDE]
+    assert sorted(asked) == ["a", "c"]

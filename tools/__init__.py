@@ -1,0 +1,1 @@
+"""The tools role: runs programs that models wrote, in a sandbox, for the chairman."""
