@@ -35,7 +35,6 @@ from council.cli.up import ROLES
 from council.cli.wiring import local_council
 
 
-
 @pytest.fixture(scope="module")
 def passwords() -> dict[str, str]:
     return {role: "p" + secrets.token_hex(12) for role in ROLES}
