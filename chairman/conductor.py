@@ -394,7 +394,7 @@ class Conductor:
                     text=reply.text,
                     usage=reply.usage,
                     latency_ms=reply.latency_ms,
-                    conclusion=extract.conclusion(reply.text),
+                    conclusion=extract.stated(reply.text),
                 )
             )
         else:
@@ -821,7 +821,7 @@ class Conductor:
             selected=selected,
             fallback=fallback,
             reviews_skipped=self.state.reviews_skipped,
-            conclusion=extract.conclusion(text),
+            conclusion=extract.stated(text),
         )
 
 

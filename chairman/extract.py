@@ -39,6 +39,12 @@ def conclusion(text: str) -> str:
     return ""
 
 
+def stated(text: str) -> str:
+    """What an answer concludes: its final-answer line, or the whole answer when it is
+    short enough to be its own conclusion ("Jupiter"); "" when it states neither."""
+    return conclusion(text) or (text.strip().strip(_DECORATION).strip() if is_short(text) else "")
+
+
 def is_short(text: str) -> bool:
     """A one-line answer of a few words: its own conclusion ("Jupiter", "12 apples")."""
     lines = [line for line in text.strip().splitlines() if line.strip()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from textwrap import indent
 
 import msgspec
 from nats.aio.client import Client
@@ -14,6 +15,7 @@ from rich.table import Table
 from council.bus.ask import follow, stop, submit
 from council.bus.client import connect
 from council.bus.errors import CouncilError
+from council.bus.members import method_of
 from council.bus.messages import (
     AgentLost,
     FinalAnswer,
@@ -28,6 +30,7 @@ from council.bus.messages import (
     StageStarted,
     TokenDelta,
 )
+from council.chairman import prompts
 from council.cli.settings import Settings
 
 
@@ -50,7 +53,7 @@ class Progress:
                     f"[bold cyan]▶ {stage}[/] ({expected} call{'s' * (expected != 1)}){why}",
                     highlight=False,
                 )
-            case Opinion(member=member, usage=usage, latency_ms=ms, conclusion=said):
+            case Opinion(member=member, usage=usage, latency_ms=ms, conclusion=said, text=text):
                 self.done["opinions"] += 1
                 stated = f" → [bold]{escape(said)}[/]" if said else " (no final answer line)"
                 c.print(
@@ -58,8 +61,11 @@ class Progress:
                     f"{member}: {usage.completion_tokens} tokens, {ms / 1000:.1f} s{stated}",
                     highlight=False,
                 )
-            case MemberFailed(member=member, reason="not_needed"):
-                c.print(f"  [dim]· {member} not needed: a majority agreed without it[/]")
+                if method_of(member) == "code":  # its program and what it printed
+                    worked = text.rpartition(prompts.FINAL_LINE)[0].strip()
+                    c.print(indent(worked, "    "), style="dim", markup=False, highlight=False)
+            case MemberFailed(member=member, reason="not_needed", detail=detail):
+                c.print(f"  [dim]· {member} not needed ({escape(detail)})[/]")
             case MemberFailed(member=member, stage=stage, reason=reason, detail=detail):
                 c.print(f"  [red]✗ {member} failed in {stage}: {reason}[/] {detail}")
             case AgentLost(member=member, node=node, reissued=reissued):

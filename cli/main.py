@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         "not also as the council asks it",
     )
     evaluate.add_argument(
+        "--no-tool",
+        action="store_true",
+        help="do not also ask each model alone with the tool at its best (MODEL+code: a "
+        "program run in the sandbox)",
+    )
+    evaluate.add_argument(
         "--name", default="", help="name of this run's results (default: from the council asked)"
     )
     evaluate.add_argument(
@@ -263,6 +269,7 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 sample=args.sample,
                 name=args.name,
                 same_prompt=not args.best_only,
+                with_tool=not args.no_tool,
                 strategy=settings.strategy if config.explicit("strategy", args) else "",
                 versus=Versus.parse(args.versus, args.versus_strategy),
                 alone=[m.strip() for m in args.alone.split(",") if m.strip()] or None,

@@ -23,8 +23,9 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from council.bus.members import model_of
+from council.bus.members import method_of, model_of, sample_of
 from council.chairman.aggregate import Score, normalize
+from council.chairman.extract import extract
 from council.chairman.strategies import STRATEGIES, Standing, Strategy
 
 
@@ -126,6 +127,14 @@ class Paired(msgspec.Struct, kw_only=True):
     this uneven is if neither system is better."""
 
 
+class Agreement(msgspec.Struct, kw_only=True):
+    pair: str
+    questions: int
+    agree: float
+    right_when_agreeing: float | None
+    either_right: float
+
+
 class Report(msgspec.Struct, kw_only=True):
     dataset: str
     label: str
@@ -158,6 +167,9 @@ class Report(msgspec.Struct, kw_only=True):
     rest were cut off by the token cap, or ignored the format)."""
     calibration: Calibration | None = None
     """Each reviewer model's weight, as the chairman reads it."""
+    agreement: list[Agreement] = []
+    """Per pair of the members' first samples: how often they agree, and how often
+    they are right then (across methods, agreement is the stronger sign)."""
 
     COLUMNS = (
         "system", "accuracy", "95% interval", "right", "tokens/q", "s/q", "× chairman",
@@ -202,6 +214,12 @@ class Report(msgspec.Struct, kw_only=True):
         if self.calibration is not None:
             weights = ",".join(f"{m}={w:g}" for m, w in self.calibration.weights.items())
             lines.append(f"reviewer weights (COUNCIL_REVIEWER_WEIGHTS): {weights}")
+        for a in self.agreement:
+            right = "" if a.right_when_agreeing is None else f", right {a.right_when_agreeing:.0%}"
+            lines.append(
+                f"{a.pair}: agree on {a.agree:.0%} of {a.questions}{right} when they agree; "
+                f"either right {a.either_right:.0%}"
+            )
         for v in (self.versus_best, self.versus_other):
             if v is not None:
                 lines.append(
@@ -382,6 +400,7 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
             other_name, [(r.council.correct, o.correct) for r, o in others]
         ) if others else None,
         concluded=_concluded(councils),
+        agreement=agreement(councils),
         calibration=Calibration(
             weights=_model_weights(by_reviewer), dataset=dataset, questions=len(records),
             date=datetime.now(UTC).strftime("%Y-%m-%d"),
@@ -422,6 +441,36 @@ def _concluded(councils: list[CouncilAnswer]) -> dict[str, float]:
         opinions = [o for c in councils if (o := c.opinions.get(member))]
         shares[member] = round(sum(1 for o in opinions if o.conclusion) / len(opinions), 3)
     return shares
+
+
+def agreement(councils: list[CouncilAnswer]) -> list[Agreement]:
+    """Each pair of first samples (one per model and method) that both answered."""
+    firsts = list(dict.fromkeys(m for c in councils for m in c.opinions if sample_of(m) == 1))
+    rows = []
+    for i, a in enumerate(firsts):
+        for b in firsts[i + 1 :]:
+            both = [(c.opinions[a], c.opinions[b]) for c in councils if {a, b} <= c.opinions.keys()]
+            if not both:
+                continue
+            agreeing = [x for x, y in both if _same(x, y)]
+            rows.append(
+                Agreement(
+                    pair=f"{a} ~ {b}",
+                    questions=len(both),
+                    agree=round(len(agreeing) / len(both), 3),
+                    right_when_agreeing=(
+                        round(sum(x.correct for x in agreeing) / len(agreeing), 3)
+                        if agreeing else None
+                    ),
+                    either_right=round(sum(x.correct or y.correct for x, y in both) / len(both), 3),
+                )
+            )  # fmt: skip
+    return rows
+
+
+def _same(x: Answer, y: Answer) -> bool:
+    form = extract(x.text)
+    return bool(form) and form == extract(y.text)
 
 
 def _model_weights(by_reviewer: dict[str, float]) -> dict[str, float]:
@@ -469,8 +518,10 @@ def paired(system: str, pairs: list[tuple[bool, bool]]) -> Paired:
 
 
 def _opinion_of(c: CouncilAnswer, model: str) -> bool | None:
-    """Whether the opinion of the member running ``model`` was right (None: no such opinion)."""
-    member = next((m for m in c.opinions if model_of(m) == model), None)
+    """Whether the opinion of the member running ``model`` (``MODEL+code``: computing)
+    was right (None: no such opinion)."""
+    kind = (model_of(model), method_of(model))
+    member = next((m for m in c.opinions if (model_of(m), method_of(m)) == kind), None)
     return c.opinions[member].correct if member else None
 
 
@@ -480,6 +531,8 @@ def replay(strategy: Strategy, c: CouncilAnswer) -> tuple[bool, float, float] | 
     (it skipped the reviews or the synthesis that this strategy needs)."""
     if c.error or not c.ranking or (c.not_needed and not strategy.majority_decides):
         return None  # not recorded, or an opinion this strategy would have waited for
+    if strategy.staged:
+        return None  # which members it asks depends on the first ones: its own runs say
     texts = {m: c.opinions[m].text for m in c.members if m in c.opinions}
     stands = strategy.stands(texts, c.chairman)
     if stands:

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from council.bus.ask import follow, submit
 from council.bus.client import Credentials, connect
 from council.bus.errors import CouncilError, QuestionRejected, SessionTimeout
-from council.bus.members import model_of
+from council.bus.members import method_of, model_of
 from council.bus.messages import (
     Accepted,
     FinalAnswer,
@@ -77,6 +77,8 @@ class EvalPlan:
     sample: int | None = None
     same_prompt: bool = True
     """Also ask each model alone as the council asks it (beside it at its best)."""
+    with_tool: bool = True
+    """Also ask each model alone with the tool at its best (``MODEL+code``, greedy)."""
     strategy: str = ""
     """The council's strategy ("": the chairman's setting)."""
     versus: Versus | None = None
@@ -186,8 +188,8 @@ async def run_eval(target: Target, plan: EvalPlan, *, as_json: bool) -> int:
 
 async def evaluate(nc: Client, question: EvalQuestion, plan: EvalPlan, timeout_s: float) -> Record:
     """The council on one question, then each model alone at its best (greedy, room
-    for its working) and as the council asks it: one after another, so each alone
-    call is timed with the machine to itself."""
+    for its working), with the tool at its best, and as the council asks it: one
+    after another, so each alone call is timed with the machine to itself."""
     seed = int(hashlib.sha256(question.id.encode()).hexdigest()[:7], 16)
     council = await ask_council(nc, question, plan, seed, timeout_s)
     versus = None
@@ -210,6 +212,12 @@ async def evaluate(nc: Client, question: EvalQuestion, plan: EvalPlan, timeout_s
         best[model] = await ask_alone(
             nc, question, model, seed, timeout_s, temperature=0.0, max_tokens=BEST_MAX_TOKENS
         )
+        if plan.with_tool and method_of(model) == "words":
+            computing = f"{model}+code"
+            best[computing] = await ask_alone(
+                nc, question, computing, seed, timeout_s, temperature=0.0,
+                max_tokens=BEST_MAX_TOKENS,
+            )  # fmt: skip
         if plan.same_prompt:
             alone[model] = await ask_alone(nc, question, model, seed, timeout_s)
     return Record(

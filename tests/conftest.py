@@ -35,6 +35,7 @@ SMALL_ENV = {
     "COUNCIL_OPINION_MAX_TOKENS": "96",
     "COUNCIL_REVIEW_MAX_TOKENS": "64",
     "COUNCIL_SYNTHESIS_MAX_TOKENS": "128",
+    "COUNCIL_CONCLUDE": "0",  # tests count each stage's calls (test_compute asks for conclusions)
 }
 
 COSTS = {

@@ -4,8 +4,10 @@ conductor on the scripted runtime, its programs run in the real sandbox."""
 from __future__ import annotations
 
 import pytest
+from conftest import TEST_MODEL
 from helpers import Collected
 
+from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
 from council.bus.members import method_of, model_of, sample_of, split_member
 from council.bus.messages import FinalAnswer, MemberFailed, Opinion, Review, SessionFailed
@@ -229,8 +231,45 @@ async def test_a_member_that_states_no_answer_is_asked_for_it() -> None:
     )
     assert isinstance(outcome, FinalAnswer)
     conclusions = {o.member: o.conclusion for o in sink.of(Opinion)}
-    assert conclusions == {"a": "Jupiter", "b": "", "c": "Neptune"}
+    assert conclusions == {"a": "Jupiter", "b": "Jupiter", "c": "Neptune"}
     assert outcome.reviews_skipped
     assert "jupiter" in outcome.answer.lower()
     asked = [c.model for c in runtime.history if c.messages[-1].content == prompts.CONCLUDE]
     assert sorted(asked) == ["a", "c"]
+
+
+@needs_sandbox
+async def test_a_computing_member_on_the_real_model_runs_what_it_wrote(
+    embedded: EmbeddedRuntime,
+) -> None:
+    """The test model asked as ``+code``: every program it wrote ran in the sandbox, and
+    the member either answers with what one printed or fails by name."""
+    tools = LocalTools(Sandbox(Limits(wall_s=5, cpu_s=3)))
+    agents = LocalAgents(embedded, keep_requests=True)
+    sink = Collected()
+    member = f"{TEST_MODEL}+code"
+    conductor = Conductor(
+        Plan(
+            session_id="real-code", question="What is 17 times 3?", members=[member],
+            chairman=TEST_MODEL, mode="pairwise", seed=5, alone=True, max_tokens=160,
+        ),
+        CouncilConfig(program_rounds=2),
+        agents,
+        sink,
+        tools=tools,
+    )  # fmt: skip
+    outcome = await conductor.run()
+    asked = [r for r in agents.requests if r.member == member]
+    assert 1 <= len(asked) <= 2
+    assert asked[0].messages[0].content == prompts.PROGRAM_SYSTEM
+    assert len(tools.programs) <= len(asked)
+    if isinstance(outcome, FinalAnswer):
+        opinion = sink.of(Opinion)[0]
+        assert tools.programs[-1].strip() in opinion.text
+        assert "Output:" in opinion.text
+        assert opinion.conclusion == outcome.conclusion
+        assert opinion.conclusion
+    else:
+        failed = sink.of(MemberFailed)[0]
+        assert failed.reason == "program_failed"
+        assert "2 rounds" in failed.detail

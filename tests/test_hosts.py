@@ -26,10 +26,10 @@ from conftest import MEMBERS, council_env
 from hosts import Hosts, hosts_available
 
 from council.bus.server import find_nats_server
+from council.cli.up import ROLES
 
 NATS_CONF = Path(__file__).parent.parent / "nats.conf"
 PORT = 4222
-ROLES = ("chairman", "agent", "dashboard", "client")
 ROLE_USERS = {"chairman": "chairman", "agents": "agent", "ask": "client"}
 """The nats.conf user each command logs in as."""
 READY_S = 120.0

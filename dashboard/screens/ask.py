@@ -94,7 +94,7 @@ def live_session() -> None:
         st.warning(f"agent {lost.node} went silent on {lost.member} ({lost.stage}): {then}")
     for member, failure in view.failures.items():
         if failure.reason == "not_needed":
-            st.caption(f"{member}: not needed, a majority agreed without it")
+            st.caption(f"{member}: not needed ({failure.detail})")
         else:
             st.error(f"{member} failed in {failure.stage}: {failure.reason} {failure.detail}")
     if view.final:

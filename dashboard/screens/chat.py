@@ -72,7 +72,7 @@ def deliberation(view: SessionView) -> None:
                 st.markdown(badge(member, o.model), unsafe_allow_html=True)
                 st.markdown(said(o.text))
             elif (f := view.failures.get(member)) and f.reason == "not_needed":
-                st.caption("not needed: a majority agreed without it")
+                st.caption(f"not needed ({f.detail})")
             elif f:
                 st.error(f"failed in {f.stage}: {f.reason}. {f.detail}")
     with tabs[len(members)]:

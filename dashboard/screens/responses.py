@@ -34,7 +34,7 @@ if view is not None:
                     st.caption("no final-answer line (cut off, or the model ignored the format)")
                     st.markdown(said(o.text))
             elif (f := view.failures.get(member)) and f.reason == "not_needed":
-                st.caption(f"{member}: not needed, a majority agreed without it")
+                st.caption(f"{member}: not needed ({f.detail})")
             elif f:
                 st.error(f"{member} failed in {f.stage}: {f.reason}. {f.detail}")
             else:
