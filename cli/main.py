@@ -170,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="the other council's strategy (default: the chairman's setting)",
     )
+    evaluate.add_argument(
+        "--versus-mode",
+        metavar="MODE",
+        default="",
+        help="the other council's review mode (default: the same as the council's)",
+    )
     config.add_settings(
         evaluate, (*COMMON, "members", "chairman", "mode", "strategy", "ask_timeout", "evals_dir")
     )
@@ -271,7 +277,7 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
                 same_prompt=not args.best_only,
                 with_tool=not args.no_tool,
                 strategy=settings.strategy if config.explicit("strategy", args) else "",
-                versus=Versus.parse(args.versus, args.versus_strategy),
+                versus=Versus.parse(args.versus, args.versus_strategy, args.versus_mode),
                 alone=[m.strip() for m in args.alone.split(",") if m.strip()] or None,
             )
             target = Target(

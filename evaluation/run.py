@@ -13,6 +13,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import msgspec
 import structlog
@@ -52,18 +53,23 @@ class Versus:
 
     members: list[str]
     strategy: str = ""
+    mode: ReviewMode | None = None
+    """Its review mode (None: the same as the council's)."""
 
     @classmethod
-    def parse(cls, members: str, strategy: str = "") -> Versus | None:
+    def parse(cls, members: str, strategy: str = "", mode: str = "") -> Versus | None:
         names = [m.strip() for m in members.split(",") if m.strip()]
         if not names:
-            if strategy:
-                raise SystemExit("error: --versus-strategy needs --versus MEMBERS")
+            if strategy or mode:
+                raise SystemExit("error: --versus-strategy and --versus-mode need --versus MEMBERS")
             return None
-        return cls(names, strategy)
+        if mode and mode not in get_args(ReviewMode):
+            raise SystemExit(f"error: --versus-mode {mode!r}: one of {get_args(ReviewMode)}")
+        return cls(names, strategy, mode or None)  # type: ignore[arg-type]
 
     def describe(self) -> str:
-        return f"{self.strategy or 'default strategy'} ({', '.join(self.members)})"
+        mode = f", {self.mode} reviews" if self.mode else ""
+        return f"{self.strategy or 'default strategy'} ({', '.join(self.members)}{mode})"
 
 
 @dataclass(frozen=True)
@@ -198,7 +204,11 @@ async def evaluate(nc: Client, question: EvalQuestion, plan: EvalPlan, timeout_s
             nc,
             question,
             dataclasses.replace(
-                plan, members=plan.versus.members, strategy=plan.versus.strategy, versus=None
+                plan,
+                members=plan.versus.members,
+                strategy=plan.versus.strategy,
+                mode=plan.versus.mode or plan.mode,
+                versus=None,
             ),
             seed,
             timeout_s,
