@@ -119,13 +119,18 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
-async def serve_agents(settings: Settings) -> None:
-    nc = await connect(
+async def _role_connection(settings: Settings, role: str) -> Client:
+    """A role's connection: it waits for a server that is not up yet (started together)."""
+    return await connect(
         settings.nats_url,
-        name="council-agents",
+        name=f"council-{role}",
         credentials=settings.credentials,
         initial_wait_s=30.0,
     )
+
+
+async def serve_agents(settings: Settings) -> None:
+    nc = await _role_connection(settings, "agents")
     service = await start_agents(
         nc, settings, settings.agent_models, ("opinion", "review", "synthesize"), "agents"
     )
@@ -146,12 +151,7 @@ def sandbox_limits(settings: Settings) -> Limits:
 
 
 async def serve_tools(settings: Settings) -> None:
-    nc = await connect(
-        settings.nats_url,
-        name="council-tools",
-        credentials=settings.credentials,
-        initial_wait_s=30.0,
-    )
+    nc = await _role_connection(settings, "tools")
     service = ToolService(
         nc,
         Sandbox(sandbox_limits(settings)),
@@ -167,12 +167,7 @@ async def serve_tools(settings: Settings) -> None:
 
 
 async def serve_chairman(settings: Settings, *, local_agent: bool) -> None:
-    nc = await connect(
-        settings.nats_url,
-        name="council-chairman",
-        credentials=settings.credentials,
-        initial_wait_s=30.0,
-    )
+    nc = await _role_connection(settings, "chairman")
     agent = None
     if local_agent:
         agent = await start_agents(
