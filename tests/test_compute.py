@@ -6,17 +6,31 @@ from __future__ import annotations
 import pytest
 from conftest import TEST_MODEL
 from helpers import Collected
+from nats.aio.client import Client
 
 from council.agents.runtimes.embedded import EmbeddedRuntime
+from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
+from council.bus.ask import follow, submit
+from council.bus.client import connect
 from council.bus.members import method_of, model_of, sample_of, split_member
-from council.bus.messages import FinalAnswer, MemberFailed, Opinion, Review, SessionFailed
+from council.bus.messages import (
+    FinalAnswer,
+    MemberFailed,
+    Opinion,
+    Question,
+    Review,
+    SessionFailed,
+)
+from council.bus.server import EmbeddedNats
 from council.chairman import prompts
+from council.chairman.admission import Defaults
 from council.chairman.compute import answer_printed, program_in
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.strategies import named
-from council.cli.wiring import LocalAgents, LocalTools
+from council.cli.wiring import LocalAgents, LocalTools, local_council
 from council.tools.sandbox import Limits, Sandbox, missing
+from council.tools.service import ToolService
 
 needs_sandbox = pytest.mark.skipif(bool(missing()), reason=missing() or "")
 
@@ -273,3 +287,48 @@ async def test_a_computing_member_on_the_real_model_runs_what_it_wrote(
         failed = sink.of(MemberFailed)[0]
         assert failed.reason == "program_failed"
         assert "2 rounds" in failed.detail
+
+
+@needs_sandbox
+async def test_over_the_bus_the_chairman_runs_programs_in_the_tools_role(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """Agents, a chairman and `council tools` on a real server: a computing member's
+    program runs in the tools role; with the tools role stopped, the member fails as
+    ``tool_unavailable`` and the session still answers."""
+    runtime = ScriptedRuntime(["w", "c"])
+    agents_nc = await connect(nats_server.url, name="compute-agents")
+    chairman_nc = await connect(nats_server.url, name="compute-chairman")
+    tools = ToolService(nc, Sandbox(Limits(wall_s=5)), node="compute-tools", heartbeat_s=60)
+    await tools.start()
+    question = Question(
+        question="What is 6 times 7?", members=["w", "w#2", "c+code"],
+        strategy="majority-then-synthesize",
+    )  # fmt: skip
+    try:
+        async with local_council(
+            agents_nc, chairman_nc, RoutedRuntime.serving(runtime, ["w", "c"]),
+            Defaults(("w", "w#2"), "w"), CouncilConfig(settle_early=False), heartbeat_s=0.2,
+        ):  # fmt: skip
+            runtime.enqueue("w", "Final answer: 42", "Final answer: 42")
+            runtime.enqueue("c", fenced("print(6 * 7)"))
+            events = [
+                e async for e in follow(nc, (await submit(nc, question)).session_id, timeout_s=60)
+            ]
+            computed = next(e for e in events if isinstance(e, Opinion) and e.member == "c+code")
+            assert computed.conclusion == "42"
+            assert tools.served == 1
+            await tools.stop()
+            runtime.enqueue("w", "Final answer: 42", "Final answer: 42")
+            runtime.enqueue("c", fenced("print(6 * 7)"))
+            events = [
+                e async for e in follow(nc, (await submit(nc, question)).session_id, timeout_s=60)
+            ]
+    finally:
+        await tools.stop()
+        await chairman_nc.close()
+        await agents_nc.close()
+    failed = [e for e in events if isinstance(e, MemberFailed)]
+    assert [(f.member, f.reason) for f in failed] == [("c+code", "tool_unavailable")]
+    assert "council tools" in failed[0].detail
+    assert isinstance(events[-1], FinalAnswer)
