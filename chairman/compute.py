@@ -96,9 +96,7 @@ async def compute(
                 latency_ms=(time.perf_counter() - started) * 1000,
                 runtime=reply.runtime,
             )
-        why = last.detail or "it printed nothing"
-        if last.outcome == "ok":
-            why = "it printed nothing"
+        why = "it printed nothing" if last.outcome == "ok" else last.detail
         messages.append(prompts.program_failed(why, last.stderr))
     detail = f"no program printed an answer in {rounds} rounds"
     if last is not None:

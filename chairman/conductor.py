@@ -367,9 +367,10 @@ class Conductor:
             ),
         )
         concluded = await self.agents.opinion(asked)
-        if not isinstance(concluded, Completion) or not extract.conclusion(concluded.text):
+        said = extract.stated(concluded.text) if isinstance(concluded, Completion) else ""
+        if not said:
             return reply
-        line = f"{prompts.FINAL_LINE}{extract.conclusion(concluded.text)}"
+        line = f"{prompts.FINAL_LINE}{said}"
         return msgspec.structs.replace(
             reply,
             text=f"{reply.text}\n\n{line}",

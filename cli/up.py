@@ -1,8 +1,9 @@
 """`council up`: the whole council on one machine.
 
 Starts an embedded nats-server when nothing answers at the NATS URL, pulls the
-models the defaults need, then runs agents and chairman as child processes
-(they meet only on the bus, exactly as on several hosts). Ctrl-C stops all.
+models the defaults need, then runs agents, the tools (the sandbox) and the
+chairman as child processes (they meet only on the bus, exactly as on several
+hosts). Ctrl-C stops all.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from council.cli.ask import run_ask
 from council.cli.dashboard import dashboard_command, dashboard_env, dashboard_url, unguarded
 from council.cli.roles import prepare_models, wait_for_signal
 from council.cli.settings import SETTINGS, Settings
+from council.tools.sandbox import missing as sandbox_missing
 
 
 def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
@@ -173,6 +175,8 @@ async def run_up(
         }
         children.start("agents", ["agents"], settings_env(users.get("agent", settings), **child))
         children.start("tools", ["tools"], settings_env(users.get("tools", settings), **child))
+        if reason := sandbox_missing():
+            console.print(f"[yellow]no sandbox: {reason}[/]; computing members (MODEL+code) fail")
         children.start(
             "chairman",
             ["chairman", "--no-local-agent"],

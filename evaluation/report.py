@@ -26,7 +26,7 @@ from rich.table import Table
 from council.bus.members import method_of, model_of, sample_of
 from council.chairman.aggregate import Score, normalize
 from council.chairman.extract import extract
-from council.chairman.strategies import STRATEGIES, Standing, Strategy
+from council.chairman.strategies import STRATEGIES, Standing, Strategy, first_wave
 
 
 class Calibration(msgspec.Struct, kw_only=True):
@@ -531,9 +531,11 @@ def replay(strategy: Strategy, c: CouncilAnswer) -> tuple[bool, float, float] | 
     (it skipped the reviews or the synthesis that this strategy needs)."""
     if c.error or not c.ranking or (c.not_needed and not strategy.majority_decides):
         return None  # not recorded, or an opinion this strategy would have waited for
-    if strategy.staged:
-        return None  # which members it asks depends on the first ones: its own runs say
     texts = {m: c.opinions[m].text for m in c.members if m in c.opinions}
+    if strategy.staged:  # it asks the first wave first, and stops there if an answer stands
+        first = {m: t for m, t in texts.items() if m in first_wave(c.members)}
+        if stands := strategy.stands(first, c.chairman):
+            return (c.opinions[stands.members[0]].correct, *_kept(c, "opinions"))
     stands = strategy.stands(texts, c.chairman)
     if stands:
         return (c.opinions[stands.members[0]].correct, *_kept(c, "opinions"))

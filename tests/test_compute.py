@@ -231,8 +231,8 @@ async def test_a_member_that_states_no_answer_is_asked_for_it() -> None:
     a short answer is its own conclusion and is not asked."""
     runtime = ScriptedRuntime(["a", "b", "c"])
     runtime.enqueue(
-        "a", "The largest planet in our solar system is Jupiter.", "Final answer: Jupiter"
-    )
+        "a", "The largest planet in our solar system is Jupiter.", "Jupiter."
+    )  # a concluding turn that forgets the line but is short is its own conclusion
     runtime.enqueue("b", "Jupiter")
     runtime.enqueue(
         "c", "Neptune is very large, I think it is the largest.", "Final answer: Neptune"
@@ -332,3 +332,37 @@ async def test_over_the_bus_the_chairman_runs_programs_in_the_tools_role(
     assert [(f.member, f.reason) for f in failed] == [("c+code", "tool_unavailable")]
     assert "council tools" in failed[0].detail
     assert isinstance(events[-1], FinalAnswer)
+
+
+async def test_the_real_model_is_asked_for_its_conclusion_when_it_states_none(
+    embedded: EmbeddedRuntime,
+) -> None:
+    """On the test model (which often ignores the final-answer format): whenever an
+    opinion states no conclusion of its own, one short greedy turn asks for it, and
+    what that turn concludes is the opinion's conclusion."""
+    agents = LocalAgents(embedded, keep_requests=True)
+    sink = Collected()
+    members = [f"{TEST_MODEL}@concise", f"{TEST_MODEL}@careful#2"]
+    conductor = Conductor(
+        Plan(
+            session_id="real-conclude", question="Which planet is the largest?",
+            members=members, chairman=TEST_MODEL, mode="pairwise", seed=11, max_tokens=64,
+        ),
+        CouncilConfig(strategy=named("majority-then-synthesize"), conclude=True,
+                      settle_early=False, synthesis_max_tokens=48, review_max_tokens=48),
+        agents,
+        sink,
+    )  # fmt: skip
+    await conductor.run()
+    for opinion in sink.of(Opinion):
+        asked = [r for r in agents.requests if r.member == opinion.member]
+        first = asked[0]
+        turns = [r for r in asked if r.messages[-1].content == prompts.CONCLUDE]
+        if turns:
+            assert turns[0].options.temperature == 0.0
+            assert turns[0].options.max_tokens == CouncilConfig().conclude_max_tokens
+            assert turns[0].messages[: len(first.messages)] == first.messages
+        else:  # it stated one, or said little enough to be its own
+            assert opinion.conclusion
+        if turns and opinion.conclusion:  # the turn's answer, added as the member's last line
+            assert opinion.text.endswith(f"{prompts.FINAL_LINE}{opinion.conclusion}")

@@ -18,7 +18,7 @@ from council.bus import subjects
 from council.bus.codec import decode_program_result, encode
 from council.bus.messages import ProgramResult, RunProgram
 from council.chairman.gateway import BusTools
-from council.tools.sandbox import NOBODY, Limits, Sandbox, missing
+from council.tools.sandbox import SANDBOX_UIDS, Limits, Sandbox, missing
 from council.tools.service import ToolService
 
 pytestmark = pytest.mark.skipif(bool(missing()), reason=missing() or "sandbox available")
@@ -44,7 +44,7 @@ def _exists(path: Path) -> bool:
 
 
 async def _sandboxed_processes() -> list[psutil.Process]:
-    """What still runs as the sandbox's user (as root) a moment after a program is done:
+    """What still runs as a sandbox user (as root) a moment after a program is done:
     nothing (a zombie waiting for the host's init to reap it runs nothing)."""
     if os.geteuid() != 0:
         return []
@@ -52,7 +52,7 @@ async def _sandboxed_processes() -> list[psutil.Process]:
         running = [
             p
             for p in psutil.process_iter(["uids", "status"])
-            if p.info["uids"].real == NOBODY and p.info["status"] != psutil.STATUS_ZOMBIE
+            if p.info["uids"].real in SANDBOX_UIDS and p.info["status"] != psutil.STATUS_ZOMBIE
         ]
         if not running:
             break
@@ -202,19 +202,21 @@ async def test_without_bubblewrap_the_sandbox_says_so() -> None:
 async def test_the_tools_role_serves_hostile_programs_and_goes_on(
     nc: Client, tools: ToolService
 ) -> None:
-    """Over the bus: a fork bomb, a memory bomb and a flood, then a plain program, each
-    answered with its own outcome."""
+    """Over the bus, at once: a fork bomb, a memory bomb, a flood and a plain program,
+    each answered with its own outcome (the bomb starves none of the others); then
+    another plain program."""
     gateway = BusTools(nc, timeout_s=20)
     hostile = {
         "import os\nwhile True:\n    os.fork()": {"process_limit", "timeout", "cpu_limit", "error"},
         "x = bytearray(1 << 30)": {"memory_limit"},
         "while True:\n    print('y' * 1000)": {"output_limit"},
+        "print(sum(range(100)))": {"ok"},  # beside a fork bomb: each program has its own user
     }
     results = await asyncio.gather(*(gateway.run(RunProgram(code=c)) for c in hostile))
     for (code, allowed), result in zip(hostile.items(), results, strict=True):
         assert result.outcome in allowed, (code, result)
     assert (await gateway.run(RunProgram(code="print(2 ** 10)"))).printed == "1024"
-    assert tools.served == 4
+    assert tools.served == 5
 
 
 async def test_a_malformed_request_gets_a_named_reply(nc: Client, tools: ToolService) -> None:

@@ -4,8 +4,9 @@ The program sees a read-only system (``/usr`` and Python's own install), a
 private tmpfs as its only writable directory, no network (every namespace is
 new), no environment but ``PATH``, and rlimits on CPU time, memory, processes
 and file size; the tool adds a wall-clock limit and a cap on what it reads
-back. As root it drops to ``nobody`` first: the kernel never applies a process
-limit to root, so a fork bomb would not be contained.
+back. As root it drops to a user of the program's own first (``SANDBOX_UIDS``): the
+kernel never applies a process limit to root, so a fork bomb would not be
+contained, and a user shared by programs would share their process limit.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from council.bus.messages import ProgramOutcome, ProgramResult
 
 log = structlog.get_logger()
 
-NOBODY = 65534
+SANDBOX_UIDS = range(0x7FFF0000, 0x7FFF0000 + 64)
+"""As root, each program runs as a user of its own from this range (no account needs
+to exist): RLIMIT_NPROC counts a user's processes, so a fork bomb in one program
+cannot starve another running beside it."""
 _CPU_SIGNAL_EXIT = 128 + signal.SIGXCPU
 _KILLED_EXIT = 128 + signal.SIGKILL
 STDERR_KEPT = 2000
@@ -101,8 +105,9 @@ def bwrap_command(limits: Limits) -> list[str]:
 
 
 def _process_cap(limits: Limits) -> int:
-    """RLIMIT_NPROC counts every process of the user: as ``nobody`` that is the
-    program's; for another user, its processes now plus the program's allowance."""
+    """RLIMIT_NPROC counts every process of the user: as root's sandbox user those are
+    the program's; for another user, its processes now plus the program's allowance
+    (programs run at once then share it)."""
     if os.geteuid() == 0:
         return limits.processes
     uid = os.getuid()
@@ -110,8 +115,8 @@ def _process_cap(limits: Limits) -> int:
     return mine + limits.processes
 
 
-def _limit_child(limits: Limits, processes: int) -> None:
-    """In the child before exec: rlimits, then (as root) the ``nobody`` user."""
+def _limit_child(limits: Limits, processes: int, uid: int) -> None:
+    """In the child before exec: rlimits, then (as root) the program's own user."""
     as_root = os.geteuid() == 0
     cap = {
         resource.RLIMIT_CPU: (limits.cpu_s, limits.cpu_s + 1),
@@ -124,8 +129,8 @@ def _limit_child(limits: Limits, processes: int) -> None:
         resource.setrlimit(kind, (soft, hard))
     if as_root:
         os.setgroups([])
-        os.setgid(NOBODY)
-        os.setuid(NOBODY)
+        os.setgid(uid)
+        os.setuid(uid)
 
 
 async def _read_capped(
@@ -148,10 +153,20 @@ class Sandbox:
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self.unavailable = missing()
+        self._uids: asyncio.Queue[int] = asyncio.Queue()
+        for uid in SANDBOX_UIDS:
+            self._uids.put_nowait(uid)
 
     async def run(self, code: str) -> ProgramResult:
         if self.unavailable:
             return ProgramResult(outcome="unavailable", detail=self.unavailable)
+        uid = await self._uids.get()
+        try:
+            return await self._run(code, uid)
+        finally:
+            self._uids.put_nowait(uid)
+
+    async def _run(self, code: str, uid: int) -> ProgramResult:
         limits = self.limits
         started = time.perf_counter()
         processes = _process_cap(limits)
@@ -160,7 +175,7 @@ class Sandbox:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            preexec_fn=lambda: _limit_child(limits, processes),
+            preexec_fn=lambda: _limit_child(limits, processes, uid),
             start_new_session=True,
         )
         assert process.stdin

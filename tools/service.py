@@ -1,5 +1,6 @@
 """Bus glue for the sandbox: ``council.tool.run`` in a queue group, a bounded number
-of programs at once, and a heartbeat that says whether programs can run here."""
+of programs at once, and heartbeats; where programs cannot be sandboxed, every
+reply says so (``unavailable``) and the log says why at start."""
 
 from __future__ import annotations
 
