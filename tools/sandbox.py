@@ -136,8 +136,8 @@ def _limit_child(limits: Limits, processes: int, uid: int) -> None:
 async def _read_capped(
     stream: asyncio.StreamReader, budget: list[int], over: asyncio.Event
 ) -> bytes:
-    """Read until EOF, keeping at most what the shared budget allows; set ``over``
-    once the program has printed more."""
+    """Read until EOF (the program is killed once ``over`` is set, so EOF comes),
+    keeping at most what the shared budget allows."""
     kept = bytearray()
     while chunk := await stream.read(65536):
         room = budget[0]
@@ -145,7 +145,6 @@ async def _read_capped(
         budget[0] = max(0, room - len(chunk))
         if len(chunk) > room:
             over.set()
-            break
     return bytes(kept)
 
 
@@ -178,6 +177,16 @@ class Sandbox:
             preexec_fn=lambda: _limit_child(limits, processes, uid),
             start_new_session=True,
         )
+        try:
+            return await self._watch(process, code, started)
+        except asyncio.CancelledError:  # the tool is stopping: the program goes with it
+            _kill(process)
+            raise
+
+    async def _watch(
+        self, process: asyncio.subprocess.Process, code: str, started: float
+    ) -> ProgramResult:
+        limits = self.limits
         assert process.stdin
         assert process.stdout
         assert process.stderr
