@@ -63,6 +63,16 @@ def answer_printed(stdout: str) -> str:
     return lines[-1][:400] if lines else ""
 
 
+def checked(computed: str, answer: str) -> tuple[int, str]:
+    """A computed review's score and reason: 10 when an answer's final form is the one
+    the reviewer's program computed, 1 when it differs, 5 when the program found none."""
+    if not computed:
+        return 5, "its program found no answer: cannot tell"
+    if answer == computed:
+        return 10, f"computed {computed}, as the response concludes"
+    return 1, f"computed {computed}; the response concludes {answer}"
+
+
 async def compute(
     agents: OpinionAgents, tools: ToolGateway, request: OpinionRequest, *, rounds: int = 3
 ) -> Completion | AgentError:

@@ -559,7 +559,7 @@ class Conductor:
             return
         deadline = time.monotonic() + self.config.reviews_deadline_s
         if plan.mode == "compute":
-            await self._computed_reviews(deadline)
+            await self._computed_reviews(requests, deadline)
             return await self._rank()
         members_by_label = {label: m for m, label in self.labels.items()}
         calls = {
@@ -585,62 +585,55 @@ class Conductor:
             Ranking(session_id=plan.session_id, entries=entries, ties=ties, tie_break=rule)
         )
 
-    async def _computed_reviews(self, deadline: float) -> None:
-        """Each reviewer's own computed answer, then a score per other answer: 10 when
-        the final answers agree, 1 when they differ, 5 when its program found none.
+    async def _computed_reviews(self, requests: dict[str, ReviewRequest], deadline: float) -> None:
+        """Each reviewer's own computed answer (one program per reviewer, whatever the
+        number of answers it checks), then its review of each answer, scored in code
+        (``compute.checked``).
 
         A reviewer that computes reuses its own opinion's program; one that answers in
         words reuses the program of a computing member of its model, whose greedy
         program is the one it would write, or writes one of its own."""
-        plan = self.plan
-        reviewed = {r.reviewer for r in self.state.reviews} | {
-            f.reviewer for f in self.state.review_failures
-        }
-        reviewers = [m for m in self._reviewers() if m not in reviewed]
-        calls = {m: self._computed_check(m) for m in reviewers}
+        members_by_label = {label: m for m, label in self.labels.items()}
+        to_check: dict[str, list[str]] = {}
+        for request in requests.values():
+            if not self._already_reviewed(request):
+                reviewed = members_by_label[request.labels[0]]
+                to_check.setdefault(request.member, []).append(reviewed)
+        calls = {reviewer: self._computed_check(reviewer) for reviewer in to_check}
         async with aclosing(_until(deadline, calls)) as replies:
             async for reviewer, reply in replies:
                 own = reply if isinstance(reply, Completion) else None
                 computed = extract.extract(own.text) if own else ""
-                first = True
-                for other in self.state.answered:
-                    if other == reviewer:
-                        continue
+                for i, other in enumerate(to_check[reviewer]):
                     answer = extract.extract(self.state.opinions[other].text)
-                    if not computed:
-                        score, why = 5, "its program found no answer: cannot tell"
-                    elif answer == computed:
-                        score, why = 10, f"computed {computed}, as the response concludes"
-                    else:
-                        score, why = 1, f"computed {computed}; the response concludes {answer}"
+                    score, why = compute.checked(computed, answer)
                     await self.record(
                         Review(
-                            session_id=plan.session_id,
+                            session_id=self.plan.session_id,
                             reviewer=reviewer,
                             reviewed=other,
                             score=score,
                             justification=why,
                             # its program's cost once (nothing for one reused)
-                            usage=own.usage if first and own else Usage(),
-                            latency_ms=own.latency_ms if first and own else 0.0,
+                            usage=own.usage if i == 0 and own else Usage(),
+                            latency_ms=own.latency_ms if i == 0 and own else 0.0,
                             mode="compute",
                         )
                     )
-                    first = False
 
     async def _computed_check(self, reviewer: str) -> Completion | AgentError:
-        opinions = self.state.opinions
-        model = model_of(reviewer)
-        same = [
-            m
-            for m in [reviewer, *self.plan.members]
-            if m in opinions and method_of(m) == "code" and model_of(m) == model
-            and (m == reviewer or sample_of(m) == 1)
+        opinions, model = self.state.opinions, model_of(reviewer)
+        greedy = [  # the first sample of a computing member of its model
+            m for m in self.plan.members
+            if method_of(m) == "code" and model_of(m) == model and sample_of(m) == 1
         ]  # fmt: skip
-        if same:
-            o = opinions[same[0]]
+        program = next(
+            (m for m in (reviewer, *greedy) if m in opinions and method_of(m) == "code"), ""
+        )
+        if program:
+            o = opinions[program]
             return Completion(
-                member=same[0], model=o.model, text=o.text, usage=Usage(), latency_ms=0.0
+                member=program, model=o.model, text=o.text, usage=Usage(), latency_ms=0.0
             )
         request = OpinionRequest(
             session_id=self.plan.session_id,

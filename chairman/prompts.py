@@ -146,12 +146,17 @@ def opinion_messages(
 ) -> list[ChatMessage]:
     """A member sees the conversation's earlier turns as the chat they were."""
     system = MEMBER_SYSTEM.format(persona=PERSONAS[persona]).strip()
+    return [ChatMessage("system", system), *_as_chat(question, history)]
+
+
+def _as_chat(question: str, history: list[Turn] | None) -> list[ChatMessage]:
+    """The conversation's earlier turns as the chat they were, then the question."""
     earlier = [
         message
         for turn in history or []
         for message in (ChatMessage("user", turn.question), ChatMessage("assistant", turn.answer))
     ]
-    return [ChatMessage("system", system), *earlier, ChatMessage("user", question)]
+    return [*earlier, ChatMessage("user", question)]
 
 
 def in_context(question: str, history: list[Turn] | None = None) -> str:
@@ -201,7 +206,7 @@ def synthesis_messages(
 
 def program_messages(question: str, history: list[Turn] | None = None) -> list[ChatMessage]:
     """A member that computes sees the conversation as chat, as any member does."""
-    return [ChatMessage("system", PROGRAM_SYSTEM), *opinion_messages(question, "", history)[1:]]
+    return [ChatMessage("system", PROGRAM_SYSTEM), *_as_chat(question, history)]
 
 
 def program_failed(why: str, stderr: str) -> ChatMessage:

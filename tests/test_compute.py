@@ -366,3 +366,47 @@ async def test_the_real_model_is_asked_for_its_conclusion_when_it_states_none(
             assert opinion.conclusion
         if turns and opinion.conclusion:  # the turn's answer, added as the member's last line
             assert opinion.text.endswith(f"{prompts.FINAL_LINE}{opinion.conclusion}")
+
+
+@needs_sandbox
+async def test_across_methods_and_computed_reviews_on_the_real_model(
+    embedded: EmbeddedRuntime,
+) -> None:
+    """The test model as words and code members under ``across-methods`` with computed
+    reviews: the first sample of each method is asked first; the further sample only
+    when those two have no shared answer; any review is scored in code."""
+    code = f"{TEST_MODEL}+code"
+    members = [TEST_MODEL, code, f"{TEST_MODEL}#2"]
+    agents = LocalAgents(embedded, keep_requests=True)
+    tools = LocalTools(Sandbox(Limits(wall_s=5, cpu_s=3)))
+    sink = Collected()
+    conductor = Conductor(
+        Plan(
+            session_id="real-methods", question="What is 6 times 7?", members=members,
+            chairman=TEST_MODEL, mode="compute", seed=2, max_tokens=96,
+        ),
+        CouncilConfig(strategy=named("across-methods"), program_rounds=2,
+                      synthesis_max_tokens=64),
+        agents,
+        sink,
+        tools=tools,
+    )  # fmt: skip
+    outcome = await conductor.run()
+    assert isinstance(outcome, FinalAnswer | SessionFailed)
+    asked = list(dict.fromkeys(r.member for r in agents.requests if r.member != "chairman"))
+    assert set(asked[:2]) == {TEST_MODEL, code}
+    settled = {o.member for o in sink.of(Opinion)} | {f.member for f in sink.of(MemberFailed)}
+    assert settled == set(members)
+    second = next(
+        f for f in [*sink.of(Opinion), *sink.of(MemberFailed)] if f.member == f"{TEST_MODEL}#2"
+    )
+    stood = isinstance(second, MemberFailed) and second.reason == "not_needed"
+    assert stood == (f"{TEST_MODEL}#2" not in asked)
+    if stood and isinstance(outcome, FinalAnswer):
+        assert outcome.reviews_skipped
+    for review in sink.of(Review):
+        assert review.mode == "compute"
+        assert review.score in (1, 5, 10)
+        computed = review.justification.startswith("computed ")
+        assert computed == (review.score != 5)
+        assert (review.score == 10) == review.justification.endswith("as the response concludes")
