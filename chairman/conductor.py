@@ -229,10 +229,11 @@ class Conductor:
                 await self._stage("opinions", self._opinions)
                 answered = self.state.answered
                 if len(answered) < (1 if plan.alone else self.config.quorum):
+                    why = "; ".join(f"{f.member}: {f.reason}" for f in self.state.failures.values())
                     return await self._fail(
                         "quorum_not_met",
                         f"{len(answered)} of {len(plan.members)} members answered; "
-                        f"quorum is {self.config.quorum}",
+                        f"quorum is {self.config.quorum}" + (f" ({why})" if why else ""),
                         "opinions",
                     )
             if self.state.state in (State.OPINIONS, State.REVIEWS):

@@ -7,9 +7,10 @@ import asyncio
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from council.bus.errors import CouncilError, NoCouncil, QuestionRejected, SessionTimeout
+from council.bus.messages import ReviewMode
 from council.cli import settings as config
 from council.cli.logs import configure_logging
 
@@ -172,8 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--versus-mode",
-        metavar="MODE",
-        default="",
+        choices=get_args(ReviewMode),
+        default=None,
         help="the other council's review mode (default: the same as the council's)",
     )
     config.add_settings(

@@ -125,10 +125,11 @@ def council_processes(
     test_model_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, str]]:
-    """`council agents` and `council chairman` as real processes, shared by the session."""
+    """`council agents`, `council tools` and `council chairman` as real processes,
+    shared by the session."""
     tmp = tmp_path_factory.mktemp("council")
     env = council_env(council_nats.url, models_dir, tmp)
-    logs = {name: tmp / f"{name}.log" for name in ("agents", "chairman")}
+    logs = {name: tmp / f"{name}.log" for name in ("agents", "tools", "chairman")}
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "council.cli", name], env=env, stderr=path.open("wb")

@@ -296,6 +296,7 @@ def test_council_eval_on_a_real_model_records_resumes_and_reports(
         "council",
         "smollm2-135m at its best (chairman)",
         "smollm2-135m alone (chairman)",
+        "smollm2-135m+code at its best",
         "oracle: any member right",
     }
     for row in rows.values():
@@ -316,6 +317,10 @@ def test_council_eval_on_a_real_model_records_resumes_and_reports(
             assert answer.text
             assert answer.correct == checks[r.id].accepts(checked_text(answer.text))
             assert answer.conclusion == conclusion(answer.text)
+        with_tool = r.best["smollm2-135m+code"]  # its programs ran in `council tools`
+        assert with_tool.text or "program_failed" in with_tool.error, with_tool.error
+        assert "tool_unavailable" not in with_tool.error
+        assert with_tool.correct == checks[r.id].accepts(checked_text(with_tool.text))
         assert r.versus is not None
         assert r.versus.members == [TEST_MODEL, f"{TEST_MODEL}#2"]
         assert r.versus.strategy_name == "majority-or-chairman"
