@@ -421,6 +421,8 @@ class Review(Event, tag="review"):
     latency_ms: float
     mode: ReviewMode = "pairwise"
     repaired: bool = False
+    computed: str = ""
+    """In ``compute`` mode: the answer the reviewer's own program printed."""
 
 
 class ReviewFailed(Event, tag="review_failed"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -591,9 +592,8 @@ class Conductor:
         number of answers it checks), then its review of each answer, scored in code
         (``compute.checked``).
 
-        A reviewer that computes reuses its own opinion's program; one that answers in
-        words reuses the program of a computing member of its model, whose greedy
-        program is the one it would write, or writes one of its own."""
+        A reviewer that computes checks with its own opinion's program; one that
+        answers in words writes a program of its own (``_computed_check``)."""
         members_by_label = {label: m for m, label in self.labels.items()}
         to_check: dict[str, list[str]] = {}
         for request in requests.values():
@@ -619,34 +619,30 @@ class Conductor:
                             usage=own.usage if i == 0 and own else Usage(),
                             latency_ms=own.latency_ms if i == 0 and own else 0.0,
                             mode="compute",
+                            computed=computed,
                         )
                     )
 
     async def _computed_check(self, reviewer: str) -> Completion | AgentError:
-        opinions, model = self.state.opinions, model_of(reviewer)
-        greedy = [  # the first sample of a computing member of its model
-            m for m in self.plan.members
-            if method_of(m) == "code" and model_of(m) == model and sample_of(m) == 1
-        ]  # fmt: skip
-        program = next(
-            (m for m in (reviewer, *greedy) if m in opinions and method_of(m) == "code"), ""
-        )
-        if program:
-            o = opinions[program]
+        """A reviewer's program. A reviewer that answers in words samples one of its
+        own (its seed, the samples' temperature): a copy of a computing member's
+        greedy program would make every reviewer of a model agree by construction,
+        and a check that is not independent adds nothing to the answer it checks."""
+        own = self.state.opinions.get(reviewer)
+        if own is not None and method_of(reviewer) == "code":
             return Completion(
-                member=program, model=o.model, text=o.text, usage=Usage(), latency_ms=0.0
+                member=reviewer, model=own.model, text=own.text, usage=Usage(), latency_ms=0.0
             )
+        config = self.config
         request = OpinionRequest(
             session_id=self.plan.session_id,
             member=reviewer,
-            model=model,
+            model=model_of(reviewer),
             messages=prompts.program_messages(self.plan.question, self.plan.history),
-            options=self._options(reviewer, self.config.opinion_max_tokens, 0.0),
-            timeout_s=self.config.reviews_deadline_s,
+            options=self._options(reviewer, config.opinion_max_tokens, config.sample_temperature),
+            timeout_s=config.reviews_deadline_s,
         )
-        return await compute.compute(
-            self.agents, self.tools, request, rounds=self.config.program_rounds
-        )
+        return await compute.compute(self.agents, self.tools, request, rounds=config.program_rounds)
 
     async def _record_review(
         self,
@@ -740,6 +736,7 @@ class Conductor:
                 answers,
                 entries,
                 aggregate.dissent(entries),
+                self._computed_answers(),
             ),
             options=GenerationOptions(
                 temperature=config.synthesis_temperature,
@@ -754,6 +751,12 @@ class Conductor:
             )
         except TimeoutError:
             return AgentError(code="timeout", detail="passed the synthesis deadline")
+
+    def _computed_answers(self) -> dict[str, int]:
+        """What the reviewers' own programs printed, and how many printed each: in
+        ``compute`` mode, the checks the synthesis weighs beside the ranking."""
+        by_reviewer = {r.reviewer: r.computed for r in self.state.reviews if r.computed}
+        return dict(Counter(by_reviewer.values()).most_common())
 
     def _final_answer(
         self,

@@ -189,7 +189,9 @@ def synthesis_messages(
     answers: list[tuple[str, str]],
     ranking: list[RankEntry],
     dissent: list[str],
+    computed: dict[str, int] | None = None,
 ) -> list[ChatMessage]:
+    """``computed``: each answer the reviewers' programs printed, with how many did."""
     shown = "\n\n".join(fence(label, text) for label, text in answers)
     table = "\n".join(
         f"{e.rank}. {e.label}: score {e.score:+.2f} (raw mean {e.raw_mean:.1f}/10, "
@@ -197,9 +199,13 @@ def synthesis_messages(
         for e in ranking
     )
     notes = "\n".join(dissent) or "Reviewers broadly agreed."
+    checks = ""
+    if computed:
+        tally = "\n".join(f"- {answer} (by {n})" for answer, n in computed.items())
+        checks = f"\n\nThe reviewers' own programs, run to check the answers, printed:\n{tally}"
     user = (
         f"Question:\n{question}\n\n{shown}\n\nRanking by the reviewers (best first):\n"
-        f"{table}\n\nDissent:\n{notes}\n\nWrite the final answer."
+        f"{table}\n\nDissent:\n{notes}{checks}\n\nWrite the final answer."
     )
     return [ChatMessage("system", CHAIRMAN_SYSTEM), ChatMessage("user", user)]
 

@@ -211,10 +211,14 @@ def test_across_methods_needs_two_methods_and_a_clear_lead() -> None:
 
 @needs_sandbox
 async def test_computed_reviews_score_by_comparing_answers_in_code() -> None:
-    """A reviewer that answers in words reuses the greedy program of its model; every
-    review is 10 where the final answers agree and 1 where they differ."""
+    """A computing reviewer checks with its opinion's program; each reviewer in words
+    samples a program of its own, so no two reviewers share one. Every review is 10
+    where the final answers agree and 1 where they differ."""
     runtime = ScriptedRuntime(["w"])
-    runtime.enqueue("w", "Final answer: 40", fenced("print(42)"), "Final answer: 42")
+    runtime.enqueue(
+        "w", "Final answer: 40", fenced("print(42)"), "Final answer: 42",
+        fenced("print(6 * 7)"), fenced("print(6 * 7)"),
+    )  # fmt: skip
     outcome, sink, tools = await run(runtime, plan(["w", "w+code", "w#2"], mode="compute"))
     assert isinstance(outcome, FinalAnswer)
     reviews = {(r.reviewer, r.reviewed): r.score for r in sink.of(Review)}
@@ -222,7 +226,13 @@ async def test_computed_reviews_score_by_comparing_answers_in_code() -> None:
     assert reviews[("w", "w+code")] == 10
     assert reviews[("w+code", "w")] == 1
     assert reviews[("w#2", "w")] == 1
-    assert len(tools.programs) == 1  # every reviewer of the model reused the one program
+    assert tools.programs[1:] == ["print(6 * 7)", "print(6 * 7)"]  # one per word reviewer
+    checks = list(runtime.history)[3:5]  # after the three opinions, before the synthesis
+    assert [c.options.temperature for c in checks] == [0.7, 0.7]
+    assert sorted(c.options.seed for c in checks) == [3, 5]  # each reviewer's own seed
+    assert {r.computed for r in sink.of(Review)} == {"42"}
+    synthesis = runtime.history[-1].messages[-1].content
+    assert "own programs, run to check the answers, printed:\n- 42 (by 3)" in synthesis
     assert outcome.ranking[-1].member == "w"
 
 
