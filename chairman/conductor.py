@@ -690,7 +690,9 @@ class Conductor:
             pick = strategies.Pick(stands.how, stands.members[0])
             why = f"not needed: {stands.reason}"
         else:
-            standing = Standing(order, entries[0].margin, entries[0].tied)
+            standing = Standing(
+                order, entries[0].margin, entries[0].tied, [e.score for e in entries]
+            )
             pick = self.strategy.concludes(self._texts(), standing)
             why = (
                 f"strategy {self.strategy.name}: "

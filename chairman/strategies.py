@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from council.bus.members import method_of, model_of, sample_of
@@ -38,6 +38,21 @@ class Standing:
     order: list[str]
     margin: float = 0.0
     tied: bool = False
+    scores: list[float] = field(default_factory=list)
+    """Each member's score, in ``order`` (none in records older than it)."""
+
+    def lead(self, texts: Texts) -> float | None:
+        """The leader's lead over the best-placed member whose answer differs; None when
+        every member gave the leader's answer. Members that gave one answer are no
+        contest to each other: two programs that both printed 87, ranked first and
+        second, are not a close call."""
+        if len(self.scores) != len(self.order) or not self.order:
+            return 0.0 if self.tied else self.margin
+        form = extract.extract(texts.get(self.order[0], ""))
+        for member, score in zip(self.order[1:], self.scores[1:], strict=True):
+            if not form or extract.extract(texts.get(member, "")) != form:
+                return self.scores[0] - score
+        return None
 
 
 @dataclass(frozen=True)
@@ -133,7 +148,8 @@ def _vote(texts: Texts, standing: Standing, close_margin: float) -> Pick:
 
 
 def _close(texts: Texts, standing: Standing, close_margin: float) -> Pick:
-    close = len(standing.order) > 1 and (standing.tied or standing.margin < close_margin)
+    lead = standing.lead(texts)
+    close = len(standing.order) > 1 and lead is not None and lead < close_margin
     return Pick("synthesize") if close else _select(texts, standing, close_margin)
 
 
@@ -200,17 +216,18 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy(
             "across-methods",
             "the first sample of each method first: an answer members of different methods "
-            "agree on stands; else the further samples, then reviews and the chairman's "
-            "synthesis",
+            "agree on stands; else the further samples, then reviews: the top-ranked "
+            "answer, or the chairman's synthesis when the ranking is close",
             _across_methods,
-            _synthesize,
+            _close,
             staged=True,
         ),
         Strategy("select", "reviews; the top-ranked opinion", _never, _select),
         Strategy("vote", "reviews; the answer most members gave, ties by rank", _never, _vote),
         Strategy(
             "close",
-            "reviews; the chairman synthesizes only when the ranking is close",
+            "reviews; the chairman synthesizes only when the ranking is close (between "
+            "different answers)",
             _never,
             _close,
         ),

@@ -65,6 +65,8 @@ class CouncilAnswer(Answer, kw_only=True):
     ranking: list[str] = []
     margin: float = 0.0
     tied: bool = False
+    scores: list[float] = []
+    """Each ranked member's score, in ``ranking`` order."""
     stage_s: dict[str, float] = {}
     stage_tokens: dict[str, int] = {}
     strategy: str = ""
@@ -541,7 +543,7 @@ def replay(strategy: Strategy, c: CouncilAnswer) -> tuple[bool, float, float] | 
         return (c.opinions[stands.members[0]].correct, *_kept(c, "opinions"))
     if c.reviews_skipped:
         return None
-    pick = strategy.concludes(texts, Standing(c.ranking, c.margin, c.tied))
+    pick = strategy.concludes(texts, Standing(c.ranking, c.margin, c.tied, c.scores))
     if pick.how != "synthesize":
         return (c.opinions[pick.member].correct, *_kept(c, "opinions", "reviews"))
     if c.strategy != "synthesize":

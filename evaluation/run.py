@@ -298,6 +298,7 @@ def council_answer(
         ranking=[r.member for r in ranking.entries] if ranking else [],
         margin=ranking.entries[0].margin if ranking and ranking.entries else 0.0,
         tied=bool(ranking and ranking.entries and ranking.entries[0].tied),
+        scores=[r.score for r in ranking.entries] if ranking else [],
         wall_s=wall_s,
         not_needed=not_needed,
     )

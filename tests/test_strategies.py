@@ -8,7 +8,7 @@ import pytest
 from council.bus.members import sample_of, split_member
 from council.chairman import extract
 from council.chairman.aggregate import Score, rank
-from council.chairman.strategies import STRATEGIES, Standing, UnknownStrategy, named
+from council.chairman.strategies import STRATEGIES, Pick, Standing, UnknownStrategy, named
 
 
 @pytest.mark.parametrize(
@@ -74,6 +74,25 @@ def test_each_strategy_decides_from_the_answers_and_the_ranking() -> None:
     assert named("close", close_margin=0.5).concludes(texts, ranked).how == "synthesize"
     with pytest.raises(UnknownStrategy, match="choose one of deliberate"):
         named("nope")
+
+
+def test_a_close_call_is_between_different_answers() -> None:
+    """Members that gave one answer are no contest to each other: two programs that
+    printed 87 ranked first and second leave no close call, and the top one stands;
+    a small lead over a different answer is close, and the chairman synthesizes."""
+    texts = {"a+code": "Final answer: 87", "b+code": "Final answer: 87.0", "c": "Final answer: 8"}
+    close = named("close", close_margin=0.5)
+    shared = Standing(["a+code", "b+code", "c"], margin=0.0, tied=True, scores=[1.2, 1.2, -1.0])
+    assert shared.lead(texts) == pytest.approx(2.2)
+    assert close.concludes(texts, shared) == Pick("select", "a+code")
+    assert STRATEGIES["across-methods"].concludes(texts, shared) == Pick("select", "a+code")
+    contested = Standing(["a+code", "c", "b+code"], margin=0.1, scores=[1.2, 1.1, 1.0])
+    assert close.concludes(texts, contested).how == "synthesize"
+    alike = {m: "Final answer: 87" for m in texts}
+    assert shared.lead(alike) is None
+    assert close.concludes(alike, shared).how == "select"
+    recorded = Standing(["a+code", "b+code", "c"], margin=0.0, tied=True)  # an older record
+    assert close.concludes(texts, recorded).how == "synthesize"
 
 
 def test_a_majority_of_all_the_members_settles_before_the_rest_have_answered() -> None:
