@@ -307,9 +307,14 @@ class Conductor:
             if pending:
                 await self._not_needed(pending, "a majority of all the members agreed without it")
                 return
-            if wave is waves[0] and len(waves) > 1 and self._stands() is not None:
+            if wave is waves[0] and len(waves) > 1 and self._first_wave_stands(wave):
                 await self._not_needed(waves[1], "the first members' answer stood without it")
                 return
+
+    def _first_wave_stands(self, wave: list[str]) -> bool:
+        """Whether the first wave's answer stands: only when every member of it answered
+        (a wave of two with one failed is no agreement across methods)."""
+        return all(m in self.state.opinions for m in wave) and self._stands() is not None
 
     async def _ask_opinions(
         self, members: list[str], request: Callable[[str], OpinionRequest], deadline: float

@@ -535,8 +535,9 @@ def replay(strategy: Strategy, c: CouncilAnswer) -> tuple[bool, float, float] | 
         return None  # not recorded, or an opinion this strategy would have waited for
     texts = {m: c.opinions[m].text for m in c.members if m in c.opinions}
     if strategy.staged:  # it asks the first wave first, and stops there if an answer stands
-        first = {m: t for m, t in texts.items() if m in first_wave(c.members)}
-        if stands := strategy.stands(first, c.chairman):
+        wave = first_wave(c.members)
+        first = {m: t for m, t in texts.items() if m in wave}
+        if len(first) == len(wave) and (stands := strategy.stands(first, c.chairman)):
             return (c.opinions[stands.members[0]].correct, *_kept(c, "opinions"))
     stands = strategy.stands(texts, c.chairman)
     if stands:

@@ -185,6 +185,21 @@ async def test_across_methods_draws_more_samples_when_methods_disagree() -> None
 
 
 @needs_sandbox
+async def test_across_methods_asks_the_second_wave_when_a_first_member_fails() -> None:
+    """The words member of the first wave fails: the program's answer alone is no
+    agreement across methods, so the further samples are asked, and 42 stands on them."""
+    runtime = ScriptedRuntime(["w", "c"])
+    runtime.enqueue("w", RuntimeError("model crashed"), "Final answer: 42")
+    runtime.enqueue("c", fenced("print(42)"), fenced("print(6 * 7)"))
+    members = ["w", "c+code", "w#2", "c+code#2"]
+    outcome, sink, _ = await run(runtime, plan(members), "across-methods")
+    assert isinstance(outcome, FinalAnswer)
+    assert {f.member: f.reason for f in sink.of(MemberFailed)} == {"w": "runtime_error"}
+    assert {o.member for o in sink.of(Opinion)} == {"c+code", "w#2", "c+code#2"}
+    assert outcome.conclusion == "42"
+
+
+@needs_sandbox
 async def test_across_methods_reviews_when_no_answer_is_shared() -> None:
     """No answer given in both methods: the reviews and the synthesis run."""
     runtime = ScriptedRuntime(["w", "c"])
