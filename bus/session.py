@@ -2,7 +2,9 @@
 
 The chairman's conductor records every step as an event and applies it here,
 so the same ``apply`` rebuilds a session from the COUNCIL stream after a
-restart; the dashboard reads sessions through the same fold.
+restart. Every reader (``council ask``, ``council chat``, the API, the
+dashboard) follows a session through the same fold, leniently
+(``FollowedSession``), and reads its progress from it.
 
     STARTED ─▶ OPINIONS ─▶ REVIEWS ─▶ SYNTHESIS ─▶ DONE
        └──────────┴───────────┴───────────┴──────▶ FAILED or CANCELLED
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+import structlog
 
 from council.bus.messages import (
     AgentLost,
@@ -27,6 +31,9 @@ from council.bus.messages import (
     SessionStarted,
     StageStarted,
 )
+
+log = structlog.get_logger()
+STAGES = ("opinions", "reviews", "synthesis")
 
 
 class State(StrEnum):
@@ -138,3 +145,57 @@ class SessionState:
             case _:
                 raise InvalidTransition(self.state, event)
         self.seq = event.seq
+
+    def progress(self) -> dict[str, tuple[int, int]]:
+        """Per stage: its calls done (failures count as done) and expected (0 for a
+        stage not begun or skipped: ``expected`` holds the stages begun). A rank-mode
+        review call yields one review per other member, so reviews are counted by
+        reviewer there."""
+        rank_mode = self.started is not None and self.started.mode == "rank"
+        reviews = len({r.reviewer for r in self.reviews}) if rank_mode else len(self.reviews)
+        done = {
+            "opinions": len(self.opinions) + len(self.failures),
+            "reviews": reviews + len(self.review_failures),
+            "synthesis": int(self.final is not None),
+        }
+        return {
+            stage: (done[stage], self.expected[stage]) for stage in STAGES if stage in self.expected
+        }
+
+    def progress_line(self) -> str:
+        """The stages begun, on one line: "opinions 3/3 · reviews skipped"."""
+        return " · ".join(
+            f"{stage} {done}/{expected}" if expected else f"{stage} skipped"
+            for stage, (done, expected) in self.progress().items()
+            if stage in self.expected
+        )
+
+
+@dataclass
+class FollowedSession(SessionState):
+    """A session as a reader follows it: the same fold, read leniently, since a reader
+    must keep going where the chairman would stop."""
+
+    events: list[SessionEvent] = field(default_factory=list)
+    """The events applied, in order."""
+    early: dict[int, SessionEvent] = field(default_factory=dict)
+    """Events stored ahead of their turn (one confirmed late after an outage), kept
+    until the gap before them fills."""
+
+    def follow(self, event: SessionEvent) -> list[SessionEvent]:
+        """The events that this one lets the fold apply, in order: none for one
+        redelivered, held ahead of its turn or unable to follow (logged); itself and
+        the held events it unblocks otherwise."""
+        if event.seq <= self.seq:
+            return []
+        if event.seq > self.seq + 1:
+            self.early[event.seq] = event
+            return []
+        try:
+            self.apply(event)
+        except InvalidTransition as exc:
+            log.warning("session_event_skipped", session_id=self.session_id, error=str(exc))
+            return []
+        self.events.append(event)
+        following = self.early.pop(self.seq + 1, None)
+        return [event, *(self.follow(following) if following is not None else [])]

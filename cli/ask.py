@@ -30,34 +30,41 @@ from council.bus.messages import (
     StageStarted,
     TokenDelta,
 )
+from council.bus.session import FollowedSession
 from council.chairman import prompts
 from council.cli.settings import Settings
 
 
 class Progress:
-    """Prints one line per event and streams the chairman's tokens, all on stderr."""
+    """Prints one line per event and streams the chairman's tokens, all on stderr;
+    the counts are the session fold's."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, session_id: str) -> None:
         self.console = console
-        self.expected: dict[str, int] = {}
-        self.done: dict[str, int] = {"opinions": 0, "reviews": 0}
+        self.session = FollowedSession(session_id)
         self.streaming = False
 
     def event(self, event: SessionEvent) -> None:
+        for applied in self.session.follow(event):
+            self._print(applied)
+
+    def _done(self, stage: str) -> str:
+        done, expected = self.session.progress()[stage]
+        return f"{done}/{expected}"
+
+    def _print(self, event: SessionEvent) -> None:
         c = self.console
         match event:
             case StageStarted(stage=stage, expected=expected, reason=reason):
-                self.expected[stage] = expected
                 why = f": {reason}" if reason else ""
                 c.print(
                     f"[bold cyan]▶ {stage}[/] ({expected} call{'s' * (expected != 1)}){why}",
                     highlight=False,
                 )
             case Opinion(member=member, usage=usage, latency_ms=ms, conclusion=said, text=text):
-                self.done["opinions"] += 1
                 stated = f" → [bold]{escape(said)}[/]" if said else " (no final answer line)"
                 c.print(
-                    f"  opinion {self.done['opinions']}/{self.expected.get('opinions', '?')} "
+                    f"  opinion {self._done('opinions')} "
                     f"{member}: {usage.completion_tokens} tokens, {ms / 1000:.1f} s{stated}",
                     highlight=False,
                 )
@@ -72,9 +79,8 @@ class Progress:
                 then = "asked another agent" if reissued else "gave up"
                 c.print(f"  [yellow]! agent {node} went silent on {member}: {then}[/]")
             case Review(reviewer=reviewer, reviewed=reviewed, score=score, latency_ms=ms):
-                self.done["reviews"] += 1
                 c.print(
-                    f"  review {self.done['reviews']} {reviewer} → {reviewed}: "
+                    f"  review {self._done('reviews')} {reviewer} → {reviewed}: "
                     f"{score:g}/10 ({ms / 1000:.1f} s)"
                 )
             case ReviewFailed(reviewer=reviewer, reason=reason, detail=detail):
@@ -151,7 +157,7 @@ async def run_ask(
             f"chairman {accepted.chairman}; {accepted.mode} reviews; strategy {accepted.strategy}"
         )
         err.print(f"follow up with: council ask --conversation {accepted.conversation} QUESTION")
-        progress = Progress(err)
+        progress = Progress(err, accepted.session_id)
         outcome: FinalAnswer | SessionFailed | None = None
         try:
             async for event in follow(

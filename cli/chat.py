@@ -22,16 +22,13 @@ from council.bus.client import connect
 from council.bus.errors import CouncilError
 from council.bus.messages import (
     FinalAnswer,
-    MemberFailed,
-    Opinion,
     Question,
-    Review,
     SessionCancelled,
     SessionEvent,
     SessionFailed,
-    StageStarted,
     TokenDelta,
 )
+from council.bus.session import FollowedSession
 from council.cli.conversations import conversations_table, exported
 from council.cli.settings import Settings
 
@@ -46,33 +43,20 @@ HELP = """commands:
 
 
 class StageLine:
-    """The stages' progress on one line (rewritten in place on a terminal)."""
+    """The stages' progress on one line (rewritten in place on a terminal), as the
+    session's fold counts it."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, session_id: str) -> None:
         self.console = console
-        self.expected: dict[str, int] = {}
-        self.done: dict[str, int] = {}
+        self.session = FollowedSession(session_id)
         self.shown = ""
 
     def event(self, event: SessionEvent) -> None:
-        match event:
-            case StageStarted(stage=stage, expected=expected):
-                self.expected[stage] = expected
-                self.done.setdefault(stage, 0)
-            case Opinion() | MemberFailed(stage="opinions"):
-                self.done["opinions"] = self.done.get("opinions", 0) + 1
-            case Review():
-                self.done["reviews"] = self.done.get("reviews", 0) + 1
-            case _:
-                return
-        self.show()
+        if self.session.follow(event):
+            self.show()
 
     def show(self) -> None:
-        parts = [
-            f"{stage} {self.done.get(stage, 0)}/{expected}" if expected else f"{stage} skipped"
-            for stage, expected in self.expected.items()
-        ]
-        line = " · ".join(parts)
+        line = self.session.progress_line()
         if line == self.shown:
             return
         self.shown = line
@@ -106,7 +90,7 @@ class Chat:
             chairman=self.chairman,
         )
         accepted = await submit(self.nc, question)
-        line = StageLine(self.console)
+        line = StageLine(self.console, accepted.session_id)
         streamed: list[str] = []
 
         def on_delta(delta: TokenDelta) -> None:

@@ -160,7 +160,7 @@ class Feed:
             return
         with self._lock:
             view = self._sessions.setdefault(event.session_id, SessionView(event.session_id))
-            view.apply(event)
+            view.follow(event)
 
     async def _on_live(self, msg: Msg) -> None:
         delta = decode_delta.read(msg)

@@ -1,44 +1,18 @@
-"""What the dashboard knows of a session: the contract's fold of its events, read
-leniently, plus the text streamed live (no Streamlit here)."""
+"""What the dashboard knows of a session: the contract's fold of its events, as every
+reader follows it, plus the text streamed live (no Streamlit here)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import structlog
-
-from council.bus.messages import SessionEvent, TokenDelta
-from council.bus.session import InvalidTransition, SessionState, State
-
-log = structlog.get_logger()
+from council.bus.messages import TokenDelta
+from council.bus.session import FollowedSession, State
 
 
 @dataclass
-class SessionView(SessionState):
-    events: list[SessionEvent] = field(default_factory=list)
+class SessionView(FollowedSession):
     live: dict[tuple[str, str], str] = field(default_factory=dict)
     """Streamed text so far per (stage, member): live only, never stored."""
-    early: dict[int, SessionEvent] = field(default_factory=dict)
-    """Events stored ahead of their turn (one confirmed late after an outage), kept
-    until the gap before them fills."""
-
-    def apply(self, event: SessionEvent) -> None:
-        """As the chairman folds it: a redelivered event is skipped, one ahead of its
-        turn waits for the gap to fill, and one that cannot follow is logged and
-        skipped."""
-        if event.seq <= self.seq:
-            return
-        if event.seq > self.seq + 1:
-            self.early[event.seq] = event
-            return
-        try:
-            super().apply(event)
-        except InvalidTransition as exc:
-            log.warning("session_event_skipped", session_id=self.session_id, error=str(exc))
-            return
-        self.events.append(event)
-        if (following := self.early.pop(self.seq + 1, None)) is not None:
-            self.apply(following)
 
     @property
     def question(self) -> str:
@@ -76,20 +50,6 @@ class SessionView(SessionState):
     def add_delta(self, delta: TokenDelta) -> None:
         key = (delta.stage, delta.member)
         self.live[key] = self.live.get(key, "") + delta.text
-
-    def progress(self) -> dict[str, tuple[int, int]]:
-        """Done and expected calls per stage, failures counted as done."""
-        rank_mode = self.started is not None and self.started.mode == "rank"
-        # a rank-mode call yields one review per other member; a pairwise call yields one
-        reviews_done = len({r.reviewer for r in self.reviews}) if rank_mode else len(self.reviews)
-        return {
-            "opinions": (len(self.opinions) + len(self.failures), self.expected.get("opinions", 0)),
-            "reviews": (
-                reviews_done + len(self.review_failures),
-                self.expected.get("reviews", 0),
-            ),
-            "synthesis": (int(self.final is not None), self.expected.get("synthesis", 0)),
-        }
 
     def score_matrix(self) -> dict[str, dict[str, float]]:
         """reviewer → reviewed → raw score."""

@@ -602,24 +602,25 @@ async def test_check_first_reviews_ask_for_the_working_before_the_score() -> Non
     assert {r.messages[0].content for r in reviews} == {prompts.CHECK_FIRST_SYSTEM}
 
 
-async def test_the_dashboards_view_reads_a_session_through_the_same_fold() -> None:
-    """The view is the chairman's fold read leniently: a redelivered event is skipped,
-    one ahead of its turn waits for the gap, and the view ends where the chairman's
-    state does."""
+async def test_every_reader_follows_a_session_through_the_chairmans_fold() -> None:
+    """A reader's fold is the chairman's read leniently: a redelivered event is
+    skipped, one ahead of its turn waits for the gap, and the reader ends where the
+    chairman's state does (the dashboard's view is one such reader)."""
     from council.dashboard.view import SessionView
 
     outcome, sink, _ = await run(ScriptedRuntime(MEMBERS))
     chairman = SessionState.rebuild("s1", sink.events)
     view = SessionView("s1")
     for event in sink.events[:5]:
-        view.apply(event)
-    view.apply(sink.events[3])  # redelivered
-    view.apply(sink.events[-1])  # the final answer, long before its turn
-    view.apply(sink.events[6])  # another, stored after a later one
+        assert view.follow(event) == [event]
+    assert view.follow(sink.events[3]) == []  # redelivered
+    assert view.follow(sink.events[-1]) == []  # the final answer, long before its turn
+    assert view.follow(sink.events[6]) == []  # another, stored after a later one
     assert [e.seq for e in view.events] == [1, 2, 3, 4, 5]
     assert not view.finished
-    for event in sink.events[5:]:
-        view.apply(event)
+    assert view.follow(sink.events[5]) == sink.events[5:7]  # and the one it unblocked
+    for event in sink.events[7:]:
+        view.follow(event)
     assert [e.seq for e in view.events] == [e.seq for e in sink.events]
     assert view.status == "done"
     assert view.final == outcome == chairman.final
@@ -629,3 +630,26 @@ async def test_the_dashboards_view_reads_a_session_through_the_same_fold() -> No
         chairman.reasons,
     )
     assert view.progress() == {"opinions": (3, 3), "reviews": (6, 6), "synthesis": (1, 1)}
+
+
+async def test_a_rank_mode_session_counts_its_review_calls_not_its_reviews() -> None:
+    """One rank-mode call scores every other member: 3 calls, 6 reviews, and every
+    reader (the terminal chat's line, `council ask`'s lines) says 3 of 3."""
+    from rich.console import Console
+
+    from council.cli.ask import Progress
+    from council.cli.chat import StageLine
+
+    outcome, sink, _ = await run(ScriptedRuntime(MEMBERS), plan("rank"))
+    assert isinstance(outcome, FinalAnswer)
+    assert len(sink.of(Review)) == 6
+    shown = Console(record=True, width=200)
+    line, progress = StageLine(shown, "s1"), Progress(shown, "s1")
+    for event in sink.events:
+        line.event(event)
+        progress.event(event)
+    assert line.session.progress()["reviews"] == (3, 3)
+    assert line.shown == "opinions 3/3 · reviews 3/3 · synthesis 1/1"
+    printed = shown.export_text()
+    assert "review 3/3" in printed
+    assert "review 4/" not in printed

@@ -119,12 +119,7 @@ def turn(view: SessionView) -> None:
         elif view.failed:
             st.warning(f"{view.status}: {view.failed.detail}")
         else:
-            progress = " · ".join(
-                f"{stage} {done}/{expected}" if expected else f"{stage} skipped"
-                for stage, (done, expected) in view.progress().items()
-                if stage in view.reasons
-            )
-            st.caption(progress or "waiting for the council …")
+            st.caption(view.progress_line() or "waiting for the council …")
             written = view.live.get(("synthesis", "chairman"), "")
             if written:
                 st.markdown(said(written))
