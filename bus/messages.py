@@ -14,7 +14,9 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``session_started`` records the session's whole plan (``SessionPlan``), with the
+strategy in force, instead of its fields one by one."""
 MAX_QUESTION_CHARS = 4000
 MAX_MEMBERS = 8
 
@@ -351,27 +353,37 @@ class Event(Struct, kw_only=True, tag_field="type"):
     v: int = SCHEMA_VERSION
 
 
-class SessionStarted(Event, tag="session_started"):
+class SessionPlan(Struct, kw_only=True, frozen=True):
+    """A validated question as the chairman runs it: recorded whole in
+    ``session_started``, so that a resumed session runs the plan it began with."""
+
+    session_id: str
     question: str
     members: list[str]
     chairman: str
     mode: ReviewMode
-    quorum: int
-    seed: int = 0
-    labels: dict[str, str] = {}
-    """Anonymous label → member, fixed for the session (the chairman model sees labels only)."""
-    owner: str = ""
-    """The chairman node running the session: only it resumes the session after a restart."""
+    seed: int
+    strategy: str = ""
+    """The strategy in force: the question's choice, else the chairman's setting."""
     temperature: float | None = None
     alone: bool = False
+    """One member asked alone: stage 1 only, its opinion is the answer."""
     max_tokens: int | None = None
-    strategy: str = ""
-    """The strategy the question asked for ("": the chairman's setting)."""
+    """Tokens per opinion, instead of the configured cap."""
     conversation: str = ""
     history: list[Turn] = []
     """The conversation's earlier turns every stage sees, oldest first."""
     history_dropped: list[str] = []
     """Sessions of older turns left out to keep the history within its token budget."""
+
+
+class SessionStarted(Event, tag="session_started"):
+    plan: SessionPlan
+    quorum: int
+    labels: dict[str, str] = {}
+    """Anonymous label → member, fixed for the session (the chairman model sees labels only)."""
+    owner: str = ""
+    """The chairman node running the session: only it resumes the session after a restart."""
 
 
 class StageStarted(Event, tag="stage_started"):
@@ -380,6 +392,11 @@ class StageStarted(Event, tag="stage_started"):
     reason: str = ""
     """Why the stage runs as it does, for people: "the members disagree (3 answers)",
     or why it asks nothing ("all 3 members answered 42")."""
+    stood: list[str] = []
+    """The reviews stage skipped: the members whose answer stood without them (the first
+    is the one given)."""
+    how: Literal["", "select", "vote", "synthesize"] = ""
+    """The reviews stage skipped: how the answer that stood is given."""
 
 
 class Opinion(Event, tag="opinion"):

@@ -80,6 +80,8 @@ class SessionState:
     """Per stage begun, how many replies it asked for (``reviews: 0``: skipped)."""
     reasons: dict[str, str] = field(default_factory=dict)
     """Per stage begun, why it runs as it does (or asks nothing)."""
+    stages: dict[str, StageStarted] = field(default_factory=dict)
+    """Per stage begun, the event that began it (a skipped reviews stage names who stood)."""
 
     @classmethod
     def rebuild(cls, session_id: str, events: list[SessionEvent]) -> SessionState:
@@ -105,7 +107,7 @@ class SessionState:
     @property
     def answered(self) -> list[str]:
         """Members with an opinion, in the session's member order."""
-        members = self.started.members if self.started else []
+        members = self.started.plan.members if self.started else []
         return [m for m in members if m in self.opinions]
 
     def apply(self, event: SessionEvent) -> None:
@@ -121,6 +123,7 @@ class SessionState:
                 self.state = _NEXT_STAGE[(event.stage, self.state)]
                 self.expected[event.stage] = event.expected
                 self.reasons[event.stage] = event.reason
+                self.stages[event.stage] = event
             case Opinion() if self.state is State.OPINIONS:
                 self.opinions[event.member] = event
             case MemberFailed() if self.state in (State.OPINIONS, State.REVIEWS):
@@ -151,7 +154,7 @@ class SessionState:
         stage not begun or skipped: ``expected`` holds the stages begun). A rank-mode
         review call yields one review per other member, so reviews are counted by
         reviewer there."""
-        rank_mode = self.started is not None and self.started.mode == "rank"
+        rank_mode = self.started is not None and self.started.plan.mode == "rank"
         reviews = len({r.reviewer for r in self.reviews}) if rank_mode else len(self.reviews)
         done = {
             "opinions": len(self.opinions) + len(self.failures),

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 import msgspec
 import structlog
@@ -34,16 +34,15 @@ from council.bus.messages import (
     Ranking,
     Review,
     ReviewFailed,
-    ReviewMode,
     ReviewRequest,
     ReviewResult,
     ReviewSummary,
     SessionEvent,
     SessionFailed,
+    SessionPlan,
     SessionStarted,
     StageStarted,
     SynthesisRequest,
-    Turn,
     Usage,
 )
 from council.bus.session import SessionState, State
@@ -105,46 +104,8 @@ class CouncilConfig:
     a model at 0 is not asked to review; a model not named counts 1."""
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A validated question: who answers, who chairs, how they review."""
-
-    session_id: str
-    question: str
-    members: list[str]
-    chairman: str
-    mode: ReviewMode
-    seed: int
-    temperature: float | None = None
-    alone: bool = False
-    """One member asked alone: stage 1 only, its opinion is the answer."""
-    max_tokens: int | None = None
-    """Tokens per opinion, instead of the configured cap."""
-    strategy: str = ""
-    """How this session concludes, instead of the configured strategy."""
-    conversation: str = ""
-    history: list[Turn] = field(default_factory=list)
-    """The conversation's earlier turns, within the history budget, oldest first."""
-    history_dropped: list[str] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, started: SessionStarted) -> Plan:
-        """The plan a stored session was started with (to resume it)."""
-        return cls(
-            session_id=started.session_id,
-            question=started.question,
-            members=started.members,
-            chairman=started.chairman,
-            mode=started.mode,
-            seed=started.seed,
-            temperature=started.temperature,
-            alone=started.alone,
-            max_tokens=started.max_tokens,
-            strategy=started.strategy,
-            conversation=started.conversation,
-            history=started.history,
-            history_dropped=started.history_dropped,
-        )
+Plan: TypeAlias = SessionPlan
+"""What a session runs: the protocol's struct, recorded whole when the session starts."""
 
 
 class Conductor:
@@ -161,13 +122,15 @@ class Conductor:
     ) -> None:
         """``state``: a session rebuilt from its events, to finish what it had left;
         ``tools``: the sandbox that computing members' programs run in."""
-        self.plan = plan
         self.config = config
         self.strategy = config.strategy
-        if plan.strategy in strategies.STRATEGIES:  # asked for; admission checked the name
+        if plan.strategy in strategies.STRATEGIES:  # asked for, or recorded; admission checked
             self.strategy = strategies.named(
                 plan.strategy, close_margin=config.strategy.close_margin
             )
+        self.plan = msgspec.structs.replace(plan, strategy=self.strategy.name)
+        """The plan with the strategy in force, recorded so that a resumed session
+        concludes as it began, whatever the chairman's setting is by then."""
         self.agents = agents
         self.tools = tools or NoTools()
         self.sink = sink
@@ -208,21 +171,10 @@ class Conductor:
             await self.record(
                 SessionStarted(
                     session_id=plan.session_id,
-                    question=plan.question,
-                    members=plan.members,
-                    chairman=plan.chairman,
-                    mode=plan.mode,
+                    plan=plan,
                     quorum=self.config.quorum,
-                    seed=plan.seed,
                     labels={label: member for member, label in self.labels.items()},
                     owner=self.owner,
-                    temperature=plan.temperature,
-                    alone=plan.alone,
-                    max_tokens=plan.max_tokens,
-                    strategy=plan.strategy,
-                    conversation=plan.conversation,
-                    history=plan.history,
-                    history_dropped=plan.history_dropped,
                 )
             )
         try:
@@ -507,20 +459,24 @@ class Conductor:
 
     def _stands(self) -> Stands | None:
         """The answer that stands without reviews: decided by the strategy right after
-        the opinions; a resumed session keeps the decision it recorded (reviews
-        expected 0), whatever the strategy is now."""
+        the opinions, and recorded when the reviews stage begins (who stood, how), so
+        that a resumed session reads the decision it made instead of deriving it anew."""
         plan, state = self.plan, self.state
-        answered = state.answered
         if plan.alone:
-            return Stands(answered, "select", "asked alone")
+            return Stands(state.answered, "select", "asked alone")
         if state.state is State.OPINIONS:
             return self.strategy.stands(self._texts(), plan.chairman)
-        if not state.reviews_skipped:
+        begun = state.stages.get("reviews")
+        if begun is None or not begun.stood:
             return None
-        for strategy in (self.strategy, strategies.STRATEGIES["majority-or-chairman"]):
-            if stands := strategy.stands(self._texts(), plan.chairman):
-                return stands
-        return Stands(answered[:1], "vote", "only one member answered")
+        return Stands(begun.stood, begun.how or "vote", begun.reason)
+
+    def _unreviewed(self) -> Stands:
+        """What stands when nobody can review (one member answered, or every reviewer
+        weighs 0): the chairman's model's own answer, else the first answer."""
+        fallback = strategies.STRATEGIES["majority-or-chairman"]
+        stands = fallback.stands(self._texts(), self.plan.chairman)
+        return stands or Stands(self.state.answered[:1], "vote", "only one member answered")
 
     def _why_reviews(self, requests: dict[str, ReviewRequest]) -> str:
         forms = list(
@@ -539,18 +495,24 @@ class Conductor:
 
     async def _reviews(self) -> None:
         plan = self.plan
-        stands = self._stands()
-        requests = {} if stands else self._review_requests()
         if self.state.state is State.OPINIONS:
+            stands = self._stands()
+            requests = {} if stands else self._review_requests()
             reason = stands.reason if stands else self._why_reviews(requests)
+            if not stands and not requests:
+                stands = self._unreviewed()
             await self.record(
                 StageStarted(
                     session_id=plan.session_id,
                     stage="reviews",
                     expected=len(requests),
                     reason=reason,
+                    stood=stands.members if stands else [],
+                    how=stands.how if stands else "",
                 )
             )
+        stands = self._stands()
+        requests = {} if stands else self._review_requests()
         if self.state.ranking is not None:
             return
         if stands:

@@ -8,6 +8,7 @@ import itertools
 import time
 from typing import Any
 
+import msgspec
 import nats.errors
 import structlog
 from nats.aio.client import Client
@@ -148,7 +149,7 @@ class ChairmanService:
                 continue
             config = dataclasses.replace(self.config, quorum=state.started.quorum)
             conductor = Conductor(
-                Plan.of(state.started), config, self.agents, self._store, owner=self.node,
+                state.started.plan, config, self.agents, self._store, owner=self.node,
                 state=state, tools=self.tools,
             )  # fmt: skip
             self._launch(conductor)
@@ -351,7 +352,7 @@ class ChairmanService:
                     detail=f"{conversation_id}: no finished turn of that conversation is stored",
                 )
         kept, dropped = prompts.within_budget(turns, self.config.history_tokens)
-        return dataclasses.replace(
+        return msgspec.structs.replace(
             plan,
             conversation=conversation_id or plan.session_id,
             history=kept,

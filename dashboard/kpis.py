@@ -44,7 +44,7 @@ def model_figures(views: list[SessionView]) -> list[ModelFigures]:
         if view.final:
             for model, used in view.final.usage_by_model.items():
                 tokens[model] += used.prompt_tokens + used.completion_tokens
-        for member in view.started.members if view.started else []:
+        for member in view.started.plan.members if view.started else []:
             asked[_model_of(view, member)] += 1
         for o in view.opinions.values():
             answered[o.model] += 1

@@ -16,14 +16,14 @@ class SessionView(FollowedSession):
 
     @property
     def question(self) -> str:
-        return self.started.question if self.started else ""
+        return self.started.plan.question if self.started else ""
 
     @property
     def conversation(self) -> str:
         """The conversation this session is a turn of (its own id for a first turn)."""
         return (
-            self.started.conversation
-            if self.started and self.started.conversation
+            self.started.plan.conversation
+            if self.started and self.started.plan.conversation
             else self.session_id
         )
 

@@ -77,8 +77,8 @@ async def test_the_council_answers_as_an_openai_model_and_follows_up(
     )
     started = (await stored_events(nc, (again.model_extra or {})["council"]["session_id"]))[0]
     assert isinstance(started, SessionStarted)
-    assert started.question == "And times 3?"
-    assert [(t.question, t.answer) for t in started.history] == [("What is 2 + 2?", answer)]
+    assert started.plan.question == "And times 3?"
+    assert [(t.question, t.answer) for t in started.plan.history] == [("What is 2 + 2?", answer)]
 
     alone = await api.chat.completions.create(
         model="m2", messages=[{"role": "user", "content": "Hi"}]
@@ -160,7 +160,8 @@ def test_council_api_process_answers_and_follows_up_on_the_real_model(
         assert summary["stages"]["opinions"]["calls"] == 3
         started = asyncio.run(first_event(env["COUNCIL_NATS_URL"], summary["session_id"]))
         assert isinstance(started, SessionStarted)
-        assert [(t.question, t.answer) for t in started.history] == [(question["content"], answer)]
+        turns = [(t.question, t.answer) for t in started.plan.history]
+        assert turns == [(question["content"], answer)]
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -280,15 +280,16 @@ async def test_a_follow_up_sees_its_conversation_and_another_chairman_rebuilds_i
         first = await ask(nc, Question(question=first_q))
         opened = first[0]
         assert isinstance(opened, SessionStarted)
-        assert opened.conversation == opened.session_id
-        assert not opened.history
+        assert opened.plan.conversation == opened.session_id
+        assert not opened.plan.history
         first_answer = first[-1]
         assert isinstance(first_answer, FinalAnswer)
         follow_up = await ask(nc, Question(question=second_q, conversation=opened.session_id))
         started = follow_up[0]
         assert isinstance(started, SessionStarted)
-        assert started.conversation == opened.session_id
-        assert [(t.question, t.answer) for t in started.history] == [(first_q, first_answer.answer)]
+        assert started.plan.conversation == opened.session_id
+        turns = [(t.question, t.answer) for t in started.plan.history]
+        assert turns == [(first_q, first_answer.answer)]
         calls = [call for call in c.runtime.history if second_q in call.messages[-1].content]
         opinions = [call for call in calls if call.schema is None and len(call.messages) == 4]
         assert len(opinions) == len(MODELS)
@@ -307,8 +308,8 @@ async def test_a_follow_up_sees_its_conversation_and_another_chairman_rebuilds_i
         third = await ask(nc, Question(question="Its river?", conversation=opened.session_id))
         started = third[0]
         assert isinstance(started, SessionStarted)
-        assert [t.question for t in started.history] == [second_q]
-        assert started.history_dropped == [opened.session_id]
+        assert [t.question for t in started.plan.history] == [second_q]
+        assert started.plan.history_dropped == [opened.session_id]
         assert [t.session_id for t in await conversation(nc, opened.session_id)] == [
             opened.session_id, follow_up[0].session_id, third[0].session_id
         ]  # fmt: skip

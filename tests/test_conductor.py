@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from helpers import Collected
 
@@ -273,14 +273,13 @@ async def test_a_question_chooses_its_own_strategy_over_the_chairmans_setting() 
     majority-then-synthesize gets that strategy, recorded so that a resumed session
     keeps it."""
     runtime = answering("5", "It is 4.", "2 + 2 = 4")
-    asked = dataclasses.replace(plan(), strategy="majority-then-synthesize")
+    asked = msgspec.structs.replace(plan(), strategy="majority-then-synthesize")
     outcome, sink, agents = await run(runtime, asked, strategy="synthesize")
     assert isinstance(outcome, FinalAnswer)
     assert outcome.reviews_skipped
     assert [type(r).__name__ for r in agents.requests] == ["OpinionRequest"] * 3
     (started,) = sink.of(SessionStarted)
-    assert started.strategy == "majority-then-synthesize"
-    assert Plan.of(started).strategy == "majority-then-synthesize"
+    assert started.plan.strategy == "majority-then-synthesize"
 
 
 async def test_majority_or_chairman_never_reviews_when_the_chairmans_model_answered() -> None:
@@ -352,8 +351,9 @@ def test_state_machine_rebuilds_from_events_and_refuses_bad_transitions() -> Non
     """apply() follows the documented transitions; a gap or a wrong order raises."""
     state = SessionState("s1")
     started = SessionStarted(
-        session_id="s1", seq=1, question="q", members=["a", "b"], chairman="a",
-        mode="pairwise", quorum=2,
+        session_id="s1", seq=1, quorum=2,
+        plan=Plan(session_id="s1", question="q", members=["a", "b"], chairman="a",
+                  mode="pairwise", seed=0),
     )  # fmt: skip
     state.apply(started)
     with pytest.raises(InvalidTransition):
@@ -419,7 +419,9 @@ async def test_a_rebuilt_session_finishes_from_where_it_stopped(mode: str) -> No
 async def test_a_rebuilt_majority_session_still_skips_reviews_and_synthesis() -> None:
     """A session whose majority skipped reviews, cut anywhere after opinions and
     resumed by a chairman whose setting no longer skips: it asks for no review and
-    no synthesis, and ends with the majority's answer."""
+    no synthesis, and ends with the majority's answer, read from the event that
+    skipped the reviews; a chairman resuming from the recorded plan runs the
+    strategy that was in force."""
     runtime = answering("5", "It is 4.", "2 + 2 = 4")
     full, first_run, _ = await run(runtime, strategy="majority-then-synthesize")
     assert isinstance(full, FinalAnswer)
@@ -428,6 +430,14 @@ async def test_a_rebuilt_majority_session_still_skips_reviews_and_synthesis() ->
     after_opinions = next(
         i for i, e in enumerate(events) if isinstance(e, StageStarted) and e.stage == "reviews"
     )
+    skipped = events[after_opinions]
+    assert isinstance(skipped, StageStarted)
+    assert (skipped.expected, skipped.stood, skipped.how) == (0, ["m2", "m3"], "vote")
+    recorded = SessionState.rebuild("s1", events[:after_opinions])
+    assert recorded.started is not None
+    assert recorded.started.plan.strategy == "majority-then-synthesize"
+    resumed = Conductor(recorded.started.plan, CouncilConfig(), LocalAgents(runtime), Collected())
+    assert resumed.strategy.name == "majority-then-synthesize"
     for cut in range(after_opinions + 1, len(events)):
         state = SessionState.rebuild("s1", events[:cut])
         sink, agents = Collected(), LocalAgents(ScriptedRuntime(MEMBERS), keep_requests=True)

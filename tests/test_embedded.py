@@ -180,3 +180,21 @@ async def test_a_call_runs_on_its_share_of_the_hosts_cores(
         assert llama_cpp.llama_n_threads(ctx) == runtime.threads
     finally:
         await runtime.close()
+
+
+async def test_closing_while_a_call_generates_stops_it_before_freeing_the_model(
+    models_dir: Path, test_model_path: Path
+) -> None:
+    """A caller that goes away without closing its call leaves a thread decoding: the
+    runtime stops it and waits for it before it frees the model (freed under the
+    thread, the process crashed with a segmentation fault)."""
+    runtime = EmbeddedRuntime(models_dir, auto_pull=False)
+    await runtime.load(TEST_MODEL)
+    stream = runtime.chat(TEST_MODEL, QUESTION, options=GenerationOptions(max_tokens=4000))
+    first = await anext(stream)  # generating now; the stream is abandoned, not closed
+    assert first.text or first.usage
+    assert runtime._generating
+    await runtime.close()
+    assert not runtime._generating
+    assert not runtime._llamas  # freed, once nothing decodes with it
+    await stream.aclose()

@@ -29,6 +29,7 @@ from council.bus.messages import (
     Question,
     Rejected,
     SessionFailed,
+    SessionPlan,
     SessionStarted,
     StageStarted,
     event_kind,
@@ -177,10 +178,11 @@ async def storing_chairman(
 
 
 def started_event(session_id: str) -> SessionStarted:
-    return SessionStarted(
+    plan = SessionPlan(
         session_id=session_id, question="q", members=["m1"], chairman="m1", mode="pairwise",
-        quorum=1, owner="c", seq=1,
+        seed=0,
     )  # fmt: skip
+    return SessionStarted(session_id=session_id, plan=plan, quorum=1, owner="c", seq=1)
 
 
 async def test_an_event_stored_after_a_long_outage_is_unconfirmed_then_stored_never_lost(

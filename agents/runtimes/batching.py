@@ -148,9 +148,12 @@ class BatchedModel:
         sampler = self._sampler(options, schema)
         self._waiting.put(_Call(prompt, options, sampler, emit, stop, done))
 
-    def close(self) -> None:
+    def close(self, patience_s: float = 5.0) -> bool:
+        """Stop the engine's thread; whether it stopped within ``patience_s`` (only then
+        may the model it decodes with be freed)."""
         self._closed.set()
-        self._thread.join(5)
+        self._thread.join(patience_s)
+        return not self._thread.is_alive()
 
     def _sampler(self, options: GenerationOptions, schema: dict[str, Any] | None) -> _Sampler:
         grammar = None

@@ -104,6 +104,8 @@ class EmbeddedRuntime:
         self._locks: dict[str, asyncio.Lock] = {}
         self._status = Statuses(self.name)
         self._slots = asyncio.Semaphore(self.slots)
+        self._generating: dict[asyncio.Task[None], _Feed] = {}
+        """Calls whose thread is generating, one-at-a-time path: ``close`` waits for them."""
 
     def statuses(self) -> list[ModelStatus]:
         return self._status.all()
@@ -177,6 +179,8 @@ class EmbeddedRuntime:
                 worker = asyncio.create_task(
                     asyncio.to_thread(_generate, llama, messages, options, schema, feed, self._fit)
                 )
+                self._generating[worker] = feed
+                worker.add_done_callback(self._generating.pop)
                 try:
                     async for item in feed.items():
                         assert isinstance(item, ChatChunk)
@@ -219,11 +223,23 @@ class EmbeddedRuntime:
             llama_set_n_threads(llama._ctx.ctx, threads, threads)
             yield
 
-    async def close(self) -> None:
+    async def close(self, patience_s: float = 30.0) -> None:
+        """Stop every call still generating, wait for its thread, then free the models:
+        a model freed under a thread that decodes with it crashes the process (a call
+        whose caller went away without closing it still generates until told). A
+        thread that outlasts ``patience_s`` keeps its model: leaked, not freed."""
+        for feed in self._generating.values():
+            feed.stop.set()
+        if self._generating:
+            await asyncio.wait(list(self._generating), timeout=patience_s)
         self._cores.close()
-        for engine in self._engines.values():
-            engine.close()
+        engines_stopped = [
+            await asyncio.to_thread(engine.close, patience_s) for engine in self._engines.values()
+        ]
         self._engines.clear()
+        if self._generating or not all(engines_stopped):
+            log.warning("models_not_freed", reason="a generating thread did not stop")
+            return
         for llama in self._llamas.values():
             llama.close()
         self._llamas.clear()

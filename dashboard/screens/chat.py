@@ -64,7 +64,7 @@ def sidebar(all_threads: dict[str, list[SessionView]]) -> None:
 
 def deliberation(view: SessionView) -> None:
     """Every member's opinion, the reviews with the ranking de-anonymized, the cost."""
-    members = view.started.members if view.started else list(view.opinions)
+    members = view.started.plan.members if view.started else list(view.opinions)
     tabs = st.tabs([*members, "Reviews", "Tokens and time"])
     for tab, member in zip(tabs, members, strict=False):
         with tab:

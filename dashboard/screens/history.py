@@ -29,7 +29,7 @@ st.dataframe(
                 "started": datetime.fromtimestamp(v.started_at).strftime("%Y-%m-%d %H:%M:%S"),
                 "question": v.question,
                 "status": v.status,
-                "members": ", ".join(v.started.members) if v.started else "",
+                "members": ", ".join(v.started.plan.members) if v.started else "",
                 "answer": (v.final.answer[:120] if v.final else ""),
                 "session": v.session_id,
             }

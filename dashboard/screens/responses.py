@@ -16,7 +16,7 @@ if view is not None:
     for stage, why in view.reasons.items():
         if why:
             st.caption(f"{stage}: {why}")
-    members = view.started.members if view.started else list(view.opinions)
+    members = view.started.plan.members if view.started else list(view.opinions)
     for member in members:
         with st.container(border=True):
             if member in view.opinions:
