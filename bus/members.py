@@ -12,8 +12,22 @@ from typing import Literal
 
 Method = Literal["words", "code"]
 
+PERSONAS = ("careful", "concise", "skeptic", "teacher")
+"""The ``@persona`` a member name may carry (the chairman's prompts give each its words)."""
+
 METHODS: dict[str, Method] = {"code": "code"}
 """The ``+method`` suffixes a member name may carry; without one a member answers in words."""
+
+
+def member_name(model: str, persona: str = "", method: Method = "words", sample: int = 1) -> str:
+    """The name a member goes by: the inverse of the readers below."""
+    suffix = next((name for name, m in METHODS.items() if m == method), "")
+    return (
+        model
+        + (f"@{persona}" if persona else "")
+        + (f"+{suffix}" if suffix else "")
+        + (f"#{sample}" if sample > 1 else "")
+    )
 
 
 def split_member(spec: str) -> tuple[str, str]:

@@ -6,9 +6,8 @@ import random
 import uuid
 from dataclasses import dataclass
 
-from council.bus.members import model_of, split_member
+from council.bus.members import PERSONAS, model_of, split_member
 from council.bus.messages import MAX_QUESTION_CHARS, Question, Rejected, ReviewMode
-from council.chairman import prompts
 from council.chairman.conductor import Plan
 from council.chairman.strategies import STRATEGIES
 
@@ -70,8 +69,8 @@ def admit(
         )
     for member in members:
         _, persona = split_member(member)
-        if persona not in prompts.PERSONAS:
-            known = ", ".join(p for p in prompts.PERSONAS if p)
+        if persona and persona not in PERSONAS:
+            known = ", ".join(PERSONAS)
             return Rejected(reason="unknown_persona", detail=f"{member}: personas are {known}")
     unknown = sorted({model_of(m) for m in members} - opinion_models)
     chairman = (question.chairman or defaults.chairman).strip()

@@ -1,4 +1,6 @@
-"""Every prompt the council sends, built here so one module says what models see.
+"""Every prompt the chairman sends, built here so one module says what models see
+(an agent adds one of its own: the request to repair a reply that is not the JSON
+a review asked for, ``agents/handlers.py``, since only the agent sees that reply).
 
 Answers are data, never instructions: each is fenced between markers that the
 answer itself cannot forge, and the system prompt says to ignore anything
@@ -12,7 +14,8 @@ import string
 
 from council.bus.messages import ChatMessage, RankEntry, Turn
 
-PERSONAS: dict[str, str] = {
+PERSONA_PROMPTS: dict[str, str] = {
+    # one per bus.members.PERSONAS, the names admission accepts (a test holds them equal)
     "": "",
     "careful": "Think step by step before you answer, and check your result.",
     "concise": "Give the answer first, in one or two sentences.",
@@ -145,7 +148,7 @@ def opinion_messages(
     question: str, persona: str, history: list[Turn] | None = None
 ) -> list[ChatMessage]:
     """A member sees the conversation's earlier turns as the chat they were."""
-    system = MEMBER_SYSTEM.format(persona=PERSONAS[persona]).strip()
+    system = MEMBER_SYSTEM.format(persona=PERSONA_PROMPTS[persona]).strip()
     return [ChatMessage("system", system), *_as_chat(question, history)]
 
 

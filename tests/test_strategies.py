@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from council.bus.members import sample_of, split_member
+from council.bus.members import PERSONAS, member_name, method_of, sample_of, split_member
 from council.chairman import extract
 from council.chairman.aggregate import Score, rank
+from council.chairman.prompts import PERSONA_PROMPTS
 from council.chairman.strategies import STRATEGIES, Pick, Standing, UnknownStrategy, named
 
 
@@ -47,6 +48,18 @@ def test_a_member_spec_names_model_persona_and_sample() -> None:
     assert (sample_of("m#3"), sample_of("m"), sample_of("m@skeptic")) == (3, 1, 1)
     assert split_member("odd#name") == ("odd#name", "")  # not a sample number
     assert sample_of("m#0") == 1
+
+
+def test_a_member_name_is_written_as_it_is_read() -> None:
+    """``member_name`` composes what the readers split, and every persona a name may
+    carry has the chairman's words for it."""
+    name = member_name("qwen2.5:1.5b", persona="skeptic", method="code", sample=2)
+    assert name == "qwen2.5:1.5b@skeptic+code#2"
+    assert (split_member(name), method_of(name), sample_of(name)) == (
+        ("qwen2.5:1.5b", "skeptic"), "code", 2
+    )  # fmt: skip
+    assert member_name("m") == "m"
+    assert set(PERSONA_PROMPTS) == {"", *PERSONAS}
 
 
 def test_each_strategy_decides_from_the_answers_and_the_ranking() -> None:

@@ -6,12 +6,11 @@ import pandas as pd
 import streamlit as st
 
 from council.bus.errors import CouncilError
+from council.bus.members import PERSONAS, member_name
 from council.bus.messages import AgentInfo, Question
 from council.dashboard.common import feed, said
 from council.dashboard.feed import Feed
 from council.dashboard.view import SessionView
-
-PERSONAS = ("careful", "concise", "skeptic", "teacher")
 
 st.title("Ask the council")
 current = feed()
@@ -32,8 +31,9 @@ served = sorted({m.name for info in roster for m in info.models if "opinion" in 
 chairs = sorted({m.name for info in roster for m in info.models if "synthesize" in m.kinds})
 if not served:
     st.warning("No agents answer on the bus yet: start them with `council up` or `council agents`.")
-options = served + [f"{m}#{n}" for m in served for n in (2, 3)]
-options += [f"{m}@{p}" for m in served for p in PERSONAS]
+options = [member_name(m, sample=n) for m in served for n in (1, 2, 3)]
+options += [member_name(m, method="code", sample=n) for m in served for n in (1, 2)]
+options += [member_name(m, persona=p) for m in served for p in PERSONAS]
 CONFIGURED = "(as the council is configured)"
 
 with st.form("ask"):
