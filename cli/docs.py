@@ -9,8 +9,9 @@ A page marks each generated block with the file it comes from:
 An eval report (`council eval`'s ``.report.json``) becomes its tables; a
 benchmark's saved result (``python -m bench.X --save``, in ``bench/results/``)
 becomes the tables the benchmark printed; ``cli/settings.py`` becomes the table
-of settings (flag, variable, default, meaning), so the README cannot drift from
-``--help``. ``--check`` changes nothing and fails
+of settings (flag, variable, default, meaning, and the commands whose parsers take
+it), so the docs cannot drift from ``--help``; ``cli/settings.py#first`` the
+README's short one. ``--check`` changes nothing and fails
 when a block differs from its source, so the suite can tell when a figure in the
 docs is not one that a command printed.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 
-from council.cli.settings import settings_rows
+from council.cli.settings import FIRST, SETTINGS, settings_rows
 from council.evaluation.report import Report, markdown_table
 
 BLOCK = re.compile(
@@ -34,17 +35,12 @@ BLOCK = re.compile(
 )
 
 
-def render(source: Path) -> str:
+def render(source: Path, part: str = "") -> str:
     """The Markdown of one source file: an eval report, a saved benchmark, or the
-    settings object (the README's table of settings)."""
+    settings object (docs/settings.md's table with the commands that take each;
+    ``part`` "first": the README's short one)."""
     if source.name == "settings.py":
-        rows = [
-            [f"`{flag}`", f"`{env}`", shown if " " in shown or shown == "none" else f"`{shown}`",
-             meaning]
-            for flag, env, shown, meaning in settings_rows()
-        ]  # fmt: skip
-        headers = ["flag", "environment", "default", "meaning"]
-        return "\n".join(markdown_table(headers, rows, numbers=False))
+        return _settings_table(first=part == "first")
     data = source.read_bytes()
     if source.name.endswith(".report.json"):
         return msgspec.json.decode(data, type=Report).markdown()
@@ -56,16 +52,39 @@ def render(source: Path) -> str:
     return "\n".join(out).strip()
 
 
+def _settings_table(*, first: bool) -> str:
+    from council.cli.main import commands_of_settings  # the parsers, built by the CLI
+
+    names = FIRST if first else tuple(SETTINGS)
+    taking = commands_of_settings()
+    commands = list(dict.fromkeys(c for taken in taking.values() for c in taken))
+    rows = []
+    for name, (flag, env, shown, meaning) in zip(names, settings_rows(names), strict=True):
+        shown = shown if " " in shown or shown == "none" else f"`{shown}`"
+        row = [f"`{flag}`", f"`{env}`", shown, meaning]
+        rows.append(row if first else [*row, _commands(taking[name], commands)])
+    headers = ["flag", "environment", "default", "meaning", *([] if first else ["commands"])]
+    return "\n".join(markdown_table(headers, rows, numbers=False))
+
+
+def _commands(taking: list[str], commands: list[str]) -> str:
+    left_out = [c for c in commands if c not in taking]
+    if len(left_out) < len(taking) / 2:
+        return "every command" + (f" but {', '.join(left_out)}" if left_out else "")
+    return ", ".join(taking)
+
+
 def regenerate(page: Path, root: Path) -> tuple[str, list[str]]:
     """The page with every block regenerated, and the sources that could not be read."""
     missing: list[str] = []
 
     def block(match: re.Match[str]) -> str:
-        source = root / match["source"]
+        name, _, part = match["source"].partition("#")
+        source = root / name
         if not source.is_file():
             missing.append(match["source"])
             return match[0]
-        return f"{match['open']}{render(source)}\n{match['close']}"
+        return f"{match['open']}{render(source, part)}\n{match['close']}"
 
     return BLOCK.sub(block, page.read_text()), missing
 

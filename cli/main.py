@@ -19,16 +19,16 @@ COMMON = (
     "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "log_format", "log_level",
 )  # fmt: skip
 RUNTIME = (
-    "runtime", "ollama_host", "models_dir", "threads", "n_ctx", "batch", "share_cores",
-    "scripted_delay_ms",
+    "runtime", "ollama_host", "openai_base_url", "openai_api_key", "models_dir", "threads",
+    "n_ctx", "batch", "share_cores", "scripted_delay_ms",
 )  # fmt: skip
 AGENTS = (*RUNTIME, "models", "concurrency", "heartbeat", "node")
 COUNCIL = (
     "members", "chairman", "mode", "quorum", "opinions_deadline", "reviews_deadline",
     "synthesis_deadline", "opinion_max_tokens", "review_max_tokens", "synthesis_max_tokens",
-    "agent_silence", "strategy", "close_margin", "temperature", "sample_temperature",
-    "reviewer_weights", "review_check_first", "program_rounds", "conclude", "max_sessions",
-    "stream_replicas",
+    "agent_silence", "strategy", "settle_early", "close_margin", "temperature",
+    "sample_temperature", "reviewer_weights", "review_check_first", "program_rounds",
+    "conclude", "history_tokens", "max_sessions", "stream_replicas",
 )  # fmt: skip
 SANDBOX = (
     "sandbox_wall", "sandbox_cpu", "sandbox_memory", "sandbox_processes", "sandbox_concurrency",
@@ -195,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_settings(docs, ("log_format", "log_level"))
     return parser
+
+
+def commands_of_settings() -> dict[str, list[str]]:
+    """Per setting, the commands whose flags take it: read from the parsers themselves,
+    so the docs' table says what ``--help`` does."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    taking: dict[str, list[str]] = {name: [] for name in config.SETTINGS}
+    for command, parser in commands.choices.items():
+        for action in parser._actions:
+            if action.dest in taking and action.option_strings:
+                taking[action.dest].append(command)
+    return taking
 
 
 def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[Any, Any, int] | int:

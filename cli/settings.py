@@ -339,12 +339,19 @@ def shown_default(name: str) -> str:
     return str(default) if default != "" else "none"
 
 
-def settings_rows() -> list[list[str]]:
-    """Flag, environment variable, default and meaning of every setting (the README's table)."""
+FIRST = ("members", "chairman", "strategy", "mode", "runtime", "models_dir", "nats_url",
+         "dashboard_port", "api_port", "log_level")  # fmt: skip
+"""The settings a first user reaches for (the README's short table; docs/settings.md
+has them all)."""
+
+
+def settings_rows(names: Sequence[str] = tuple(SETTINGS)) -> list[list[str]]:
+    """Flag, environment variable, default and meaning of these settings."""
     return [
-        [flag_of(name), f.metadata["env"], shown_default(name), f.metadata["help"]]
-        for name, f in SETTINGS.items()
-    ]
+        [flag_of(name), SETTINGS[name].metadata["env"], shown_default(name),
+         SETTINGS[name].metadata["help"]]
+        for name in names
+    ]  # fmt: skip
 
 
 def add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:

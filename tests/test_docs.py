@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 from council.cli.docs import render, run_docs
-from council.cli.settings import SETTINGS, flag_of, shown_default
+from council.cli.main import build_parser, commands_of_settings
+from council.cli.settings import FIRST, SETTINGS, flag_of, shown_default
 from council.evaluation.report import markdown_table
 
 ROOT = Path(__file__).parent.parent
@@ -62,12 +63,31 @@ def test_a_block_whose_source_is_missing_is_an_error(tmp_path: Path) -> None:
 
 
 def test_the_settings_table_has_every_setting_as_help_shows_it() -> None:
-    """The README's settings table is rendered from the settings object: each variable,
-    its flag and its default once, and a pipe in a cell cannot break the table."""
+    """docs/settings.md's table is rendered from the settings object: each variable,
+    its flag and its default once, and a pipe in a cell cannot break the table; the
+    README's short table is the first user's handful of the same rows."""
     table = render(ROOT / "cli" / "settings.py").splitlines()
     assert len(table) == 2 + len(SETTINGS)
     for name, f in SETTINGS.items():
         (row,) = [r for r in table if f"`{f.metadata['env']}`" in r]
         assert row.startswith(f"| `{flag_of(name)}` |")
         assert shown_default(name) in row
+    first = render(ROOT / "cli" / "settings.py", "first").splitlines()
+    assert [r.split(" | ")[0] for r in first[2:]] == [f"| `{flag_of(n)}`" for n in FIRST]
     assert markdown_table(["a"], [["x | y"]])[-1] == "| x \\| y |"
+
+
+def test_every_command_takes_each_flag_the_settings_table_gives_it() -> None:
+    """The commands column read back: each command's parser accepts every flag the
+    table lists for it, and every setting is some command's flag (four the README
+    once listed were no command's)."""
+    parser = build_parser()
+    positionals = {"ask": ["q"], "export": ["c"], "delete": ["c"], "stop": ["s"], "eval": ["f"]}
+    for name, commands in commands_of_settings().items():
+        assert commands, f"{name}: no command takes {flag_of(name)}"
+        for command in commands:
+            args = parser.parse_args([command, *positionals.get(command, []), flag_of(name), "1"])
+            assert getattr(args, name) is not None, (command, name)
+    taken = commands_of_settings()
+    for name in ("settle_early", "history_tokens", "openai_base_url", "openai_api_key"):
+        assert {"up", "chairman"} & set(taken[name]), name
