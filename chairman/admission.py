@@ -1,4 +1,7 @@
-"""Turns a ``Question`` into a session ``Plan``, or a ``Rejected`` with its reason."""
+"""Turns a question into a session ``Plan``, or a ``Rejected`` with its reason: all
+of admission in one place (the message, the chairman's load, the members, the
+conversation it follows up), so that the chairman's service only runs what it is
+given."""
 
 from __future__ import annotations
 
@@ -6,10 +9,22 @@ import random
 import uuid
 from dataclasses import dataclass
 
+import msgspec
+import structlog
+from nats.aio.client import Client
+
+from council.bus import subjects
+from council.bus.ask import conversation
+from council.bus.codec import decode_question
+from council.bus.errors import InvalidMessage
 from council.bus.members import PERSONAS, model_of, split_member
-from council.bus.messages import MAX_QUESTION_CHARS, Question, Rejected, ReviewMode
-from council.chairman.conductor import Plan
+from council.bus.messages import MAX_QUESTION_CHARS, Question, Rejected, ReviewMode, Turn
+from council.bus.roster import Roster
+from council.chairman import prompts
+from council.chairman.conductor import CouncilConfig, Plan
 from council.chairman.strategies import STRATEGIES
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True)
@@ -96,3 +111,76 @@ def admit(
         max_tokens=question.max_tokens,
         strategy=question.strategy,
     )
+
+
+class Admission:
+    """A chairman's admission of the questions it is asked."""
+
+    def __init__(
+        self,
+        nc: Client,
+        defaults: Defaults,
+        config: CouncilConfig,
+        roster: Roster,
+        *,
+        max_sessions: int,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.defaults = defaults
+        self.config = config
+        self.roster = roster
+        self.max_sessions = max_sessions
+
+    async def admit(self, data: bytes, subject: str, *, running: int) -> Plan | Rejected:
+        """The plan of a question as it came off the bus, its conversation's turns
+        included; a named refusal otherwise (logged)."""
+        try:
+            question = decode_question(data, subject)
+        except InvalidMessage as exc:
+            log.warning("bad_question", error=exc.detail)
+            return Rejected(reason="bad_request", detail=exc.detail)
+        if running >= self.max_sessions:
+            log.info("question_rejected", reason="busy", sessions=running)
+            return Rejected(reason="busy", detail=f"{running} sessions running; try again later")
+        members, chairman = needed_models(question, self.defaults)
+        roster = self.roster
+        if not members <= roster.models("opinion") or chairman not in roster.models("synthesize"):
+            await roster.refresh()
+        plan = admit(
+            question,
+            self.defaults,
+            quorum=self.config.quorum,
+            opinion_models=roster.models("opinion") & roster.models("review"),
+            synthesis_models=roster.models("synthesize"),
+        )
+        if not isinstance(plan, Rejected):
+            plan = await self._in_conversation(plan, question.conversation, question.context)
+        if isinstance(plan, Rejected):
+            log.info("question_rejected", reason=plan.reason, detail=plan.detail)
+        return plan
+
+    async def _in_conversation(
+        self, plan: Plan, conversation_id: str, context: list[Turn]
+    ) -> Plan | Rejected:
+        """A new question starts a conversation named by its session id, with the
+        earlier turns its client gave, if any; a follow-up gets its conversation's
+        turns, read from the stream. Either within the history budget."""
+        turns = context
+        if conversation_id:
+            info = await self.js.stream_info(
+                subjects.STREAM, subjects_filter=subjects.turns(conversation_id)
+            )
+            turns = await conversation(self.nc, conversation_id) if info.state.subjects else []
+            if not turns:
+                return Rejected(
+                    reason="unknown_conversation",
+                    detail=f"{conversation_id}: no finished turn of that conversation is stored",
+                )
+        kept, dropped = prompts.within_budget(turns, self.config.history_tokens)
+        return msgspec.structs.replace(
+            plan,
+            conversation=conversation_id or plan.session_id,
+            history=kept,
+            history_dropped=[t.session_id or f"turn {i + 1}" for i, t in enumerate(dropped)],
+        )

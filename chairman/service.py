@@ -8,7 +8,6 @@ import itertools
 import time
 from typing import Any
 
-import msgspec
 import nats.errors
 import structlog
 from nats.aio.client import Client
@@ -18,8 +17,8 @@ from nats.js.api import PubAck
 
 from council.bus import subjects
 from council.bus.ask import conversation, open_sessions, stored_events
-from council.bus.codec import decode_forget, decode_question, decode_stop, encode
-from council.bus.errors import CouncilError, InvalidMessage
+from council.bus.codec import decode_forget, decode_stop, encode
+from council.bus.errors import CouncilError
 from council.bus.health import run_heartbeat
 from council.bus.inbox import answerable
 from council.bus.messages import (
@@ -39,8 +38,7 @@ from council.bus.roster import Roster
 from council.bus.session import TERMINAL, InvalidTransition, SessionState
 from council.bus.stream import ensure_stream, publish_event, send_event
 from council.bus.tasks import cancel_and_wait
-from council.chairman import prompts
-from council.chairman.admission import Defaults, admit, needed_models
+from council.chairman.admission import Admission, Defaults
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.gateway import BusAgents, BusTools
 from council.chairman.leases import Leases
@@ -81,6 +79,7 @@ class ChairmanService:
         self.lease_s = lease_s
         self.leases = Leases(self.js, node, ttl_s=lease_s, replicas=stream_replicas)
         self.roster = Roster(nc)
+        self.admission = Admission(nc, defaults, config, self.roster, max_sessions=max_sessions)
         self.agents = BusAgents(
             nc, silence_s=config.agent_silence_s, on_lost=self._agent_lost, roster=self.roster
         )
@@ -289,32 +288,8 @@ class ChairmanService:
             await msg.respond(encode(await self.handle_ask(msg.data, msg.subject)))
 
     async def handle_ask(self, data: bytes, subject: str = subjects.ASK) -> AskReply:
-        try:
-            question = decode_question(data, subject)
-        except InvalidMessage as exc:
-            log.warning("bad_question", error=exc.detail)
-            return Rejected(reason="bad_request", detail=exc.detail)
-        if len(self.sessions) >= self.max_sessions:
-            log.info("question_rejected", reason="busy", sessions=len(self.sessions))
-            return Rejected(
-                reason="busy", detail=f"{len(self.sessions)} sessions running; try again later"
-            )
-        members, chairman = needed_models(question, self.defaults)
-        if not members <= self.roster.models("opinion") or chairman not in self.roster.models(
-            "synthesize"
-        ):
-            await self.roster.refresh()
-        plan = admit(
-            question,
-            self.defaults,
-            quorum=self.config.quorum,
-            opinion_models=self.roster.models("opinion") & self.roster.models("review"),
-            synthesis_models=self.roster.models("synthesize"),
-        )
-        if not isinstance(plan, Rejected):
-            plan = await self._in_conversation(plan, question.conversation, question.context)
+        plan = await self.admission.admit(data, subject, running=len(self.sessions))
         if isinstance(plan, Rejected):
-            log.info("question_rejected", reason=plan.reason, detail=plan.detail)
             return plan
         try:
             await self.leases.claim(plan.session_id)  # a new id: nobody else holds it
@@ -332,31 +307,6 @@ class ChairmanService:
             mode=plan.mode,
             strategy=conductor.strategy.name,
             conversation=plan.conversation,
-        )
-
-    async def _in_conversation(
-        self, plan: Plan, conversation_id: str, context: list[Turn]
-    ) -> Plan | Rejected:
-        """A new question starts a conversation named by its session id, with the
-        earlier turns its client gave, if any; a follow-up gets its conversation's
-        turns, read from the stream. Either within the history budget."""
-        turns = context
-        if conversation_id:
-            info = await self.js.stream_info(
-                subjects.STREAM, subjects_filter=subjects.turns(conversation_id)
-            )
-            turns = await conversation(self.nc, conversation_id) if info.state.subjects else []
-            if not turns:
-                return Rejected(
-                    reason="unknown_conversation",
-                    detail=f"{conversation_id}: no finished turn of that conversation is stored",
-                )
-        kept, dropped = prompts.within_budget(turns, self.config.history_tokens)
-        return msgspec.structs.replace(
-            plan,
-            conversation=conversation_id or plan.session_id,
-            history=kept,
-            history_dropped=[t.session_id or f"turn {i + 1}" for i, t in enumerate(dropped)],
         )
 
     async def _keep_turn(self, plan: Plan, final: FinalAnswer) -> None:
