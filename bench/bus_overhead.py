@@ -84,11 +84,11 @@ async def pipelining(council: BusCouncil, n: int, repeats: int) -> dict[str, Any
     walls: dict[bool, list[float]] = {True: [], False: []}
     for i in range(repeats + 2):
         for pipelined in (True, False) if i % 2 == 0 else (False, True):
-            council.chairman.pipelined = pipelined
+            council.chairman.events.pipelined = pipelined
             wall = await timed(council.session(q))
             if i >= 2:  # the first rounds warm up
                 walls[pipelined].append(wall)
-    council.chairman.pipelined = True
+    council.chairman.events.pipelined = True
     piped, acked = median(walls[True]), median(walls[False])
     return {
         "members": n,

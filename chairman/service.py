@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
-import time
 from typing import Any
 
 import nats.errors
@@ -13,12 +11,12 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import PubAck
 
 from council.bus import subjects
 from council.bus.ask import conversation, open_sessions, stored_events
 from council.bus.codec import decode_forget, decode_stop, encode
 from council.bus.errors import CouncilError
+from council.bus.eventlog import EventLog
 from council.bus.health import run_heartbeat
 from council.bus.inbox import answerable
 from council.bus.messages import (
@@ -36,7 +34,7 @@ from council.bus.messages import (
 )
 from council.bus.roster import Roster
 from council.bus.session import TERMINAL, InvalidTransition, SessionState
-from council.bus.stream import ensure_stream, publish_event, send_event
+from council.bus.stream import ensure_stream
 from council.bus.tasks import cancel_and_wait
 from council.chairman.admission import Admission, Defaults
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
@@ -61,12 +59,9 @@ class ChairmanService:
         lease_s: float = 30.0,
         pipelined: bool = True,
     ) -> None:
-        """``store_patience_s``: how long an event is retried while the stream is
-        unreachable (a restarting server, a cluster electing a leader); the session
-        waits meanwhile rather than go on with a gap. ``lease_s``: how long a
-        session whose chairman went silent waits before another takes it over.
-        ``pipelined``: send a session's events without waiting for each ack (the
-        benchmarks turn it off to measure what it saves)."""
+        """``store_patience_s`` and ``pipelined``: how its ``EventLog`` stores events.
+        ``lease_s``: how long a session whose chairman went silent waits before
+        another takes it over."""
         self.nc = nc
         self.js = nc.jetstream()
         self.defaults = defaults
@@ -75,7 +70,6 @@ class ChairmanService:
         self.max_sessions = max_sessions
         self.heartbeat_s = heartbeat_s
         self.stream_replicas = stream_replicas
-        self.store_patience_s = store_patience_s
         self.lease_s = lease_s
         self.leases = Leases(self.js, node, ttl_s=lease_s, replicas=stream_replicas)
         self.roster = Roster(nc)
@@ -91,9 +85,7 @@ class ChairmanService:
         self._forgets: Subscription | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
-        self._confirming: set[asyncio.Task[None]] = set()
-        self.pipelined = pipelined
-        self._unacked: dict[str, list[_InFlight]] = {}
+        self.events = EventLog(nc, patience_s=store_patience_s, pipelined=pipelined)
 
     async def start(self) -> None:
         await ensure_stream(self.js, self.stream_replicas)
@@ -227,7 +219,7 @@ class ChairmanService:
                     stage=conductor.state.state.value,
                 ),
             )
-        await cancel_and_wait(list(self._confirming))
+        await self.events.close()
         await self.agents.stop()
 
     async def _end(self, conductor: Conductor, ending: SessionFailed) -> None:
@@ -348,127 +340,13 @@ class ChairmanService:
         finally:
             self.sessions.pop(session_id, None)
             self._tasks.pop(session_id, None)
-            self._unacked.pop(session_id, None)  # a session taken over: its acks are moot
+            self.events.forget(session_id)
 
     async def _store(self, event: SessionEvent) -> None:
-        """Store one event of a session in its order.
-
-        With ``pipelined`` (the default) an event is sent without waiting for the
-        stream's ack, so a stage's events do not each cost a round trip; the acks
-        are awaited before the session's terminal event, and before any event sent
-        after the connection broke or the stream refused one, so the stream never
-        holds a later step without an earlier one.
-        """
+        """Store one event of a session in its order (``EventLog``); a final answer's
+        turn is kept in its conversation first, so whoever reads the answer can
+        follow it up at once."""
         session = event.session_id
         if isinstance(event, FinalAnswer) and (conductor := self.sessions.get(session)):
             await self._keep_turn(conductor.plan, event)
-        if self.pipelined and not isinstance(event, FinalAnswer | SessionFailed):
-            if self._interrupted(session):
-                await self._settle(session)
-            try:
-                ack = await send_event(self.js, event)
-            except Exception as exc:  # not even sent (e.g. disconnected): the slow way
-                log.warning("event_send_failed", session_id=session, error=repr(exc))
-                await self._settle(session)
-                await self._store_acked(event)
-                return
-            in_flight = [f for f in self._unacked.get(session, []) if not _acked(f.ack)]
-            self._unacked[session] = [*in_flight, _InFlight(event, ack, self._reconnects())]
-            return
-        await self._settle(session)
-        await self._store_acked(event)
-
-    def _reconnects(self) -> int:
-        return int(self.nc.stats["reconnects"])
-
-    def _interrupted(self, session: str) -> bool:
-        """Whether an earlier event of the session may be lost while a later one is
-        stored: the connection broke while it was in flight (what was written to the
-        dead socket is gone, what is sent after the reconnect arrives), or the stream
-        refused it (a cluster electing a leader accepts the next one)."""
-        reconnects = self._reconnects()
-        return any(
-            not _acked(f.ack)
-            and (f.reconnects != reconnects or not self.nc.is_connected or _refused(f.ack))
-            for f in self._unacked.get(session, [])
-        )
-
-    async def _settle(self, session: str) -> None:
-        """Every event of the session sent so far is stored, in order: each ack is
-        awaited, and an event not acked in time is published again (dedup makes that
-        safe) before the next one is."""
-        for earlier in self._unacked.pop(session, []):
-            try:
-                await asyncio.wait_for(asyncio.shield(earlier.ack), self.store_patience_s)
-            except Exception as exc:
-                log.warning(
-                    "event_unacked", session_id=session, seq=earlier.event.seq, error=repr(exc)
-                )
-                await self._store_acked(earlier.event)
-
-    async def _store_acked(self, event: SessionEvent) -> None:
-        """Publish to the stream, retrying through a reconnect (dedup makes it safe).
-
-        Past ``store_patience_s`` the session goes on, and the event is confirmed in
-        the background: a publish that timed out during an outage may still be
-        stored when the connection comes back (nats-py sends what it buffered), so
-        it is unconfirmed, not lost, until the service stops without a confirmation.
-        """
-        if await self._publish_within(event, self.store_patience_s):
-            return
-        log.warning(
-            "event_unconfirmed",
-            session_id=event.session_id,
-            seq=event.seq,
-            waited_s=self.store_patience_s,
-            hint="the stream was unreachable; confirming in the background",
-        )
-        task = asyncio.create_task(self._confirm(event))
-        self._confirming.add(task)
-        task.add_done_callback(self._confirming.discard)
-
-    async def _confirm(self, event: SessionEvent) -> None:
-        started = time.monotonic()
-        try:
-            while not await self._publish_within(event, self.store_patience_s):
-                pass
-        except asyncio.CancelledError:
-            log.error("event_lost", session_id=event.session_id, seq=event.seq)
-            raise
-        log.info(
-            "event_stored_late",
-            session_id=event.session_id,
-            seq=event.seq,
-            after_s=round(time.monotonic() - started + self.store_patience_s, 1),
-        )
-
-    async def _publish_within(self, event: SessionEvent, patience_s: float) -> bool:
-        deadline = time.monotonic() + patience_s
-        for attempt in itertools.count(1):
-            try:
-                await publish_event(self.js, event)
-                return True
-            except Exception as exc:
-                if time.monotonic() >= deadline:
-                    return False
-                log.warning("event_publish_retry", attempt=attempt, error=repr(exc))
-                await asyncio.sleep(min(2.0, 0.25 * attempt))
-        raise AssertionError("unreachable: the loop returns")
-
-
-@dataclasses.dataclass(frozen=True)
-class _InFlight:
-    """A session event sent without waiting: its ack, and the connection it went on."""
-
-    event: SessionEvent
-    ack: asyncio.Future[PubAck]
-    reconnects: int
-    """The connection's reconnect count when it was sent."""
-
-
-def _acked(ack: asyncio.Future[PubAck]) -> bool:
-    return ack.done() and not ack.cancelled() and ack.exception() is None
-
-
-def _refused(ack: asyncio.Future[PubAck]) -> bool:
-    return ack.done() and not ack.cancelled() and ack.exception() is not None
+        await self.events.store(event)

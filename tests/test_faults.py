@@ -22,6 +22,7 @@ from council.bus.ask import follow, stored_events, submit
 from council.bus.client import connect, request
 from council.bus.codec import decode_agent_response, decode_ask_reply, encode
 from council.bus.errors import QuestionRejected, SessionTimeout
+from council.bus.eventlog import _InFlight
 from council.bus.messages import (
     Accepted,
     AgentError,
@@ -38,7 +39,7 @@ from council.bus.server import EmbeddedNats
 from council.bus.stream import ensure_stream
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
-from council.chairman.service import ChairmanService, _InFlight
+from council.chairman.service import ChairmanService
 
 
 async def test_burst_of_200_questions_is_accepted_or_busy_and_all_accepted_finish(
@@ -250,7 +251,7 @@ async def test_a_pipelined_event_in_trouble_is_stored_again_before_the_next_one_
         else:  # sent before the last reconnect, never acked
             reconnects -= 1
         await chairman._store(started)
-        chairman._unacked["s3"].append(_InFlight(lost, ack, reconnects))  # never stored
+        chairman.events._unacked["s3"].append(_InFlight(lost, ack, reconnects))  # never stored
         with structlog.testing.capture_logs() as logs:
             await chairman._store(after)
         events = await stored_events(nc, "s3")
