@@ -25,8 +25,8 @@ from pathlib import Path
 
 import msgspec
 
+from council.bus.reports import Report, markdown_table
 from council.cli.settings import FIRST, SETTINGS, settings_rows
-from council.evaluation.report import Report, markdown_table
 
 BLOCK = re.compile(
     r"(?P<open><!-- generated from (?P<source>\S+) -->\n)(?P<body>.*?)"

@@ -17,8 +17,8 @@ import msgspec
 
 from council.bus.client import Credentials
 from council.bus.members import model_of
+from council.bus.reports import Calibration
 from council.chairman.strategies import DEFAULT, STRATEGIES
-from council.evaluation.report import Calibration
 
 DEFAULT_MEMBERS = "qwen2.5-coder-1.5b,qwen2.5-coder-1.5b#2,qwen2.5-coder-1.5b#3"
 """Three samples of the strongest packaged model: 87.5% against 79.4% for the three

@@ -37,7 +37,14 @@ from council.bus.messages import (
 )
 from council.chairman.extract import checked_text, conclusion
 from council.evaluation.questions import EvalQuestion, load
-from council.evaluation.report import Answer, CouncilAnswer, Record, ReviewScore, build_report
+from council.evaluation.report import (
+    Answer,
+    CouncilAnswer,
+    Record,
+    ReviewScore,
+    build_report,
+    print_report,
+)
 
 log = structlog.get_logger()
 
@@ -183,7 +190,7 @@ async def run_eval(target: Target, plan: EvalPlan, *, as_json: bool) -> int:
     if as_json:
         print(msgspec.json.encode(report).decode())
     else:
-        report.print(Console())
+        print_report(report, Console())
     console.print(f"records: {out}\nreport: {report_file}")
     if interrupted:
         console.print(f"interrupted: {len(records)} of {len(questions)} questions; rerun to resume")

@@ -6,10 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+from council.bus.reports import markdown_table
 from council.cli.docs import render, run_docs
 from council.cli.main import build_parser, commands_of_settings
 from council.cli.settings import FIRST, SETTINGS, flag_of, shown_default
-from council.evaluation.report import markdown_table
 
 ROOT = Path(__file__).parent.parent
 REPORT = Path(__file__).parent / "data" / "eval-report.json"

@@ -1,18 +1,20 @@
-"""Eval: the reports `council eval` saved, read as plain JSON (older reports may lack keys)."""
+"""Eval: the reports `council eval` saved, read as the report they are (``bus.reports``;
+an older report lacks what it did not measure)."""
 
 from __future__ import annotations
 
-import json
 from calendar import timegm
 from pathlib import Path
 from time import strptime
 from typing import Any
 
+import msgspec
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from council.bus.reports import Report, SystemRow
 from council.dashboard.common import PALETTE, evals_dir
 
 GROUP_COLOURS = {
@@ -27,81 +29,52 @@ TIME_TARGET = 3.0  # the council may take at most this many times the chairman's
 DISCRIMINATION_TARGET = 0.5  # reviews must tell right answers from wrong ones this well
 
 
-def number(value: Any) -> float | None:
-    """A JSON number as a float; anything else (missing, null, text) as None."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
-def accuracy(row: dict[str, Any]) -> float | None:
-    given = number(row.get("accuracy"))
-    if given is not None:
-        return given
-    correct, n = number(row.get("correct")), number(row.get("n"))
-    return correct / n if correct is not None and n else None
-
-
-def recorded_at(report: dict[str, Any], mtime: float) -> float:
+def recorded_at(report: Report, mtime: float) -> float:
     """The report's own date (UTC), else the file's modification time."""
     try:
-        return float(timegm(strptime(str(report.get("date", "")), "%Y-%m-%d %H:%M UTC")))
+        return float(timegm(strptime(report.date, "%Y-%m-%d %H:%M UTC")))
     except ValueError:
         return mtime
 
 
-def load_reports(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
-    """Every readable report in ``folder``, newest first; a broken one is a warning."""
-    found: list[tuple[float, float, Path, dict[str, Any]]] = []
+def load_reports(folder: Path) -> list[tuple[Path, Report]]:
+    """Every report in ``folder`` that reads as one, newest first; another is a warning."""
+    found: list[tuple[float, float, Path, Report]] = []
     for path in sorted(folder.glob("*.report.json")) if folder.is_dir() else []:
         try:
             mtime = path.stat().st_mtime
-            report = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            st.warning(f"Skipped {path.name}: not a readable JSON report ({exc}).")
-            continue
-        if not isinstance(report, dict):
-            st.warning(f"Skipped {path.name}: not a JSON object.")
+            report = msgspec.json.decode(path.read_bytes(), type=Report)
+        except (OSError, msgspec.DecodeError) as exc:
+            st.warning(f"Skipped {path.name}: not an eval report ({exc}).")
             continue
         found.append((recorded_at(report, mtime), mtime, path, report))
     found.sort(key=lambda item: (item[0], item[1]), reverse=True)
     return [(path, report) for _, _, path, report in found]
 
 
-def title_of(path: Path, report: dict[str, Any]) -> str:
+def title_of(path: Path, report: Report) -> str:
     stem = path.name.removesuffix(".report.json")
     dataset_stem, _, label_stem = stem.partition("--")
-    parts = [
-        str(report.get("dataset") or dataset_stem),
-        str(report.get("label") or label_stem or "?"),
-        str(report.get("date") or "undated"),
-    ]
-    answered, questions = report.get("answered"), report.get("questions")
-    if answered is not None or questions is not None:
-        parts.append(f"{answered if answered is not None else '?'}/{questions or '?'}")
+    parts = [report.dataset or dataset_stem, report.label or label_stem or "?"]
+    parts.append(report.date or "undated")
+    if report.answered is not None or report.questions is not None:
+        answered = "?" if report.answered is None else report.answered
+        parts.append(f"{answered}/{report.questions or '?'}")
     return " · ".join(parts)
 
 
-def system_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    systems = report.get("systems")
-    return [r for r in systems if isinstance(r, dict)] if isinstance(systems, list) else []
-
-
 def verdict(
-    rows: list[dict[str, Any]], time_ratio: float | None, discrimination: float | None
+    rows: list[SystemRow], time_ratio: float | None, discrimination: float | None
 ) -> list[tuple[bool | None, str]]:
     """The targets, each met (True), missed (False) or not measurable (None). The best
     single model is judged at its best when the report has those rows."""
-    council = next(
-        (accuracy(r) for r in rows if r.get("group") == "council" or r.get("system") == "council"),
-        None,
-    )
-    group = "best" if any(r.get("group") == "best" for r in rows) else "alone"
-    alone = [a for r in rows if r.get("group") == group and (a := accuracy(r)) is not None]
+    council = next((r.share for r in rows if "council" in (r.group, r.system)), None)
+    group = "best" if any(r.group == "best" for r in rows) else "alone"
+    alone = [a for r in rows if r.group == group and (a := r.share) is not None]
     target = "council ≥ best single model" + (" at its best" if group == "best" else "")
     checks: list[tuple[bool | None, str]] = []
     if council is None or not alone:
@@ -129,28 +102,24 @@ def verdict(
     return checks
 
 
-def systems_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def systems_frame(rows: list[SystemRow]) -> pd.DataFrame:
     """One row per system as shown, plus the interval's bounds (``_low``, ``_high``)."""
     table = []
     for r in rows:
-        share, low, high = accuracy(r), number(r.get("low")), number(r.get("high"))
-        tokens, wall_s = number(r.get("tokens")), number(r.get("wall_s"))
-        ratio = number(r.get("vs_chairman"))
+        share, low, high = r.share, r.low, r.high
         table.append(
             {
-                "system": str(r.get("system", "?")),
-                "group": str(r.get("group", "")),
+                "system": r.system,
+                "group": r.group,
                 "accuracy %": None if share is None else round(share * 100, 1),
                 "95% interval": (
                     f"{low:.1%}–{high:.1%}" if low is not None and high is not None else ""
                 ),
-                "right/n": f"{r.get('correct', '?')}/{r.get('n', '?')}",
-                "tokens/q": None if tokens is None else round(tokens),
-                "s/q": None if wall_s is None else round(wall_s, 2),
-                "× chairman": None if ratio is None else round(ratio, 1),
-                "vs best's opinion": (
-                    f"+{r['gained']}/−{r['lost']}" if r.get("gained") is not None else ""
-                ),
+                "right/n": f"{r.correct}/{r.n}",
+                "tokens/q": None if r.tokens is None else round(r.tokens),
+                "s/q": None if r.wall_s is None else round(r.wall_s, 2),
+                "× chairman": None if r.vs_chairman is None else round(r.vs_chairman, 1),
+                "vs best's opinion": f"+{r.gained}/−{r.lost}" if r.gained is not None else "",
                 "_low": low,
                 "_high": high,
             }
@@ -197,17 +166,16 @@ titles = {path.name: title_of(path, report) for path, report in reports}
 chosen = st.selectbox("Report", list(titles), format_func=titles.__getitem__, key="eval_report")
 path, report = next((p, r) for p, r in reports if p.name == chosen)
 details = [f"file: {path}"]
-if report.get("machine"):
-    details.append(f"machine: {report['machine']}")
-if isinstance(report.get("members"), list):
-    details.append("members: " + ", ".join(str(m) for m in report["members"]))
-if report.get("chairman"):
-    details.append(f"chairman: {report['chairman']}")
+if report.machine:
+    details.append(f"machine: {report.machine}")
+if report.members:
+    details.append("members: " + ", ".join(report.members))
+if report.chairman:
+    details.append(f"chairman: {report.chairman}")
 st.caption(" · ".join(details))
 
-rows = system_rows(report)
-if rows:
-    frame = systems_frame(rows)
+if report.systems:
+    frame = systems_frame(report.systems)
     st.dataframe(frame.drop(columns=["_low", "_high"]), hide_index=True)
     chart = accuracy_chart(frame)
     if chart is not None:
@@ -215,9 +183,13 @@ if rows:
 else:
     st.info("This report has no systems.")
 
+
+def shown(value: object) -> str:
+    return "—" if value is None else str(value)
+
+
 st.subheader("Summary")
-discrimination = number(report.get("review_discrimination"))
-time_ratio = number(report.get("time_vs_chairman"))
+discrimination, time_ratio = report.review_discrimination, report.time_vs_chairman
 columns = st.columns(5)
 columns[0].metric(
     "Review discrimination",
@@ -226,34 +198,29 @@ columns[0].metric(
 )
 columns[1].metric(
     "Synthesis broke / fixed",
-    f"{report.get('synthesis_broke', '—')} / {report.get('synthesis_fixed', '—')}",
+    f"{shown(report.synthesis_broke)} / {shown(report.synthesis_fixed)}",
     help="Synthesized answers wrong although the top-ranked opinion was right / the reverse.",
 )
-columns[2].metric("Fallbacks", str(report.get("fallbacks", "—")))
-columns[3].metric("Council errors", str(report.get("council_errors", "—")))
+columns[2].metric("Fallbacks", shown(report.fallbacks))
+columns[3].metric("Council errors", shown(report.council_errors))
 columns[4].metric(
     "Time vs chairman alone",
     "—" if time_ratio is None else f"{time_ratio:.1f}×",
     help="The council's mean wall time per question over the chairman's model alone's.",
 )
-versus = report.get("versus_best")
-if isinstance(versus, dict) and versus.get("system"):
+if (versus := report.versus_best) is not None:
     st.caption(
-        f"Against {versus['system']}: the council was right where it was wrong "
-        f"{versus.get('council_only', '—')}×, wrong where it was right "
-        f"{versus.get('other_only', '—')}× (sign test p = {versus.get('p_value', '—')})."
+        f"Against {versus.system}: the council was right where it was wrong "
+        f"{versus.council_only}×, wrong where it was right {versus.other_only}× "
+        f"(sign test p = {versus.p_value:.2f})."
     )
-by_reviewer = report.get("discrimination_by_reviewer")
-if isinstance(by_reviewer, dict) and by_reviewer:
+if report.discrimination_by_reviewer:
     st.caption(
         "Discrimination by reviewer: "
-        + ", ".join(
-            f"{name} {value:+.2f}" if (value := number(v)) is not None else f"{name} —"
-            for name, v in by_reviewer.items()
-        )
+        + ", ".join(f"{name} {v:+.2f}" for name, v in report.discrimination_by_reviewer.items())
     )
 
-checks = verdict(rows, time_ratio, discrimination)
+checks = verdict(report.systems, time_ratio, discrimination)
 met = sum(1 for ok, _ in checks if ok)
 marks = {True: ":green[**✓**]", False: ":red[**✗**]", None: ":gray[**–**]"}
 st.markdown(
@@ -262,19 +229,13 @@ st.markdown(
 )
 st.caption("On point estimates: where the 95% intervals overlap, a difference is not significant.")
 
-kinds = report.get("by_kind")
-if isinstance(kinds, dict) and kinds:
+if report.by_kind:
     st.subheader("Accuracy per kind (%)")
     per_kind = []
-    for kind, figures in kinds.items():
-        if not isinstance(figures, dict):
-            continue
-        entry: dict[str, Any] = {"kind": kind}
-        questions = number(figures.get("questions"))
-        entry["questions"] = None if questions is None else int(questions)
-        for system, value in figures.items():
-            share = number(value)
+    for kind, figures in report.by_kind.items():
+        entry: dict[str, Any] = {"kind": kind, "questions": int(figures.get("questions", 0))}
+        for system, share in figures.items():
             if system != "questions":
-                entry[system] = None if share is None else round(share * 100, 1)
+                entry[system] = round(share * 100, 1)
         per_kind.append(entry)
     st.dataframe(pd.DataFrame(per_kind), hide_index=True)
