@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -25,7 +26,7 @@ from council.agents.runtimes.base import Runtime
 from council.bus import subjects
 from council.bus.codec import decode_cancel, decode_request, encode
 from council.bus.errors import InvalidMessage
-from council.bus.health import run_heartbeat
+from council.bus.health import Health, run_heartbeat
 from council.bus.inbox import answerable
 from council.bus.messages import (
     WORKING_EVERY_S,
@@ -39,6 +40,7 @@ from council.bus.messages import (
     Working,
 )
 from council.bus.tasks import Ticker, cancel_and_wait
+from council.bus.tunables import tunable
 
 log = structlog.get_logger()
 
@@ -51,6 +53,20 @@ _KINDS: dict[str, tuple[Handler, Stage]] = {
 }
 
 
+@dataclass(frozen=True)
+class AgentOptions:
+    """What an agents process serves, and how many requests at once."""
+
+    models: tuple[str, ...] = tunable(
+        (), "COUNCIL_AGENT_MODELS", "models `council agents` serves", shown="the members' models"
+    )
+    concurrency: int = tunable(
+        6,
+        "COUNCIL_AGENT_CONCURRENCY",
+        "requests in flight per model (the embedded runtime decodes up to COUNCIL_BATCH together)",
+    )
+
+
 class AgentService:
     def __init__(
         self,
@@ -60,8 +76,8 @@ class AgentService:
         models: list[str],
         node: str,
         kinds: tuple[str, ...] = subjects.AGENT_KINDS,
-        concurrency: int = 2,
-        heartbeat_s: float = 2.0,
+        concurrency: int = AgentOptions.concurrency,
+        heartbeat_s: float = Health.heartbeat,
     ) -> None:
         self.nc = nc
         self.runtime = runtime

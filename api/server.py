@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -32,8 +32,8 @@ from council.api.wire import (
     question_and_context,
     usage_of,
 )
-from council.bus.ask import follow, roster, stop, submit
-from council.bus.client import Credentials, connect
+from council.bus.ask import Asking, follow, roster, stop, submit
+from council.bus.client import DEFAULT_URL, Credentials, connect
 from council.bus.errors import CouncilError, NoCouncil, QuestionRejected, SessionTimeout
 from council.bus.messages import (
     Accepted,
@@ -43,6 +43,7 @@ from council.bus.messages import (
     SessionFailed,
     StageStarted,
 )
+from council.bus.tunables import tunable
 
 log = structlog.get_logger()
 
@@ -53,11 +54,26 @@ _REJECTION_STATUS = {"unknown_model": 404, "busy": 429}
 
 @dataclass(frozen=True)
 class ApiConfig:
-    nats_url: str
-    credentials: Credentials
-    key: str
+    nats_url: str = DEFAULT_URL
+    credentials: Credentials = field(default_factory=Credentials)
+    key: str = tunable(
+        "",
+        "COUNCIL_API_KEY",
+        "bearer token the API asks for; required on an address beyond loopback "
+        "(`council up` makes one)",
+        flag="--api-key",
+    )
     """The bearer token every request must carry ("": none asked, for loopback only)."""
-    timeout_s: float = 900.0
+    timeout_s: float = Asking.ask_timeout
+    address: str = tunable(
+        "127.0.0.1",
+        "COUNCIL_API_ADDRESS",
+        "address the OpenAI-compatible API listens on",
+        flag="--api-address",
+    )
+    port: int = tunable(
+        8400, "COUNCIL_API_PORT", "port of the OpenAI-compatible API", flag="--api-port"
+    )
 
 
 def _error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:

@@ -104,7 +104,7 @@ async def prefix_rows(
 
 
 async def measure(model: str, counts: list[int], tokens: int, repeats: int) -> dict[str, Any]:
-    models_dir = Settings().models_path
+    models_dir = Settings().runtime.models_path
     rows: list[dict[str, Any]] = []
     serial = EmbeddedRuntime(models_dir, auto_pull=False)
     batched = EmbeddedRuntime(models_dir, auto_pull=False, batch=max(counts))

@@ -185,13 +185,14 @@ async def local_session(runtime: ScriptedRuntime, q: Question) -> FinalAnswer:
     """One session in-process: admission, the three stages, events dropped."""
     plan = admit(
         q,
-        Defaults(tuple(q.members), q.chairman),
+        Defaults(tuple(q.members), q.chairman, strategy="synthesize"),
         quorum=2,
         opinion_models=set(runtime.models),
         synthesis_models=set(runtime.models),
     )
     assert isinstance(plan, Plan), plan
-    outcome = await Conductor(plan, CouncilConfig(), LocalAgents(runtime), _discard).run()
+    config = CouncilConfig(conclude=False)
+    outcome = await Conductor(plan, config, LocalAgents(runtime), _discard).run()
     _trim(runtime)
     return _finished(outcome)
 
@@ -266,7 +267,7 @@ async def bus_council(
     """nats-server, scripted agents serving ``served``, a chairman and a client, all ready."""
     runtime = ScriptedRuntime(served, delay_s=delay_s)
     routed = RoutedRuntime.serving(runtime, served)
-    defaults = Defaults(tuple(served[:3]), served[0])
+    defaults = Defaults(tuple(served[:3]), served[0], strategy="synthesize")
     async with serving(
         store, routed, defaults, concurrency=concurrency, max_sessions=max_sessions
     ) as (server, agents, chairman, client):

@@ -60,7 +60,7 @@ def arms(
 
 
 async def measure(model: str, count: int, tokens: int, repeats: int, batch: int) -> dict[str, Any]:
-    models_dir = Settings().models_path
+    models_dir = Settings().runtime.models_path
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="council-cores-") as tmp:
         pairs = arms(models_dir, Path(tmp), cores, batch)
@@ -99,7 +99,7 @@ def main() -> None:
     p.add_argument("--calls", type=int, default=3, help="calls each runtime makes in turn")
     p.add_argument("--tokens", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch", type=int, default=Settings().batch, help="COUNCIL_BATCH")
+    p.add_argument("--batch", type=int, default=Settings().runtime.batch, help="COUNCIL_BATCH")
     args = p.parse_args()
     quiet_logs()
     model = "smollm2-135m" if args.quick else args.model

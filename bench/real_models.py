@@ -53,15 +53,18 @@ from council.bus.messages import (
 )
 from council.chairman.admission import Defaults, admit
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
-from council.cli.settings import DEFAULT_CHAIRMAN, DEFAULT_MEMBERS
 from council.cli.wiring import LocalAgents
 
 MODELS_DIR = Path("~/.cache/council/models").expanduser()
-MEMBERS = DEFAULT_MEMBERS.split(",")
-CHAIRMAN = DEFAULT_CHAIRMAN
+MEMBERS = list(Defaults().members)
+CHAIRMAN = Defaults().chairman
 QUICK_MEMBERS = ["smollm2-135m@careful", "smollm2-135m@concise", "smollm2-135m@skeptic"]
 QUICK_CHAIRMAN = "smollm2-135m"
-CONFIG = CouncilConfig(opinion_max_tokens=96, review_max_tokens=64, synthesis_max_tokens=128)
+CONFIG = CouncilConfig(
+    opinion_max_tokens=96, review_max_tokens=64, synthesis_max_tokens=128, conclude=False
+)
+STRATEGY = "synthesize"
+"""Every stage runs: the bus's cost is measured over the whole session."""
 SEED = 1234
 QUESTION = "What is the capital of Australia, and why is it not Sydney?"
 STAGES = ("opinions", "reviews", "synthesis", "total")
@@ -90,7 +93,7 @@ class Council:
 async def local_session(runtime: RoutedRuntime, council: Council) -> FinalAnswer:
     plan = admit(
         council.question(),
-        Defaults(tuple(council.members), council.chairman),
+        Defaults(tuple(council.members), council.chairman, strategy=STRATEGY),
         quorum=CONFIG.quorum,
         opinion_models=set(runtime.routes),
         synthesis_models=set(runtime.routes),
@@ -263,7 +266,7 @@ async def run(council: Council, repeats: int, try_threads: bool, batch: int = 0)
     bus_runs: list[dict[str, Any]] = []
     local_runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="council-bench-") as tmp:
-        defaults = Defaults(tuple(council.members), council.chairman)
+        defaults = Defaults(tuple(council.members), council.chairman, strategy=STRATEGY)
         async with serving(Path(tmp), routed, defaults, config=CONFIG) as (*_, client):
             await bus_session(client, council.question(), timeout_s=600)  # warm-up
             for i in range(repeats):

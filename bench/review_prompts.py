@@ -199,7 +199,9 @@ async def run(
     records: list[Record], questions: dict[str, str], reviewers: list[str], variants: list[str]
 ) -> dict[str, Any]:
     settings = load_settings()
-    runtime = EmbeddedRuntime(settings.models_path, auto_pull=False, batch=settings.batch)
+    runtime = EmbeddedRuntime(
+        settings.runtime.models_path, auto_pull=False, batch=settings.runtime.batch
+    )
     judged: dict[str, list[tuple[CouncilAnswer, float, int, int]]] = {v: [] for v in variants}
     try:
         for model in dict.fromkeys(model_of(r) for r in reviewers):

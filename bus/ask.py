@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import nats.errors
 import structlog
@@ -53,8 +54,20 @@ from council.bus.messages import (
     Turn,
     event_kind,
 )
+from council.bus.tunables import tunable
 
 log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Asking:
+    """How long a client waits for its answer."""
+
+    ask_timeout: float = tunable(
+        900.0,
+        "COUNCIL_ASK_TIMEOUT",
+        "how long `council ask` (and `council eval`, per question) waits for the answer, s",
+    )
 
 
 async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> Accepted:

@@ -20,6 +20,7 @@ from nats.aio.msg import Msg
 from council.bus import probe, subjects
 from council.bus.errors import BusUnavailable
 from council.bus.inbox import SETTLE_S, Settling
+from council.bus.tunables import tunable
 
 log = structlog.get_logger()
 
@@ -70,6 +71,34 @@ class Credentials:
                     f"cannot use TLS client certificate {self.tls_cert!r}: {exc}"
                 ) from exc
         return context
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the bus is and who this process is on it: every command's settings."""
+
+    nats_url: str = tunable(DEFAULT_URL, "COUNCIL_NATS_URL", "NATS server URL", flag="--nats")
+    nats_user: str = tunable("", "COUNCIL_NATS_USER", "NATS user (nats.conf has one per role)")
+    nats_password: str = tunable("", "COUNCIL_NATS_PASSWORD", "NATS password of that user")
+    nats_creds: str = tunable("", "COUNCIL_NATS_CREDS", "a NATS .creds file, instead of a user")
+    nats_tls_ca: str = tunable(
+        "", "COUNCIL_NATS_TLS_CA", "CA file that signed the server's TLS certificate"
+    )
+    nats_tls_cert: str = tunable(
+        "", "COUNCIL_NATS_TLS_CERT", "client TLS certificate, for a server that verifies clients"
+    )
+    nats_tls_key: str = tunable("", "COUNCIL_NATS_TLS_KEY", "private key of that certificate")
+
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials(
+            self.nats_user,
+            self.nats_password,
+            self.nats_creds,
+            tls_ca=self.nats_tls_ca,
+            tls_cert=self.nats_tls_cert,
+            tls_key=self.nats_tls_key,
+        )
 
 
 async def connect(

@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -15,10 +16,30 @@ from nats.aio.client import Client
 from council.bus import subjects
 from council.bus.codec import encode
 from council.bus.messages import NodeHealth
+from council.bus.tunables import tunable
 
 log = structlog.get_logger()
 
 Describe = Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Health:
+    """How a process shows itself on the bus (each role's heartbeat)."""
+
+    heartbeat: float = tunable(2.0, "COUNCIL_HEARTBEAT", "seconds between health heartbeats")
+    node: str = tunable(
+        "",
+        "COUNCIL_NODE",
+        "node name in heartbeats (agents append -ROLE to a set name); a chairman resumes the "
+        "sessions of its name",
+        shown="HOST-ROLE-PID; HOST-chairman",
+    )
+
+    def node_of(self, role: str) -> str:
+        """This process's node name in ``role``: the name set, with the role, else
+        ``host-role-pid``."""
+        return f"{self.node}-{role}" if self.node else default_node_name(role)
 
 
 def default_node_name(role: str, *, unique: bool = True) -> str:

@@ -20,18 +20,45 @@ from council.bus.errors import InvalidMessage
 from council.bus.members import PERSONAS, model_of, split_member
 from council.bus.messages import MAX_QUESTION_CHARS, Question, Rejected, ReviewMode, Turn
 from council.bus.roster import Roster
+from council.bus.tunables import tunable
 from council.chairman import prompts
 from council.chairman.conductor import CouncilConfig, Plan
+from council.chairman.strategies import DEFAULT as DEFAULT_STRATEGY
 from council.chairman.strategies import STRATEGIES
 
 log = structlog.get_logger()
 
 
+DEFAULT_MEMBERS = ("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b#2", "qwen2.5-coder-1.5b#3")
+"""Three samples of the strongest packaged model: 87.5% against 79.4% for the three
+models (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b) on the 160 development
+questions in one run (docs/quality.md, `evals/results/dev--defaults-ab.report.json`)."""
+
+
 @dataclass(frozen=True)
 class Defaults:
-    members: tuple[str, ...]
-    chairman: str
-    mode: ReviewMode = "pairwise"
+    """What a question leaves to the chairman: who answers, who chairs, how they
+    review and conclude (a client's own flags set them on its question)."""
+
+    members: tuple[str, ...] = tunable(
+        DEFAULT_MEMBERS,
+        "COUNCIL_MEMBERS",
+        "council members, comma-separated: MODEL, MODEL@PERSONA, MODEL+code for a member that "
+        "answers by a program run in the sandbox, and MODEL#2 for a second sample (the "
+        "default, three samples of the 1.5B, measured above three distinct models: "
+        "docs/quality.md)",
+    )
+    chairman: str = tunable("qwen2.5-coder-1.5b", "COUNCIL_CHAIRMAN", "the chairman's model")
+    mode: ReviewMode = tunable(
+        "pairwise",
+        "COUNCIL_MODE",
+        "review mode: pairwise, rank, or compute (reviewers check by a program in the sandbox)",
+    )
+    strategy: str = tunable(
+        DEFAULT_STRATEGY,
+        "COUNCIL_STRATEGY",
+        "how the chairman concludes: " + ", ".join(STRATEGIES) + " (docs/how-it-works.md)",
+    )
 
 
 def new_session_id() -> str:
@@ -109,7 +136,7 @@ def admit(
         temperature=question.temperature,
         alone=question.alone,
         max_tokens=question.max_tokens,
-        strategy=question.strategy,
+        strategy=question.strategy or defaults.strategy,
     )
 
 

@@ -7,12 +7,15 @@ functions in tests) and emits events through a sink; knows no NATS.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import random
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeAlias, TypeVar
 
 import msgspec
@@ -46,9 +49,10 @@ from council.bus.messages import (
     Usage,
 )
 from council.bus.session import SessionState, State
+from council.bus.tunables import tunable
 from council.chairman import aggregate, compute, extract, prompts, strategies
 from council.chairman.compute import NoTools, ToolGateway
-from council.chairman.strategies import Standing, Stands, Strategy
+from council.chairman.strategies import Standing, Stands
 
 log = structlog.get_logger()
 
@@ -66,42 +70,103 @@ class AgentGateway(Protocol):
 
 @dataclass(frozen=True)
 class CouncilConfig:
-    quorum: int = 2
-    opinions_deadline_s: float = 180.0
-    reviews_deadline_s: float = 300.0
-    synthesis_deadline_s: float = 240.0
-    opinion_max_tokens: int = 512
-    review_max_tokens: int = 160
-    synthesis_max_tokens: int = 512
-    temperature: float = 0.0
-    """A member's first sample: greedy, what a small model answers best with."""
-    sample_temperature: float = 0.7
-    """A member's further samples (``model#2``): greedy ones would only repeat the first."""
+    """How the chairman runs a session: the settings of ``council chairman``."""
+
+    quorum: int = tunable(2, "COUNCIL_QUORUM", "opinions needed for a session to go on")
+    opinions_deadline_s: float = tunable(
+        180.0, "COUNCIL_OPINIONS_DEADLINE", "stage 1 deadline, s", flag="--opinions-deadline"
+    )
+    reviews_deadline_s: float = tunable(
+        300.0, "COUNCIL_REVIEWS_DEADLINE", "stage 2 deadline, s", flag="--reviews-deadline"
+    )
+    synthesis_deadline_s: float = tunable(
+        240.0, "COUNCIL_SYNTHESIS_DEADLINE", "stage 3 deadline, s", flag="--synthesis-deadline"
+    )
+    agent_silence_s: float = tunable(
+        15.0,
+        "COUNCIL_AGENT_SILENCE",
+        "seconds without word from an agent before its request is asked of another",
+        flag="--agent-silence",
+    )
+    settle_early: bool = tunable(
+        True,
+        "COUNCIL_SETTLE_EARLY",
+        "stop the opinions still running once a majority of all the members agrees, "
+        "when the strategy lets a majority stand (1/0)",
+    )
+    close_margin: float = tunable(
+        0.5, "COUNCIL_CLOSE_MARGIN", "strategy close: a lead under this calls the chairman"
+    )
+    temperature: float = tunable(
+        0.0, "COUNCIL_TEMPERATURE", "sampling temperature of a member's opinion (0: greedy)"
+    )
+    sample_temperature: float = tunable(
+        0.7,
+        "COUNCIL_SAMPLE_TEMPERATURE",
+        "temperature of a member's further samples (model#2, model#3, ...)",
+    )
+    review_check_first: bool = tunable(
+        False,
+        "COUNCIL_REVIEW_CHECK_FIRST",
+        "pairwise reviewers work the answer out before their score (1/0)",
+    )
+    program_rounds: int = tunable(
+        3,
+        "COUNCIL_PROGRAM_ROUNDS",
+        "programs a computing member (MODEL+code) may write per opinion: a failed one goes "
+        "back to its model with the error",
+    )
+    conclude: bool = tunable(
+        True,
+        "COUNCIL_CONCLUDE",
+        "ask a member whose opinion states no final answer for it, in one short turn (1/0)",
+    )
+    reviewer_weights: str = tunable(
+        "",
+        "COUNCIL_REVIEWER_WEIGHTS",
+        "how much each model's reviews count: model=weight,... or the calibration file "
+        "`council eval` writes (0: not asked to review; unnamed: 1)",
+    )
+    history_tokens: int = tunable(
+        1024,
+        "COUNCIL_HISTORY_TOKENS",
+        "how much of a conversation's earlier turns every stage sees (estimated tokens; "
+        "the oldest turns beyond it are left out)",
+    )
+    opinion_max_tokens: int = tunable(
+        512,
+        "COUNCIL_OPINION_MAX_TOKENS",
+        "tokens per opinion (room for the working and the final-answer line)",
+    )
+    review_max_tokens: int = tunable(160, "COUNCIL_REVIEW_MAX_TOKENS", "tokens per review")
+    synthesis_max_tokens: int = tunable(
+        512, "COUNCIL_SYNTHESIS_MAX_TOKENS", "tokens of the final answer"
+    )
     review_temperature: float = 0.2
-    review_check_first: bool = False
-    """Pairwise reviewers write their own working before their score."""
     synthesis_temperature: float = 0.3
-    settle_early: bool = True
-    """Stop waiting for opinions once a majority of all the members agrees, when the
-    strategy lets a majority stand: the rest could not change the answer."""
-    history_tokens: int = 1024
-    """How much of a conversation's earlier turns every stage sees (estimated tokens);
-    the oldest turns beyond it are left out, and the session says which."""
-    program_rounds: int = 3
-    """A computing member's programs per opinion: a failed one goes back to its model
-    with the error, until one prints an answer."""
-    conclude: bool = False
-    """Ask a member whose opinion states no final answer (and is not itself short)
-    for it, in one short turn, so that agreement reads what members concluded (on in
-    the product's settings; off here, so that a scripted test's queue is its own)."""
     conclude_max_tokens: int = 40
-    agent_silence_s: float = 15.0
-    """An agent quiet this long on a request is taken for gone; the request is asked again."""
-    strategy: Strategy = strategies.STRATEGIES["synthesize"]
-    """The conductor's own default runs every stage; `council` settings choose the product's."""
-    reviewer_weights: dict[str, float] = field(default_factory=dict)
-    """Per reviewer model, how much its scores count (its measured discrimination);
-    a model at 0 is not asked to review; a model not named counts 1."""
+
+    @functools.cached_property
+    def weights(self) -> dict[str, float]:
+        """Per reviewer model, how much its scores count (its measured discrimination),
+        read from ``reviewer_weights``: a model at 0 is not asked to review; a model
+        not named counts 1. ValueError says what cannot be read."""
+        return reviewer_weights(self.reviewer_weights)
+
+
+def reviewer_weights(text: str) -> dict[str, float]:
+    """``model=weight,...``, or the path of the calibration file `council eval` writes."""
+    text = text.strip()
+    if not text:
+        return {}
+    if "=" not in text:
+        try:
+            weights = json.loads(Path(text).expanduser().read_text())["weights"]
+            return {str(model): max(0.0, float(w)) for model, w in weights.items()}
+        except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{text}: not a calibration file ({exc!r})") from None
+    pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
+    return {model.strip(): max(0.0, float(weight)) for model, weight in pairs}
 
 
 Plan: TypeAlias = SessionPlan
@@ -123,11 +188,8 @@ class Conductor:
         """``state``: a session rebuilt from its events, to finish what it had left;
         ``tools``: the sandbox that computing members' programs run in."""
         self.config = config
-        self.strategy = config.strategy
-        if plan.strategy in strategies.STRATEGIES:  # asked for, or recorded; admission checked
-            self.strategy = strategies.named(
-                plan.strategy, close_margin=config.strategy.close_margin
-            )
+        chosen = plan.strategy if plan.strategy in strategies.STRATEGIES else strategies.DEFAULT
+        self.strategy = strategies.named(chosen, close_margin=config.close_margin)
         self.plan = msgspec.structs.replace(plan, strategy=self.strategy.name)
         """The plan with the strategy in force, recorded so that a resumed session
         concludes as it began, whatever the chairman's setting is by then."""
@@ -441,7 +503,7 @@ class Conductor:
         """A reviewer's configured weight; every reviewer counts 1 when none of the
         answered members has a weight above 0, so that a session is never left
         unreviewed by its weights."""
-        weights = self.config.reviewer_weights
+        weights = self.config.weights
         answered = self.state.answered
         if not any(weights.get(model_of(m), 1.0) > 0 for m in answered):
             return 1.0

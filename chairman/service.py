@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
@@ -17,7 +18,7 @@ from council.bus.ask import conversation, open_sessions, stored_events
 from council.bus.codec import decode_forget, decode_stop, encode
 from council.bus.errors import CouncilError
 from council.bus.eventlog import EventLog
-from council.bus.health import run_heartbeat
+from council.bus.health import Health, run_heartbeat
 from council.bus.inbox import answerable
 from council.bus.messages import (
     Accepted,
@@ -36,12 +37,29 @@ from council.bus.roster import Roster
 from council.bus.session import TERMINAL, InvalidTransition, SessionState
 from council.bus.stream import ensure_stream
 from council.bus.tasks import cancel_and_wait
+from council.bus.tunables import tunable
 from council.chairman.admission import Admission, Defaults
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.gateway import BusAgents, BusTools
 from council.chairman.leases import Leases
 
 log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class ChairmanOptions:
+    """How a chairman process serves: the keywords of ``ChairmanService`` a person sets."""
+
+    max_sessions: int = tunable(16, "COUNCIL_MAX_SESSIONS", "sessions one chairman runs at once")
+    stream_replicas: int = tunable(
+        1, "COUNCIL_STREAM_REPLICAS", "session events' copies in a NATS cluster (3: lose 1 node)"
+    )
+    lease_s: float = tunable(
+        30.0,
+        "COUNCIL_SESSION_LEASE",
+        "seconds a session whose chairman went silent waits before another chairman takes it over",
+        flag="--session-lease",
+    )
 
 
 class ChairmanService:
@@ -52,11 +70,11 @@ class ChairmanService:
         defaults: Defaults,
         config: CouncilConfig,
         node: str,
-        max_sessions: int = 16,
-        heartbeat_s: float = 2.0,
-        stream_replicas: int = 1,
+        max_sessions: int = ChairmanOptions.max_sessions,
+        heartbeat_s: float = Health.heartbeat,
+        stream_replicas: int = ChairmanOptions.stream_replicas,
         store_patience_s: float = 60.0,
-        lease_s: float = 30.0,
+        lease_s: float = ChairmanOptions.lease_s,
         pipelined: bool = True,
     ) -> None:
         """``store_patience_s`` and ``pipelined``: how its ``EventLog`` stores events.

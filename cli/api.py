@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import uvicorn
@@ -12,22 +13,23 @@ from council.cli.settings import Settings
 
 
 def api_url(settings: Settings) -> str:
-    return f"http://{settings.api_address}:{settings.api_port}/v1"
+    return f"http://{settings.api.address}:{settings.api.port}/v1"
 
 
 def api_config(settings: Settings) -> ApiConfig:
-    return ApiConfig(
+    """The API's settings, with where the bus is and how long a question may take."""
+    return dataclasses.replace(
+        settings.api,
         nats_url=settings.nats_url,
         credentials=settings.credentials,
-        key=settings.api_key,
-        timeout_s=settings.ask_timeout,
+        timeout_s=settings.asking.ask_timeout,
     )
 
 
 async def run_api(settings: Settings) -> int:
-    if exposed(settings.api_address) and not settings.api_key:
+    if exposed(settings.api.address) and not settings.api.key:
         print(
-            f"council api: it would listen on {settings.api_address} without a key: anyone "
+            f"council api: it would listen on {settings.api.address} without a key: anyone "
             "who reaches it could ask the council. Set COUNCIL_API_KEY, or listen on 127.0.0.1",
             file=sys.stderr,
         )
@@ -36,8 +38,8 @@ async def run_api(settings: Settings) -> int:
     server = uvicorn.Server(
         uvicorn.Config(
             CouncilApi(api_config(settings)).app(),
-            host=settings.api_address,
-            port=settings.api_port,
+            host=settings.api.address,
+            port=settings.api.port,
             log_level="warning",
             lifespan="on",
         )

@@ -161,7 +161,10 @@ async def run_ask(
         outcome: FinalAnswer | SessionFailed | None = None
         try:
             async for event in follow(
-                nc, accepted.session_id, timeout_s=settings.ask_timeout, on_delta=progress.delta
+                nc,
+                accepted.session_id,
+                timeout_s=settings.asking.ask_timeout,
+                on_delta=progress.delta,
             ):
                 progress.event(event)
                 if isinstance(event, FinalAnswer | SessionFailed):

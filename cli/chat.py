@@ -102,7 +102,10 @@ class Chat:
 
         try:
             async for event in follow(
-                self.nc, accepted.session_id, timeout_s=self.settings.ask_timeout, on_delta=on_delta
+                self.nc,
+                accepted.session_id,
+                timeout_s=self.settings.asking.ask_timeout,
+                on_delta=on_delta,
             ):
                 if not streamed:
                     line.event(event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import sys
@@ -17,8 +18,8 @@ def dashboard_command(settings: Settings) -> list[str]:
     return [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.headless", "true",
-        "--server.address", settings.dashboard_address,
-        "--server.port", str(settings.dashboard_port),
+        "--server.address", settings.dashboard.address,
+        "--server.port", str(settings.dashboard.port),
         "--browser.gatherUsageStats", "false",
         "--theme.base", "dark",
         "--client.toolbarMode", "minimal",
@@ -26,11 +27,13 @@ def dashboard_command(settings: Settings) -> list[str]:
 
 
 def dashboard_config(settings: Settings) -> DashboardConfig:
-    return DashboardConfig(
+    """What the Streamlit process is handed: the dashboard's settings, and where the
+    bus and the eval reports are."""
+    return dataclasses.replace(
+        settings.dashboard,
         nats_url=settings.nats_url,
         credentials=settings.credentials,
-        evals_dir=str(settings.evals_path),
-        login=settings.dashboard_login,
+        evals_dir=str(settings.evals.evals_path),
     )
 
 
@@ -51,9 +54,9 @@ def exposed(address: str) -> bool:
 
 def unguarded(settings: Settings) -> str:
     """Why the dashboard must not start as configured, or ""."""
-    if exposed(settings.dashboard_address) and not settings.dashboard_login:
+    if exposed(settings.dashboard.address) and not settings.dashboard.login:
         return (
-            f"the dashboard would listen on {settings.dashboard_address} without a login: "
+            f"the dashboard would listen on {settings.dashboard.address} without a login: "
             "anyone who reaches it could ask the council. Set COUNCIL_DASHBOARD_LOGIN to a "
             "password, or listen on 127.0.0.1"
         )
@@ -61,7 +64,7 @@ def unguarded(settings: Settings) -> str:
 
 
 def dashboard_url(settings: Settings) -> str:
-    return f"http://{settings.dashboard_address}:{settings.dashboard_port}"
+    return f"http://{settings.dashboard.address}:{settings.dashboard.port}"
 
 
 def run_dashboard(settings: Settings) -> int:

@@ -10,9 +10,9 @@ An eval report (`council eval`'s ``.report.json``) becomes its tables; a
 benchmark's saved result (``python -m bench.X --save``, in ``bench/results/``)
 becomes the tables the benchmark printed; ``cli/settings.py`` becomes the table
 of settings (flag, variable, default, meaning, and the commands whose parsers take
-it), so the docs cannot drift from ``--help``; ``cli/settings.py#first`` the
-README's short one. ``--check`` changes nothing and fails
-when a block differs from its source, so the suite can tell when a figure in the
+it), read from the declarations, so the docs cannot drift from ``--help``;
+``cli/settings.py#first`` the README's short one. ``--check`` changes nothing and
+fails when a block differs from its source, so the suite can tell when a figure in the
 docs is not one that a command printed.
 """
 

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 
 import structlog
+
+from council.bus.tunables import tunable
+
+
+@dataclass(frozen=True)
+class Logging:
+    log_format: str = tunable(
+        "auto", "COUNCIL_LOG_FORMAT", "auto (console on a TTY), json, console"
+    )
+    log_level: str = tunable("info", "COUNCIL_LOG_LEVEL", "debug, info, warning, error")
 
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:

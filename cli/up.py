@@ -35,16 +35,12 @@ from council.cli.api import api_url
 from council.cli.ask import run_ask
 from council.cli.dashboard import dashboard_command, dashboard_env, dashboard_url, unguarded
 from council.cli.roles import prepare_models, wait_for_signal
-from council.cli.settings import SETTINGS, Settings
+from council.cli.settings import Settings, environment
 from council.tools.sandbox import missing as sandbox_missing
 
 
 def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name, f in SETTINGS.items():
-        env[f.metadata["env"]] = str(getattr(settings, name))
-    env.update(overrides)
-    return env
+    return {**os.environ, **environment(settings), **overrides}
 
 
 def _nats_config(given: str) -> Path | None:
@@ -147,10 +143,7 @@ async def run_up(
                 server_env.update(
                     {f"COUNCIL_{r.upper()}_PASSWORD": p for r, p in passwords.items()}
                 )
-                users = {
-                    r: dataclasses.replace(settings, nats_user=r, nats_password=p, nats_creds="")
-                    for r, p in passwords.items()
-                }
+                users = {r: _as_user(settings, r, p) for r, p in passwords.items()}
             parsed = urlparse(settings.nats_url)
             server = EmbeddedNats(
                 settings.data_path / "jetstream",
@@ -171,7 +164,7 @@ async def run_up(
         prepare_models(settings, settings.agent_models, console)
         child = {
             "COUNCIL_AGENT_MODELS": ",".join(settings.agent_models),
-            "COUNCIL_LOG_LEVEL": settings.log_level if ask is None else "warning",
+            "COUNCIL_LOG_LEVEL": settings.logging.log_level if ask is None else "warning",
         }
         children.start("agents", ["agents"], settings_env(users.get("agent", settings), **child))
         children.start("tools", ["tools"], settings_env(users.get("tools", settings), **child))
@@ -188,32 +181,38 @@ async def run_up(
         if dashboard:
             viewer = users.get("dashboard", settings)
             if unguarded(viewer):  # exposed without a login: make one
-                viewer = dataclasses.replace(viewer, dashboard_login=secrets.token_urlsafe(12))
-                console.print(f"dashboard login password: [bold]{viewer.dashboard_login}[/]")
+                login_made = dataclasses.replace(viewer.dashboard, login=secrets.token_urlsafe(12))
+                viewer = dataclasses.replace(viewer, dashboard=login_made)
+                console.print(f"dashboard login password: [bold]{viewer.dashboard.login}[/]")
             children.run("dashboard", dashboard_command(viewer), dashboard_env(viewer))
             console.print(f"dashboard: [bold]{dashboard_url(settings)}[/]")
         if api:  # a client like any other, guarded by a key made for this run
-            keyed = dataclasses.replace(
-                client, api_key=settings.api_key or secrets.token_urlsafe(16)
-            )
+            key = settings.api.key or secrets.token_urlsafe(16)
+            keyed = dataclasses.replace(client, api=dataclasses.replace(client.api, key=key))
             children.start("api", ["api"], settings_env(keyed))
             console.print(
                 f"OpenAI-compatible API: [bold]{api_url(settings)}[/] (model council), "
-                f"key [bold]{keyed.api_key}[/]"
+                f"key [bold]{key}[/]"
             )
         login = (
-            f"COUNCIL_NATS_USER=client COUNCIL_NATS_PASSWORD={client.nats_password} "
+            f"COUNCIL_NATS_USER=client COUNCIL_NATS_PASSWORD={client.connection.nats_password} "
             if "client" in users
             else ""
         )
         console.print(
-            f"[bold green]council ready[/]: members {settings.members}, chairman "
-            f"{settings.chairman}, NATS {settings.nats_url}\n"
+            f"[bold green]council ready[/]: members {','.join(settings.defaults.members)}, "
+            f"chairman {settings.defaults.chairman}, NATS {settings.nats_url}\n"
             f'ask with: {login}council ask "your question"   (Ctrl-C stops the council)'
         )
         if ask is not None:
             return await run_ask(
-                client, ask, members=[], chairman="", mode=settings.mode, as_json=as_json, seed=None
+                client,
+                ask,
+                members=[],
+                chairman="",
+                mode=settings.defaults.mode,
+                as_json=as_json,
+                seed=None,
             )
         await wait_for_signal()
         return 0
@@ -227,5 +226,13 @@ async def run_up(
 
 def with_agent_models(settings: Settings) -> Settings:
     """The agents of `council up` serve the members and the chairman's model."""
-    models = list(dict.fromkeys([*settings.agent_models, settings.chairman]))
-    return dataclasses.replace(settings, models=",".join(models))
+    models = tuple(dict.fromkeys([*settings.agent_models, settings.defaults.chairman]))
+    return dataclasses.replace(settings, agents=dataclasses.replace(settings.agents, models=models))
+
+
+def _as_user(settings: Settings, user: str, password: str) -> Settings:
+    """These settings as a NATS user of ``nats.conf``'s (a role's own login)."""
+    connection = dataclasses.replace(
+        settings.connection, nats_user=user, nats_password=password, nats_creds=""
+    )
+    return dataclasses.replace(settings, connection=connection)

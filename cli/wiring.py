@@ -18,8 +18,9 @@ from nats.aio.client import Client
 from council.agents import handlers
 from council.agents.runtimes.base import Runtime
 from council.agents.runtimes.router import RoutedRuntime
-from council.agents.service import AgentService
+from council.agents.service import AgentOptions, AgentService
 from council.bus import subjects
+from council.bus.health import Health
 from council.bus.messages import (
     AgentError,
     Completion,
@@ -42,8 +43,8 @@ async def start_agents(
     *,
     node: str,
     kinds: tuple[str, ...] = subjects.AGENT_KINDS,
-    concurrency: int = 2,
-    heartbeat_s: float = 2.0,
+    concurrency: int = AgentOptions.concurrency,
+    heartbeat_s: float = Health.heartbeat,
 ) -> AgentService:
     service = AgentService(
         nc,
@@ -88,8 +89,8 @@ async def local_council(
     defaults: Defaults,
     config: CouncilConfig | None = None,
     *,
-    concurrency: int = 2,
-    heartbeat_s: float = 2.0,
+    concurrency: int = AgentOptions.concurrency,
+    heartbeat_s: float = Health.heartbeat,
     **chairman_options: Any,
 ) -> AsyncIterator[LocalCouncil]:
     """Agents serving ``runtime``, then a chairman: both started, and stopped on exit

@@ -6,21 +6,38 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import msgspec
 
 from council.bus.client import DEFAULT_URL, Credentials
+from council.bus.tunables import tunable
 
 ENV = "COUNCIL_DASHBOARD_CONFIG"
 
 
-class DashboardConfig(msgspec.Struct, frozen=True, kw_only=True):
+@dataclass(frozen=True, kw_only=True)
+class DashboardConfig:
+    address: str = tunable(
+        "127.0.0.1",
+        "COUNCIL_DASHBOARD_ADDRESS",
+        "address the dashboard listens on",
+        flag="--dashboard-address",
+    )
+    port: int = tunable(
+        8501, "COUNCIL_DASHBOARD_PORT", "port of the dashboard", flag="--dashboard-port"
+    )
+    login: str = tunable(
+        "",
+        "COUNCIL_DASHBOARD_LOGIN",
+        "password the dashboard asks for; required on an address beyond loopback "
+        "(`council up` makes one there)",
+        flag="--dashboard-login",
+    )
     nats_url: str = DEFAULT_URL
-    credentials: Credentials = Credentials()
+    credentials: Credentials = field(default_factory=Credentials)
     evals_dir: str = ""
     """Where `council eval` saved its runs (the Eval page reads them)."""
-    login: str = ""
-    """The password the dashboard asks for; none when empty."""
 
     def env(self) -> dict[str, str]:
         return {ENV: msgspec.json.encode(self).decode()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from council.bus.messages import (
     ReviewMode,
     SessionEvent,
 )
+from council.bus.tunables import tunable
 from council.chairman.extract import checked_text, conclusion
 from council.evaluation.questions import EvalQuestion, load
 from council.evaluation.report import (
@@ -117,6 +119,23 @@ def spread(questions: list[EvalQuestion], count: int | None) -> list[EvalQuestio
         return questions
     step = len(questions) / max(count, 1)
     return [questions[int(i * step)] for i in range(count)]
+
+
+@dataclass(frozen=True)
+class Evals:
+    evals_dir: str = tunable(
+        "",
+        "COUNCIL_EVALS_DIR",
+        "where `council eval` keeps records and reports (the dashboard's Eval page reads them)",
+        shown="~/.local/share/council/evals",
+    )
+
+    @property
+    def evals_path(self) -> Path:
+        if self.evals_dir:
+            return Path(self.evals_dir).expanduser()
+        data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(data) / "council" / "evals"
 
 
 @dataclass(frozen=True)

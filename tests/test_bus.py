@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,7 +52,6 @@ from council.chairman.conductor import CouncilConfig
 from council.chairman.gateway import BusAgents
 from council.chairman.prompts import estimated_tokens
 from council.chairman.service import ChairmanService
-from council.chairman.strategies import STRATEGIES
 from council.cli import wiring
 from council.cli.wiring import local_council
 
@@ -74,15 +74,21 @@ async def start_agents(url: str, runtime: ScriptedRuntime, node: str) -> AgentSe
 
 @asynccontextmanager
 async def council(
-    server: EmbeddedNats, config: CouncilConfig | None = None, max_sessions: int = 16
+    server: EmbeddedNats,
+    config: CouncilConfig | None = None,
+    max_sessions: int = 16,
+    strategy: str = "synthesize",
 ) -> AsyncIterator[Council]:
     runtime = ScriptedRuntime(MODELS)
+    # a scripted queue holds only what a test put in it: no concluding turn draws from it
+    config = dataclasses.replace(config or CouncilConfig(), conclude=False)
     agents_nc = await connect(server.url, name="agents")
     chairman_nc = await connect(server.url, name="chairman")
     try:
         async with local_council(
             agents_nc, chairman_nc, RoutedRuntime.serving(runtime, MODELS),
-            Defaults(tuple(MODELS), "m1"), config, heartbeat_s=0.2, max_sessions=max_sessions,
+            Defaults(tuple(MODELS), "m1", strategy=strategy), config, heartbeat_s=0.2,
+            max_sessions=max_sessions,
         ) as started:  # fmt: skip
             yield Council(server.url, runtime, started.agents, started.chairman)
     finally:
@@ -221,8 +227,7 @@ async def test_a_call_the_chairman_stops_waiting_for_stops_at_its_agent(
         assert isinstance(events[-1], FinalAnswer)
         await settled_agents(c.agents)
 
-    majority = CouncilConfig(strategy=STRATEGIES["majority-then-synthesize"])
-    async with council(nats_server, majority) as c:
+    async with council(nats_server, strategy="majority-then-synthesize") as c:
         c.runtime.enqueue("m1", "It is 4.")
         c.runtime.enqueue("m2", "2 + 2 = 4")
         c.runtime.enqueue("m3", HANG)

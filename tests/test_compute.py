@@ -3,6 +3,7 @@ conductor on the scripted runtime, its programs run in the real sandbox."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from conftest import TEST_MODEL
 from helpers import Collected
@@ -52,8 +53,10 @@ async def run(
     sink = Collected()
     tools = LocalTools(Sandbox(Limits(wall_s=5, cpu_s=3)))
     config.setdefault("settle_early", False)
+    config.setdefault("conclude", False)
     conductor = Conductor(
-        p, CouncilConfig(strategy=named(strategy), **config),  # type: ignore[arg-type]
+        p if p.strategy else msgspec.structs.replace(p, strategy=strategy),
+        CouncilConfig(**config),  # type: ignore[arg-type]
         LocalAgents(runtime), sink, tools=tools,
     )  # fmt: skip
     return await conductor.run(), sink, tools
@@ -142,8 +145,8 @@ async def test_without_tools_a_computing_member_fails_by_name() -> None:
     runtime.enqueue("c", fenced("print(42)"))
     sink = Collected()
     conductor = Conductor(
-        plan(["w", "w#2", "c+code"]),
-        CouncilConfig(strategy=named("majority-then-synthesize"), settle_early=False),
+        msgspec.structs.replace(plan(["w", "w#2", "c+code"]), strategy="majority-then-synthesize"),
+        CouncilConfig(settle_early=False, conclude=False),
         LocalAgents(runtime),
         sink,
     )
@@ -372,9 +375,10 @@ async def test_the_real_model_is_asked_for_its_conclusion_when_it_states_none(
         Plan(
             session_id="real-conclude", question="Which planet is the largest?",
             members=members, chairman=TEST_MODEL, mode="pairwise", seed=11, max_tokens=64,
+            strategy="majority-then-synthesize",
         ),
-        CouncilConfig(strategy=named("majority-then-synthesize"), conclude=True,
-                      settle_early=False, synthesis_max_tokens=48, review_max_tokens=48),
+        CouncilConfig(conclude=True, settle_early=False, synthesis_max_tokens=48,
+                      review_max_tokens=48),
         agents,
         sink,
     )  # fmt: skip
@@ -408,10 +412,9 @@ async def test_across_methods_and_computed_reviews_on_the_real_model(
     conductor = Conductor(
         Plan(
             session_id="real-methods", question="What is 6 times 7?", members=members,
-            chairman=TEST_MODEL, mode="compute", seed=2, max_tokens=96,
+            chairman=TEST_MODEL, mode="compute", seed=2, max_tokens=96, strategy="across-methods",
         ),
-        CouncilConfig(strategy=named("across-methods"), program_rounds=2,
-                      synthesis_max_tokens=64),
+        CouncilConfig(program_rounds=2, synthesis_max_tokens=64, conclude=False),
         agents,
         sink,
         tools=tools,

@@ -28,7 +28,7 @@ from council.bus.session import InvalidTransition, SessionState, State
 from council.chairman import prompts
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.extract import checked_text
-from council.chairman.strategies import STRATEGIES, named
+from council.chairman.strategies import STRATEGIES
 from council.cli.wiring import LocalAgents
 from council.evaluation import report as evalreport
 from council.evaluation.questions import Check, EvalQuestion
@@ -54,10 +54,13 @@ async def run(
 ) -> tuple[FinalAnswer | SessionFailed, Collected, LocalAgents]:
     sink = Collected()
     agents = LocalAgents(runtime, keep_requests=True)
-    chosen = named(strategy, close_margin=close_margin)
+    p = p or plan()
+    if not p.strategy:  # the chairman's setting, where the question chose none
+        p = msgspec.structs.replace(p, strategy=strategy)
     # scripted opinions finish in any order: a majority must not stop the third unasked
     config.setdefault("settle_early", False)
-    conductor = Conductor(p or plan(), CouncilConfig(strategy=chosen, **config), agents, sink)
+    config.setdefault("conclude", False)  # a scripted queue holds only what a test put in it
+    conductor = Conductor(p, CouncilConfig(close_margin=close_margin, **config), agents, sink)
     outcome = await conductor.run()
     return outcome, sink, agents
 
@@ -543,13 +546,13 @@ async def test_deliberate_skips_only_when_all_agree_and_says_why() -> None:
 async def test_a_reviewer_model_of_weight_zero_is_not_asked_to_review() -> None:
     """m3 weighs 0: only m1 and m2 review (each the other two), m3 is still reviewed,
     and the stage names who was not asked; with every model at 0, all review."""
-    outcome, sink, agents = await run(ScriptedRuntime(MEMBERS), reviewer_weights={"m3": 0.0})
+    outcome, sink, agents = await run(ScriptedRuntime(MEMBERS), reviewer_weights="m3=0")
     assert isinstance(outcome, FinalAnswer)
     asked = [r for r in agents.requests if isinstance(r, ReviewRequest)]
     assert sorted(r.member for r in asked) == ["m1", "m1", "m2", "m2"]
     assert {r.reviewed for r in sink.of(Review)} == {"m1", "m2", "m3"}
     assert "not reviewing: m3 (reviewer weight 0)" in sink.of(StageStarted)[1].reason
-    nobody = {m: 0.0 for m in MEMBERS}
+    nobody = ",".join(f"{m}=0" for m in MEMBERS)
     _, _, agents = await run(ScriptedRuntime(MEMBERS), reviewer_weights=nobody)
     assert len([r for r in agents.requests if isinstance(r, ReviewRequest)]) == 6
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from council.bus.reports import markdown_table
 from council.cli.docs import render, run_docs
 from council.cli.main import build_parser, commands_of_settings
-from council.cli.settings import FIRST, SETTINGS, flag_of, shown_default
+from council.cli.settings import FIRST, SETTINGS
 
 ROOT = Path(__file__).parent.parent
 REPORT = Path(__file__).parent / "data" / "eval-report.json"
@@ -68,12 +68,14 @@ def test_the_settings_table_has_every_setting_as_help_shows_it() -> None:
     README's short table is the first user's handful of the same rows."""
     table = render(ROOT / "cli" / "settings.py").splitlines()
     assert len(table) == 2 + len(SETTINGS)
-    for name, f in SETTINGS.items():
-        (row,) = [r for r in table if f"`{f.metadata['env']}`" in r]
-        assert row.startswith(f"| `{flag_of(name)}` |")
-        assert shown_default(name) in row
+    for s in SETTINGS.values():
+        (row,) = [r for r in table if f"`{s.tunable.env}`" in r]
+        assert row.startswith(f"| `{s.tunable.flag}` |")
+        assert s.shown in row
     first = render(ROOT / "cli" / "settings.py", "first").splitlines()
-    assert [r.split(" | ")[0] for r in first[2:]] == [f"| `{flag_of(n)}`" for n in FIRST]
+    assert [r.split(" | ")[0] for r in first[2:]] == [
+        f"| `{SETTINGS[k].tunable.flag}`" for k in FIRST
+    ]
     assert markdown_table(["a"], [["x | y"]])[-1] == "| x \\| y |"
 
 
@@ -83,11 +85,13 @@ def test_every_command_takes_each_flag_the_settings_table_gives_it() -> None:
     once listed were no command's)."""
     parser = build_parser()
     positionals = {"ask": ["q"], "export": ["c"], "delete": ["c"], "stop": ["s"], "eval": ["f"]}
-    for name, commands in commands_of_settings().items():
-        assert commands, f"{name}: no command takes {flag_of(name)}"
+    for key, commands in commands_of_settings().items():
+        flag = SETTINGS[key].tunable.flag
+        assert commands, f"{key}: no command takes {flag}"
         for command in commands:
-            args = parser.parse_args([command, *positionals.get(command, []), flag_of(name), "1"])
-            assert getattr(args, name) is not None, (command, name)
+            args = parser.parse_args([command, *positionals.get(command, []), flag, "1"])
+            assert getattr(args, key) is not None, (command, key)
     taken = commands_of_settings()
-    for name in ("settle_early", "history_tokens", "openai_base_url", "openai_api_key"):
-        assert {"up", "chairman"} & set(taken[name]), name
+    for key in ("council.settle_early", "council.history_tokens", "runtime.openai_base_url",
+                "runtime.openai_api_key"):  # fmt: skip
+        assert {"up", "chairman"} <= set(taken[key]), key

@@ -38,16 +38,21 @@ from council.bus.server import EmbeddedNats, free_port
 from council.chairman import extract
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
-from council.chairman.strategies import STRATEGIES
 from council.cli.wiring import local_council
 
 pytestmark = pytest.mark.model
 
-SMALL = CouncilConfig(opinion_max_tokens=96, review_max_tokens=64, synthesis_max_tokens=128)
+SMALL = CouncilConfig(
+    opinion_max_tokens=96, review_max_tokens=64, synthesis_max_tokens=128, conclude=False
+)
 
 
 async def run_council(
-    url: str, runtime: EmbeddedRuntime, question: Question, config: CouncilConfig = SMALL
+    url: str,
+    runtime: EmbeddedRuntime,
+    question: Question,
+    config: CouncilConfig = SMALL,
+    strategy: str = "synthesize",
 ) -> tuple[list[SessionEvent], list[SessionEvent]]:
     """Agents and chairman as tasks on their own real connections; returns (live, stored)."""
     agents_nc = await connect(url, name="e2e-agents")
@@ -56,8 +61,9 @@ async def run_council(
     routed = RoutedRuntime.serving(runtime, [TEST_MODEL])
     try:
         async with local_council(
-            agents_nc, chairman_nc, routed, Defaults(tuple(MEMBERS), TEST_MODEL), config
-        ):
+            agents_nc, chairman_nc, routed,
+            Defaults(tuple(MEMBERS), TEST_MODEL, strategy=strategy), config,
+        ):  # fmt: skip
             accepted = await submit(client, question)
             seen = [e async for e in follow(client, accepted.session_id, timeout_s=300)]
             stored = await stored_events(client, accepted.session_id)
@@ -129,10 +135,10 @@ async def test_majority_or_chairman_answers_from_stage_one_on_a_real_model(
 ) -> None:
     """Every member runs the chairman's model here, so whether or not a majority
     agrees, an opinion stands: no review, no synthesis, all of it stored."""
-    config = dataclasses.replace(SMALL, strategy=STRATEGIES["majority-or-chairman"])
     seen, stored = await run_council(
-        nats_server.url, embedded, Question(question="What is 6 times 7?", seed=3), config
-    )
+        nats_server.url, embedded, Question(question="What is 6 times 7?", seed=3),
+        strategy="majority-or-chairman",
+    )  # fmt: skip
     final = seen[-1]
     assert isinstance(final, FinalAnswer), final
     opinions = {e.member: e.text for e in seen if isinstance(e, Opinion)}
@@ -154,9 +160,9 @@ async def test_deliberate_reviews_exactly_when_a_real_models_samples_disagree(
     from its own text, reviews run exactly when the conclusions differ, the stage
     says why, and the final answer states its own conclusion."""
     members = [TEST_MODEL, f"{TEST_MODEL}#2", f"{TEST_MODEL}@careful"]
-    config = dataclasses.replace(SMALL, strategy=STRATEGIES["deliberate"], opinion_max_tokens=160)
+    config = dataclasses.replace(SMALL, opinion_max_tokens=160)
     question = Question(question="What is 6 times 7?", members=members, seed=3)
-    seen, stored = await run_council(nats_server.url, embedded, question, config)
+    seen, stored = await run_council(nats_server.url, embedded, question, config, "deliberate")
     final = seen[-1]
     assert isinstance(final, FinalAnswer), final
     opinions = {e.member: e for e in seen if isinstance(e, Opinion)}

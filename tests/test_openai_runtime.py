@@ -130,15 +130,18 @@ async def test_a_council_session_runs_on_the_openai_runtime_over_the_bus(
 ) -> None:
     """`auto` offers the server's models once COUNCIL_OPENAI_BASE_URL is set; three
     persona members of the test model answer, review and synthesize through it."""
-    options = RuntimeOptions(models_dir=Path("/nonexistent"), openai_base_url=server_url)
+    options = RuntimeOptions(models_dir="/nonexistent", openai_base_url=server_url)
     routed = await build_runtime([TEST_MODEL], "auto", options)
     agents_nc = await connect(nats_server.url, name="agents")
     chairman_nc = await connect(nats_server.url, name="chairman")
-    config = CouncilConfig(opinion_max_tokens=48, review_max_tokens=48, synthesis_max_tokens=64)
+    config = CouncilConfig(
+        opinion_max_tokens=48, review_max_tokens=48, synthesis_max_tokens=64, conclude=False
+    )
     try:
         async with local_council(
-            agents_nc, chairman_nc, routed, Defaults(tuple(MEMBERS), TEST_MODEL), config
-        ):
+            agents_nc, chairman_nc, routed,
+            Defaults(tuple(MEMBERS), TEST_MODEL, strategy="synthesize"), config,
+        ):  # fmt: skip
             accepted = await submit(nc, Question(question="Name a colour."))
             events = [e async for e in follow(nc, accepted.session_id, timeout_s=300)]
         served = [(s.name, s.runtime) for s in routed.statuses()]

@@ -20,7 +20,7 @@ async def test_runtimes_are_found_in_their_package_and_an_unknown_one_is_named(
     unknown name lists the choices."""
     assert list(kinds()) == ["ollama", "openai", "embedded", "scripted"]
     assert [k.name for k in kinds().values() if k.auto] == ["ollama", "openai", "embedded"]
-    options = RuntimeOptions(models_dir=tmp_path, ollama_host="http://127.0.0.1:9")
+    options = RuntimeOptions(models_dir=str(tmp_path), ollama_host="http://127.0.0.1:9")
     routed = await build_runtime(["a", "b"], "scripted", options)
     assert routed.models == ["a", "b"]
     assert routed.capacity() == Capacity()
@@ -34,7 +34,7 @@ def test_a_runtime_prepares_its_models_before_the_first_start(tmp_path: Path) ->
     """`council up` asks the runtimes to fetch what they need: the embedded kind pulls a
     catalogue model that is not installed (a real pull, with progress per step) and leaves
     a GGUF path and an installed model alone; the scripted kind needs nothing."""
-    options = RuntimeOptions(models_dir=tmp_path, ollama_host="http://127.0.0.1:9")
+    options = RuntimeOptions(models_dir=str(tmp_path), ollama_host="http://127.0.0.1:9")
     steps: list[tuple[str, int, int]] = []
     prepare(["smollm2-135m", "my.gguf"], "scripted", options, lambda *s: steps.append(s))
     assert steps == []

@@ -26,6 +26,7 @@ import psutil
 import structlog
 
 from council.bus.messages import ProgramOutcome, ProgramResult
+from council.bus.tunables import tunable
 
 log = structlog.get_logger()
 
@@ -40,10 +41,32 @@ STDERR_KEPT = 2000
 
 @dataclass(frozen=True)
 class Limits:
-    wall_s: float = 10.0
-    cpu_s: int = 5
-    memory_mb: int = 512
-    processes: int = 32
+    """What one program may use: the settings of ``council tools``."""
+
+    wall_s: float = tunable(
+        10.0,
+        "COUNCIL_SANDBOX_WALL",
+        "seconds of wall time a program may run in the sandbox",
+        flag="--sandbox-wall",
+    )
+    cpu_s: int = tunable(
+        5,
+        "COUNCIL_SANDBOX_CPU",
+        "seconds of CPU time a program may use in the sandbox",
+        flag="--sandbox-cpu",
+    )
+    memory_mb: int = tunable(
+        512,
+        "COUNCIL_SANDBOX_MEMORY",
+        "MB of memory (address space) a sandboxed program may use",
+        flag="--sandbox-memory",
+    )
+    processes: int = tunable(
+        32,
+        "COUNCIL_SANDBOX_PROCESSES",
+        "processes a sandboxed program may run at once",
+        flag="--sandbox-processes",
+    )
     output_bytes: int = 64_000
     """What is read back from stdout and stderr together; a program printing more
     is stopped."""

@@ -5,6 +5,7 @@ reply says so (``unavailable``) and the log says why at start."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -15,13 +16,24 @@ from nats.aio.subscription import Subscription
 from council.bus import subjects
 from council.bus.codec import decode_program, encode
 from council.bus.errors import InvalidMessage
-from council.bus.health import run_heartbeat
+from council.bus.health import Health, run_heartbeat
 from council.bus.inbox import answerable
 from council.bus.messages import ProgramResult
 from council.bus.tasks import cancel_and_wait
+from council.bus.tunables import tunable
 from council.tools.sandbox import Sandbox
 
 log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class ToolsOptions:
+    concurrency: int = tunable(
+        2,
+        "COUNCIL_SANDBOX_CONCURRENCY",
+        "programs `council tools` runs at once",
+        flag="--sandbox-concurrency",
+    )
 
 
 class ToolService:
@@ -31,8 +43,8 @@ class ToolService:
         sandbox: Sandbox,
         *,
         node: str,
-        concurrency: int = 2,
-        heartbeat_s: float = 2.0,
+        concurrency: int = ToolsOptions.concurrency,
+        heartbeat_s: float = Health.heartbeat,
     ) -> None:
         self.nc = nc
         self.sandbox = sandbox

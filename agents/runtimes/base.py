@@ -6,6 +6,7 @@ the router finds them there, so adding a runtime is adding one module.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus, Usage
+from council.bus.tunables import tunable
 
 Progress = Callable[[str, int, int], None]
 """A long step's progress: what (e.g. "qwen2.5-coder-1.5b download"), done, of how many."""
@@ -107,20 +109,58 @@ class Statuses:
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """What a runtime may be built from: the settings' runtime part."""
+    """What a runtime may be built from: the settings of the agents' runtimes."""
 
-    models_dir: Path
-    ollama_host: str = "http://127.0.0.1:11434"
-    openai_base_url: str = ""
-    """An OpenAI-compatible server's ``.../v1`` ("": none)."""
-    openai_api_key: str = ""
-    threads: int | None = None
-    n_ctx: int = 4096
-    batch: int = 0
-    share_cores: bool = True
-    """The host's council processes divide its cores among those generating
-    (``cores.py``)."""
-    scripted_delay_s: float = 0.0
+    runtime: str = tunable(
+        "auto",
+        "COUNCIL_RUNTIME",
+        "auto (each model to the first runtime that serves it: ollama, openai, then embedded), "
+        "or one runtime by name (an unknown name lists them)",
+    )
+    ollama_host: str = tunable(
+        "http://127.0.0.1:11434", "COUNCIL_OLLAMA_HOST", "Ollama server for the ollama runtime"
+    )
+    openai_base_url: str = tunable(
+        "",
+        "COUNCIL_OPENAI_BASE_URL",
+        "an OpenAI-compatible server (http://host:port/v1) whose models agents may serve",
+    )
+    openai_api_key: str = tunable("", "COUNCIL_OPENAI_API_KEY", "the key that server asks for")
+    models_dir: str = tunable(
+        "",
+        "COUNCIL_MODELS_DIR",
+        "where pulled GGUF models are stored",
+        shown="~/.cache/council/models",
+    )
+    threads: int = tunable(
+        0,
+        "COUNCIL_THREADS",
+        "generation threads per call, at most (the host's share of the cores may be fewer)",
+        shown="0 (all cores)",
+    )
+    n_ctx: int = tunable(4096, "COUNCIL_N_CTX", "context window of embedded models")
+    batch: int = tunable(
+        6,
+        "COUNCIL_BATCH",
+        "embedded runtime: concurrent calls to one model decoded together, up to this "
+        "many (0: one call at a time)",
+    )
+    share_cores: bool = tunable(
+        True,
+        "COUNCIL_SHARE_CORES",
+        "embedded runtime: the council processes of this host divide its cores among those "
+        "generating, so a call alone has every core (1/0; see docs/performance.md)",
+    )
+    scripted_delay_ms: float = tunable(
+        0.0, "COUNCIL_SCRIPTED_DELAY_MS", "per-call delay of the scripted runtime"
+    )
+
+    @property
+    def models_path(self) -> Path:
+        if self.models_dir:
+            return Path(self.models_dir).expanduser()
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return Path(cache) / "council" / "models"
 
 
 @dataclass(frozen=True)

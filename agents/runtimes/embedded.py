@@ -247,11 +247,11 @@ class EmbeddedRuntime:
 
 async def _offer(options: RuntimeOptions, models: list[str]) -> Offer:
     runtime = EmbeddedRuntime(
-        options.models_dir,
-        threads=options.threads,
+        options.models_path,
+        threads=options.threads or None,
         n_ctx=options.n_ctx,
         batch=options.batch,
-        cores_dir=options.models_dir / CORES_DIR if options.share_cores else None,
+        cores_dir=options.models_path / CORES_DIR if options.share_cores else None,
     )
     return Offer(runtime, lambda m: m in CATALOGUE or is_gguf_path(m), sorted(CATALOGUE))
 
@@ -259,8 +259,8 @@ async def _offer(options: RuntimeOptions, models: list[str]) -> Offer:
 def _prepare(options: RuntimeOptions, models: list[str], progress: Progress) -> None:
     """Pull the catalogue models that are not installed yet (a first run's download)."""
     for name in models:
-        if name in CATALOGUE and not CATALOGUE[name].installed(options.models_dir):
-            pull_named(CATALOGUE[name], options.models_dir, progress)
+        if name in CATALOGUE and not CATALOGUE[name].installed(options.models_path):
+            pull_named(CATALOGUE[name], options.models_path, progress)
 
 
 KIND = RuntimeKind(

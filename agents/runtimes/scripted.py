@@ -98,7 +98,7 @@ def _made_up_reply(model: str, messages: list[ChatMessage], schema: dict[str, An
 
 
 async def _offer(options: RuntimeOptions, models: list[str]) -> Offer:
-    runtime = ScriptedRuntime(models, delay_s=options.scripted_delay_s)
+    runtime = ScriptedRuntime(models, delay_s=options.scripted_delay_ms / 1000)
     return Offer(runtime, lambda m: True, models)
 
 
