@@ -26,8 +26,6 @@ from council.agents.runtimes.base import Runtime
 from council.bus import subjects
 from council.bus.codec import decode_cancel, decode_request, encode
 from council.bus.errors import InvalidMessage
-from council.bus.health import Health, run_heartbeat
-from council.bus.inbox import answerable
 from council.bus.messages import (
     WORKING_EVERY_S,
     WORKING_FIRST_S,
@@ -39,7 +37,9 @@ from council.bus.messages import (
     Stage,
     Working,
 )
-from council.bus.tasks import Ticker, cancel_and_wait
+from council.bus.transport.health import Health, run_heartbeat
+from council.bus.transport.inbox import answerable
+from council.bus.transport.tasks import Ticker, cancel_and_wait
 from council.bus.tunables import tunable
 
 log = structlog.get_logger()

@@ -32,8 +32,7 @@ from council.api.wire import (
     question_and_context,
     usage_of,
 )
-from council.bus.ask import Asking, follow, roster, stop, submit
-from council.bus.client import DEFAULT_URL, Credentials, connect
+from council.bus.client.ask import Asking, follow, roster, stop, submit
 from council.bus.errors import CouncilError, NoCouncil, QuestionRejected, SessionTimeout
 from council.bus.messages import (
     Accepted,
@@ -43,6 +42,7 @@ from council.bus.messages import (
     SessionFailed,
     StageStarted,
 )
+from council.bus.transport.connection import DEFAULT_URL, Credentials, connect
 from council.bus.tunables import tunable
 
 log = structlog.get_logger()

@@ -22,8 +22,8 @@ from typing import Any
 
 from bench.common import Table, machine, median, parser, quiet_logs, report
 from council.agents.runtimes.embedded import EmbeddedRuntime
+from council.assembly.settings import Settings
 from council.bus.messages import ChatMessage, GenerationOptions
-from council.cli.settings import Settings
 
 TOPICS = ("the sea", "a mountain", "a city at night", "a forest", "a desert", "a river")
 

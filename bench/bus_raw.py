@@ -29,7 +29,6 @@ from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
 
 from bench.common import Table, machine, median, parser, percentile, quiet_logs, report
-from council.bus.client import connect
 from council.bus.codec import encode
 from council.bus.messages import (
     ChatMessage,
@@ -38,7 +37,8 @@ from council.bus.messages import (
     OpinionRequest,
     Usage,
 )
-from council.bus.server import EmbeddedNats
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats
 
 NATS_CONF = Path(__file__).resolve().parent.parent / "nats.conf"
 ECHO = "bench.echo"

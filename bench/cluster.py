@@ -10,7 +10,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from council.bus.server import EmbeddedNats, free_port
+from council.bus.transport.server import EmbeddedNats, free_port
 
 CLUSTER_NAME = "council"
 

@@ -1,7 +1,7 @@
 """What the benchmarks share: output, statistics, and the two ways to run a session.
 
 A session runs either over NATS (an embedded nats-server, ``AgentService`` and
-``ChairmanService`` in this process, asked through ``council.bus.ask`` like
+``ChairmanService`` in this process, asked through ``council.bus.client.ask`` like
 any client) or in-process (the same ``Conductor`` and agent handlers, called
 directly, events dropped). Same runtime, same stages: the difference is what
 the bus costs.
@@ -30,9 +30,10 @@ from nats.js.api import StreamConfig
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
 from council.agents.service import AgentService
+from council.assembly.logs import configure_logging
+from council.assembly.wiring import LocalAgents, local_council
 from council.bus import subjects
-from council.bus.ask import follow, submit
-from council.bus.client import connect
+from council.bus.client.ask import follow, submit
 from council.bus.messages import (
     FinalAnswer,
     Question,
@@ -40,13 +41,12 @@ from council.bus.messages import (
     SessionEvent,
     SessionFailed,
 )
-from council.bus.server import EmbeddedNats
-from council.bus.stream import ensure_stream
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats
+from council.bus.transport.stream import ensure_stream
 from council.chairman.admission import Defaults, admit
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.service import ChairmanService
-from council.cli.logs import configure_logging
-from council.cli.wiring import LocalAgents, local_council
 
 RESULTS = Path(__file__).parent / "results"
 """Saved runs (``--save``): what `council docs` renders into docs/performance.md."""

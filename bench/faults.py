@@ -51,8 +51,7 @@ from nats.aio.client import Client
 from bench.cluster import Cluster, start_cluster
 from bench.common import Table, machine, median, parser, quiet_logs, report
 from council.bus import subjects
-from council.bus.ask import stored_events, submit
-from council.bus.client import connect
+from council.bus.client.ask import submit
 from council.bus.errors import CouncilError
 from council.bus.messages import (
     TERMINAL_EVENTS,
@@ -64,7 +63,9 @@ from council.bus.messages import (
     SessionStarted,
     event_kind,
 )
-from council.bus.server import free_port
+from council.bus.transport.connection import connect
+from council.bus.transport.server import free_port
+from council.bus.transport.stream import stored_events
 
 SCRIPTED = {
     "COUNCIL_RUNTIME": "scripted",

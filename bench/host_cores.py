@@ -22,8 +22,8 @@ from typing import Any
 
 from bench.common import Table, machine, median, parser, quiet_logs, report
 from council.agents.runtimes.embedded import EmbeddedRuntime
+from council.assembly.settings import Settings
 from council.bus.messages import ChatMessage, GenerationOptions
-from council.cli.settings import Settings
 
 
 async def calls(runtime: EmbeddedRuntime, model: str, count: int, tokens: int) -> int:

@@ -35,9 +35,9 @@ from bench.common import (
     report,
     slope,
 )
-from council.bus.client import connect
 from council.bus.errors import NoCouncil, QuestionRejected
-from council.bus.server import EmbeddedNats
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats
 
 CONCURRENT = 8
 """Sessions in flight at once: below the chairman's default limit of 16."""

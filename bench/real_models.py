@@ -3,7 +3,7 @@
 One ``EmbeddedRuntime`` (llama-cpp-python) loads the models once; the same
 sessions (same seed, same prompts, same temperatures) run over the bus
 (nats-server, ``AgentService``, ``ChairmanService``, asked through
-``council.bus.ask``) and in-process (``Conductor`` over the handlers),
+``council.bus.client.ask``) and in-process (``Conductor`` over the handlers),
 alternating A/B. A plain single-stream generation per model gives that
 model's best tokens/s, against which stage 2 (the N×(N−1) reviews) is judged.
 Optionally the same in-process sessions run on a second runtime with one
@@ -42,6 +42,7 @@ from bench.common import (
 from council.agents.runtimes.base import Capacity, ChatCall, ChatChunk, Runtime
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.router import RoutedRuntime
+from council.assembly.wiring import LocalAgents
 from council.bus.members import model_of
 from council.bus.messages import (
     ChatMessage,
@@ -53,7 +54,6 @@ from council.bus.messages import (
 )
 from council.chairman.admission import Defaults, admit
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
-from council.cli.wiring import LocalAgents
 
 MODELS_DIR = Path("~/.cache/council/models").expanduser()
 MEMBERS = list(Defaults().members)

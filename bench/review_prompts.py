@@ -33,11 +33,11 @@ import msgspec
 from bench.common import Table, machine, parser, quiet_logs, report
 from council.agents import handlers
 from council.agents.runtimes.embedded import EmbeddedRuntime
+from council.assembly.settings import load as load_settings
 from council.bus.members import model_of
 from council.bus.messages import AgentError, ChatMessage, GenerationOptions, ReviewRequest
 from council.chairman import aggregate, extract, prompts
 from council.chairman.conductor import CouncilConfig
-from council.cli.settings import load as load_settings
 from council.evaluation.questions import load
 from council.evaluation.report import CouncilAnswer, Record, ReviewScore, discrimination
 

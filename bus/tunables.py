@@ -4,7 +4,7 @@ A role's config (``CouncilConfig``, ``RuntimeOptions``, the sandbox's ``Limits``
 ...) marks each field a person may set with ``tunable``: its default, its
 environment variable, its help and, where the field's name does not make it, its
 flag. The settings object, every command's flags, ``--help`` and the docs' table
-of settings are read from these declarations (``cli/settings.py``), so that none
+of settings are read from these declarations (``assembly/settings.py``), so that none
 of them is written twice and a command takes every setting of the roles it runs.
 """
 

@@ -14,12 +14,12 @@ import structlog
 from nats.aio.client import Client
 
 from council.bus import subjects
-from council.bus.ask import conversation
+from council.bus.client.roster import Roster
 from council.bus.codec import decode_question
 from council.bus.errors import InvalidMessage
 from council.bus.members import PERSONAS, model_of, split_member
 from council.bus.messages import MAX_QUESTION_CHARS, Question, Rejected, ReviewMode, Turn
-from council.bus.roster import Roster
+from council.bus.transport.stream import conversation
 from council.bus.tunables import tunable
 from council.chairman import prompts
 from council.chairman.conductor import CouncilConfig, Plan

@@ -25,10 +25,10 @@ import nats.errors
 import structlog
 from nats.aio.client import Client
 
-from council.bus import client, subjects
+from council.bus import subjects
+from council.bus.client.roster import Roster
 from council.bus.codec import decode_agent_response, decode_program_result, encode
 from council.bus.errors import InvalidMessage
-from council.bus.inbox import ReplyInbox, Settling, is_no_responders
 from council.bus.messages import (
     AgentError,
     AgentReply,
@@ -43,7 +43,8 @@ from council.bus.messages import (
     SynthesisRequest,
     Working,
 )
-from council.bus.roster import Roster
+from council.bus.transport import connection
+from council.bus.transport.inbox import ReplyInbox, Settling, is_no_responders
 
 log = structlog.get_logger()
 
@@ -254,7 +255,7 @@ class BusTools:
 
     async def run(self, program: RunProgram) -> ProgramResult:
         try:
-            msg = await client.request(
+            msg = await connection.request(
                 self.nc, subjects.TOOL_RUN, encode(program), timeout_s=self.timeout_s
             )
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError):

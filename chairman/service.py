@@ -14,12 +14,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from council.bus import subjects
-from council.bus.ask import conversation, open_sessions, stored_events
+from council.bus.client.roster import Roster
 from council.bus.codec import decode_forget, decode_stop, encode
 from council.bus.errors import CouncilError
-from council.bus.eventlog import EventLog
-from council.bus.health import Health, run_heartbeat
-from council.bus.inbox import answerable
 from council.bus.messages import (
     Accepted,
     AgentRequest,
@@ -33,10 +30,12 @@ from council.bus.messages import (
     Stopped,
     Turn,
 )
-from council.bus.roster import Roster
 from council.bus.session import TERMINAL, InvalidTransition, SessionState
-from council.bus.stream import ensure_stream
-from council.bus.tasks import cancel_and_wait
+from council.bus.transport.eventlog import EventLog
+from council.bus.transport.health import Health, run_heartbeat
+from council.bus.transport.inbox import answerable
+from council.bus.transport.stream import conversation, ensure_stream, open_sessions, stored_events
+from council.bus.transport.tasks import cancel_and_wait
 from council.bus.tunables import tunable
 from council.chairman.admission import Admission, Defaults
 from council.chairman.conductor import Conductor, CouncilConfig, Plan

@@ -8,8 +8,8 @@ import sys
 import uvicorn
 
 from council.api.server import ApiConfig, CouncilApi
+from council.assembly.settings import Settings
 from council.cli.dashboard import exposed
-from council.cli.settings import Settings
 
 
 def api_url(settings: Settings) -> str:

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from council.bus.ask import follow, stop, submit
-from council.bus.client import connect
+from council.assembly.settings import Settings
+from council.bus.client.ask import follow, stop, submit
 from council.bus.errors import CouncilError
 from council.bus.members import method_of
 from council.bus.messages import (
@@ -31,8 +31,8 @@ from council.bus.messages import (
     TokenDelta,
 )
 from council.bus.session import FollowedSession
+from council.bus.transport.connection import connect
 from council.chairman import prompts
-from council.cli.settings import Settings
 
 
 class Progress:

@@ -17,8 +17,8 @@ from nats.aio.client import Client
 from rich.console import Console
 from rich.markup import escape
 
-from council.bus.ask import conversation, conversations, follow, stop, submit
-from council.bus.client import connect
+from council.assembly.settings import Settings
+from council.bus.client.ask import follow, stop, submit
 from council.bus.errors import CouncilError
 from council.bus.messages import (
     FinalAnswer,
@@ -29,8 +29,9 @@ from council.bus.messages import (
     TokenDelta,
 )
 from council.bus.session import FollowedSession
+from council.bus.transport.connection import connect
+from council.bus.transport.stream import conversation, conversations
 from council.cli.conversations import conversations_table, exported
-from council.cli.settings import Settings
 
 HELP = """commands:
   /new                 a new conversation

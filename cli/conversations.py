@@ -11,17 +11,18 @@ from nats.aio.client import Client
 from rich.console import Console
 from rich.table import Table
 
-from council.bus import transcript
-from council.bus.ask import conversation, conversations, forget, stored_events
-from council.bus.client import connect
+from council.assembly.settings import Settings
+from council.bus.client import export
+from council.bus.client.ask import forget
 from council.bus.errors import CouncilError
 from council.bus.messages import Turn
-from council.cli.settings import Settings
+from council.bus.transport.connection import connect
+from council.bus.transport.stream import conversation, conversations, stored_events
 
 
 def conversations_table(threads: dict[str, list[Turn]], search: str = "") -> Table:
     """The stored conversations, newest first (those containing ``search``)."""
-    shown = [turns for turns in threads.values() if not search or transcript.matches(turns, search)]
+    shown = [turns for turns in threads.values() if not search or export.matches(turns, search)]
     table = Table(
         title=f"{len(shown)} conversation(s)" + (f" matching {search!r}" if search else "")
     )
@@ -29,8 +30,8 @@ def conversations_table(threads: dict[str, list[Turn]], search: str = "") -> Tab
         table.add_column(column)
     for turns in sorted(shown, key=lambda t: t[0].ts, reverse=True):
         table.add_row(
-            turns[0].conversation, transcript.when(turns[0].ts), str(len(turns)),
-            transcript.title(turns),
+            turns[0].conversation, export.when(turns[0].ts), str(len(turns)),
+            export.title(turns),
         )  # fmt: skip
     return table
 
@@ -49,8 +50,8 @@ async def exported(
         else None
     )
     if as_json:
-        return transcript.as_json(turns, sessions or {}), len(turns)
-    return transcript.markdown(turns, sessions).encode(), len(turns)
+        return export.as_json(turns, sessions or {}), len(turns)
+    return export.markdown(turns, sessions).encode(), len(turns)
 
 
 async def run_list(settings: Settings, search: str = "") -> int:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import council.dashboard
-from council.cli.settings import Settings
+from council.assembly.settings import Settings
 from council.dashboard.config import DashboardConfig
 
 

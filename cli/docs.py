@@ -8,10 +8,10 @@ A page marks each generated block with the file it comes from:
 
 An eval report (`council eval`'s ``.report.json``) becomes its tables; a
 benchmark's saved result (``python -m bench.X --save``, in ``bench/results/``)
-becomes the tables the benchmark printed; ``cli/settings.py`` becomes the table
+becomes the tables the benchmark printed; ``assembly/settings.py`` becomes the table
 of settings (flag, variable, default, meaning, and the commands whose parsers take
 it), read from the declarations, so the docs cannot drift from ``--help``;
-``cli/settings.py#first`` the README's short one. ``--check`` changes nothing and
+``assembly/settings.py#first`` the README's short one. ``--check`` changes nothing and
 fails when a block differs from its source, so the suite can tell when a figure in the
 docs is not one that a command printed.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import msgspec
 
+from council.assembly.settings import FIRST, SETTINGS, settings_rows
 from council.bus.reports import Report, markdown_table
-from council.cli.settings import FIRST, SETTINGS, settings_rows
 
 BLOCK = re.compile(
     r"(?P<open><!-- generated from (?P<source>\S+) -->\n)(?P<body>.*?)"

@@ -9,10 +9,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, get_args
 
+from council.assembly import settings as config
+from council.assembly.logs import configure_logging
 from council.bus.errors import CouncilError, NoCouncil, QuestionRejected, SessionTimeout
 from council.bus.messages import ReviewMode
-from council.cli import settings as config
-from council.cli.logs import configure_logging
 
 COMMON = ("connection", "logging")
 SECTIONS_OF = {
@@ -207,15 +207,15 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
 
             return run_dashboard(settings)
         case "agents":
-            from council.cli.roles import serve_agents
+            from council.assembly.roles import serve_agents
 
             return _served(serve_agents(settings))
         case "tools":
-            from council.cli.roles import serve_tools
+            from council.assembly.roles import serve_tools
 
             return _served(serve_tools(settings))
         case "chairman":
-            from council.cli.roles import serve_chairman
+            from council.assembly.roles import serve_chairman
 
             return _served(serve_chairman(settings, local_agent=not args.no_local_agent))
         case "ask":

@@ -8,10 +8,10 @@ from datetime import datetime
 
 from nats.aio.msg import Msg
 
+from council.assembly.roles import wait_for_signal
+from council.assembly.settings import Settings
 from council.bus import subjects
-from council.bus.client import connect
-from council.cli.roles import wait_for_signal
-from council.cli.settings import Settings
+from council.bus.transport.connection import connect
 
 
 def format_message(subject: str, data: bytes) -> str:

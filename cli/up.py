@@ -23,19 +23,21 @@ import nats.errors
 from nats.aio.client import Client
 from rich.console import Console
 
+from council.agents.runtimes.router import prepare
+from council.assembly.roles import wait_for_signal
+from council.assembly.settings import Settings, environment
 from council.bus import subjects
-from council.bus.client import connect, request
+from council.bus.client.roster import Roster
 from council.bus.codec import encode
 from council.bus.errors import CouncilError
 from council.bus.messages import Question
-from council.bus.probe import answers
-from council.bus.roster import Roster
-from council.bus.server import EmbeddedNats
+from council.bus.transport.connection import connect, request
+from council.bus.transport.probe import answers
+from council.bus.transport.server import EmbeddedNats
 from council.cli.api import api_url
 from council.cli.ask import run_ask
 from council.cli.dashboard import dashboard_command, dashboard_env, dashboard_url, unguarded
-from council.cli.roles import prepare_models, wait_for_signal
-from council.cli.settings import Settings, environment
+from council.cli.models import progress_bars
 from council.tools.sandbox import missing as sandbox_missing
 
 
@@ -222,6 +224,16 @@ async def run_up(
         children.stop()
         if server:
             server.stop()
+
+
+def prepare_models(settings: Settings, models: list[str], console: Console) -> None:
+    """What the runtimes must fetch before serving these models (a first run's
+    download), with a progress bar per step."""
+    try:
+        with progress_bars(console) as progress:
+            prepare(models, settings.runtime.runtime, settings.runtime, progress)
+    except ValueError as exc:
+        raise SystemExit(f"error: $COUNCIL_RUNTIME: {exc}") from None
 
 
 def with_agent_models(settings: Settings) -> Settings:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from council.bus.client import Credentials
+from council.bus.transport.connection import Credentials
 from council.dashboard.config import DashboardConfig
 from council.dashboard.feed import Feed
 from council.dashboard.view import SessionView

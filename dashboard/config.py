@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from council.bus.client import DEFAULT_URL, Credentials
+from council.bus.transport.connection import DEFAULT_URL, Credentials
 from council.bus.tunables import tunable
 
 ENV = "COUNCIL_DASHBOARD_CONFIG"

@@ -22,14 +22,14 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from council.bus import subjects
-from council.bus.ask import forget as forget_conversation
-from council.bus.ask import roster as gather_roster
-from council.bus.ask import stop as stop_session
-from council.bus.ask import submit
-from council.bus.client import Credentials, connect
+from council.bus.client.ask import forget as forget_conversation
+from council.bus.client.ask import roster as gather_roster
+from council.bus.client.ask import stop as stop_session
+from council.bus.client.ask import submit
 from council.bus.codec import decode_delta, decode_health, read_event
 from council.bus.errors import CouncilError
 from council.bus.messages import Accepted, AgentInfo, Forgotten, NodeHealth, Question, Stopped
+from council.bus.transport.connection import Credentials, connect
 from council.dashboard.view import SessionView
 
 log = structlog.get_logger()

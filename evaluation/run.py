@@ -21,8 +21,7 @@ from nats.aio.client import Client
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from council.bus.ask import follow, submit
-from council.bus.client import Credentials, connect
+from council.bus.client.ask import follow, submit
 from council.bus.errors import CouncilError, QuestionRejected, SessionTimeout
 from council.bus.members import method_of, model_of
 from council.bus.messages import (
@@ -36,6 +35,7 @@ from council.bus.messages import (
     ReviewMode,
     SessionEvent,
 )
+from council.bus.transport.connection import Credentials, connect
 from council.bus.tunables import tunable
 from council.chairman.extract import checked_text, conclusion
 from council.evaluation.questions import EvalQuestion, load

@@ -20,11 +20,11 @@ from council.agents.catalogue import CATALOGUE
 from council.agents.pull import pull
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.bus import subjects
-from council.bus.client import connect, request
+from council.bus.client.roster import Roster
 from council.bus.codec import encode
 from council.bus.messages import Question
-from council.bus.roster import Roster
-from council.bus.server import EmbeddedNats
+from council.bus.transport.connection import connect, request
+from council.bus.transport.server import EmbeddedNats
 
 TEST_MODEL = "smollm2-135m"
 """The fastest packaged chat model: every real-model test shares it."""

@@ -19,8 +19,8 @@ from council.agents.runtimes.batching import MIN_SHARED
 from council.agents.runtimes.cores import REFRESH_S
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.router import RoutedRuntime
+from council.assembly import wiring
 from council.bus import subjects
-from council.bus.client import connect
 from council.bus.messages import (
     ChatMessage,
     GenerationOptions,
@@ -29,10 +29,10 @@ from council.bus.messages import (
     ReviewResult,
     Usage,
 )
-from council.bus.server import EmbeddedNats
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats
 from council.chairman.gateway import BusAgents
 from council.chairman.prompts import pairwise_messages
-from council.cli import wiring
 
 pytestmark = pytest.mark.model
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from council.bus.server import free_port
+from council.bus.transport.server import free_port
 
 pytestmark = [pytest.mark.model, pytest.mark.browser]
 

@@ -19,9 +19,10 @@ from nats.aio.msg import Msg
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import HANG, ScriptedRuntime
 from council.agents.service import AgentService
+from council.assembly import wiring
+from council.assembly.wiring import local_council
 from council.bus import subjects
-from council.bus.ask import conversation, follow, roster, stop, submit
-from council.bus.client import connect, request
+from council.bus.client.ask import follow, roster, stop, submit
 from council.bus.codec import (
     decode_agent_response,
     decode_ask_reply,
@@ -45,15 +46,15 @@ from council.bus.messages import (
     StageStarted,
     TokenDelta,
 )
-from council.bus.server import EmbeddedNats, NatsServerError
 from council.bus.session import SessionState, State
+from council.bus.transport.connection import connect, request
+from council.bus.transport.server import EmbeddedNats, NatsServerError
+from council.bus.transport.stream import conversation
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.gateway import BusAgents
 from council.chairman.prompts import estimated_tokens
 from council.chairman.service import ChairmanService
-from council.cli import wiring
-from council.cli.wiring import local_council
 
 MODELS = ["m1", "m2", "m3"]
 

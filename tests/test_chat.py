@@ -14,9 +14,9 @@ from nats.aio.client import Client
 from test_bus import council
 
 from council.agents.runtimes.scripted import HANG
-from council.bus.ask import conversations
-from council.bus.client import connect
-from council.bus.server import EmbeddedNats
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats
+from council.bus.transport.stream import conversations
 
 
 def chat(env: dict[str, str]) -> subprocess.Popen[str]:

@@ -15,13 +15,14 @@ from nats.aio.client import Client
 from test_bus import council as council_on_bus
 
 from council.agents.runtimes.scripted import HANG
-from council.bus.ask import follow, stored_events, submit
-from council.bus.client import connect
+from council.assembly.settings import SETTINGS, explicit, load
+from council.bus.client.ask import follow, submit
 from council.bus.messages import Question, SessionCancelled
-from council.bus.server import EmbeddedNats, free_port
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats, free_port
+from council.bus.transport.stream import stored_events
 from council.cli.dashboard import unguarded
 from council.cli.main import build_parser
-from council.cli.settings import SETTINGS, explicit, load
 
 
 def council(*args: str, env: dict[str, str] | None = None, timeout: float = 60):

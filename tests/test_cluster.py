@@ -21,16 +21,16 @@ from bench.cluster import Cluster, start_cluster
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
 from council.agents.service import AgentService
+from council.assembly.wiring import local_council
 from council.bus import subjects
-from council.bus.ask import follow, submit
-from council.bus.client import connect
+from council.bus.client.ask import follow, submit
 from council.bus.errors import CouncilError
 from council.bus.messages import FinalAnswer, Question, SessionEvent
-from council.bus.server import EmbeddedNats
-from council.bus.stream import CONSUMER_IDLE_S, ensure_stream
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats
+from council.bus.transport.stream import CONSUMER_IDLE_S, ensure_stream
 from council.chairman.admission import Defaults
 from council.chairman.service import ChairmanService
-from council.cli.wiring import local_council
 
 MODELS = ["m1", "m2", "m3"]
 

@@ -12,8 +12,8 @@ from nats.aio.client import Client
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
-from council.bus.ask import follow, submit
-from council.bus.client import connect
+from council.assembly.wiring import LocalAgents, LocalTools, local_council
+from council.bus.client.ask import follow, submit
 from council.bus.members import method_of, model_of, sample_of, split_member
 from council.bus.messages import (
     FinalAnswer,
@@ -23,13 +23,13 @@ from council.bus.messages import (
     Review,
     SessionFailed,
 )
-from council.bus.server import EmbeddedNats
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats
 from council.chairman import prompts
 from council.chairman.admission import Defaults
 from council.chairman.compute import answer_printed, program_in
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.strategies import named
-from council.cli.wiring import LocalAgents, LocalTools, local_council
 from council.tools.sandbox import Limits, Sandbox, missing
 from council.tools.service import ToolService
 

@@ -10,6 +10,7 @@ import pytest
 from helpers import Collected
 
 from council.agents.runtimes.scripted import HANG, ScriptedRuntime
+from council.assembly.wiring import LocalAgents
 from council.bus.messages import (
     FinalAnswer,
     MemberFailed,
@@ -29,7 +30,6 @@ from council.chairman import prompts
 from council.chairman.conductor import Conductor, CouncilConfig, Plan
 from council.chairman.extract import checked_text
 from council.chairman.strategies import STRATEGIES
-from council.cli.wiring import LocalAgents
 from council.evaluation import report as evalreport
 from council.evaluation.questions import Check, EvalQuestion
 from council.evaluation.run import council_answer

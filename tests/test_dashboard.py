@@ -19,10 +19,10 @@ from conftest import MEMBERS, TEST_MODEL, ask_json
 from streamlit.testing.v1 import AppTest
 
 import council.dashboard
-from council.bus.ask import conversation
-from council.bus.client import connect
 from council.bus.messages import Turn
-from council.bus.server import EmbeddedNats
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats
+from council.bus.transport.stream import conversation
 from council.dashboard.config import ENV, DashboardConfig
 
 pytestmark = pytest.mark.model

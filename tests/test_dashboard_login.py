@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import council.dashboard
-from council.bus.server import EmbeddedNats
+from council.bus.transport.server import EmbeddedNats
 from council.dashboard.config import ENV, DashboardConfig
 
 APP = Path(council.dashboard.__file__).parent / "app.py"

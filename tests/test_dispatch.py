@@ -14,15 +14,15 @@ from nats.aio.client import Client
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import HANG, ScriptedRuntime
 from council.agents.service import AgentService
+from council.assembly import wiring
 from council.bus import subjects
-from council.bus.ask import follow, submit
-from council.bus.client import connect
+from council.bus.client.ask import follow, submit
 from council.bus.codec import encode
 from council.bus.messages import ChatMessage, FinalAnswer, OpinionRequest, Question
-from council.bus.server import EmbeddedNats
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats
 from council.chairman.admission import Defaults
 from council.chairman.service import ChairmanService
-from council.cli import wiring
 
 MODELS = ["m1", "m2", "m3"]
 

@@ -6,10 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
+from council.assembly.settings import FIRST, SETTINGS
 from council.bus.reports import markdown_table
 from council.cli.docs import render, run_docs
 from council.cli.main import build_parser, commands_of_settings
-from council.cli.settings import FIRST, SETTINGS
 
 ROOT = Path(__file__).parent.parent
 REPORT = Path(__file__).parent / "data" / "eval-report.json"
@@ -66,13 +66,13 @@ def test_the_settings_table_has_every_setting_as_help_shows_it() -> None:
     """docs/settings.md's table is rendered from the settings object: each variable,
     its flag and its default once, and a pipe in a cell cannot break the table; the
     README's short table is the first user's handful of the same rows."""
-    table = render(ROOT / "cli" / "settings.py").splitlines()
+    table = render(ROOT / "assembly" / "settings.py").splitlines()
     assert len(table) == 2 + len(SETTINGS)
     for s in SETTINGS.values():
         (row,) = [r for r in table if f"`{s.tunable.env}`" in r]
         assert row.startswith(f"| `{s.tunable.flag}` |")
         assert s.shown in row
-    first = render(ROOT / "cli" / "settings.py", "first").splitlines()
+    first = render(ROOT / "assembly" / "settings.py", "first").splitlines()
     assert [r.split(" | ")[0] for r in first[2:]] == [
         f"| `{SETTINGS[k].tunable.flag}`" for k in FIRST
     ]

@@ -19,9 +19,9 @@ from nats.aio.client import Client
 
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.router import RoutedRuntime
+from council.assembly.wiring import local_council
 from council.bus import subjects
-from council.bus.ask import follow, submit
-from council.bus.client import connect
+from council.bus.client.ask import follow, submit
 from council.bus.codec import decode_event
 from council.bus.messages import (
     FinalAnswer,
@@ -33,12 +33,12 @@ from council.bus.messages import (
     SessionEvent,
     StageStarted,
 )
-from council.bus.probe import answers
-from council.bus.server import EmbeddedNats, free_port
+from council.bus.transport.connection import connect
+from council.bus.transport.probe import answers
+from council.bus.transport.server import EmbeddedNats, free_port
 from council.chairman import extract
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
-from council.cli.wiring import local_council
 
 pytestmark = pytest.mark.model
 

@@ -18,11 +18,9 @@ from test_bus import council
 
 from council.agents.runtimes.scripted import HANG
 from council.bus import subjects
-from council.bus.ask import follow, stored_events, submit
-from council.bus.client import connect, request
+from council.bus.client.ask import follow, submit
 from council.bus.codec import decode_agent_response, decode_ask_reply, encode
 from council.bus.errors import QuestionRejected, SessionTimeout
-from council.bus.eventlog import _InFlight
 from council.bus.messages import (
     Accepted,
     AgentError,
@@ -35,8 +33,10 @@ from council.bus.messages import (
     StageStarted,
     event_kind,
 )
-from council.bus.server import EmbeddedNats
-from council.bus.stream import ensure_stream
+from council.bus.transport.connection import connect, request
+from council.bus.transport.eventlog import _InFlight
+from council.bus.transport.server import EmbeddedNats
+from council.bus.transport.stream import ensure_stream, stored_events
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService

@@ -25,7 +25,7 @@ import pytest
 from conftest import MEMBERS, council_env
 from hosts import Hosts, hosts_available
 
-from council.bus.server import find_nats_server
+from council.bus.transport.server import find_nats_server
 from council.cli.up import ROLES
 
 NATS_CONF = Path(__file__).parent.parent / "nats.conf"

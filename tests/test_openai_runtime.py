@@ -18,8 +18,8 @@ from council.agents.handlers import handle_opinion, handle_review
 from council.agents.runtimes.base import RuntimeOptions
 from council.agents.runtimes.openai_compat import OpenAICompatRuntime
 from council.agents.runtimes.router import build_runtime
-from council.bus.ask import follow, submit
-from council.bus.client import connect
+from council.assembly.wiring import local_council
+from council.bus.client.ask import follow, submit
 from council.bus.errors import ModelLoadError, ModelNotFound
 from council.bus.messages import (
     AgentError,
@@ -31,11 +31,11 @@ from council.bus.messages import (
     ReviewRequest,
     ReviewResult,
 )
-from council.bus.server import EmbeddedNats, free_port
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats, free_port
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.prompts import opinion_messages, pairwise_messages
-from council.cli.wiring import local_council
 
 pytestmark = [pytest.mark.model, pytest.mark.processes]
 

@@ -23,8 +23,7 @@ from nats.aio.msg import Msg
 
 from bench.faults import stop_processes
 from council.bus import subjects
-from council.bus.ask import follow, roster, stored_events, submit
-from council.bus.client import connect
+from council.bus.client.ask import follow, roster, submit
 from council.bus.codec import decode_health
 from council.bus.errors import InvalidMessage, NoCouncil
 from council.bus.messages import (
@@ -39,7 +38,9 @@ from council.bus.messages import (
     SessionEvent,
     StageStarted,
 )
-from council.bus.server import EmbeddedNats
+from council.bus.transport.connection import connect
+from council.bus.transport.server import EmbeddedNats
+from council.bus.transport.stream import stored_events
 
 CALL_MS = 3000
 """Every scripted call takes this long: time enough to kill a process mid-stage."""

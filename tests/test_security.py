@@ -22,17 +22,17 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
+from council.assembly.wiring import local_council
 from council.bus import subjects
-from council.bus.ask import follow, open_sessions, submit
-from council.bus.client import Credentials, connect
+from council.bus.client.ask import follow, submit
 from council.bus.codec import encode
 from council.bus.errors import BusUnavailable, NoCouncil, QuestionRejected
 from council.bus.messages import Accepted, Completion, FinalAnswer, Opinion, Question, Usage
-from council.bus.server import EmbeddedNats
-from council.bus.stream import CONSUMER_IDLE_S
+from council.bus.transport.connection import Credentials, connect
+from council.bus.transport.server import EmbeddedNats
+from council.bus.transport.stream import CONSUMER_IDLE_S, open_sessions
 from council.chairman.admission import Defaults
 from council.cli.up import ROLES
-from council.cli.wiring import local_council
 
 
 @pytest.fixture(scope="module")

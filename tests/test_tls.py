@@ -18,16 +18,16 @@ import trustme
 
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
-from council.bus.ask import follow, submit
-from council.bus.client import Credentials, connect
+from council.assembly.settings import load
+from council.assembly.wiring import local_council
+from council.bus.client.ask import follow, submit
 from council.bus.errors import BusUnavailable
 from council.bus.messages import FinalAnswer, Question
-from council.bus.server import EmbeddedNats, free_port
+from council.bus.transport.connection import Credentials, connect
+from council.bus.transport.server import EmbeddedNats, free_port
 from council.chairman.admission import Defaults
 from council.cli.dashboard import dashboard_env
 from council.cli.main import build_parser
-from council.cli.settings import load
-from council.cli.wiring import local_council
 from council.dashboard.config import DashboardConfig
 
 

@@ -16,10 +16,10 @@ from nats.aio.subscription import Subscription
 from council.bus import subjects
 from council.bus.codec import decode_program, encode
 from council.bus.errors import InvalidMessage
-from council.bus.health import Health, run_heartbeat
-from council.bus.inbox import answerable
 from council.bus.messages import ProgramResult
-from council.bus.tasks import cancel_and_wait
+from council.bus.transport.health import Health, run_heartbeat
+from council.bus.transport.inbox import answerable
+from council.bus.transport.tasks import cancel_and_wait
 from council.bus.tunables import tunable
 from council.tools.sandbox import Sandbox
 

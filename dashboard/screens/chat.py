@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from council.bus import transcript
+from council.bus.client import export
 from council.bus.errors import CouncilError
 from council.bus.messages import Question, Turn
 from council.dashboard.common import badge, feed, reviews_table, said
@@ -142,7 +142,7 @@ def thread() -> None:
         turns = turns_of(views)
         left, right = st.columns(2)
         left.download_button(
-            "Export as Markdown", transcript.markdown(turns), file_name=f"council-{cid}.md",
+            "Export as Markdown", export.markdown(turns), file_name=f"council-{cid}.md",
             icon=":material/download:", key=f"export-{cid}-{len(turns)}",
         )  # fmt: skip
         if right.button("Delete this conversation", icon=":material/delete:", key=f"del-{cid}"):

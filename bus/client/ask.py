@@ -1,4 +1,6 @@
-"""What any client of the council does: ask, follow a session, list the agents.
+"""What any client of the council does: ask, follow a session, stop one, forget a
+conversation, list the agents (the stream's stored events and turns are read with
+``transport.stream``'s readers).
 
 Events are read with an ordered JetStream consumer from the session's first
 event, so a client that subscribes after ``Accepted`` misses nothing; token
@@ -9,35 +11,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from council.bus import subjects
-from council.bus.client import request
 from council.bus.codec import (
     decode_agent_info,
     decode_ask_reply,
     decode_delta,
     decode_forgotten,
     decode_stopped,
-    decode_turn,
     encode,
-    read_event,
 )
 from council.bus.errors import (
-    CouncilError,
     NoCouncil,
     QuestionRejected,
     SessionNotRunning,
     SessionTimeout,
 )
-from council.bus.inbox import is_no_responders
 from council.bus.messages import (
     TERMINAL_EVENTS,
     Accepted,
@@ -47,13 +42,13 @@ from council.bus.messages import (
     Question,
     Rejected,
     SessionEvent,
-    SessionStarted,
     Stopped,
     StopSession,
     TokenDelta,
-    Turn,
-    event_kind,
 )
+from council.bus.transport.connection import request
+from council.bus.transport.inbox import is_no_responders
+from council.bus.transport.stream import consumer, session_event
 from council.bus.tunables import tunable
 
 log = structlog.get_logger()
@@ -130,7 +125,7 @@ async def follow(
     deadline = time.monotonic() + timeout_s
     last_seq = 0
     try:
-        async with _consumer(nc, subjects.session_events(session_id)) as events:
+        async with consumer(nc, subjects.session_events(session_id)) as events:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -139,7 +134,7 @@ async def follow(
                     msg = await events.next_msg(timeout=min(left, 5.0))
                 except (TimeoutError, nats.errors.TimeoutError):
                     continue
-                event = _session_event(msg, session_id)
+                event = session_event(msg, session_id)
                 if event is None:
                     continue
                 if event.seq <= last_seq:  # stored twice: seq is gap-free and rising
@@ -152,82 +147,6 @@ async def follow(
     finally:
         if live is not None:
             await live.unsubscribe()
-
-
-async def stored_events(nc: Client, session_id: str, *, wait_s: float = 2.0) -> list[SessionEvent]:
-    """The events stored for a session so far, in stream order (no waiting for more)."""
-    stored = await _stored(nc, subjects.session_events(session_id), wait_s)
-    return [e for msg in stored if (e := _session_event(msg, session_id)) is not None]
-
-
-async def conversation(nc: Client, conversation_id: str, *, wait_s: float = 2.0) -> list[Turn]:
-    """The finished turns of a conversation so far, oldest first ([] for none)."""
-    stored = await _stored(nc, subjects.turns(conversation_id), wait_s)
-    return [t for msg in stored if (t := decode_turn.read(msg, "bad_turn")) is not None]
-
-
-async def conversations(nc: Client, *, wait_s: float = 2.0) -> dict[str, list[Turn]]:
-    """Every stored conversation's turns, by conversation id, the latest started last."""
-    threads: dict[str, list[Turn]] = {}
-    for msg in await _stored(nc, subjects.CONVERSATIONS, wait_s):
-        if turn := decode_turn.read(msg, "bad_turn"):
-            threads.setdefault(turn.conversation, []).append(turn)
-    return threads
-
-
-async def _stored(nc: Client, subject: str, wait_s: float) -> list[Msg]:
-    """The messages stored on ``subject`` so far, in stream order (no waiting for more)."""
-    stored: list[Msg] = []
-    async with _consumer(nc, subject) as messages:
-        while True:
-            try:
-                msg = await messages.next_msg(timeout=wait_s)
-            except (TimeoutError, nats.errors.TimeoutError):
-                return stored  # nothing stored at all
-            stored.append(msg)
-            if msg.metadata.num_pending == 0:
-                return stored
-
-
-async def open_sessions(nc: Client) -> list[str]:
-    """Ids of the stored sessions that started and have no terminal event yet."""
-    js = nc.jetstream()
-
-    async def ids(kind: str) -> set[str]:
-        info = await js.stream_info(
-            subjects.STREAM, subjects_filter=subjects.session_event("*", kind)
-        )
-        return {subjects.session_of(subject) for subject in (info.state.subjects or {})}
-
-    started = await ids(event_kind(SessionStarted))
-    ended = set().union(*[await ids(event_kind(kind)) for kind in TERMINAL_EVENTS])
-    return sorted(started - ended)
-
-
-@asynccontextmanager
-async def _consumer(nc: Client, subject: str) -> AsyncIterator[JetStreamContext.PushSubscription]:
-    """An ordered consumer over the stream's messages on ``subject`` from the first.
-    Readers may not delete consumers: the server removes it once unsubscribed (the
-    stream's limit)."""
-    try:  # naming the stream spares a $JS.API.STREAM.NAMES lookup readers may not make
-        messages = await nc.jetstream().subscribe(
-            subject, stream=subjects.STREAM, ordered_consumer=True
-        )
-    except nats.errors.Error as exc:
-        raise CouncilError(f"cannot read {subject} from the stream: {exc!r}") from exc
-    try:
-        yield messages
-    finally:
-        try:
-            await messages.unsubscribe()
-        except nats.errors.Error:
-            pass
-
-
-def _session_event(msg: Msg, session_id: str) -> SessionEvent | None:
-    """The event in ``msg``, or None (logged) for what is not one of this session's."""
-    event = read_event(msg)
-    return event if event is not None and event.session_id == session_id else None
 
 
 async def roster(nc: Client, window_s: float = 0.3) -> list[AgentInfo]:

@@ -1,13 +1,19 @@
-"""The COUNCIL stream: its set-up, and storing a session event (acked, or sent with
-its ack to await later)."""
+"""The COUNCIL stream: its set-up, storing a session event (acked, or sent with its
+ack to await later), and reading what it stored (a session's events, conversations'
+turns, the sessions still open)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import nats.errors
 import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -20,9 +26,16 @@ from nats.js.api import (
 from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from council.bus import subjects
-from council.bus.codec import encode
+from council.bus.codec import decode_turn, encode, read_event
 from council.bus.errors import CouncilError
-from council.bus.messages import Event, event_kind
+from council.bus.messages import (
+    TERMINAL_EVENTS,
+    Event,
+    SessionEvent,
+    SessionStarted,
+    Turn,
+    event_kind,
+)
 
 log = structlog.get_logger()
 
@@ -130,3 +143,79 @@ async def send_event(js: JetStreamContext, event: Event) -> asyncio.Future[PubAc
         encode(event),
         headers={"Nats-Msg-Id": f"{event.session_id}-{event.seq}"},
     )
+
+
+async def stored_events(nc: Client, session_id: str, *, wait_s: float = 2.0) -> list[SessionEvent]:
+    """The events stored for a session so far, in stream order (no waiting for more)."""
+    stored = await _stored(nc, subjects.session_events(session_id), wait_s)
+    return [e for msg in stored if (e := session_event(msg, session_id)) is not None]
+
+
+async def conversation(nc: Client, conversation_id: str, *, wait_s: float = 2.0) -> list[Turn]:
+    """The finished turns of a conversation so far, oldest first ([] for none)."""
+    stored = await _stored(nc, subjects.turns(conversation_id), wait_s)
+    return [t for msg in stored if (t := decode_turn.read(msg, "bad_turn")) is not None]
+
+
+async def conversations(nc: Client, *, wait_s: float = 2.0) -> dict[str, list[Turn]]:
+    """Every stored conversation's turns, by conversation id, the latest started last."""
+    threads: dict[str, list[Turn]] = {}
+    for msg in await _stored(nc, subjects.CONVERSATIONS, wait_s):
+        if turn := decode_turn.read(msg, "bad_turn"):
+            threads.setdefault(turn.conversation, []).append(turn)
+    return threads
+
+
+async def _stored(nc: Client, subject: str, wait_s: float) -> list[Msg]:
+    """The messages stored on ``subject`` so far, in stream order (no waiting for more)."""
+    stored: list[Msg] = []
+    async with consumer(nc, subject) as messages:
+        while True:
+            try:
+                msg = await messages.next_msg(timeout=wait_s)
+            except (TimeoutError, nats.errors.TimeoutError):
+                return stored  # nothing stored at all
+            stored.append(msg)
+            if msg.metadata.num_pending == 0:
+                return stored
+
+
+async def open_sessions(nc: Client) -> list[str]:
+    """Ids of the stored sessions that started and have no terminal event yet."""
+    js = nc.jetstream()
+
+    async def ids(kind: str) -> set[str]:
+        info = await js.stream_info(
+            subjects.STREAM, subjects_filter=subjects.session_event("*", kind)
+        )
+        return {subjects.session_of(subject) for subject in (info.state.subjects or {})}
+
+    started = await ids(event_kind(SessionStarted))
+    ended = set().union(*[await ids(event_kind(kind)) for kind in TERMINAL_EVENTS])
+    return sorted(started - ended)
+
+
+@asynccontextmanager
+async def consumer(nc: Client, subject: str) -> AsyncIterator[JetStreamContext.PushSubscription]:
+    """An ordered consumer over the stream's messages on ``subject`` from the first.
+    Readers may not delete consumers: the server removes it once unsubscribed (the
+    stream's limit)."""
+    try:  # naming the stream spares a $JS.API.STREAM.NAMES lookup readers may not make
+        messages = await nc.jetstream().subscribe(
+            subject, stream=subjects.STREAM, ordered_consumer=True
+        )
+    except nats.errors.Error as exc:
+        raise CouncilError(f"cannot read {subject} from the stream: {exc!r}") from exc
+    try:
+        yield messages
+    finally:
+        try:
+            await messages.unsubscribe()
+        except nats.errors.Error:
+            pass
+
+
+def session_event(msg: Msg, session_id: str) -> SessionEvent | None:
+    """The event in ``msg``, or None (logged) for what is not one of this session's."""
+    event = read_event(msg)
+    return event if event is not None and event.session_id == session_id else None

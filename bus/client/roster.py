@@ -11,7 +11,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from council.bus import subjects
-from council.bus.ask import roster as gather_roster
+from council.bus.client.ask import roster as gather_roster
 from council.bus.codec import decode_health
 from council.bus.messages import ModelStatus
 

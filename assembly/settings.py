@@ -1,7 +1,7 @@
 """The one settings object, gathered from the settings the roles declare.
 
 Each setting is declared once, beside the code that reads it (``bus.tunables``):
-the connection's in ``bus/client.py``, the chairman's in ``chairman/conductor.py``,
+the connection's in ``bus/transport/connection.py``, the chairman's in ``chairman/conductor.py``,
 ``chairman/admission.py`` and ``chairman/service.py``, the runtimes' in
 ``agents/runtimes/base.py``, the sandbox's in ``tools/sandbox.py``, and so on.
 Here they are gathered, a section per role's config: defaults, overridden by
@@ -23,15 +23,15 @@ from typing import Any, get_type_hints
 from council.agents.runtimes.base import RuntimeOptions
 from council.agents.service import AgentOptions
 from council.api.server import ApiConfig
-from council.bus.ask import Asking
-from council.bus.client import Connection, Credentials
-from council.bus.health import Health
+from council.assembly.logs import Logging
+from council.bus.client.ask import Asking
 from council.bus.members import model_of
+from council.bus.transport.connection import Connection, Credentials
+from council.bus.transport.health import Health
 from council.bus.tunables import Tunable, declared
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanOptions
-from council.cli.logs import Logging
 from council.dashboard.config import DashboardConfig
 from council.evaluation.run import Evals
 from council.tools.sandbox import Limits

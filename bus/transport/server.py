@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from council.bus.errors import CouncilError
-from council.bus.probe import answers
+from council.bus.transport.probe import answers
 
 
 class NatsServerError(CouncilError):

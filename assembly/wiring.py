@@ -20,7 +20,6 @@ from council.agents.runtimes.base import Runtime
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.service import AgentOptions, AgentService
 from council.bus import subjects
-from council.bus.health import Health
 from council.bus.messages import (
     AgentError,
     Completion,
@@ -31,6 +30,7 @@ from council.bus.messages import (
     RunProgram,
     SynthesisRequest,
 )
+from council.bus.transport.health import Health
 from council.chairman.admission import Defaults
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService

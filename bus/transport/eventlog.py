@@ -20,8 +20,8 @@ from nats.aio.client import Client
 from nats.js.api import PubAck
 
 from council.bus.messages import FinalAnswer, SessionEvent, SessionFailed
-from council.bus.stream import publish_event, send_event
-from council.bus.tasks import cancel_and_wait
+from council.bus.transport.stream import publish_event, send_event
+from council.bus.transport.tasks import cancel_and_wait
 
 log = structlog.get_logger()
 

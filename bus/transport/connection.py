@@ -17,9 +17,10 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from council.bus import probe, subjects
+from council.bus import subjects
 from council.bus.errors import BusUnavailable
-from council.bus.inbox import SETTLE_S, Settling
+from council.bus.transport import probe
+from council.bus.transport.inbox import SETTLE_S, Settling
 from council.bus.tunables import tunable
 
 log = structlog.get_logger()

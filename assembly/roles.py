@@ -1,4 +1,5 @@
-"""Start the agents and chairman roles from settings (the only place that joins roles)."""
+"""A role process started from the settings: `council agents`, `council tools` and
+`council chairman` (``wiring`` builds the roles themselves)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,16 @@ import signal
 
 import structlog
 from nats.aio.client import Client
-from rich.console import Console
 
-from council.agents.runtimes.router import RoutedRuntime, build_runtime, prepare
+from council.agents.runtimes.router import RoutedRuntime, build_runtime
 from council.agents.service import AgentService
-from council.bus.client import connect
-from council.bus.health import default_node_name
+from council.assembly import wiring
+from council.assembly.settings import Settings
+from council.bus.transport.connection import connect
+from council.bus.transport.health import default_node_name
 from council.chairman.conductor import CouncilConfig
 from council.chairman.service import ChairmanService
 from council.chairman.strategies import STRATEGIES, UnknownStrategy
-from council.cli import wiring
-from council.cli.models import progress_bars
-from council.cli.settings import Settings
 from council.tools.sandbox import Sandbox
 from council.tools.service import ToolService
 
@@ -40,16 +39,6 @@ def council_config(settings: Settings) -> CouncilConfig:
 async def runtime_for(settings: Settings, models: list[str]) -> RoutedRuntime:
     try:
         return await build_runtime(models, settings.runtime.runtime, settings.runtime)
-    except ValueError as exc:
-        raise SystemExit(f"error: $COUNCIL_RUNTIME: {exc}") from None
-
-
-def prepare_models(settings: Settings, models: list[str], console: Console) -> None:
-    """What the runtimes must fetch before serving these models (a first run's
-    download), with a progress bar per step."""
-    try:
-        with progress_bars(console) as progress:
-            prepare(models, settings.runtime.runtime, settings.runtime, progress)
     except ValueError as exc:
         raise SystemExit(f"error: $COUNCIL_RUNTIME: {exc}") from None
 
