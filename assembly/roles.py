@@ -16,7 +16,7 @@ from council.assembly import wiring
 from council.assembly.settings import Settings
 from council.bus.transport.connection import connect
 from council.bus.transport.health import default_node_name
-from council.chairman.conductor import CouncilConfig
+from council.chairman.config import CouncilConfig
 from council.chairman.service import ChairmanService
 from council.chairman.strategies import STRATEGIES, UnknownStrategy
 from council.tools.sandbox import Sandbox

@@ -1,9 +1,10 @@
 """The one settings object, gathered from the settings the roles declare.
 
 Each setting is declared once, beside the code that reads it (``bus.tunables``):
-the connection's in ``bus/transport/connection.py``, the chairman's in ``chairman/conductor.py``,
-``chairman/admission.py`` and ``chairman/service.py``, the runtimes' in
-``agents/runtimes/base.py``, the sandbox's in ``tools/sandbox.py``, and so on.
+the connection's in ``bus/transport/connection.py``, the chairman's in
+``chairman/config.py``, ``chairman/admission.py`` and ``chairman/service.py``, the
+runtimes' in ``agents/runtimes/base.py``, the sandbox's in ``tools/sandbox.py``,
+and so on.
 Here they are gathered, a section per role's config: defaults, overridden by
 ``COUNCIL_*`` variables, then by flags. A command takes every setting of the
 sections it reads (``cli/main.py``), so a setting it reads is one of its flags.
@@ -30,7 +31,7 @@ from council.bus.transport.connection import Connection, Credentials
 from council.bus.transport.health import Health
 from council.bus.tunables import Tunable, declared
 from council.chairman.admission import Defaults
-from council.chairman.conductor import CouncilConfig
+from council.chairman.config import CouncilConfig
 from council.chairman.service import ChairmanOptions
 from council.dashboard.config import DashboardConfig
 from council.evaluation.run import Evals

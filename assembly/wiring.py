@@ -32,7 +32,7 @@ from council.bus.messages import (
 )
 from council.bus.transport.health import Health
 from council.chairman.admission import Defaults
-from council.chairman.conductor import CouncilConfig
+from council.chairman.config import CouncilConfig
 from council.chairman.service import ChairmanService
 from council.tools.sandbox import Sandbox
 

@@ -45,7 +45,9 @@ from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats
 from council.bus.transport.stream import ensure_stream
 from council.chairman.admission import Defaults, admit
-from council.chairman.conductor import Conductor, CouncilConfig, Plan
+from council.chairman.conductor import Conductor
+from council.chairman.config import CouncilConfig
+from council.chairman.core import Plan
 from council.chairman.service import ChairmanService
 
 RESULTS = Path(__file__).parent / "results"

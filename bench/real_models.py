@@ -53,7 +53,9 @@ from council.bus.messages import (
     Usage,
 )
 from council.chairman.admission import Defaults, admit
-from council.chairman.conductor import Conductor, CouncilConfig, Plan
+from council.chairman.conductor import Conductor
+from council.chairman.config import CouncilConfig
+from council.chairman.core import Plan
 
 MODELS_DIR = Path("~/.cache/council/models").expanduser()
 MEMBERS = list(Defaults().members)

@@ -37,7 +37,7 @@ from council.assembly.settings import load as load_settings
 from council.bus.members import model_of
 from council.bus.messages import AgentError, ChatMessage, GenerationOptions, ReviewRequest
 from council.chairman import aggregate, extract, prompts
-from council.chairman.conductor import CouncilConfig
+from council.chairman.config import CouncilConfig
 from council.evaluation.questions import load
 from council.evaluation.report import CouncilAnswer, Record, ReviewScore, discrimination
 

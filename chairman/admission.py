@@ -22,7 +22,8 @@ from council.bus.messages import MAX_QUESTION_CHARS, Question, Rejected, ReviewM
 from council.bus.transport.stream import conversation
 from council.bus.tunables import tunable
 from council.chairman import prompts
-from council.chairman.conductor import CouncilConfig, Plan
+from council.chairman.config import CouncilConfig
+from council.chairman.core import Plan
 from council.chairman.strategies import DEFAULT as DEFAULT_STRATEGY
 from council.chairman.strategies import STRATEGIES
 

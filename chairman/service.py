@@ -38,7 +38,9 @@ from council.bus.transport.stream import conversation, ensure_stream, open_sessi
 from council.bus.transport.tasks import cancel_and_wait
 from council.bus.tunables import tunable
 from council.chairman.admission import Admission, Defaults
-from council.chairman.conductor import Conductor, CouncilConfig, Plan
+from council.chairman.conductor import Conductor
+from council.chairman.config import CouncilConfig
+from council.chairman.core import Plan
 from council.chairman.gateway import BusAgents, BusTools
 from council.chairman.leases import Leases
 

@@ -6,7 +6,7 @@ import pytest
 
 from council.bus.messages import MAX_QUESTION_CHARS, Question, Rejected
 from council.chairman.admission import Defaults, admit
-from council.chairman.conductor import Plan
+from council.chairman.core import Plan
 
 DEFAULTS = Defaults(members=("a", "b", "c"), chairman="a")
 SERVED = {"a", "b", "c"}

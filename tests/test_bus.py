@@ -51,7 +51,7 @@ from council.bus.transport.connection import connect, request
 from council.bus.transport.server import EmbeddedNats, NatsServerError
 from council.bus.transport.stream import conversation
 from council.chairman.admission import Defaults
-from council.chairman.conductor import CouncilConfig
+from council.chairman.config import CouncilConfig
 from council.chairman.gateway import BusAgents
 from council.chairman.prompts import estimated_tokens
 from council.chairman.service import ChairmanService

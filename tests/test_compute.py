@@ -28,7 +28,9 @@ from council.bus.transport.server import EmbeddedNats
 from council.chairman import prompts
 from council.chairman.admission import Defaults
 from council.chairman.compute import answer_printed, program_in
-from council.chairman.conductor import Conductor, CouncilConfig, Plan
+from council.chairman.conductor import Conductor
+from council.chairman.config import CouncilConfig
+from council.chairman.core import Plan
 from council.chairman.strategies import named
 from council.tools.sandbox import Limits, Sandbox, missing
 from council.tools.service import ToolService

@@ -27,7 +27,9 @@ from council.bus.messages import (
 )
 from council.bus.session import InvalidTransition, SessionState, State
 from council.chairman import prompts
-from council.chairman.conductor import Conductor, CouncilConfig, Plan
+from council.chairman.conductor import Conductor
+from council.chairman.config import CouncilConfig
+from council.chairman.core import Plan
 from council.chairman.extract import checked_text
 from council.chairman.strategies import STRATEGIES
 from council.evaluation import report as evalreport

@@ -38,7 +38,7 @@ from council.bus.transport.probe import answers
 from council.bus.transport.server import EmbeddedNats, free_port
 from council.chairman import extract
 from council.chairman.admission import Defaults
-from council.chairman.conductor import CouncilConfig
+from council.chairman.config import CouncilConfig
 
 pytestmark = pytest.mark.model
 

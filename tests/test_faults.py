@@ -38,7 +38,7 @@ from council.bus.transport.eventlog import _InFlight
 from council.bus.transport.server import EmbeddedNats
 from council.bus.transport.stream import ensure_stream, stored_events
 from council.chairman.admission import Defaults
-from council.chairman.conductor import CouncilConfig
+from council.chairman.config import CouncilConfig
 from council.chairman.service import ChairmanService
 
 

@@ -34,7 +34,7 @@ from council.bus.messages import (
 from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats, free_port
 from council.chairman.admission import Defaults
-from council.chairman.conductor import CouncilConfig
+from council.chairman.config import CouncilConfig
 from council.chairman.prompts import opinion_messages, pairwise_messages
 
 pytestmark = [pytest.mark.model, pytest.mark.processes]
