@@ -34,14 +34,8 @@ from council.api.wire import (
 )
 from council.bus.client.ask import Asking, follow, roster, stop, submit
 from council.bus.errors import CouncilError, NoCouncil, QuestionRejected, SessionTimeout
-from council.bus.messages import (
-    Accepted,
-    FinalAnswer,
-    Question,
-    SessionEvent,
-    SessionFailed,
-    StageStarted,
-)
+from council.bus.events import FinalAnswer, SessionEvent, SessionFailed, StageStarted
+from council.bus.messages import Accepted, Question
 from council.bus.transport.connection import DEFAULT_URL, Credentials, connect
 from council.bus.tunables import tunable
 

@@ -9,7 +9,8 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
-from council.bus.messages import FinalAnswer, Turn
+from council.bus.events import FinalAnswer
+from council.bus.messages import Turn
 
 
 class TextPart(Struct, kw_only=True):

@@ -172,6 +172,7 @@ def add_settings(parser: argparse.ArgumentParser, sections: Sequence[str]) -> No
         group.add_argument(
             s.tunable.flag,
             dest=s.key,
+            metavar=s.tunable.flag.removeprefix("--").replace("-", "_").upper(),
             type=_flag_type(s),
             default=None,
             help=f"{s.tunable.help} [${s.tunable.env}, default {s.shown}]",

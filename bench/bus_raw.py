@@ -30,13 +30,8 @@ from nats.js.api import StorageType, StreamConfig
 
 from bench.common import Table, machine, median, parser, percentile, quiet_logs, report
 from council.bus.codec import encode
-from council.bus.messages import (
-    ChatMessage,
-    Completion,
-    Opinion,
-    OpinionRequest,
-    Usage,
-)
+from council.bus.events import Opinion
+from council.bus.messages import ChatMessage, Completion, OpinionRequest, Usage
 from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats
 

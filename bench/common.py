@@ -34,13 +34,8 @@ from council.assembly.logs import configure_logging
 from council.assembly.wiring import LocalAgents, local_council
 from council.bus import subjects
 from council.bus.client.ask import follow, submit
-from council.bus.messages import (
-    FinalAnswer,
-    Question,
-    ReviewMode,
-    SessionEvent,
-    SessionFailed,
-)
+from council.bus.events import FinalAnswer, SessionEvent, SessionFailed
+from council.bus.messages import Question, ReviewMode
 from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats
 from council.bus.transport.stream import ensure_stream

@@ -53,16 +53,16 @@ from bench.common import Table, machine, median, parser, quiet_logs, report
 from council.bus import subjects
 from council.bus.client.ask import submit
 from council.bus.errors import CouncilError
-from council.bus.messages import (
+from council.bus.events import (
     TERMINAL_EVENTS,
     FinalAnswer,
     MemberFailed,
-    Question,
     SessionEvent,
     SessionFailed,
     SessionStarted,
     event_kind,
 )
+from council.bus.messages import Question
 from council.bus.transport.connection import connect
 from council.bus.transport.server import free_port
 from council.bus.transport.stream import stored_events

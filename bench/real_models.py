@@ -43,15 +43,9 @@ from council.agents.runtimes.base import Capacity, ChatCall, ChatChunk, Runtime
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.router import RoutedRuntime
 from council.assembly.wiring import LocalAgents
+from council.bus.events import FinalAnswer
 from council.bus.members import model_of
-from council.bus.messages import (
-    ChatMessage,
-    FinalAnswer,
-    GenerationOptions,
-    ModelStatus,
-    Question,
-    Usage,
-)
+from council.bus.messages import ChatMessage, GenerationOptions, ModelStatus, Question, Usage
 from council.chairman.admission import Defaults, admit
 from council.chairman.conductor import Conductor
 from council.chairman.config import CouncilConfig

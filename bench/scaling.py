@@ -30,7 +30,8 @@ from bench.common import (
     report,
     timed,
 )
-from council.bus.messages import FinalAnswer, ReviewMode
+from council.bus.events import FinalAnswer
+from council.bus.messages import ReviewMode
 
 SIZES = range(2, 9)
 MODES: tuple[ReviewMode, ...] = ("pairwise", "rank")

@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 
 from council.bus import subjects
 from council.bus.errors import InvalidMessage
+from council.bus.events import SessionEvent
 from council.bus.messages import (
     AgentInfo,
     AgentRequest,
@@ -28,7 +29,6 @@ from council.bus.messages import (
     Question,
     ReviewRequest,
     RunProgram,
-    SessionEvent,
     Stopped,
     StopSession,
     SynthesisRequest,

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 import structlog
 
-from council.bus.messages import (
+from council.bus.events import (
     AgentLost,
     FinalAnswer,
     MemberFailed,

@@ -16,7 +16,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-from council.bus.messages import RankEntry
+from council.bus.events import RankEntry
 
 TIE_EPSILON = 1e-6
 

@@ -5,19 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from council.bus.events import Failure, FinalAnswer, MemberSummary, ReviewSummary, StageStarted
 from council.bus.members import model_of
-from council.bus.messages import (
-    AgentError,
-    Completion,
-    Failure,
-    FinalAnswer,
-    GenerationOptions,
-    MemberSummary,
-    ReviewSummary,
-    StageStarted,
-    SynthesisRequest,
-    Usage,
-)
+from council.bus.messages import AgentError, Completion, GenerationOptions, SynthesisRequest, Usage
 from council.bus.session import State
 from council.chairman import aggregate, extract, prompts, strategies
 from council.chairman.core import SessionCore

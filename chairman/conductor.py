@@ -12,12 +12,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from council.bus.messages import (
-    AgentLost,
-    FinalAnswer,
-    SessionFailed,
-    SessionStarted,
-)
+from council.bus.events import AgentLost, FinalAnswer, SessionFailed, SessionStarted
 from council.bus.session import State
 from council.chairman.conclusion import ConclusionStage
 from council.chairman.core import ms_since

@@ -11,6 +11,7 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 import msgspec
 import structlog
 
+from council.bus.events import SessionEvent, SessionPlan
 from council.bus.messages import (
     AgentError,
     Completion,
@@ -18,8 +19,6 @@ from council.bus.messages import (
     OpinionRequest,
     ReviewRequest,
     ReviewResult,
-    SessionEvent,
-    SessionPlan,
     SynthesisRequest,
 )
 from council.bus.session import SessionState, State

@@ -8,16 +8,9 @@ from contextlib import aclosing
 
 import msgspec
 
+from council.bus.events import MemberFailed, Opinion, StageStarted
 from council.bus.members import method_of, sample_of, split_member
-from council.bus.messages import (
-    AgentError,
-    ChatMessage,
-    Completion,
-    MemberFailed,
-    Opinion,
-    OpinionRequest,
-    StageStarted,
-)
+from council.bus.messages import AgentError, ChatMessage, Completion, OpinionRequest
 from council.bus.session import State
 from council.chairman import compute, extract, prompts, strategies
 from council.chairman.core import SessionCore, until

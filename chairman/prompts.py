@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import string
 
-from council.bus.messages import ChatMessage, RankEntry, Turn
+from council.bus.events import RankEntry
+from council.bus.messages import ChatMessage, Turn
 
 PERSONA_PROMPTS: dict[str, str] = {
     # one per bus.members.PERSONAS, the names admission accepts (a test holds them equal)

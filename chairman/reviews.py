@@ -6,17 +6,14 @@ import random
 import time
 from contextlib import aclosing
 
+from council.bus.events import Ranking, Review, ReviewFailed, StageStarted
 from council.bus.members import method_of, model_of, split_member
 from council.bus.messages import (
     AgentError,
     Completion,
     OpinionRequest,
-    Ranking,
-    Review,
-    ReviewFailed,
     ReviewRequest,
     ReviewResult,
-    StageStarted,
     Usage,
 )
 from council.bus.session import State

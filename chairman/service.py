@@ -17,16 +17,13 @@ from council.bus import subjects
 from council.bus.client.roster import Roster
 from council.bus.codec import decode_forget, decode_stop, encode
 from council.bus.errors import CouncilError
+from council.bus.events import FinalAnswer, SessionCancelled, SessionEvent, SessionFailed
 from council.bus.messages import (
     Accepted,
     AgentRequest,
     AskReply,
-    FinalAnswer,
     Forgotten,
     Rejected,
-    SessionCancelled,
-    SessionEvent,
-    SessionFailed,
     Stopped,
     Turn,
 )

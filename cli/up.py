@@ -139,28 +139,7 @@ async def run_up(
             if config and not config.is_file():
                 console.print(f"[red]no such NATS config: {config}[/]")
                 return 2
-            server_env = dict(os.environ)
-            if config:  # nats.conf has a user per role: fresh passwords for every run
-                passwords = {role: "p" + secrets.token_hex(16) for role in ROLES}
-                server_env.update(
-                    {f"COUNCIL_{r.upper()}_PASSWORD": p for r, p in passwords.items()}
-                )
-                users = {r: _as_user(settings, r, p) for r, p in passwords.items()}
-            parsed = urlparse(settings.nats_url)
-            server = EmbeddedNats(
-                settings.data_path / "jetstream",
-                host=parsed.hostname or "127.0.0.1",
-                port=parsed.port or 4222,
-                config=config,
-                log_file=settings.data_path / "nats-server.log",
-                env=server_env,
-            ).start()
-            where = (
-                f"config {config}, a user per role"
-                if config
-                else f"JetStream in {server.store_dir}"
-            )
-            console.print(f"started nats-server at {server.url} ({where})")
+            server, users = _start_server(settings, config, console)
         else:
             console.print(f"using the NATS server at {settings.nats_url}")
         prepare_models(settings, settings.agent_models, console)
@@ -224,6 +203,31 @@ async def run_up(
         children.stop()
         if server:
             server.stop()
+
+
+def _start_server(
+    settings: Settings, config: Path | None, console: Console
+) -> tuple[EmbeddedNats, dict[str, Settings]]:
+    """An embedded nats-server at the settings' URL; with a config (``nats.conf`` has a
+    user per role), fresh passwords for every run and each role's settings as its user."""
+    server_env = dict(os.environ)
+    users: dict[str, Settings] = {}
+    if config:
+        passwords = {role: "p" + secrets.token_hex(16) for role in ROLES}
+        server_env.update({f"COUNCIL_{r.upper()}_PASSWORD": p for r, p in passwords.items()})
+        users = {r: _as_user(settings, r, p) for r, p in passwords.items()}
+    parsed = urlparse(settings.nats_url)
+    server = EmbeddedNats(
+        settings.data_path / "jetstream",
+        host=parsed.hostname or "127.0.0.1",
+        port=parsed.port or 4222,
+        config=config,
+        log_file=settings.data_path / "nats-server.log",
+        env=server_env,
+    ).start()
+    where = f"config {config}, a user per role" if config else f"JetStream in {server.store_dir}"
+    console.print(f"started nats-server at {server.url} ({where})")
+    return server, users
 
 
 def prepare_models(settings: Settings, models: list[str], console: Console) -> None:

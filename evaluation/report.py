@@ -153,27 +153,13 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
     alone = _model_rows(records, "alone", chairman)
     baselines = best_rows or alone
     best = max(baselines, key=lambda m: baselines[m].accuracy, default="")
-    systems = [
-        row(
-            "council",
-            "council",
-            [(c.correct, c.tokens, c.wall_s) for c in councils],
-            [_opinion_of(c, best) for c in councils],
-        ),
-    ]
     others = [(r, r.versus) for r in records if r.versus is not None]
-    other_name = ""
-    if others:
-        first = others[0][1]
-        other_name = f"other council: {first.strategy_name} ({', '.join(first.members)})"
-        systems.append(
-            row(
-                other_name,
-                "council",
-                [(o.correct, o.tokens, o.wall_s) for _, o in others],
-                [_opinion_of(r.council, best) for r, _ in others],
-            )
-        )
+    other_name = (
+        f"other council: {others[0][1].strategy_name} ({', '.join(others[0][1].members)})"
+        if others
+        else ""
+    )
+    systems = _systems(councils, others, other_name, best)
     systems += [*best_rows.values(), *alone.values()]
     systems += _stage_one(councils)
     systems += _replayed(councils, best)
@@ -233,6 +219,33 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
             date=datetime.now(UTC).strftime("%Y-%m-%d"),
         ) if by_reviewer else None,
     )  # fmt: skip
+
+
+def _systems(
+    councils: list[CouncilAnswer],
+    others: list[tuple[Record, CouncilAnswer]],
+    other_name: str,
+    best: str,
+) -> list[SystemRow]:
+    """The council's row, and the other council's when the run asked one."""
+    systems = [
+        row(
+            "council",
+            "council",
+            [(c.correct, c.tokens, c.wall_s) for c in councils],
+            [_opinion_of(c, best) for c in councils],
+        )
+    ]
+    if others:
+        systems.append(
+            row(
+                other_name,
+                "council",
+                [(o.correct, o.tokens, o.wall_s) for _, o in others],
+                [_opinion_of(r.council, best) for r, _ in others],
+            )
+        )
+    return systems
 
 
 Baseline = Literal["best", "alone"]

@@ -23,18 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from council.bus.client.ask import follow, submit
 from council.bus.errors import CouncilError, QuestionRejected, SessionTimeout
+from council.bus.events import FinalAnswer, MemberFailed, Opinion, Ranking, Review, SessionEvent
 from council.bus.members import method_of, model_of
-from council.bus.messages import (
-    Accepted,
-    FinalAnswer,
-    MemberFailed,
-    Opinion,
-    Question,
-    Ranking,
-    Review,
-    ReviewMode,
-    SessionEvent,
-)
+from council.bus.messages import Accepted, Question, ReviewMode
 from council.bus.transport.connection import Credentials, connect
 from council.bus.tunables import tunable
 from council.chairman.extract import checked_text, conclusion

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from council.agents.service import AgentService
-from council.bus.messages import SessionEvent
+from council.bus.events import SessionEvent
 
 
 class Collected:

@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from test_bus import MODELS, council
 
 from council.api.server import ApiConfig, CouncilApi
-from council.bus.messages import SessionEvent, SessionStarted
+from council.bus.events import SessionEvent, SessionStarted
 from council.bus.transport.connection import Credentials, connect
 from council.bus.transport.server import EmbeddedNats, free_port
 from council.bus.transport.stream import stored_events

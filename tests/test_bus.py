@@ -32,20 +32,16 @@ from council.bus.codec import (
     encode,
 )
 from council.bus.errors import NoCouncil, QuestionRejected, SessionNotRunning
-from council.bus.messages import (
-    AgentError,
+from council.bus.events import (
     FinalAnswer,
     MemberFailed,
-    OpinionRequest,
-    Question,
-    Rejected,
     SessionCancelled,
     SessionEvent,
     SessionFailed,
     SessionStarted,
     StageStarted,
-    TokenDelta,
 )
+from council.bus.messages import AgentError, OpinionRequest, Question, Rejected, TokenDelta
 from council.bus.session import SessionState, State
 from council.bus.transport.connection import connect, request
 from council.bus.transport.server import EmbeddedNats, NatsServerError

@@ -17,7 +17,8 @@ from test_bus import council as council_on_bus
 from council.agents.runtimes.scripted import HANG
 from council.assembly.settings import SETTINGS, explicit, load
 from council.bus.client.ask import follow, submit
-from council.bus.messages import Question, SessionCancelled
+from council.bus.events import SessionCancelled
+from council.bus.messages import Question
 from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats, free_port
 from council.bus.transport.stream import stored_events

@@ -25,7 +25,8 @@ from council.assembly.wiring import local_council
 from council.bus import subjects
 from council.bus.client.ask import follow, submit
 from council.bus.errors import CouncilError
-from council.bus.messages import FinalAnswer, Question, SessionEvent
+from council.bus.events import FinalAnswer, SessionEvent
+from council.bus.messages import Question
 from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats
 from council.bus.transport.stream import CONSUMER_IDLE_S, ensure_stream

@@ -14,15 +14,9 @@ from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
 from council.assembly.wiring import LocalAgents, LocalTools, local_council
 from council.bus.client.ask import follow, submit
+from council.bus.events import FinalAnswer, MemberFailed, Opinion, Review, SessionFailed
 from council.bus.members import method_of, model_of, sample_of, split_member
-from council.bus.messages import (
-    FinalAnswer,
-    MemberFailed,
-    Opinion,
-    Question,
-    Review,
-    SessionFailed,
-)
+from council.bus.messages import Question
 from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats
 from council.chairman import prompts

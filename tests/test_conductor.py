@@ -11,20 +11,18 @@ from helpers import Collected
 
 from council.agents.runtimes.scripted import HANG, ScriptedRuntime
 from council.assembly.wiring import LocalAgents
-from council.bus.messages import (
+from council.bus.events import (
     FinalAnswer,
     MemberFailed,
     Opinion,
-    OpinionRequest,
     Ranking,
     Review,
     ReviewFailed,
-    ReviewRequest,
     SessionFailed,
     SessionStarted,
     StageStarted,
-    SynthesisRequest,
 )
+from council.bus.messages import OpinionRequest, ReviewRequest, SynthesisRequest
 from council.bus.session import InvalidTransition, SessionState, State
 from council.chairman import prompts
 from council.chairman.conductor import Conductor

@@ -18,7 +18,8 @@ from council.assembly import wiring
 from council.bus import subjects
 from council.bus.client.ask import follow, submit
 from council.bus.codec import encode
-from council.bus.messages import ChatMessage, FinalAnswer, OpinionRequest, Question
+from council.bus.events import FinalAnswer
+from council.bus.messages import ChatMessage, OpinionRequest, Question
 from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats
 from council.chairman.admission import Defaults

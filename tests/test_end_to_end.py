@@ -23,16 +23,16 @@ from council.assembly.wiring import local_council
 from council.bus import subjects
 from council.bus.client.ask import follow, submit
 from council.bus.codec import decode_event
-from council.bus.messages import (
+from council.bus.events import (
     FinalAnswer,
     Opinion,
-    Question,
     Ranking,
     Review,
     ReviewFailed,
     SessionEvent,
     StageStarted,
 )
+from council.bus.messages import Question
 from council.bus.transport.connection import connect
 from council.bus.transport.probe import answers
 from council.bus.transport.server import EmbeddedNats, free_port

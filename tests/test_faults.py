@@ -21,18 +21,15 @@ from council.bus import subjects
 from council.bus.client.ask import follow, submit
 from council.bus.codec import decode_agent_response, decode_ask_reply, encode
 from council.bus.errors import QuestionRejected, SessionTimeout
-from council.bus.messages import (
-    Accepted,
-    AgentError,
+from council.bus.events import (
     FinalAnswer,
-    Question,
-    Rejected,
     SessionFailed,
     SessionPlan,
     SessionStarted,
     StageStarted,
     event_kind,
 )
+from council.bus.messages import Accepted, AgentError, Question, Rejected
 from council.bus.transport.connection import connect, request
 from council.bus.transport.eventlog import _InFlight
 from council.bus.transport.server import EmbeddedNats

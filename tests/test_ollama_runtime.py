@@ -15,12 +15,7 @@ from council.agents.runtimes.base import ChatChunk, RuntimeFailure
 from council.agents.runtimes.embedded import EmbeddedRuntime
 from council.agents.runtimes.ollama import OllamaRuntime, list_ollama_models
 from council.bus.errors import ModelNotFound
-from council.bus.messages import (
-    ChatMessage,
-    Completion,
-    GenerationOptions,
-    OpinionRequest,
-)
+from council.bus.messages import ChatMessage, Completion, GenerationOptions, OpinionRequest
 
 pytestmark = pytest.mark.model
 

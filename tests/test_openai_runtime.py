@@ -21,10 +21,10 @@ from council.agents.runtimes.router import build_runtime
 from council.assembly.wiring import local_council
 from council.bus.client.ask import follow, submit
 from council.bus.errors import ModelLoadError, ModelNotFound
+from council.bus.events import FinalAnswer
 from council.bus.messages import (
     AgentError,
     Completion,
-    FinalAnswer,
     GenerationOptions,
     OpinionRequest,
     Question,

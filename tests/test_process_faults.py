@@ -26,18 +26,17 @@ from council.bus import subjects
 from council.bus.client.ask import follow, roster, submit
 from council.bus.codec import decode_health
 from council.bus.errors import InvalidMessage, NoCouncil
-from council.bus.messages import (
+from council.bus.events import (
     TERMINAL_EVENTS,
     AgentLost,
     FinalAnswer,
     MemberFailed,
-    NodeHealth,
     Opinion,
-    Question,
     Review,
     SessionEvent,
     StageStarted,
 )
+from council.bus.messages import NodeHealth, Question
 from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats
 from council.bus.transport.stream import stored_events

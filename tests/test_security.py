@@ -27,7 +27,8 @@ from council.bus import subjects
 from council.bus.client.ask import follow, submit
 from council.bus.codec import encode
 from council.bus.errors import BusUnavailable, NoCouncil, QuestionRejected
-from council.bus.messages import Accepted, Completion, FinalAnswer, Opinion, Question, Usage
+from council.bus.events import FinalAnswer, Opinion
+from council.bus.messages import Accepted, Completion, Question, Usage
 from council.bus.transport.connection import Credentials, connect
 from council.bus.transport.server import EmbeddedNats
 from council.bus.transport.stream import CONSUMER_IDLE_S, open_sessions

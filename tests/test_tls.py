@@ -22,7 +22,8 @@ from council.assembly.settings import load
 from council.assembly.wiring import local_council
 from council.bus.client.ask import follow, submit
 from council.bus.errors import BusUnavailable
-from council.bus.messages import FinalAnswer, Question
+from council.bus.events import FinalAnswer
+from council.bus.messages import Question
 from council.bus.transport.connection import Credentials, connect
 from council.bus.transport.server import EmbeddedNats, free_port
 from council.chairman.admission import Defaults

@@ -33,15 +33,14 @@ from council.bus.errors import (
     SessionNotRunning,
     SessionTimeout,
 )
+from council.bus.events import TERMINAL_EVENTS, SessionEvent
 from council.bus.messages import (
-    TERMINAL_EVENTS,
     Accepted,
     AgentInfo,
     ForgetConversation,
     Forgotten,
     Question,
     Rejected,
-    SessionEvent,
     Stopped,
     StopSession,
     TokenDelta,

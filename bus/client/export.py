@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from council.bus.messages import FinalAnswer, Opinion, Review, SessionEvent, Turn
+from council.bus.events import FinalAnswer, Opinion, Review, SessionEvent
+from council.bus.messages import Turn
 
 
 def when(ts: float) -> str:

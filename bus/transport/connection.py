@@ -143,24 +143,8 @@ async def connect(
     except ValueError as exc:
         raise BusUnavailable(url, str(exc)) from exc
 
-    # With unlimited reconnects nats-py retries a first connection forever: probe first.
     servers = [u.strip() for u in url.split(",") if u.strip()]
-    deadline = time.monotonic() + initial_wait_s
-    while not await probe.any_answers(servers, connect_timeout):
-        if time.monotonic() >= deadline:
-            raise BusUnavailable(url, "nothing listens there")
-        await asyncio.sleep(0.25)
-    if credentials.wants_tls or any(s.startswith("tls://") for s in servers):
-        # nats-py encrypts only when the server's INFO requires TLS (a tls:// URL or a
-        # CA does not make it insist), so it would send the login in clear text.
-        plain = await probe.without_tls(servers, connect_timeout)
-        if plain:
-            raise BusUnavailable(
-                url,
-                f"TLS is configured but {', '.join(plain)} does not require TLS "
-                "(enable tls in its config, or use nats:// and no TLS settings)",
-            )
-
+    await _reachable(url, servers, credentials, connect_timeout, initial_wait_s)
     attempt = asyncio.ensure_future(
         nats.connect(
             servers,
@@ -189,21 +173,59 @@ async def connect(
     try:
         connected = attempt.result()
     except (TimeoutError, OSError, nats.errors.Error) as exc:
-        if tls_failed.done():  # the handshake failed first: name that, not the broken pipe
-            raise BusUnavailable(url, _tls_reason(tls_failed.result())) from exc
-        if credentials.wants_tls and not credentials.tls_cert and _dropped([exc, *errors]):
-            # TLS 1.3: a server that wants a client certificate says so in an alert the
-            # client may not read before its first write finds the connection closed
-            raise BusUnavailable(
-                url,
-                "TLS: the server dropped the connection after the handshake: it probably "
-                "requires a client certificate (COUNCIL_NATS_TLS_CERT, _KEY)",
-            ) from exc
-        seen = list(dict.fromkeys(map(str, errors))) or [str(exc) or type(exc).__name__]
-        raise BusUnavailable(url, "; ".join(seen)) from exc
+        raise _refusal(url, exc, errors, tls_failed, credentials) from exc
     connected.options["max_reconnect_attempts"] = -1  # … then reconnect forever
     client.append(connected)
     return connected
+
+
+async def _reachable(
+    url: str,
+    servers: list[str],
+    credentials: Credentials,
+    connect_timeout: float,
+    initial_wait_s: float,
+) -> None:
+    """Something listens at ``servers`` (waiting up to ``initial_wait_s``), and it
+    insists on TLS where TLS is configured. With unlimited reconnects nats-py would
+    retry a first connection forever: this probes first."""
+    deadline = time.monotonic() + initial_wait_s
+    while not await probe.any_answers(servers, connect_timeout):
+        if time.monotonic() >= deadline:
+            raise BusUnavailable(url, "nothing listens there")
+        await asyncio.sleep(0.25)
+    if credentials.wants_tls or any(s.startswith("tls://") for s in servers):
+        # nats-py encrypts only when the server's INFO requires TLS (a tls:// URL or a
+        # CA does not make it insist), so it would send the login in clear text.
+        plain = await probe.without_tls(servers, connect_timeout)
+        if plain:
+            raise BusUnavailable(
+                url,
+                f"TLS is configured but {', '.join(plain)} does not require TLS "
+                "(enable tls in its config, or use nats:// and no TLS settings)",
+            )
+
+
+def _refusal(
+    url: str,
+    exc: BaseException,
+    errors: list[Exception],
+    tls_failed: asyncio.Future[ssl.SSLError],
+    credentials: Credentials,
+) -> BusUnavailable:
+    """Why a first connection failed, in the words a person can act on."""
+    if tls_failed.done():  # the handshake failed first: name that, not the broken pipe
+        return BusUnavailable(url, _tls_reason(tls_failed.result()))
+    if credentials.wants_tls and not credentials.tls_cert and _dropped([exc, *errors]):
+        # TLS 1.3: a server that wants a client certificate says so in an alert the
+        # client may not read before its first write finds the connection closed
+        return BusUnavailable(
+            url,
+            "TLS: the server dropped the connection after the handshake: it probably "
+            "requires a client certificate (COUNCIL_NATS_TLS_CERT, _KEY)",
+        )
+    seen = list(dict.fromkeys(map(str, errors))) or [str(exc) or type(exc).__name__]
+    return BusUnavailable(url, "; ".join(seen))
 
 
 def _dropped(failures: list[BaseException]) -> bool:

@@ -19,7 +19,7 @@ import structlog
 from nats.aio.client import Client
 from nats.js.api import PubAck
 
-from council.bus.messages import FinalAnswer, SessionEvent, SessionFailed
+from council.bus.events import FinalAnswer, SessionEvent, SessionFailed
 from council.bus.transport.stream import publish_event, send_event
 from council.bus.transport.tasks import cancel_and_wait
 

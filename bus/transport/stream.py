@@ -28,14 +28,8 @@ from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 from council.bus import subjects
 from council.bus.codec import decode_turn, encode, read_event
 from council.bus.errors import CouncilError
-from council.bus.messages import (
-    TERMINAL_EVENTS,
-    Event,
-    SessionEvent,
-    SessionStarted,
-    Turn,
-    event_kind,
-)
+from council.bus.events import TERMINAL_EVENTS, Event, SessionEvent, SessionStarted, event_kind
+from council.bus.messages import Turn
 
 log = structlog.get_logger()
 
