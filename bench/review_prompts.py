@@ -39,7 +39,8 @@ from council.bus.messages import AgentError, ChatMessage, GenerationOptions, Rev
 from council.chairman import aggregate, extract, prompts
 from council.chairman.config import CouncilConfig
 from council.evaluation.questions import load
-from council.evaluation.report import CouncilAnswer, Record, ReviewScore, discrimination
+from council.evaluation.records import CouncilAnswer, Record, ReviewScore
+from council.evaluation.replay import discrimination
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "evals" / "results" / "dev--default.jsonl"

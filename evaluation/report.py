@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
-import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -31,61 +30,10 @@ from council.bus.reports import (
     Report,
     SystemRow,
 )
-from council.chairman.aggregate import Score, normalize
 from council.chairman.extract import extract
-from council.chairman.strategies import STRATEGIES, Standing, Strategy, first_wave
-
-
-class Answer(msgspec.Struct, kw_only=True):
-    text: str = ""
-    correct: bool = False
-    """Judged on the answer's conclusion (its final-answer line) when it states one."""
-    tokens: int = 0
-    """Prompt and completion tokens."""
-    wall_s: float = 0.0
-    error: str = ""
-    conclusion: str = ""
-    """What its final-answer line says; "" when it has none (cut off, or unformatted)."""
-
-
-class ReviewScore(msgspec.Struct, kw_only=True):
-    reviewer: str
-    reviewed: str
-    score: float
-
-
-class CouncilAnswer(Answer, kw_only=True):
-    members: list[str] = []
-    chairman: str = ""
-    opinions: dict[str, Answer] = {}
-    reviews: list[ReviewScore] = []
-    ranking: list[str] = []
-    margin: float = 0.0
-    tied: bool = False
-    scores: list[float] = []
-    """Each ranked member's score, in ``ranking`` order."""
-    stage_s: dict[str, float] = {}
-    stage_tokens: dict[str, int] = {}
-    strategy: str = ""
-    """How the answer was made: synthesize, select or vote."""
-    strategy_name: str = ""
-    """The strategy the session ran (majority-then-synthesize, ...)."""
-    not_needed: list[str] = []
-    """Members stopped once a majority of all had agreed: their opinions are unknown."""
-    fallback: str = ""
-    reviews_skipped: bool = False
-
-
-class Record(msgspec.Struct, kw_only=True):
-    id: str
-    kind: str
-    council: CouncilAnswer
-    alone: dict[str, Answer]
-    """Per model: the model asked alone, as the council asks its members."""
-    best: dict[str, Answer] = {}
-    """Per model: the model alone at its best (greedy, room for its whole working)."""
-    versus: CouncilAnswer | None = None
-    """Another council on the same question (``council eval --versus``)."""
+from council.chairman.strategies import STRATEGIES
+from council.evaluation.records import Answer, CouncilAnswer, Record
+from council.evaluation.replay import discrimination, replay
 
 
 def print_report(report: Report, console: Console) -> None:
@@ -147,7 +95,7 @@ def sign_test(wins: int, losses: int) -> float:
 
 def build_report(records: list[Record], *, dataset: str, label: str, total: int) -> Report:
     councils = [r.council for r in records]
-    members = next((c.members for c in councils if c.members), [])
+    members: list[str] = next((c.members for c in councils if c.members), [])
     chairman = next((c.chairman for c in councils if c.chairman), "")
     best_rows = _model_rows(records, "best", chairman)
     alone = _model_rows(records, "alone", chairman)
@@ -365,38 +313,6 @@ def _opinion_of(c: CouncilAnswer, model: str) -> bool | None:
     return c.opinions[member].correct if member else None
 
 
-def replay(strategy: Strategy, c: CouncilAnswer) -> tuple[bool, float, float] | None:
-    """What ``strategy`` would have answered in a recorded session, with the tokens
-    and seconds of the stages it would have run; None when the record cannot say
-    (it skipped the reviews or the synthesis that this strategy needs)."""
-    if c.error or not c.ranking or (c.not_needed and not strategy.majority_decides):
-        return None  # not recorded, or an opinion this strategy would have waited for
-    texts = {m: c.opinions[m].text for m in c.members if m in c.opinions}
-    if strategy.staged:  # it asks the first wave first, and stops there if an answer stands
-        wave = first_wave(c.members)
-        first = {m: t for m, t in texts.items() if m in wave}
-        if len(first) == len(wave) and (stands := strategy.stands(first, c.chairman)):
-            return (c.opinions[stands.members[0]].correct, *_kept(c, "opinions"))
-    stands = strategy.stands(texts, c.chairman)
-    if stands:
-        return (c.opinions[stands.members[0]].correct, *_kept(c, "opinions"))
-    if c.reviews_skipped:
-        return None
-    pick = strategy.concludes(texts, Standing(c.ranking, c.margin, c.tied, c.scores))
-    if pick.how != "synthesize":
-        return (c.opinions[pick.member].correct, *_kept(c, "opinions", "reviews"))
-    if c.strategy != "synthesize":
-        return None
-    return c.correct, c.tokens, c.stage_s.get("total", c.wall_s)
-
-
-def _kept(c: CouncilAnswer, *stages: str) -> tuple[float, float]:
-    return (
-        sum(c.stage_tokens.get(s, 0) for s in stages),
-        sum(c.stage_s.get(s, 0.0) for s in stages),
-    )
-
-
 def _replayed(councils: list[CouncilAnswer], best: str) -> list[SystemRow]:
     """Every registered strategy on the recorded sessions it can be read from."""
     rows = []
@@ -415,29 +331,6 @@ def _replayed(councils: list[CouncilAnswer], best: str) -> list[SystemRow]:
     if stage_one:
         rows.append(row("members' mean (stage 1)", "bound", stage_one))
     return rows
-
-
-def discrimination(councils: list[CouncilAnswer]) -> tuple[float | None, dict[str, float]]:
-    """Mean normalized score given to right answers minus wrong ones: overall, and
-    per reviewer (for those that scored both)."""
-    right: dict[str, list[float]] = {}
-    wrong: dict[str, list[float]] = {}
-    for c in councils:
-        scores = [
-            Score(r.reviewer, r.reviewed, r.score) for r in c.reviews if r.reviewed in c.opinions
-        ]
-        for s in normalize(scores):
-            bucket = right if c.opinions[s.reviewed].correct else wrong
-            bucket.setdefault(s.reviewer, []).append(s.score)
-    by_reviewer = {
-        reviewer: round(statistics.fmean(right[reviewer]) - statistics.fmean(wrong[reviewer]), 3)
-        for reviewer in sorted(right.keys() & wrong.keys())
-    }
-    all_right = [v for vs in right.values() for v in vs]
-    all_wrong = [v for vs in wrong.values() for v in vs]
-    if not all_right or not all_wrong:
-        return None, by_reviewer
-    return round(statistics.fmean(all_right) - statistics.fmean(all_wrong), 3), by_reviewer
 
 
 def _by_kind(records: list[Record]) -> dict[str, dict[str, float]]:

@@ -30,14 +30,8 @@ from council.bus.transport.connection import Credentials, connect
 from council.bus.tunables import tunable
 from council.chairman.extract import checked_text, conclusion
 from council.evaluation.questions import EvalQuestion, load
-from council.evaluation.report import (
-    Answer,
-    CouncilAnswer,
-    Record,
-    ReviewScore,
-    build_report,
-    print_report,
-)
+from council.evaluation.records import Answer, CouncilAnswer, Record, ReviewScore
+from council.evaluation.report import build_report, print_report
 
 log = structlog.get_logger()
 

@@ -30,7 +30,7 @@ from council.chairman.config import CouncilConfig
 from council.chairman.core import Plan
 from council.chairman.extract import checked_text
 from council.chairman.strategies import STRATEGIES
-from council.evaluation import report as evalreport
+from council.evaluation import replay as evalreplay
 from council.evaluation.questions import Check, EvalQuestion
 from council.evaluation.run import council_answer
 
@@ -598,7 +598,7 @@ async def test_every_strategy_replayed_on_a_recorded_session_answers_as_it_does_
     for name, strategy in STRATEGIES.items():
         outcome, _, _ = await run(answering(*said), strategy=name)
         assert isinstance(outcome, FinalAnswer)
-        replay = evalreport.replay(strategy, record)
+        replay = evalreplay.replay(strategy, record)
         if replay is not None:
             replayed += 1
             assert replay[0] == question.check.accepts(checked_text(outcome.answer)), name

@@ -11,15 +11,8 @@ from conftest import TEST_MODEL, council_cli
 
 from council.chairman.extract import checked_text, conclusion
 from council.evaluation.questions import Check, EvalFileError, load
-from council.evaluation.report import (
-    Answer,
-    CouncilAnswer,
-    Record,
-    ReviewScore,
-    build_report,
-    sign_test,
-    wilson,
-)
+from council.evaluation.records import Answer, CouncilAnswer, Record, ReviewScore
+from council.evaluation.report import build_report, sign_test, wilson
 
 DEV_SET = Path(__file__).parent.parent / "evals" / "dev.jsonl"
 
