@@ -214,6 +214,7 @@ def commands_of_settings() -> dict[str, list[str]]:
 
 
 def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[Any, Any, int] | int:
+    """The command asked for: a role (or the whole council) here, a client's below."""
     match args.command:
         case "up":
             from council.cli.up import run_up, with_agent_models
@@ -239,6 +240,14 @@ def dispatch(args: argparse.Namespace, settings: config.Settings) -> Coroutine[A
             from council.assembly.roles import serve_chairman
 
             return _served(serve_chairman(settings, local_agent=not args.no_local_agent))
+    return _dispatch_client(args, settings)
+
+
+def _dispatch_client(
+    args: argparse.Namespace, settings: config.Settings
+) -> Coroutine[Any, Any, int] | int:
+    """The commands of a client of the council (and the tools beside it)."""
+    match args.command:
         case "ask":
             from council.cli.ask import run_ask
 

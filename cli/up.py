@@ -160,21 +160,9 @@ async def run_up(
         client = users.get("client", settings)
         await wait_ready(client, children, console)
         if dashboard:
-            viewer = users.get("dashboard", settings)
-            if unguarded(viewer):  # exposed without a login: make one
-                login_made = dataclasses.replace(viewer.dashboard, login=secrets.token_urlsafe(12))
-                viewer = dataclasses.replace(viewer, dashboard=login_made)
-                console.print(f"dashboard login password: [bold]{viewer.dashboard.login}[/]")
-            children.run("dashboard", dashboard_command(viewer), dashboard_env(viewer))
-            console.print(f"dashboard: [bold]{dashboard_url(settings)}[/]")
-        if api:  # a client like any other, guarded by a key made for this run
-            key = settings.api.key or secrets.token_urlsafe(16)
-            keyed = dataclasses.replace(client, api=dataclasses.replace(client.api, key=key))
-            children.start("api", ["api"], settings_env(keyed))
-            console.print(
-                f"OpenAI-compatible API: [bold]{api_url(settings)}[/] (model council), "
-                f"key [bold]{key}[/]"
-            )
+            _start_dashboard(children, users.get("dashboard", settings), console)
+        if api:
+            _start_api(children, settings, client, console)
         login = (
             f"COUNCIL_NATS_USER=client COUNCIL_NATS_PASSWORD={client.connection.nats_password} "
             if "client" in users
@@ -203,6 +191,26 @@ async def run_up(
         children.stop()
         if server:
             server.stop()
+
+
+def _start_dashboard(children: Children, viewer: Settings, console: Console) -> None:
+    """The dashboard, as its NATS user; exposed without a login, with one made for it."""
+    if unguarded(viewer):
+        login_made = dataclasses.replace(viewer.dashboard, login=secrets.token_urlsafe(12))
+        viewer = dataclasses.replace(viewer, dashboard=login_made)
+        console.print(f"dashboard login password: [bold]{viewer.dashboard.login}[/]")
+    children.run("dashboard", dashboard_command(viewer), dashboard_env(viewer))
+    console.print(f"dashboard: [bold]{dashboard_url(viewer)}[/]")
+
+
+def _start_api(children: Children, settings: Settings, client: Settings, console: Console) -> None:
+    """The API: a client like any other, guarded by a key made for this run."""
+    key = settings.api.key or secrets.token_urlsafe(16)
+    keyed = dataclasses.replace(client, api=dataclasses.replace(client.api, key=key))
+    children.start("api", ["api"], settings_env(keyed))
+    console.print(
+        f"OpenAI-compatible API: [bold]{api_url(settings)}[/] (model council), key [bold]{key}[/]"
+    )
 
 
 def _start_server(
