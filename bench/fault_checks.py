@@ -25,36 +25,6 @@ from council.bus.events import (
 )
 from council.bus.transport.stream import stored_events
 
-SCRIPTED = {
-    "COUNCIL_RUNTIME": "scripted",
-    "COUNCIL_SCRIPTED_DELAY_MS": "300",
-    "COUNCIL_MEMBERS": "m1,m2,m3",
-    "COUNCIL_CHAIRMAN": "m1",
-}
-REAL_MODEL = "smollm2-135m"
-REAL = {
-    "COUNCIL_RUNTIME": "embedded",
-    "COUNCIL_MEMBERS": ",".join(f"{REAL_MODEL}@{p}" for p in ("careful", "concise", "skeptic")),
-    "COUNCIL_CHAIRMAN": REAL_MODEL,
-    "COUNCIL_OPINION_MAX_TOKENS": "96",
-    "COUNCIL_REVIEW_MAX_TOKENS": "64",
-    "COUNCIL_SYNTHESIS_MAX_TOKENS": "128",
-    "COUNCIL_THREADS": "1",
-}
-COMMON = {
-    "COUNCIL_STRATEGY": "synthesize",  # every stage runs, so faults land in every stage
-    "COUNCIL_STREAM_REPLICAS": "3",
-    "COUNCIL_SESSION_LEASE": "4",
-    "COUNCIL_AGENT_SILENCE": "3",
-    "COUNCIL_HEARTBEAT": "0.5",
-    "COUNCIL_LOG_FORMAT": "json",
-    "COUNCIL_LOG_LEVEL": "warning",
-}
-FAULTS = (
-    "kill_agent", "partition_agent", "freeze_agent", "kill_chairman", "replace_chairman",
-    "kill_nats_node",
-)  # fmt: skip
-
 
 async def ended(nc: Client, session_id: str, timeout_s: float) -> list[SessionEvent]:
     """The session's events once it has ended, or as far as it got in ``timeout_s``."""

@@ -68,7 +68,7 @@ async def run_heartbeat(
     node: str,
     role: str,
     describe: Describe | None = None,
-    interval_s: float = 2.0,
+    interval_s: float = Health.heartbeat,
 ) -> None:
     """Publish a NodeHealth every ``interval_s`` until cancelled."""
     psutil.cpu_percent(interval=None)  # prime: the first reading is always 0
