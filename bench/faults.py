@@ -209,6 +209,9 @@ class Driver:
     rng: random.Random
     every_s: tuple[float, float]
     injected: Counter[str] = field(default_factory=Counter)
+    unrecovered: list[str] = field(default_factory=list)
+    """Recoveries that failed (a node that would not start again, say): the campaign
+    then fails, whatever the sessions did, as it no longer tests what it says."""
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
     _chairmen: int = 2
     _node_down: bool = False
@@ -262,7 +265,10 @@ class Driver:
     def _later(self, delay_s: float, action: Callable[[], None]) -> None:
         async def run() -> None:
             await asyncio.sleep(delay_s)
-            action()
+            try:
+                action()
+            except Exception as e:  # noqa: BLE001 - any failure to recover is the finding
+                self.unrecovered.append(f"{type(e).__name__}: {e}")
 
         task = asyncio.create_task(run())
         self._pending.add(task)
@@ -338,6 +344,7 @@ async def campaign(sessions: int, *, real: bool, seed: int, quick: bool) -> dict
         "broken_because": verdict.broken,
         "faults": dict(driver.injected),
         "faults_total": sum(driver.injected.values()),
+        "unrecovered": driver.unrecovered,
         "session_median_s": round(typical, 2),
         "session_max_s": round(slowest, 2),
         "longest_wait_on_a_fault_s": round(slowest - typical, 2),
@@ -370,6 +377,8 @@ def tables(result: dict[str, Any]) -> list[Table]:
         ]
     )
     out = [outcome, faults, timing]
+    if unrecovered := result.get("unrecovered"):
+        out.append(Table("Recoveries that failed", ["error"], [[e] for e in unrecovered]))
     if broken := result.get("broken_because"):
         out.append(Table("Broken sessions", ["session", "why"], [list(b) for b in broken.items()]))
     if why := result.get("failed_members"):
@@ -393,7 +402,7 @@ def main() -> None:
     sessions = args.sessions or (6 if args.quick else 24 if args.real else 300)
     result = asyncio.run(campaign(sessions, real=args.real, seed=args.seed, quick=args.quick))
     report(result, tables(result), args)
-    if result["lost"] or result["broken"]:
+    if result["lost"] or result["broken"] or result["unrecovered"]:
         sys.exit(1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -511,3 +512,20 @@ def test_a_second_server_on_one_jetstream_store_is_refused(tmp_path: Path, named
         first.stop()
     again = EmbeddedNats(tmp_path / "shared", config=config).start()  # free once stopped
     again.stop()
+
+
+def test_a_killed_server_can_be_started_again_by_whoever_started_it(tmp_path: Path) -> None:
+    """The store's lock once belonged to the process that started the server, so a
+    SIGKILLed node of the fault campaign could never be restarted: the lock is the
+    server's now, held while it runs and gone with it."""
+    node = EmbeddedNats(tmp_path / "store").start()
+    try:
+        with pytest.raises(NatsServerError, match="uses the JetStream store"):
+            EmbeddedNats(tmp_path / "store").start()  # held by the running server
+        assert node.process is not None
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(10)
+        node.start()
+        assert node.process.poll() is None
+    finally:
+        node.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from nats.js.api import ConsumerConfig, StreamConfig, StreamConsumerLimits, Stre
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from bench.cluster import Cluster, start_cluster
+from bench.faults import Driver, Fleet
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
 from council.agents.service import AgentService
@@ -228,3 +230,26 @@ async def test_replicas_on_a_single_server_is_a_clear_error(tmp_path: Path) -> N
         await nc.close()
     finally:
         server.stop()
+
+
+async def test_the_fault_campaign_restarts_a_killed_node_and_reports_a_failed_recovery(
+    tmp_path: Path,
+) -> None:
+    """The campaign once killed a NATS node whose restart failed, carried on with it
+    down and reported success: a node it kills now runs again, and a recovery that
+    fails is in the result (and fails the campaign)."""
+    nodes = start_cluster(tmp_path / "nats")
+    try:
+        driver = Driver(Fleet(nodes.urls, tmp_path, {}), nodes, random.Random(1), (1.0, 1.0))
+        driver.inject("kill_nats_node")
+        [killed] = [n for n in nodes.nodes if n.process and n.process.poll() is not None]
+        driver._later(0, lambda: driver.cluster.node("n9").start())  # no such node
+        stop = asyncio.Event()
+        stop.set()
+        await driver.run(stop)  # waits for the restart, 5 s after the kill
+        assert killed.process is not None
+        assert killed.process.poll() is None
+        assert driver.injected == {"kill_nats_node": 1}
+        assert driver.unrecovered == ["ValueError: 'n9' is not in list"]
+    finally:
+        nodes.stop()

@@ -58,7 +58,6 @@ class EmbeddedNats:
         self.log_file = log_file
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
-        self._store_lock: IO[str] | None = None
 
     @property
     def url(self) -> str:
@@ -66,7 +65,6 @@ class EmbeddedNats:
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_store()
         command = [find_nats_server()]
         if self.config:
             command += ["-c", str(self.config)]
@@ -74,11 +72,17 @@ class EmbeddedNats:
         if not self.config:  # a config names its own store_dir (nats-server refuses both)
             command += ["-sd", str(self.store_dir)]
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        # The server inherits the locked file and we close our copy: the lock is then the
+        # server's, released when it exits however it exits (a SIGKILL included), so a
+        # killed server can be started again by the process that started it.
+        with self._lock_store() as lock:
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                pass_fds=(lock.fileno(),),
+            )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while not answers(self.url, 0.2):
             if self.process.poll() is not None:
-                self._unlock_store()
                 raise NatsServerError(
                     f"nats-server exited with {self.process.returncode}: {command}"
                 )
@@ -96,7 +100,6 @@ class EmbeddedNats:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._unlock_store()
 
     def _store(self) -> Path:
         """Where the server keeps JetStream: a config's ``store_dir`` (relative to the
@@ -106,7 +109,7 @@ class EmbeddedNats:
                 return Path(named[1]).expanduser().resolve()
         return self.store_dir.resolve()
 
-    def _lock_store(self) -> None:
+    def _lock_store(self) -> IO[str]:
         """Two servers on one JetStream store corrupt it (and the second one's chairman
         would take over the first one's sessions): one council server per store."""
         store = self._store()
@@ -122,9 +125,4 @@ class EmbeddedNats:
                 "elsewhere (another working directory for nats.conf's store_dir, or "
                 "another XDG_DATA_HOME)"
             ) from None
-        self._store_lock = handle
-
-    def _unlock_store(self) -> None:
-        if self._store_lock:
-            self._store_lock.close()  # closing the file releases the lock
-            self._store_lock = None
+        return handle
