@@ -43,9 +43,9 @@ async def ended(nc: Client, session_id: str, timeout_s: float) -> list[SessionEv
 
 async def every_session(nc: Client) -> list[str]:
     info = await nc.jetstream().stream_info(
-        subjects.STREAM, subjects_filter=subjects.session_event("*", event_kind(SessionStarted))
+        subjects.STREAM, subjects_filter=subjects.session_event("*.*", event_kind(SessionStarted))
     )
-    return sorted(subject.split(".")[2] for subject in info.state.subjects or {})
+    return sorted(subjects.session_of(subject) for subject in info.state.subjects or {})
 
 
 @dataclass

@@ -22,14 +22,14 @@ from council.bus.messages import (
     AskReply,
     CancelCalls,
     ForgetConversation,
-    Forgotten,
+    ForgetReply,
     NodeHealth,
     OpinionRequest,
     ProgramResult,
     Question,
     ReviewRequest,
     RunProgram,
-    Stopped,
+    StopReply,
     StopSession,
     SynthesisRequest,
     TokenDelta,
@@ -79,12 +79,12 @@ decode_agent_info: Decoder[AgentInfo] = Decoder(AgentInfo)
 decode_agent_response: Decoder[AgentResponse] = Decoder(AgentResponse)
 decode_cancel: Decoder[CancelCalls] = Decoder(CancelCalls)
 decode_stop: Decoder[StopSession] = Decoder(StopSession)
-decode_stopped: Decoder[Stopped] = Decoder(Stopped)
+decode_stopped: Decoder[StopReply] = Decoder(StopReply)
 decode_turn: Decoder[Turn] = Decoder(Turn)
 decode_program: Decoder[RunProgram] = Decoder(RunProgram)
 decode_program_result: Decoder[ProgramResult] = Decoder(ProgramResult)
 decode_forget: Decoder[ForgetConversation] = Decoder(ForgetConversation)
-decode_forgotten: Decoder[Forgotten] = Decoder(Forgotten)
+decode_forgotten: Decoder[ForgetReply] = Decoder(ForgetReply)
 decode_request: dict[str, Decoder[AgentRequest]] = {
     "opinion": Decoder(OpinionRequest),
     "review": Decoder(ReviewRequest),

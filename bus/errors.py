@@ -62,6 +62,18 @@ class SessionNotRunning(CouncilError):
         self.session_id = session_id
 
 
+class NotYours(CouncilError):
+    """A person touched a session or conversation of another: refused by the chairman
+    (``not_yours``) or, where nats.conf has people, by the server."""
+
+    def __init__(self, what: str, owner: str) -> None:
+        super().__init__(
+            f"{what} belongs to {owner}: only {owner} and an admin may read, stop or delete it"
+        )
+        self.what = what
+        self.owner = owner
+
+
 class SessionTimeout(CouncilError):
     def __init__(self, session_id: str, waited_s: float) -> None:
         super().__init__(f"session {session_id} did not finish within {waited_s:.0f} s")

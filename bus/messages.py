@@ -15,9 +15,11 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-SCHEMA_VERSION = 2
-"""2: ``session_started`` records the session's whole plan (``SessionPlan``), with the
-strategy in force, instead of its fields one by one."""
+SCHEMA_VERSION = 3
+"""3: sessions and conversations belong to people: their ids begin with the person's
+token (``alice.4f3a9c0d1e2b5a67``), and a person asks, stops and forgets on subjects of
+their own (``council.ask.alice``). 2: ``session_started`` records the session's whole
+plan (``SessionPlan``), with the strategy in force."""
 MAX_QUESTION_CHARS = 4000
 MAX_MEMBERS = 8
 
@@ -62,8 +64,11 @@ class GenerationOptions(Struct, kw_only=True):
 # --- council.ask ---------------------------------------------------------
 
 
-ConversationId = Annotated[str, Meta(pattern="^[A-Za-z0-9_-]*$", max_length=64)]
-"""A subject token: the session id of a conversation's first turn."""
+ConversationId = Annotated[
+    str, Meta(pattern=r"^([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)?$", max_length=128)
+]
+"""The session id of a conversation's first turn: two subject tokens, its person's and
+its own."""
 
 
 class Turn(Struct, kw_only=True):
@@ -133,6 +138,8 @@ RejectReason = Literal[
     "too_few_members",
     "too_many_members",
     "busy",
+    "not_yours",
+    "old_contract",
 ]
 
 
@@ -144,10 +151,18 @@ class Rejected(Struct, kw_only=True, tag="rejected", tag_field="type"):
 
 AskReply = Accepted | Rejected
 
+OLD_CONTRACT = Rejected(
+    reason="old_contract",
+    detail=f"this council speaks contract v{SCHEMA_VERSION}: a person asks on "
+    "council.ask.<person> (upgrade council on this client)",
+)
+"""The answer to a client of contract v2, which asked on ``council.ask``."""
+
 
 class StopSession(Struct, kw_only=True, forbid_unknown_fields=True):
-    """Stop a running session (``council.stop``): the chairman running it ends it with
-    ``session_cancelled``; the others stay silent."""
+    """Stop a running session (``council.stop.<person>``): the chairman running it ends
+    it with ``session_cancelled`` if it is that person's, refuses with ``not_yours``
+    if not; the others stay silent."""
 
     session_id: str
     reason: str = ""
@@ -155,8 +170,8 @@ class StopSession(Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ForgetConversation(Struct, kw_only=True, forbid_unknown_fields=True):
-    """Delete a conversation (``council.forget``): its turns and every event of its
-    sessions leave the COUNCIL stream."""
+    """Delete a conversation (``council.forget.<person>``): its turns and every event of
+    its sessions leave the COUNCIL stream; one of another person's is ``not_yours``."""
 
     conversation: ConversationId
     v: int = SCHEMA_VERSION
@@ -174,6 +189,10 @@ class Stopped(Struct, kw_only=True, tag="stopped", tag_field="type"):
     stage: str
     """Where the session was when it stopped."""
     v: int = SCHEMA_VERSION
+
+
+StopReply = Stopped | Rejected
+ForgetReply = Forgotten | Rejected
 
 
 # --- council.agent.<agent>.<kind> -----------------------------------------

@@ -10,12 +10,17 @@ from __future__ import annotations
 import re
 
 ASK = "council.ask"
-FORGET = "council.forget"
-"""A client deletes a conversation (a chairman of the queue group purges it): who may
-is a permission of the role in nats.conf."""
-STOP = "council.stop"
-"""A client stops a session: every chairman hears it (no queue group), the one running
-the session answers."""
+"""Where a client of contract v2 asked: a chairman refuses it as an old contract."""
+ASKS = "council.ask.*"
+"""Every person's questions (a chairman of the queue group admits each)."""
+STOPS = "council.stop.*"
+"""A session stopped: every chairman hears it (no queue group), the one running the
+session answers."""
+FORGETS = "council.forget.*"
+"""A conversation deleted (a chairman of the queue group purges it)."""
+
+ANYONE = "anyone"
+"""The person of a connection with no user (a server without users has one person)."""
 ROSTER = "council.agents.roster"
 ALL = "council.>"
 
@@ -45,6 +50,48 @@ CHAIRMEN_QUEUE = "council-chairmen"
 AGENT_KINDS = ("opinion", "review", "synthesize")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def ask(person: str) -> str:
+    """Where ``person`` asks: nats.conf lets each person publish on their own only,
+    so the chairman knows who asked from the subject, not from what the asker says."""
+    return f"council.ask.{person}"
+
+
+def stop(person: str) -> str:
+    """Where a session of ``person`` is stopped (by them, or an admin)."""
+    return f"council.stop.{person}"
+
+
+def forget(person: str) -> str:
+    """Where a conversation of ``person`` is deleted (by them, or an admin)."""
+    return f"council.forget.{person}"
+
+
+def person(user: str) -> str:
+    """The person a NATS user is: their subject token."""
+    return token(user) if user else ANYONE
+
+
+def person_of(subject: str) -> str:
+    """The person in an ask, stop or forget subject ("" in any other)."""
+    parts = subject.split(".")
+    if len(parts) == 3 and parts[0] == "council" and parts[1] in ("ask", "stop", "forget"):
+        return parts[2]
+    return ""
+
+
+def owner_of(session_or_conversation: str) -> str:
+    """Whose a session or conversation is: its id begins with its person's token
+    (``alice.4f3a9c0d1e2b5a67``), so every subject it appears in is under that person
+    and nats.conf can give each person their own subjects and no one else's."""
+    person, dot, rest = session_or_conversation.partition(".")
+    return person if dot and rest else ""
+
+
+def owned(person: str, local_id: str) -> str:
+    """The id of a session (or conversation) of ``person``."""
+    return f"{person}.{local_id}"
 
 
 def token(name: str) -> str:
@@ -96,12 +143,22 @@ def session_events(session_id: str) -> str:
 
 
 def session_of(subject: str) -> str:
-    """The session id in a ``council.session.*``, ``council.live.*`` or ``council.cancel.*``
-    subject; "" in any other subject."""
+    """The session id (``person.id``, two tokens) in a ``council.session.*``,
+    ``council.live.*`` or ``council.cancel.*`` subject; "" in any other subject."""
     parts = subject.split(".")
-    if len(parts) > 2 and parts[0] == "council" and parts[1] in ("session", "live", "cancel"):
-        return parts[2]
+    if len(parts) > 3 and parts[0] == "council" and parts[1] in ("session", "live", "cancel"):
+        return f"{parts[2]}.{parts[3]}"
     return ""
+
+
+def sessions_of(person: str) -> str:
+    """Every event of every session of ``person``."""
+    return f"council.session.{person}.>"
+
+
+def conversations_of(person: str) -> str:
+    """Every turn of every conversation of ``person``."""
+    return f"council.conversation.{person}.>"
 
 
 def live(session_id: str, stage: str, member: str) -> str:

@@ -62,8 +62,9 @@ class Defaults:
     )
 
 
-def new_session_id() -> str:
-    return uuid.uuid4().hex[:16]
+def new_session_id(person: str) -> str:
+    """A new session of ``person``: its id begins with theirs (``subjects.owner_of``)."""
+    return subjects.owned(person, uuid.uuid4().hex[:16])
 
 
 def needed_models(question: Question, defaults: Defaults) -> tuple[set[str], str]:
@@ -75,6 +76,7 @@ def admit(
     question: Question,
     defaults: Defaults,
     *,
+    person: str = subjects.ANYONE,
     quorum: int,
     opinion_models: set[str],
     synthesis_models: set[str],
@@ -128,7 +130,7 @@ def admit(
             detail=f"no agent serves {', '.join(unknown)}; served models: {served}",
         )
     return Plan(
-        session_id=new_session_id(),
+        session_id=new_session_id(person),
         question=text,
         members=members,
         chairman=chairman,
@@ -175,9 +177,11 @@ class Admission:
         roster = self.roster
         if not members <= roster.models("opinion") or chairman not in roster.models("synthesize"):
             await roster.refresh()
+        person = subjects.person_of(subject) or subjects.ANYONE
         plan = admit(
             question,
             self.defaults,
+            person=person,
             quorum=self.config.quorum,
             opinion_models=roster.models("opinion") & roster.models("review"),
             synthesis_models=roster.models("synthesize"),
@@ -195,6 +199,13 @@ class Admission:
         earlier turns its client gave, if any; a follow-up gets its conversation's
         turns, read from the stream. Either within the history budget."""
         turns = context
+        if conversation_id and subjects.owner_of(conversation_id) != subjects.owner_of(
+            plan.session_id
+        ):
+            return Rejected(
+                reason="not_yours",
+                detail=f"conversation {conversation_id} is another person's",
+            )
         if conversation_id:
             info = await self.js.stream_info(
                 subjects.STREAM, subjects_filter=subjects.turns(conversation_id)

@@ -19,6 +19,7 @@ from council.bus.codec import decode_forget, decode_stop, encode
 from council.bus.errors import CouncilError
 from council.bus.events import FinalAnswer, SessionCancelled, SessionEvent, SessionFailed
 from council.bus.messages import (
+    OLD_CONTRACT,
     Accepted,
     AgentRequest,
     AskReply,
@@ -42,6 +43,17 @@ from council.chairman.gateway import BusAgents, BusTools
 from council.chairman.leases import Leases
 
 log = structlog.get_logger()
+
+
+def not_theirs(subject: str, owned_id: str) -> Rejected | None:
+    """The refusal of a stop or forget, on a person's subject, of a session or
+    conversation that is not that person's. nats.conf lets a person publish on their
+    own subject only and an admin on anyone's, so the subject says who may act."""
+    person, owner = subjects.person_of(subject), subjects.owner_of(owned_id)
+    if person == owner:
+        return None
+    log.warning("not_yours", subject=subject, id=owned_id)
+    return Rejected(reason="not_yours", detail=f"{owned_id} is not {person}'s")
 
 
 @dataclass(frozen=True)
@@ -97,6 +109,7 @@ class ChairmanService:
         self.sessions: dict[str, Conductor] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._sub: Subscription | None = None
+        self._old_asks: Subscription | None = None
         self._stops: Subscription | None = None
         self._forgets: Subscription | None = None
         self._heartbeat: asyncio.Task[None] | None = None
@@ -110,11 +123,14 @@ class ChairmanService:
         await self.roster.start()
         await self.adopt_sessions(starting=True)
         self._sub = await self.nc.subscribe(
-            subjects.ASK, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_ask
+            subjects.ASKS, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_ask
         )
-        self._stops = await self.nc.subscribe(subjects.STOP, cb=self._on_stop)
+        self._old_asks = await self.nc.subscribe(
+            subjects.ASK, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_old_ask
+        )
+        self._stops = await self.nc.subscribe(subjects.STOPS, cb=self._on_stop)
         self._forgets = await self.nc.subscribe(
-            subjects.FORGET, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_forget
+            subjects.FORGETS, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_forget
         )
         await self.nc.flush()
         self._heartbeat = asyncio.create_task(
@@ -218,7 +234,7 @@ class ChairmanService:
 
     async def stop(self) -> None:
         """Stop taking questions; end running sessions with a named failure."""
-        for sub in (self._sub, self._stops, self._forgets):
+        for sub in (self._sub, self._old_asks, self._stops, self._forgets):
             if sub:
                 await sub.unsubscribe()
         if self._heartbeat:
@@ -257,6 +273,9 @@ class ChairmanService:
         if asked is None or not answerable(msg):
             return
         cid = asked.conversation
+        if (refused := not_theirs(msg.subject, cid)) is not None:
+            await msg.respond(encode(refused))
+            return
         sessions = [t.session_id for t in await conversation(self.nc, cid, wait_s=1.0)]
         for conductor in list(self.sessions.values()):
             if conductor.plan.conversation == cid:
@@ -282,6 +301,9 @@ class ChairmanService:
         conductor = self.sessions.get(asked.session_id) if asked else None
         if asked is None or conductor is None or not answerable(msg):
             return
+        if (refused := not_theirs(msg.subject, asked.session_id)) is not None:
+            await msg.respond(encode(refused))
+            return
         stage = conductor.state.state.value
         log.info("session_stopped", session_id=asked.session_id, stage=stage, why=asked.reason)
         detail = "stopped by a client" + (f": {asked.reason}" if asked.reason else "")
@@ -291,11 +313,17 @@ class ChairmanService:
         )
         await msg.respond(encode(Stopped(session_id=asked.session_id, stage=stage)))
 
+    async def _on_old_ask(self, msg: Msg) -> None:
+        if answerable(msg):
+            await msg.respond(encode(OLD_CONTRACT))
+
     async def _on_ask(self, msg: Msg) -> None:
         if answerable(msg):  # else no session: its asker could never be told of it
             await msg.respond(encode(await self.handle_ask(msg.data, msg.subject)))
 
-    async def handle_ask(self, data: bytes, subject: str = subjects.ASK) -> AskReply:
+    async def handle_ask(
+        self, data: bytes, subject: str = subjects.ask(subjects.ANYONE)
+    ) -> AskReply:
         plan = await self.admission.admit(data, subject, running=len(self.sessions))
         if isinstance(plan, Rejected):
             return plan

@@ -23,7 +23,7 @@ from council.bus.errors import CouncilError
 from council.bus.events import FinalAnswer, SessionCancelled, SessionEvent, SessionFailed
 from council.bus.messages import Question, TokenDelta
 from council.bus.session import FollowedSession
-from council.bus.transport.connection import connect
+from council.bus.transport.connection import connect, whoami
 from council.bus.transport.stream import conversation, conversations
 from council.cli.conversations import conversations_table, exported
 
@@ -150,7 +150,9 @@ class Chat:
                 self.chairman = rest
                 self.console.print(f"[dim]chairman: {rest or 'the default'}[/]")
             case "list":
-                self.console.print(conversations_table(await conversations(self.nc), rest))
+                self.console.print(
+                    conversations_table(await conversations(self.nc, whoami(self.nc)), rest)
+                )
             case "open":
                 turns = await conversation(self.nc, rest)
                 if not turns:

@@ -16,7 +16,7 @@ from council.bus.client import export
 from council.bus.client.ask import forget
 from council.bus.errors import CouncilError
 from council.bus.messages import Turn
-from council.bus.transport.connection import connect
+from council.bus.transport.connection import connect, whoami
 from council.bus.transport.stream import conversation, conversations, stored_events
 
 
@@ -26,7 +26,8 @@ def conversations_table(threads: dict[str, list[Turn]], search: str = "") -> Tab
     table = Table(
         title=f"{len(shown)} conversation(s)" + (f" matching {search!r}" if search else "")
     )
-    for column in ("conversation", "started", "turns", "first question"):
+    table.add_column("conversation", no_wrap=True)  # an id to copy whole
+    for column in ("started", "turns", "first question"):
         table.add_column(column)
     for turns in sorted(shown, key=lambda t: t[0].ts, reverse=True):
         table.add_row(
@@ -57,7 +58,7 @@ async def exported(
 async def run_list(settings: Settings, search: str = "") -> int:
     nc = await connect(settings.nats_url, name="council-list", credentials=settings.credentials)
     try:
-        threads = await conversations(nc)
+        threads = await conversations(nc, whoami(nc))
     finally:
         await nc.close()
     Console().print(conversations_table(threads, search))

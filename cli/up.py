@@ -31,7 +31,7 @@ from council.bus.client.roster import Roster
 from council.bus.codec import encode
 from council.bus.errors import CouncilError
 from council.bus.messages import Question
-from council.bus.transport.connection import connect, request
+from council.bus.transport.connection import connect, request, whoami
 from council.bus.transport.probe import answers
 from council.bus.transport.server import EmbeddedNats
 from council.cli.api import api_url
@@ -111,7 +111,7 @@ async def wait_ready(settings: Settings, children: Children, console: Console) -
 async def _chairman_answers(nc: Client) -> bool:
     """Probe with an empty question: any reply (a Rejected) means a chairman listens."""
     try:
-        await request(nc, subjects.ASK, encode(Question(question="")), timeout_s=1.0)
+        await request(nc, subjects.ask(whoami(nc)), encode(Question(question="")), timeout_s=1.0)
         return True
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
         return False

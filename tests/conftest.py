@@ -23,7 +23,7 @@ from council.bus import subjects
 from council.bus.client.roster import Roster
 from council.bus.codec import encode
 from council.bus.messages import Question
-from council.bus.transport.connection import connect, request
+from council.bus.transport.connection import connect, request, whoami
 from council.bus.transport.server import EmbeddedNats
 
 TEST_MODEL = "smollm2-135m"
@@ -163,7 +163,9 @@ async def until_ready(
             await roster.refresh(0.3)
             if TEST_MODEL in roster.models("opinion") & roster.models("synthesize"):
                 try:
-                    await request(nc, subjects.ASK, encode(Question(question="")), timeout_s=1)
+                    await request(
+                        nc, subjects.ask(whoami(nc)), encode(Question(question="")), timeout_s=1
+                    )
                     return
                 except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
                     pass

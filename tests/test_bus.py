@@ -146,7 +146,7 @@ async def test_malformed_question_gets_bad_request_and_chairman_keeps_serving(
 ) -> None:
     """Garbage on council.ask is answered with Rejected(bad_request); the next ask works."""
     async with council(nats_server):
-        msg = await request(nc, subjects.ASK, payload, timeout_s=5)
+        msg = await request(nc, subjects.ask(subjects.ANYONE), payload, timeout_s=5)
         reply = decode_ask_reply(msg.data)
         assert isinstance(reply, Rejected)
         assert reply.reason == "bad_request"
@@ -252,7 +252,7 @@ async def test_a_client_stops_a_running_session_and_its_agents_stop_its_calls(
             c.runtime.enqueue(model, HANG)
         accepted = await submit(nc, Question(question="q"))
         await serving(c.agents, len(MODELS))
-        await nc.publish(subjects.STOP, b"\x00garbage")
+        await nc.publish(subjects.stop(subjects.ANYONE), b"\x00garbage")
         stopped = await stop(nc, accepted.session_id, reason="changed my mind")
         assert (stopped.session_id, stopped.stage) == (accepted.session_id, "opinions")
         events = [e async for e in follow(nc, accepted.session_id, timeout_s=10)]
@@ -317,12 +317,15 @@ async def test_a_follow_up_sees_its_conversation_and_another_chairman_rebuilds_i
             opened.session_id, follow_up[0].session_id, third[0].session_id
         ]  # fmt: skip
         with pytest.raises(QuestionRejected) as unknown:
-            await submit(nc, Question(question="q", conversation="nosuchthread"))
+            await submit(nc, Question(question="q", conversation="anyone.nosuchthread"))
         assert unknown.value.reason == "unknown_conversation"
         reply = decode_ask_reply(
             (
                 await request(
-                    nc, subjects.ASK, b'{"question": "q", "conversation": "a.b"}', timeout_s=5
+                    nc,
+                    subjects.ask(subjects.ANYONE),
+                    b'{"question": "q", "conversation": "a.b.c"}',
+                    timeout_s=5,
                 )
             ).data
         )
@@ -488,11 +491,15 @@ async def test_a_roster_with_no_agent_is_empty_and_quiet(nc: Client) -> None:
 
 
 def test_the_session_id_of_a_subject_is_read_from_the_session_families_only() -> None:
-    assert subjects.session_of(subjects.session_event("abc123", "opinion")) == "abc123"
-    assert subjects.session_of(subjects.live("abc123", "opinions", "m@careful")) == "abc123"
-    assert subjects.session_of(subjects.cancel("abc123")) == "abc123"
+    sid = subjects.owned("alice", "abc123")
+    assert subjects.owner_of(sid) == "alice"
+    assert subjects.session_of(subjects.session_event(sid, "opinion")) == sid
+    assert subjects.session_of(subjects.live(sid, "opinions", "m@careful")) == sid
+    assert subjects.session_of(subjects.cancel(sid)) == sid
+    assert subjects.person_of(subjects.ask("alice")) == "alice"
     for other in (subjects.ASK, subjects.agent("m", "opinion"), "council.session", "x.session.a.b"):
         assert subjects.session_of(other) == ""
+        assert subjects.person_of(other) == ""
 
 
 @pytest.mark.parametrize("named_by", ["flag", "config"])

@@ -106,7 +106,9 @@ async def test_garbage_on_every_request_subject_gets_a_reason_and_is_logged(
     payload = GARBAGE[kind]
     async with council(nats_server):
         with structlog.testing.capture_logs() as logs:
-            asked = decode_ask_reply((await request(nc, subjects.ASK, payload, timeout_s=5)).data)
+            asked = decode_ask_reply(
+                (await request(nc, subjects.ask(subjects.ANYONE), payload, timeout_s=5)).data
+            )
             assert isinstance(asked, Rejected)
             assert asked.reason == "bad_request"
             assert asked.detail
@@ -190,7 +192,7 @@ async def test_an_event_stored_after_a_long_outage_is_unconfirmed_then_stored_ne
     reported unconfirmed (a warning, not `event_lost`), and once the server is back
     it is confirmed stored, exactly once."""
     async with storing_chairman(tmp_path, pipelined=False) as (server, nc, chairman):
-        event = started_event("s1")
+        event = started_event("t.s1")
         with structlog.testing.capture_logs() as logs:
             server.stop()
             await chairman._store(event)
@@ -199,7 +201,7 @@ async def test_an_event_stored_after_a_long_outage_is_unconfirmed_then_stored_ne
                 if any(e["event"] == "event_stored_late" for e in logs):
                     break
                 await asyncio.sleep(0.1)
-        events = await stored_events(nc, "s1")
+        events = await stored_events(nc, "t.s1")
     names = [e["event"] for e in logs]
     assert "event_unconfirmed" in names
     assert "event_stored_late" in names
@@ -213,9 +215,9 @@ async def test_pipelined_events_lost_in_an_outage_are_published_again_before_the
     """Events sent without waiting for their acks while the server is down: the
     terminal event waits for them, publishes again the ones not acked, and the stream
     ends with every event once, in seq order."""
-    started = started_event("s2")
-    stage = StageStarted(session_id="s2", seq=2, stage="opinions", expected=1)
-    end = SessionFailed(session_id="s2", seq=3, reason="quorum_not_met", detail="test")
+    started = started_event("t.s2")
+    stage = StageStarted(session_id="t.s2", seq=2, stage="opinions", expected=1)
+    end = SessionFailed(session_id="t.s2", seq=3, reason="quorum_not_met", detail="test")
     async with storing_chairman(tmp_path) as (server, nc, chairman):
         await chairman._store(started)  # sent while the server is up
         server.stop()
@@ -224,7 +226,7 @@ async def test_pipelined_events_lost_in_an_outage_are_published_again_before_the
         with structlog.testing.capture_logs() as logs:
             await chairman._store(end)  # waits for both acks, republishes what was lost
         restart.cancel()
-        events = await stored_events(nc, "s2")
+        events = await stored_events(nc, "t.s2")
     assert "event_unacked" in [e["event"] for e in logs]  # the republishing path ran
     assert events == [started, stage, end]
 
@@ -237,9 +239,9 @@ async def test_a_pipelined_event_in_trouble_is_stored_again_before_the_next_one_
     when the connection broke (lost with the dead socket), must not be overtaken: the
     next event waits until it is stored, so the stream never holds a later step
     without an earlier one (a chairman taking the session over could not fold it)."""
-    started = started_event("s3")
-    lost = StageStarted(session_id="s3", seq=2, stage="opinions", expected=1)
-    after = StageStarted(session_id="s3", seq=3, stage="reviews", expected=1)
+    started = started_event("t.s3")
+    lost = StageStarted(session_id="t.s3", seq=2, stage="opinions", expected=1)
+    after = StageStarted(session_id="t.s3", seq=3, stage="reviews", expected=1)
     ack: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
     async with storing_chairman(tmp_path) as (_, nc, chairman):
         reconnects = int(nc.stats["reconnects"])
@@ -248,9 +250,9 @@ async def test_a_pipelined_event_in_trouble_is_stored_again_before_the_next_one_
         else:  # sent before the last reconnect, never acked
             reconnects -= 1
         await chairman._store(started)
-        chairman.events._unacked["s3"].append(_InFlight(lost, ack, reconnects))  # never stored
+        chairman.events._unacked["t.s3"].append(_InFlight(lost, ack, reconnects))  # never stored
         with structlog.testing.capture_logs() as logs:
             await chairman._store(after)
-        events = await stored_events(nc, "s3")
+        events = await stored_events(nc, "t.s3")
     assert "event_unacked" in [e["event"] for e in logs]
     assert events == [started, lost, after]

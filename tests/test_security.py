@@ -24,14 +24,14 @@ from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
 from council.assembly.wiring import local_council
 from council.bus import subjects
-from council.bus.client.ask import follow, submit
-from council.bus.codec import encode
-from council.bus.errors import BusUnavailable, NoCouncil, QuestionRejected
+from council.bus.client.ask import follow, forget, stop, submit
+from council.bus.codec import decode_stopped, encode
+from council.bus.errors import BusUnavailable, CouncilError, NoCouncil, NotYours, QuestionRejected
 from council.bus.events import FinalAnswer, Opinion
-from council.bus.messages import Accepted, Completion, Question, Usage
-from council.bus.transport.connection import Credentials, connect
+from council.bus.messages import Accepted, Completion, Question, Rejected, StopSession, Usage
+from council.bus.transport.connection import Credentials, connect, request
 from council.bus.transport.server import EmbeddedNats
-from council.bus.transport.stream import CONSUMER_IDLE_S, open_sessions
+from council.bus.transport.stream import CONSUMER_IDLE_S, conversations, open_sessions
 from council.chairman.admission import Defaults
 from council.cli.up import ROLES
 
@@ -89,6 +89,43 @@ async def test_each_role_with_its_own_user_runs_a_whole_council(
     assert isinstance(events[-1], FinalAnswer)
 
 
+async def test_a_person_cannot_read_stop_delete_or_continue_anothers_session(
+    secure_server: EmbeddedNats, passwords: dict[str, str], secure_council: None
+) -> None:
+    """The client role is one person and the dashboard another: each operation of the
+    client on the dashboard's session is refused, by the server or by the chairman
+    (``not_yours``), and the session finishes untouched."""
+    owner = await as_role(secure_server, passwords, "dashboard")
+    other = await as_role(secure_server, passwords, "client")
+    try:
+        theirs = await submit(owner, Question(question="q"))
+        sid = theirs.session_id
+        assert subjects.owner_of(sid) == "dashboard"
+        stopping = encode(StopSession(session_id=sid))  # on its own subject: the chairman says
+        reply = await request(other, subjects.stop("client"), stopping, timeout_s=3)
+        refusal = decode_stopped(reply.data)
+        assert isinstance(refusal, Rejected)
+        assert refusal.reason == "not_yours"
+        with pytest.raises(NotYours, match="belongs to dashboard"):
+            await stop(other, sid)  # on the owner's subject: the server refuses
+        with pytest.raises(NotYours):
+            await forget(other, sid)
+        with pytest.raises(QuestionRejected) as continued:
+            await submit(other, Question(question="and?", conversation=sid))
+        assert continued.value.reason == "not_yours"
+        with pytest.raises(CouncilError, match="cannot read"):
+            [e async for e in follow(other, sid, timeout_s=10)]
+        events = [e async for e in follow(owner, sid, timeout_s=30)]
+        listed = await conversations(other, "client")
+        assert sid not in listed
+        assert {subjects.owner_of(c) for c in listed} <= {"client"}
+        assert sid in await conversations(owner, "dashboard")
+    finally:
+        await owner.close()
+        await other.close()
+    assert isinstance(events[-1], FinalAnswer)
+
+
 async def refused(
     server: EmbeddedNats, passwords: dict[str, str], role: str, action: str, subject: str
 ) -> tuple[list[str], int]:
@@ -100,7 +137,7 @@ async def refused(
         try:
             if action == "publish":
                 # a reader is allowed to see session events; it must see none of these
-                reader = await as_role(server, passwords, "client")
+                reader = await as_role(server, passwords, "dashboard")
                 sub = await reader.subscribe(subjects.SESSIONS)
                 await reader.flush()
                 await nc.publish(subject, encode({"type": "final_answer", "answer": "forged"}))
@@ -209,8 +246,9 @@ async def test_a_request_whose_reply_subject_is_not_an_inbox_is_refused_and_neve
         accepted = await submit(client, Question(question="q"))
         events = [e async for e in follow(client, accepted.session_id, timeout_s=30)]
         target = subjects.session_event(accepted.session_id, "final_answer")
+        asks = subjects.ask("client")
         with structlog.testing.capture_logs() as logs:
-            await client.publish(subjects.ASK, encode(Question(question="q2")), reply=target)
+            await client.publish(asks, encode(Question(question="q2")), reply=target)
             await client.publish(subjects.ROSTER, encode({}), reply=target)
             await client.flush()
             await asyncio.sleep(0.5)
@@ -222,7 +260,7 @@ async def test_a_request_whose_reply_subject_is_not_an_inbox_is_refused_and_neve
     assert isinstance(events[-1], FinalAnswer)
     assert (info.state.subjects or {}).get(target) == 1  # the chairman's own answer only
     refused = [e for e in logs if e.get("event") == "reply_subject_refused"]
-    assert {e["subject"] for e in refused} == {subjects.ASK, subjects.ROSTER}
+    assert {e["subject"] for e in refused} == {asks, subjects.ROSTER}
     assert not [e for e in logs if e.get("event") == "question_accepted"]
 
 
@@ -271,7 +309,12 @@ async def test_an_ephemeral_consumer_cannot_outlive_the_streams_limit(
         with pytest.raises(BadRequestError, match="inactive threshold"):
             await js.add_consumer(
                 subjects.STREAM,
-                ConsumerConfig(inactive_threshold=86_400, deliver_subject=client.new_inbox()),
+                ConsumerConfig(
+                    name="stays",
+                    filter_subject=subjects.sessions_of("client"),
+                    inactive_threshold=86_400,
+                    deliver_subject=client.new_inbox(),
+                ),
             )
         await dashboard.jetstream().subscribe(
             subjects.SESSIONS, stream=subjects.STREAM, ordered_consumer=True
@@ -300,67 +343,110 @@ async def test_wrong_password_is_a_clear_error(secure_server: EmbeddedNats) -> N
         await connect(secure_server.url, name="x", credentials=Credentials("agent", "wrong"))
 
 
+MINE, THEIRS = "client", "bob"
+"""The person the client role is, and another person, whose subjects it must not touch."""
 PROBES = (
-    "council.ask", "council.agents.roster", "council.agent.m1.opinion",
-    "council.session.s1.final_answer", "council.live.s1.opinions.m1", "council.health.n1",
-    "council.cancel.s1", "council.stop", "council.forget", "council.conversation.c1.s1",
+    "council.ask", "council.ask.client", "council.ask.bob", "council.agents.roster",
+    "council.agent.m1.opinion", "council.session.client.s1.final_answer",
+    "council.session.bob.s1.final_answer", "council.live.client.s1.opinions.m1",
+    "council.live.bob.s1.opinions.m1", "council.health.n1", "council.cancel.client.s1",
+    "council.stop.client", "council.stop.bob", "council.forget.client", "council.forget.bob",
+    "council.conversation.client.c1.client.s1", "council.conversation.bob.c1.bob.s1",
     "_INBOX.chairman.x", "_INBOX.agent.x", "_INBOX.dashboard.x", "_INBOX.client.x", "_INBOX.x",
     "$JS.API.STREAM.CREATE.COUNCIL", "$JS.API.STREAM.UPDATE.COUNCIL",
     "$JS.API.STREAM.DELETE.COUNCIL", "$JS.API.STREAM.PURGE.COUNCIL",
     "$JS.API.STREAM.MSG.DELETE.COUNCIL", "$JS.API.STREAM.MSG.GET.COUNCIL",
     "$JS.API.STREAM.INFO.COUNCIL", "$JS.API.CONSUMER.CREATE.COUNCIL",
     "$JS.API.CONSUMER.CREATE.COUNCIL.x", "$JS.API.CONSUMER.DURABLE.CREATE.COUNCIL.x",
+    "$JS.API.CONSUMER.CREATE.COUNCIL.x.council.session.client.>",
+    "$JS.API.CONSUMER.CREATE.COUNCIL.x.council.session.bob.>",
+    "$JS.API.CONSUMER.CREATE.COUNCIL.x.council.conversation.client.>",
+    "$JS.API.CONSUMER.CREATE.COUNCIL.x.council.conversation.bob.>",
+    "$JS.API.CONSUMER.CREATE.COUNCIL.x.council.session.>",
     "$JS.API.CONSUMER.DELETE.COUNCIL.x", "$JS.API.CONSUMER.INFO.COUNCIL.x",
-    "$KV.COUNCIL_LEASES.s1", "$JS.FC.x", "council.tool.run", "_INBOX.tools.x",
+    "$KV.COUNCIL_LEASES.client.s1", "$JS.FC.x", "council.tool.run", "_INBOX.tools.x",
 )  # fmt: skip
-"""One subject of each family council uses, and of the JetStream API around the stream."""
+"""One subject of each family council uses, of the JetStream API around the stream, and
+of each family once for the client role's own person and once for another's."""
 
 JS_API = tuple(p for p in PROBES if p.startswith("$JS.API."))
 READER = {
-    ("publish", "council.ask"): "asks questions",
-    ("publish", "council.stop"): "stops its sessions",
-    ("publish", "council.forget"): "deletes a conversation",
     ("publish", "council.agents.roster"): "lists the models agents serve",
-    ("publish", "$JS.API.CONSUMER.CREATE.COUNCIL"): "follows sessions (ordered consumers)",
     ("publish", "$JS.FC.x"): "answers an ordered consumer's flow control",
-    ("subscribe", "council.session.s1.final_answer"): "reads session events",
-    ("subscribe", "council.live.s1.opinions.m1"): "shows answers as they are written",
     ("subscribe", "council.health.n1"): "shows the nodes' health",
+}
+PERSON = {
+    ("publish", "council.ask.client"): "asks questions, as itself",
+    ("publish", "council.stop.client"): "stops its own sessions",
+    ("publish", "council.forget.client"): "deletes its own conversations",
+    ("publish", "$JS.API.CONSUMER.CREATE.COUNCIL.x.council.session.client.>"): (
+        "follows its own sessions"
+    ),
+    ("publish", "$JS.API.CONSUMER.CREATE.COUNCIL.x.council.conversation.client.>"): (
+        "reads its own conversations"
+    ),
+    ("subscribe", "council.live.client.s1.opinions.m1"): "shows its answers as they are written",
+}
+ADMIN = {
+    ("publish", "council.ask.dashboard"): "asks questions, as itself",
+    **{
+        ("publish", f"council.{verb}.{person}"): f"{verb}s anyone's (an admin)"
+        for verb in ("stop", "forget")
+        for person in (MINE, THEIRS)
+    },
+    **{
+        ("publish", api): "reads every session and conversation (an admin)"
+        for api in JS_API
+        if api.startswith("$JS.API.CONSUMER.CREATE.COUNCIL")
+        and api != "$JS.API.CONSUMER.CREATE.COUNCIL.x"  # a named consumer may be durable
+    },
+    **{
+        ("subscribe", f"council.{family}.{person}.s1.{rest}"): "shows every session (an admin)"
+        for family, rest in (("session", "final_answer"), ("live", "opinions.m1"))
+        for person in (MINE, THEIRS)
+    },
 }
 NEEDED: dict[str, dict[tuple[str, str], str]] = {
     "chairman": {
-        ("publish", "council.session.s1.final_answer"): "records session events",
-        ("publish", "council.conversation.c1.s1"): "keeps each conversation's turns",
+        ("publish", "council.session.client.s1.final_answer"): "records session events",
+        ("publish", "council.session.bob.s1.final_answer"): "records session events",
+        ("publish", "council.conversation.client.c1.client.s1"): "keeps conversations' turns",
+        ("publish", "council.conversation.bob.c1.bob.s1"): "keeps conversations' turns",
         ("publish", "council.agent.m1.opinion"): "asks the agents",
         ("publish", "council.tool.run"): "runs computing members' programs in the sandbox",
         ("publish", "council.agents.roster"): "asks which models are served",
         ("publish", "council.health.n1"): "heartbeats",
-        ("publish", "council.live.s1.opinions.m1"): "streams its own model's synthesis",
-        ("publish", "council.cancel.s1"): "stops the calls it no longer waits for",
+        ("publish", "council.live.client.s1.opinions.m1"): "streams its own model's synthesis",
+        ("publish", "council.live.bob.s1.opinions.m1"): "streams its own model's synthesis",
+        ("publish", "council.cancel.client.s1"): "stops the calls it no longer waits for",
         **{("publish", api): "creates, checks and reads the stream" for api in JS_API},
-        ("publish", "$KV.COUNCIL_LEASES.s1"): "holds session leases",
-        ("subscribe", "council.ask"): "takes questions",
-        ("subscribe", "council.stop"): "stops the sessions it runs when asked",
-        ("subscribe", "council.forget"): "deletes conversations from the stream",
+        ("publish", "$KV.COUNCIL_LEASES.client.s1"): "holds session leases",
+        ("subscribe", "council.ask"): "refuses clients of the old contract",
+        **{
+            ("subscribe", f"council.{verb}.{person}"): "takes questions, stops and deletes"
+            for verb in ("ask", "stop", "forget")
+            for person in (MINE, THEIRS)
+        },
         ("subscribe", "council.agent.m1.opinion"): "serves its own model, as an agent",
         ("subscribe", "council.agents.roster"): "answers the roster for its own model",
         ("subscribe", "council.health.n1"): "refuses to run beside a namesake",
-        ("subscribe", "council.cancel.s1"): "stops its own model's calls, as an agent",
+        ("subscribe", "council.cancel.client.s1"): "stops its own model's calls, as an agent",
         ("subscribe", "_INBOX.chairman.x"): "its own replies",
     },
     "agent": {
-        ("publish", "council.live.s1.opinions.m1"): "streams answers as they are written",
+        ("publish", "council.live.client.s1.opinions.m1"): "streams answers as they are written",
+        ("publish", "council.live.bob.s1.opinions.m1"): "streams answers as they are written",
         ("publish", "council.health.n1"): "heartbeats",
         ("subscribe", "council.agent.m1.opinion"): "takes requests (in its queue group only)",
         ("subscribe", "council.agents.roster"): "answers the roster",
-        ("subscribe", "council.cancel.s1"): "stops the calls the chairman no longer needs",
+        ("subscribe", "council.cancel.client.s1"): "stops the calls the chairman no longer needs",
     },
     "tools": {
         ("publish", "council.health.n1"): "heartbeats",
         ("subscribe", "council.tool.run"): "takes programs to run (in its queue group only)",
     },
-    "dashboard": {**READER, ("subscribe", "_INBOX.dashboard.x"): "its own replies"},
-    "client": {**READER, ("subscribe", "_INBOX.client.x"): "its own replies"},
+    "dashboard": {**READER, **ADMIN, ("subscribe", "_INBOX.dashboard.x"): "its own replies"},
+    "client": {**READER, **PERSON, ("subscribe", "_INBOX.client.x"): "its own replies"},
 }
 """Each operation a role's user is allowed, and why the role needs it."""
 
@@ -464,7 +550,11 @@ async def test_every_operation_the_config_allows_is_needed_and_the_rest_is_refus
         # a request the role may send, with the reply subject of a session's final answer
         target = subjects.session_event(accepted.session_id, "final_answer")
         with structlog.testing.capture_logs() as logs:
-            for subject in ("council.ask", "council.agents.roster", "council.agent.m1.opinion"):
+            for subject in (
+                subjects.ask(role),
+                "council.agents.roster",
+                "council.agent.m1.opinion",
+            ):
                 if allowed.allows("publish", subject):
                     await nc.publish(subject, encode(Question(question="q")), reply=target)
             await nc.flush()
@@ -480,5 +570,5 @@ async def test_every_operation_the_config_allows_is_needed_and_the_rest_is_refus
     assert after == before, "a refused operation changed the stream or a session"
     chairman_log = (council_as_roles / "chairman.log").read_text()
     assert chairman_log.count('"event": "question_accepted"') == 1  # the test's own
-    if allowed.allows("publish", subjects.ASK):
+    if allowed.allows("publish", subjects.ask(role)):
         assert '"event": "reply_subject_refused"' in chairman_log

@@ -29,6 +29,7 @@ from council.bus.codec import (
 )
 from council.bus.errors import (
     NoCouncil,
+    NotYours,
     QuestionRejected,
     SessionNotRunning,
     SessionTimeout,
@@ -45,7 +46,7 @@ from council.bus.messages import (
     StopSession,
     TokenDelta,
 )
-from council.bus.transport.connection import request
+from council.bus.transport.connection import request, whoami
 from council.bus.transport.inbox import is_no_responders
 from council.bus.transport.stream import consumer, session_event
 from council.bus.tunables import tunable
@@ -69,39 +70,56 @@ async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> 
     where = nc.connected_url
     url = f"nats://{where.hostname}:{where.port}" if where else "?"  # never the password
     payload = encode(question)
+    asks = subjects.ask(whoami(nc))
     try:
-        msg = await request(nc, subjects.ASK, payload, timeout_s=timeout_s)
+        msg = await request(nc, asks, payload, timeout_s=timeout_s)
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
         raise NoCouncil(url) from None
     except nats.errors.MaxPayloadError:
         raise QuestionRejected(
             "question_too_long", f"{len(payload)} bytes exceed the NATS server's max_payload"
         ) from None
-    reply = decode_ask_reply(msg.data, subjects.ASK)
+    reply = decode_ask_reply(msg.data, asks)
     if isinstance(reply, Rejected):
         raise QuestionRejected(reply.reason, reply.detail)
     return reply
 
 
 async def stop(nc: Client, session_id: str, *, reason: str = "", timeout_s: float = 3.0) -> Stopped:
-    """Stop a running session; SessionNotRunning when no chairman runs it."""
+    """Stop a running session; SessionNotRunning when no chairman runs it, NotYours when
+    it is another person's (an admin may stop anyone's)."""
+    owner = subjects.owner_of(session_id) or whoami(nc)
+    stops = subjects.stop(owner)
     payload = encode(StopSession(session_id=session_id, reason=reason))
     try:
-        msg = await request(nc, subjects.STOP, payload, timeout_s=timeout_s)
+        msg = await request(nc, stops, payload, timeout_s=timeout_s)
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        if owner != whoami(nc):  # the server refuses a person another's subject
+            raise NotYours(f"session {session_id}", owner) from None
         raise SessionNotRunning(session_id) from None
-    return decode_stopped(msg.data, subjects.STOP)
+    reply = decode_stopped(msg.data, stops)
+    if isinstance(reply, Rejected):
+        raise NotYours(f"session {session_id}", owner)
+    return reply
 
 
 async def forget(nc: Client, conversation_id: str, *, timeout_s: float = 30.0) -> Forgotten:
-    """Delete a conversation from the stream: its turns and its sessions' events."""
+    """Delete a conversation from the stream: its turns and its sessions' events
+    (NotYours for another person's, unless this is an admin)."""
+    owner = subjects.owner_of(conversation_id) or whoami(nc)
+    forgets = subjects.forget(owner)
     payload = encode(ForgetConversation(conversation=conversation_id))
     try:
-        msg = await request(nc, subjects.FORGET, payload, timeout_s=timeout_s)
+        msg = await request(nc, forgets, payload, timeout_s=timeout_s)
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        if owner != whoami(nc):
+            raise NotYours(f"conversation {conversation_id}", owner) from None
         where = nc.connected_url
         raise NoCouncil(f"nats://{where.hostname}:{where.port}" if where else "?") from None
-    return decode_forgotten(msg.data, subjects.FORGET)
+    reply = decode_forgotten(msg.data, forgets)
+    if isinstance(reply, Rejected):
+        raise NotYours(f"conversation {conversation_id}", owner)
+    return reply
 
 
 async def follow(

@@ -102,6 +102,12 @@ class Connection:
         )
 
 
+def whoami(nc: Client) -> str:
+    """The person this connection asks and reads as: its user's subject token (nats.conf
+    lets a person's user touch only subjects under that token)."""
+    return subjects.person(nc.options.get("user") or "")
+
+
 async def connect(
     url: str = DEFAULT_URL,
     *,

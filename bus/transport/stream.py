@@ -12,10 +12,12 @@ from contextlib import asynccontextmanager
 
 import nats.errors
 import structlog
+from nats import nuid
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
+    ConsumerConfig,
     DiscardPolicy,
     PubAck,
     RetentionPolicy,
@@ -151,10 +153,14 @@ async def conversation(nc: Client, conversation_id: str, *, wait_s: float = 2.0)
     return [t for msg in stored if (t := decode_turn.read(msg, "bad_turn")) is not None]
 
 
-async def conversations(nc: Client, *, wait_s: float = 2.0) -> dict[str, list[Turn]]:
-    """Every stored conversation's turns, by conversation id, the latest started last."""
+async def conversations(
+    nc: Client, person: str = "*", *, wait_s: float = 2.0
+) -> dict[str, list[Turn]]:
+    """Every stored conversation's turns of ``person`` (``*``: everyone's, which only
+    an admin may read where nats.conf has people), by conversation id, the latest
+    started last."""
     threads: dict[str, list[Turn]] = {}
-    for msg in await _stored(nc, subjects.CONVERSATIONS, wait_s):
+    for msg in await _stored(nc, subjects.conversations_of(person), wait_s):
         if turn := decode_turn.read(msg, "bad_turn"):
             threads.setdefault(turn.conversation, []).append(turn)
     return threads
@@ -180,7 +186,7 @@ async def open_sessions(nc: Client) -> list[str]:
 
     async def ids(kind: str) -> set[str]:
         info = await js.stream_info(
-            subjects.STREAM, subjects_filter=subjects.session_event("*", kind)
+            subjects.STREAM, subjects_filter=subjects.session_event("*.*", kind)
         )
         return {subjects.session_of(subject) for subject in (info.state.subjects or {})}
 
@@ -193,10 +199,15 @@ async def open_sessions(nc: Client) -> list[str]:
 async def consumer(nc: Client, subject: str) -> AsyncIterator[JetStreamContext.PushSubscription]:
     """An ordered consumer over the stream's messages on ``subject`` from the first.
     Readers may not delete consumers: the server removes it once unsubscribed (the
-    stream's limit)."""
+    stream's limit).
+
+    A named consumer is created on ``$JS.API.CONSUMER.CREATE.COUNCIL.<name>.<subject>``:
+    the subject it reads is in the API subject, so nats.conf can let a person create
+    consumers on their own subjects only."""
+    config = ConsumerConfig(name=nuid.NUID().next().decode())
     try:  # naming the stream spares a $JS.API.STREAM.NAMES lookup readers may not make
         messages = await nc.jetstream().subscribe(
-            subject, stream=subjects.STREAM, ordered_consumer=True
+            subject, stream=subjects.STREAM, ordered_consumer=True, config=config
         )
     except nats.errors.Error as exc:
         raise CouncilError(f"cannot read {subject} from the stream: {exc!r}") from exc
