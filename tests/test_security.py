@@ -30,10 +30,14 @@ from council.bus.errors import BusUnavailable, CouncilError, NoCouncil, NotYours
 from council.bus.events import FinalAnswer, Opinion
 from council.bus.messages import Accepted, Completion, Question, Rejected, StopSession, Usage
 from council.bus.transport.connection import Credentials, connect, request
+from council.bus.transport.people import PeopleFile, permissions
 from council.bus.transport.server import EmbeddedNats
 from council.bus.transport.stream import CONSUMER_IDLE_S, conversations, open_sessions
 from council.chairman.admission import Defaults
 from council.cli.up import ROLES
+
+PEOPLE = {"bob": False, "root": True}
+"""People the server knows besides the roles (name: admin), added as `council users` does."""
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +54,9 @@ def secure_server(
     config = root / "nats.conf"
     text = natsconf.NATS_CONF.read_text().replace('"./.council-jetstream"', f'"{root / "js"}"')
     config.write_text(text)
+    people = PeopleFile(config)  # as `council users add` writes them
+    for name, admin in PEOPLE.items():
+        passwords[name] = people.add(name, admin=admin)
     env = {f"COUNCIL_{r.upper()}_PASSWORD": p for r, p in passwords.items()}
     server = EmbeddedNats(root, config=config, log_file=root / "nats.log", env=env).start()
     yield server
@@ -365,6 +372,7 @@ PROBES = (
     "$JS.API.CONSUMER.CREATE.COUNCIL.x.council.session.>",
     "$JS.API.CONSUMER.DELETE.COUNCIL.x", "$JS.API.CONSUMER.INFO.COUNCIL.x",
     "$KV.COUNCIL_LEASES.client.s1", "$JS.FC.x", "council.tool.run", "_INBOX.tools.x",
+    "council.ask.root", "_INBOX.bob.x", "_INBOX.root.x",
 )  # fmt: skip
 """One subject of each family council uses, of the JetStream API around the stream, and
 of each family once for the client role's own person and once for another's."""
@@ -375,18 +383,22 @@ READER = {
     ("publish", "$JS.FC.x"): "answers an ordered consumer's flow control",
     ("subscribe", "council.health.n1"): "shows the nodes' health",
 }
-PERSON = {
-    ("publish", "council.ask.client"): "asks questions, as itself",
-    ("publish", "council.stop.client"): "stops its own sessions",
-    ("publish", "council.forget.client"): "deletes its own conversations",
-    ("publish", "$JS.API.CONSUMER.CREATE.COUNCIL.x.council.session.client.>"): (
-        "follows its own sessions"
-    ),
-    ("publish", "$JS.API.CONSUMER.CREATE.COUNCIL.x.council.conversation.client.>"): (
-        "reads its own conversations"
-    ),
-    ("subscribe", "council.live.client.s1.opinions.m1"): "shows its answers as they are written",
-}
+
+
+def person_needs(name: str) -> dict[tuple[str, str], str]:
+    """What a person (the client role, or one `council users` added) needs: their own."""
+    create = "$JS.API.CONSUMER.CREATE.COUNCIL.x"
+    return {
+        ("publish", f"council.ask.{name}"): "asks questions, as itself",
+        ("publish", f"council.stop.{name}"): "stops its own sessions",
+        ("publish", f"council.forget.{name}"): "deletes its own conversations",
+        ("publish", f"{create}.council.session.{name}.>"): "follows its own sessions",
+        ("publish", f"{create}.council.conversation.{name}.>"): "reads its own conversations",
+        ("subscribe", f"council.live.{name}.s1.opinions.m1"): "shows its answers as written",
+        ("subscribe", f"_INBOX.{name}.x"): "its own replies",
+    }
+
+
 ADMIN = {
     ("publish", "council.ask.dashboard"): "asks questions, as itself",
     **{
@@ -425,7 +437,8 @@ NEEDED: dict[str, dict[tuple[str, str], str]] = {
         **{
             ("subscribe", f"council.{verb}.{person}"): "takes questions, stops and deletes"
             for verb in ("ask", "stop", "forget")
-            for person in (MINE, THEIRS)
+            for person in (MINE, THEIRS, "root")
+            if verb == "ask" or person != "root"
         },
         ("subscribe", "council.agent.m1.opinion"): "serves its own model, as an agent",
         ("subscribe", "council.agents.roster"): "answers the roster for its own model",
@@ -446,7 +459,29 @@ NEEDED: dict[str, dict[tuple[str, str], str]] = {
         ("subscribe", "council.tool.run"): "takes programs to run (in its queue group only)",
     },
     "dashboard": {**READER, **ADMIN, ("subscribe", "_INBOX.dashboard.x"): "its own replies"},
-    "client": {**READER, **PERSON, ("subscribe", "_INBOX.client.x"): "its own replies"},
+    "client": {**READER, **person_needs("client")},
+    "bob": {**READER, **person_needs("bob")},
+    "root": {
+        **READER,
+        ("publish", "council.ask.root"): "asks questions, as itself",
+        ("subscribe", "_INBOX.root.x"): "its own replies",
+        **{
+            k: why
+            for k, why in ADMIN.items()
+            if k[1].startswith(("council.stop", "council.forget"))
+        },
+        **{
+            ("publish", f"$JS.API.CONSUMER.CREATE.COUNCIL.x.council.{family}.{person}.>"): (
+                "reads everyone's sessions and conversations (an admin)"
+            )
+            for family in ("session", "conversation")
+            for person in (MINE, THEIRS)
+        },
+        **{
+            ("subscribe", f"council.live.{person}.s1.opinions.m1"): "shows everyone's live text"
+            for person in (MINE, THEIRS)
+        },
+    },
 }
 """Each operation a role's user is allowed, and why the role needs it."""
 
@@ -514,7 +549,7 @@ async def submitted(nc: Client, question: Question, wait_s: float = 60) -> Accep
             await asyncio.sleep(0.5)
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", [*ROLES, *PEOPLE])
 async def test_every_operation_the_config_allows_is_needed_and_the_rest_is_refused(
     secure_server: EmbeddedNats, passwords: dict[str, str], council_as_roles: Path, role: str
 ) -> None:
@@ -522,7 +557,7 @@ async def test_every_operation_the_config_allows_is_needed_and_the_rest_is_refus
     family and each of publish, subscribe and a request with a chosen reply subject,
     the operation is either one the role needs, or refused by the server while
     nothing changes in the stream or in any session."""
-    allowed = natsconf.permissions()[role]
+    allowed = natsconf.permissions(secure_server.config or natsconf.NATS_CONF)[role]
     needed = NEEDED[role]
     asker = await as_role(secure_server, passwords, "client")
     observer = await as_role(secure_server, passwords, "chairman")
@@ -572,3 +607,90 @@ async def test_every_operation_the_config_allows_is_needed_and_the_rest_is_refus
     assert chairman_log.count('"event": "question_accepted"') == 1  # the test's own
     if allowed.allows("publish", subjects.ask(role)):
         assert '"event": "reply_subject_refused"' in chairman_log
+
+
+async def test_people_see_and_control_their_own_and_an_admin_everyones(
+    secure_server: EmbeddedNats, passwords: dict[str, str], secure_council: None
+) -> None:
+    """bob (a person) and root (an admin), both as `council users` writes them: the
+    client role cannot stop or read bob's session; root follows it, lists everyone's
+    conversations, stops another of bob's and deletes bob's conversation."""
+    bob = await as_role(secure_server, passwords, "bob")
+    client = await as_role(secure_server, passwords, "client")
+    root = await as_role(secure_server, passwords, "root")
+    try:
+        sid = (await submit(bob, Question(question="q"))).session_id
+        assert subjects.owner_of(sid) == "bob"
+        with pytest.raises(NotYours, match="belongs to bob"):
+            await stop(client, sid)
+        with pytest.raises(CouncilError, match="cannot read"):
+            [e async for e in follow(client, sid, timeout_s=10)]
+        seen_by_root = [e async for e in follow(root, sid, timeout_s=30)]
+        assert seen_by_root == [e async for e in follow(bob, sid, timeout_s=30)]
+        everyone = await conversations(root)
+        assert sid in everyone
+        assert sid not in await conversations(client, "client")
+        running = (await submit(bob, Question(question="q2"))).session_id
+        stopped = await stop(root, running)
+        assert stopped.session_id == running
+        forgotten = await forget(root, sid)
+        assert forgotten.sessions == [sid]
+        assert sid not in await conversations(bob, "bob")
+    finally:
+        for nc in (bob, client, root):
+            await nc.close()
+    assert isinstance(seen_by_root[-1], FinalAnswer)
+
+
+def test_council_users_adds_resets_and_removes_a_login_on_a_running_server(
+    tmp_path: Path,
+) -> None:
+    """`council users` against a server started from the same nats.conf: each change
+    is in force at once (the server reloads), and only a hash is written."""
+    config = tmp_path / "nats.conf"
+    config.write_text(
+        natsconf.NATS_CONF.read_text().replace('"./.council-jetstream"', f'"{tmp_path / "js"}"')
+    )
+    env = {f"COUNCIL_{r.upper()}_PASSWORD": "p" + secrets.token_hex(8) for r in ROLES}
+    server = EmbeddedNats(tmp_path, config=config, env=env).start()
+
+    def users(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "council.cli", "users", *args, "--nats-config", str(config)],
+            capture_output=True, text=True, check=True, cwd=tmp_path,
+        )  # fmt: skip
+        assert args[0] == "list" or "the server reloaded its users" in done.stdout
+        return done.stdout
+
+    def password(told: str) -> str:
+        return told.split("password  ", 1)[1].split()[0]
+
+    async def logs_in(user: str, secret: str) -> bool:
+        try:
+            nc = await connect(server.url, name=user, credentials=Credentials(user, secret))
+        except BusUnavailable:
+            return False
+        await nc.close()
+        return True
+
+    try:
+        first = password(users("add", "carol"))
+        assert first not in config.read_text()
+        assert asyncio.run(logs_in("carol", first))
+        again = password(users("reset", "carol"))
+        assert not asyncio.run(logs_in("carol", first))
+        assert asyncio.run(logs_in("carol", again))
+        assert "carol" in users("list")
+        users("remove", "carol")
+        assert not asyncio.run(logs_in("carol", again))
+    finally:
+        server.stop()
+
+
+def test_the_client_role_is_a_person_with_the_permissions_council_users_writes() -> None:
+    """The shipped client user and a person `council users` adds are one shape: the
+    permissions of a person are declared once, in `people.permissions`."""
+    shipped = natsconf.permissions()["client"]
+    written = permissions("client", admin=False)
+    assert sorted(shipped.publish) == sorted(written["publish"])
+    assert sorted(shipped.subscribe) == sorted(written["subscribe"])

@@ -34,6 +34,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+PID_FILE = "nats.pid"
+"""In the JetStream store: where a server council started keeps its pid, so that
+`council users` can tell it to reload its users."""
+
 STORE_DIR = re.compile(r'^\s*store_dir\s*[:=]\s*"?([^"#\n]+?)"?\s*$', re.MULTILINE)
 """A NATS config's JetStream store_dir line."""
 
@@ -69,6 +73,7 @@ class EmbeddedNats:
         if self.config:
             command += ["-c", str(self.config)]
         command += ["-js", "-a", self.host, "-p", str(self.port)]
+        command += ["-P", str(self._store() / PID_FILE)]
         if not self.config:  # a config names its own store_dir (nats-server refuses both)
             command += ["-sd", str(self.store_dir)]
         out = self.log_file.open("ab") if self.log_file else subprocess.DEVNULL
