@@ -8,6 +8,7 @@ the chairman is configured with; a model the agents serve is asked alone.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -176,7 +177,10 @@ class CouncilApi:
         except QuestionRejected as exc:
             status = _REJECTION_STATUS.get(exc.reason, 400)
             kind = "invalid_request_error" if status != 429 else "rate_limit_error"
-            return _error(status, str(exc), kind, exc.reason)
+            refused = _error(status, str(exc), kind, exc.reason)
+            if exc.retry_after_s:
+                refused.headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
+            return refused
         except NoCouncil as exc:
             return _error(503, str(exc), "server_error", "no_council")
         log.info("api_session", session_id=accepted.session_id, model=asked.model)

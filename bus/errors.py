@@ -48,10 +48,12 @@ class ModelLoadError(CouncilError):
 
 
 class QuestionRejected(CouncilError):
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, retry_after_s: float = 0.0) -> None:
         super().__init__(f"question rejected ({reason}): {detail}")
         self.reason = reason
         self.detail = detail
+        self.retry_after_s = retry_after_s
+        """``busy``: about how long until the council would take it."""
 
 
 class SessionNotRunning(CouncilError):

@@ -64,6 +64,14 @@ class SessionStarted(Event, tag="session_started"):
     """The chairman node running the session: only it resumes the session after a restart."""
 
 
+class SessionQueued(Event, tag="session_queued"):
+    """The session waits for a slot of its chairman: its person's fair share is in use,
+    or every slot is. Its first stage begins when its turn comes."""
+
+    ahead: int
+    """Sessions that will start before it, as things stood when it was queued."""
+
+
 class StageStarted(Event, tag="stage_started"):
     stage: Stage
     expected: int
@@ -209,6 +217,7 @@ class SessionCancelled(SessionFailed, tag="session_cancelled"):
 
 SessionEvent = (
     SessionStarted
+    | SessionQueued
     | StageStarted
     | Opinion
     | MemberFailed

@@ -147,6 +147,8 @@ class Rejected(Struct, kw_only=True, tag="rejected", tag_field="type"):
     reason: RejectReason
     detail: str = ""
     v: int = SCHEMA_VERSION
+    retry_after_s: float = 0.0
+    """``busy``: about how long until a question of this person would be taken."""
 
 
 AskReply = Accepted | Rejected
@@ -403,6 +405,8 @@ class NodeHealth(Struct, kw_only=True):
     threads_per_generation: int = 0
     ts: float = msgspec.field(default_factory=now)
     v: int = SCHEMA_VERSION
+    waiting: int = 0
+    """A chairman's sessions waiting for a slot (their person's fair share in use)."""
 
 
 class AgentInfo(Struct, kw_only=True):

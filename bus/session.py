@@ -28,6 +28,7 @@ from council.bus.events import (
     SessionCancelled,
     SessionEvent,
     SessionFailed,
+    SessionQueued,
     SessionStarted,
     StageStarted,
 )
@@ -82,6 +83,8 @@ class SessionState:
     """Per stage begun, why it runs as it does (or asks nothing)."""
     stages: dict[str, StageStarted] = field(default_factory=dict)
     """Per stage begun, the event that began it (a skipped reviews stage names who stood)."""
+    queued: SessionQueued | None = None
+    """The session waited for a slot: how many were ahead of it."""
 
     @classmethod
     def rebuild(cls, session_id: str, events: list[SessionEvent]) -> SessionState:
@@ -119,6 +122,8 @@ class SessionState:
             case SessionStarted() if self.state is State.NEW:
                 self.started = event
                 self.state = State.STARTED
+            case SessionQueued() if self.state is State.STARTED:
+                self.queued = event
             case StageStarted() if (event.stage, self.state) in _NEXT_STAGE:
                 self.state = _NEXT_STAGE[(event.stage, self.state)]
                 self.expected[event.stage] = event.expected
@@ -166,7 +171,10 @@ class SessionState:
         }
 
     def progress_line(self) -> str:
-        """The stages begun, on one line: "opinions 3/3 · reviews skipped"."""
+        """The stages begun, on one line: "opinions 3/3 · reviews skipped" (or the
+        session's place while it waits for a slot)."""
+        if self.queued is not None and not self.expected:
+            return f"queued: {self.queued.ahead} ahead"
         return " · ".join(
             f"{stage} {done}/{expected}" if expected else f"{stage} skipped"
             for stage, (done, expected) in self.progress().items()

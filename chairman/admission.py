@@ -152,17 +152,14 @@ class Admission:
         defaults: Defaults,
         config: CouncilConfig,
         roster: Roster,
-        *,
-        max_sessions: int,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.defaults = defaults
         self.config = config
         self.roster = roster
-        self.max_sessions = max_sessions
 
-    async def admit(self, data: bytes, subject: str, *, running: int) -> Plan | Rejected:
+    async def admit(self, data: bytes, subject: str) -> Plan | Rejected:
         """The plan of a question as it came off the bus, its conversation's turns
         included; a named refusal otherwise (logged)."""
         try:
@@ -170,9 +167,6 @@ class Admission:
         except InvalidMessage as exc:
             log.warning("bad_question", error=exc.detail)
             return Rejected(reason="bad_request", detail=exc.detail)
-        if running >= self.max_sessions:
-            log.info("question_rejected", reason="busy", sessions=running)
-            return Rejected(reason="busy", detail=f"{running} sessions running; try again later")
         members, chairman = needed_models(question, self.defaults)
         roster = self.roster
         if not members <= roster.models("opinion") or chairman not in roster.models("synthesize"):

@@ -12,7 +12,13 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from council.bus.events import AgentLost, FinalAnswer, SessionFailed, SessionStarted
+from council.bus.events import (
+    AgentLost,
+    FinalAnswer,
+    SessionFailed,
+    SessionQueued,
+    SessionStarted,
+)
 from council.bus.session import State
 from council.chairman.conclusion import ConclusionStage
 from council.chairman.core import ms_since
@@ -40,20 +46,29 @@ class Conductor(OpinionsStage, ReviewsStage, ConclusionStage):
             )
         )
 
-    async def run(self) -> FinalAnswer | SessionFailed:
-        """Run the session, or finish a rebuilt one from the stage it had reached."""
-        started = time.perf_counter()
-        plan = self.plan
+    async def begin(self) -> None:
+        """Record the session's start (once: a rebuilt session has begun already)."""
         if self.state.state is State.NEW:
             await self.record(
                 SessionStarted(
-                    session_id=plan.session_id,
-                    plan=plan,
+                    session_id=self.plan.session_id,
+                    plan=self.plan,
                     quorum=self.config.quorum,
                     labels={label: member for member, label in self.labels.items()},
                     owner=self.owner,
                 )
             )
+
+    async def queued(self, ahead: int) -> None:
+        """The session waits for a slot (its person's fair share): say how long the line is."""
+        if self.state.state is State.STARTED:
+            await self.record(SessionQueued(session_id=self.plan.session_id, ahead=ahead))
+
+    async def run(self) -> FinalAnswer | SessionFailed:
+        """Run the session, or finish a rebuilt one from the stage it had reached."""
+        started = time.perf_counter()
+        plan = self.plan
+        await self.begin()
         try:
             if self.state.state in (State.STARTED, State.OPINIONS):
                 await self._stage("opinions", self._opinions)

@@ -39,6 +39,7 @@ from council.chairman.admission import Admission, Defaults
 from council.chairman.conductor import Conductor
 from council.chairman.config import CouncilConfig
 from council.chairman.core import Plan
+from council.chairman.fairshare import FairShare, Ticket
 from council.chairman.gateway import BusAgents, BusTools
 from council.chairman.leases import Leases
 
@@ -61,6 +62,16 @@ class ChairmanOptions:
     """How a chairman process serves: the keywords of ``ChairmanService`` a person sets."""
 
     max_sessions: int = tunable(16, "COUNCIL_MAX_SESSIONS", "sessions one chairman runs at once")
+    person_sessions: int = tunable(
+        8,
+        "COUNCIL_PERSON_SESSIONS",
+        "sessions of one person a chairman runs at once (their others wait their turn)",
+    )
+    queue: int = tunable(
+        32,
+        "COUNCIL_QUEUE",
+        "questions of one person that may wait for a chairman's slot (more are refused: busy)",
+    )
     stream_replicas: int = tunable(
         1, "COUNCIL_STREAM_REPLICAS", "session events' copies in a NATS cluster (3: lose 1 node)"
     )
@@ -81,6 +92,8 @@ class ChairmanService:
         config: CouncilConfig,
         node: str,
         max_sessions: int = ChairmanOptions.max_sessions,
+        person_sessions: int = ChairmanOptions.person_sessions,
+        queue: int = ChairmanOptions.queue,
         heartbeat_s: float = Health.heartbeat,
         stream_replicas: int = ChairmanOptions.stream_replicas,
         store_patience_s: float = 60.0,
@@ -101,7 +114,8 @@ class ChairmanService:
         self.lease_s = lease_s
         self.leases = Leases(self.js, node, ttl_s=lease_s, replicas=stream_replicas)
         self.roster = Roster(nc)
-        self.admission = Admission(nc, defaults, config, self.roster, max_sessions=max_sessions)
+        self.share = FairShare(max_sessions, min(person_sessions, max_sessions), queue)
+        self.admission = Admission(nc, defaults, config, self.roster)
         self.agents = BusAgents(
             nc, silence_s=config.agent_silence_s, on_lost=self._agent_lost, roster=self.roster
         )
@@ -138,7 +152,10 @@ class ChairmanService:
                 self.nc,
                 node=self.node,
                 role="chairman",
-                describe=lambda: {"in_flight": len(self.sessions)},
+                describe=lambda: {
+                    "in_flight": sum(self.share.running.values()),
+                    "waiting": self.share.waiting(),
+                },
                 interval_s=self.heartbeat_s,
             )
         )
@@ -324,7 +341,12 @@ class ChairmanService:
     async def handle_ask(
         self, data: bytes, subject: str = subjects.ask(subjects.ANYONE)
     ) -> AskReply:
-        plan = await self.admission.admit(data, subject, running=len(self.sessions))
+        """Questions are taken one at a time (a subscription's callbacks run in turn), so
+        what ``share.refuses`` counts is exact until the session takes its place."""
+        person = subjects.person_of(subject) or subjects.ANYONE
+        if self.share.refuses(person):
+            return self._busy(person)
+        plan = await self.admission.admit(data, subject)
         if isinstance(plan, Rejected):
             return plan
         try:
@@ -334,7 +356,7 @@ class ChairmanService:
         conductor = Conductor(
             plan, self.config, self.agents, self._store, owner=self.node, tools=self.tools
         )
-        self._launch(conductor)
+        self._launch(conductor, self.share.enter(person))
         log.info("question_accepted", session_id=plan.session_id, members=plan.members)
         return Accepted(
             session_id=plan.session_id,
@@ -366,22 +388,39 @@ class ChairmanService:
         except nats.errors.Error as exc:
             log.error("turn_not_stored", session_id=plan.session_id, error=repr(exc))
 
-    def _launch(self, conductor: Conductor) -> None:
+    def _busy(self, person: str) -> Rejected:
+        waiting, retry = self.share.waiting(person), self.share.retry_after_s(person)
+        log.info("question_rejected", reason="busy", person=person, waiting=waiting)
+        return Rejected(
+            reason="busy",
+            detail=f"{waiting} of your questions wait already; try again in about {retry:g} s",
+            retry_after_s=retry,
+        )
+
+    def _launch(self, conductor: Conductor, ticket: Ticket | None = None) -> None:
+        """Run a session (``ticket``: its place in the fair share; a resumed one gets
+        in line now)."""
         session_id = conductor.plan.session_id
         self.sessions[session_id] = conductor
-        self._tasks[session_id] = asyncio.create_task(self._run(conductor))
+        ticket = ticket or self.share.enter(subjects.owner_of(session_id))
+        self._tasks[session_id] = asyncio.create_task(self._run(conductor, ticket))
 
     async def _agent_lost(self, request: AgentRequest, node: str, reissued: bool) -> None:
         conductor = self.sessions.get(request.session_id)
         if conductor is not None:
             await conductor.agent_lost(request.member, node, reissued)
 
-    async def _run(self, conductor: Conductor) -> None:
+    async def _run(self, conductor: Conductor, ticket: Ticket) -> None:
+        """Run a session in its person's fair share of the slots: recorded at once, it
+        may wait (``session_queued``) before its first stage."""
         session_id = conductor.plan.session_id
         try:
-            await conductor.run()
+            await conductor.begin()
+            async with self.share.turn(ticket, conductor.queued):
+                await conductor.run()
             await self.leases.release(session_id)
         finally:
+            self.share.leave(ticket)
             self.sessions.pop(session_id, None)
             self._tasks.pop(session_id, None)
             self.events.forget(session_id)

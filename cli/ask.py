@@ -25,6 +25,7 @@ from council.bus.events import (
     SessionCancelled,
     SessionEvent,
     SessionFailed,
+    SessionQueued,
     StageStarted,
 )
 from council.bus.members import method_of
@@ -54,6 +55,10 @@ class Progress:
     def _print(self, event: SessionEvent) -> None:
         c = self.console
         match event:
+            case SessionQueued(ahead=ahead):
+                c.print(
+                    f"[yellow]… waiting for a slot: {ahead} session(s) ahead[/]", highlight=False
+                )
             case StageStarted(stage=stage, expected=expected, reason=reason):
                 why = f": {reason}" if reason else ""
                 c.print(

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -17,6 +19,7 @@ from conftest import TEST_MODEL
 from nats.aio.client import Client
 from test_bus import MODELS, council
 
+from council.agents.runtimes.scripted import HANG
 from council.api.server import ApiConfig, CouncilApi
 from council.bus.events import SessionEvent, SessionStarted
 from council.bus.transport.connection import Credentials, connect
@@ -29,10 +32,23 @@ KEY = "k-test-key"
 @pytest.fixture
 async def api(nats_server: EmbeddedNats) -> AsyncIterator[openai.AsyncOpenAI]:
     """The API in this process, on a scripted council; an `openai` client of it."""
+    async with serving_api(nats_server) as client:
+        yield client
+
+
+@asynccontextmanager
+async def serving_api(
+    nats_server: EmbeddedNats, *, held: bool = False, **chairman_options: Any
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    """``held``: the first session's calls never end (it holds its slot)."""
     port = free_port()
     app = CouncilApi(ApiConfig(nats_server.url, Credentials(), KEY)).app()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    async with council(nats_server):
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    config.timeout_graceful_shutdown = 2  # a held session's request never ends by itself
+    server = uvicorn.Server(config)
+    async with council(nats_server, **chairman_options) as c:
+        for model in MODELS if held else ():
+            c.runtime.enqueue(model, HANG)
         serving = asyncio.create_task(server.serve())
         for _ in range(500):  # uvicorn says it has started with a flag only
             if server.started:
@@ -120,6 +136,22 @@ async def test_bad_key_bad_request_and_unknown_model_get_openai_errors(
         await api.chat.completions.create(
             model="nosuchmodel", messages=[{"role": "user", "content": "hi"}]
         )
+
+
+async def test_a_full_queue_is_429_with_retry_after(nats_server: EmbeddedNats) -> None:
+    """One slot, a queue of one: the first question runs, the second waits its turn,
+    the third is refused as an OpenAI rate limit that says when to come back."""
+    async with serving_api(nats_server, held=True, max_sessions=1, queue=1) as api:
+        client = api.with_options(max_retries=0)
+        asked = {"messages": [{"role": "user", "content": "hi"}], "model": "council"}
+        waiting = [asyncio.create_task(client.chat.completions.create(**asked)) for _ in "ab"]
+        await asyncio.sleep(1.0)
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.chat.completions.create(**asked)
+        for task in waiting:
+            task.cancel()
+    assert int(refused.value.response.headers["retry-after"]) > 0
+    assert "busy" in str(refused.value)
 
 
 @pytest.mark.processes

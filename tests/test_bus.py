@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -39,6 +40,7 @@ from council.bus.events import (
     SessionCancelled,
     SessionEvent,
     SessionFailed,
+    SessionQueued,
     SessionStarted,
     StageStarted,
 )
@@ -76,6 +78,7 @@ async def council(
     config: CouncilConfig | None = None,
     max_sessions: int = 16,
     strategy: str = "synthesize",
+    **chairman_options: Any,
 ) -> AsyncIterator[Council]:
     runtime = ScriptedRuntime(MODELS)
     # a scripted queue holds only what a test put in it: no concluding turn draws from it
@@ -86,7 +89,7 @@ async def council(
         async with local_council(
             agents_nc, chairman_nc, RoutedRuntime.serving(runtime, MODELS),
             Defaults(tuple(MODELS), "m1", strategy=strategy), config, heartbeat_s=0.2,
-            max_sessions=max_sessions,
+            max_sessions=max_sessions, **chairman_options,
         ) as started:  # fmt: skip
             yield Council(server.url, runtime, started.agents, started.chairman)
     finally:
@@ -379,16 +382,27 @@ async def test_two_chairmen_share_the_questions_and_each_session_has_one_owner(
     assert set(owners) == {c.chairman.node, "chairman-2"}
 
 
-async def test_chairman_rejects_when_busy(nats_server: EmbeddedNats, nc: Client) -> None:
-    """Beyond max_sessions a question gets Rejected(busy), and the running one finishes."""
-    async with council(nats_server, max_sessions=1) as c:
+async def test_beyond_the_slots_a_question_waits_and_beyond_the_queue_it_is_busy(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """Beyond max_sessions a question waits its turn (``session_queued``), and only one
+    beyond the person's queue gets Rejected(busy) with how long to wait; the waiting
+    one runs when the slot frees."""
+    async with council(nats_server, max_sessions=1, queue=1) as c:
         for model in MODELS:
             c.runtime.enqueue(model, HANG)
         first = await submit(nc, Question(question="slow"))
+        second = await submit(nc, Question(question="second"))
         with pytest.raises(QuestionRejected) as busy:
-            await submit(nc, Question(question="second"))
+            await submit(nc, Question(question="third"))
         assert busy.value.reason == "busy"
-        assert first.session_id in c.chairman.sessions
+        assert "try again in about" in busy.value.detail
+        await stop(nc, first.session_id)
+        events = [e async for e in follow(nc, second.session_id, timeout_s=30)]
+    queued = [e for e in events if isinstance(e, SessionQueued)]
+    assert [q.ahead for q in queued] == [0]
+    assert isinstance(events[-1], FinalAnswer)
+    assert events.index(queued[0]) == 1  # right after session_started, before any stage
 
 
 async def test_agents_publish_health_heartbeats(nats_server: EmbeddedNats, nc: Client) -> None:

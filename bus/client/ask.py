@@ -81,7 +81,7 @@ async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> 
         ) from None
     reply = decode_ask_reply(msg.data, asks)
     if isinstance(reply, Rejected):
-        raise QuestionRejected(reply.reason, reply.detail)
+        raise QuestionRejected(reply.reason, reply.detail, reply.retry_after_s)
     return reply
 
 

@@ -33,6 +33,7 @@ def nodes() -> None:
                     "rss MB": h.rss_mb,
                     "models": ", ".join(f"{m.name} ({m.runtime}, {m.status})" for m in h.models),
                     "in flight": h.in_flight,
+                    "waiting": h.waiting,
                     "generation slots": h.generation_slots,
                 }
                 for h, age in beats
