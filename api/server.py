@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,7 +35,13 @@ from council.api.wire import (
     usage_of,
 )
 from council.bus.client.ask import Asking, follow, roster, stop, submit
-from council.bus.errors import CouncilError, NoCouncil, QuestionRejected, SessionTimeout
+from council.bus.errors import (
+    BusUnavailable,
+    CouncilError,
+    NoCouncil,
+    QuestionRejected,
+    SessionTimeout,
+)
 from council.bus.events import FinalAnswer, SessionEvent, SessionFailed, StageStarted
 from council.bus.messages import Accepted, Question
 from council.bus.transport.connection import DEFAULT_URL, Credentials, connect
@@ -75,6 +82,10 @@ def _error(status: int, message: str, kind: str, code: str | None = None) -> JSO
     return JSONResponse(error_body(message, kind, code), status_code=status)
 
 
+def _unauthorized(message: str) -> JSONResponse:
+    return _error(401, message, "invalid_request_error", "invalid_api_key")
+
+
 def council_summary(accepted: Accepted, events: list[SessionEvent]) -> dict[str, Any]:
     """What the session did, for the extra ``council`` field of a completion."""
     final = events[-1] if events and isinstance(events[-1], FinalAnswer) else None
@@ -97,10 +108,17 @@ def council_summary(accepted: Accepted, events: list[SessionEvent]) -> dict[str,
     }
 
 
+PEOPLE_CONNECTIONS = 64
+"""People's connections the API keeps open at once (the least recently used closes)."""
+
+
 class CouncilApi:
     def __init__(self, config: ApiConfig) -> None:
         self.config = config
         self._nc: Client | None = None
+        self._people: OrderedDict[str, tuple[bytes, Client]] = OrderedDict()
+        """Per person: the key they gave and their own connection, so that the server,
+        not this process, keeps each to their own sessions."""
 
     @property
     def nc(self) -> Client:
@@ -124,24 +142,48 @@ class CouncilApi:
         try:
             yield
         finally:
+            for _key, person in self._people.values():
+                await person.close()
             await self._nc.close()
 
-    def _refused(self, request: Request) -> JSONResponse | None:
-        """401 unless the request carries the key (when there is one)."""
-        if not self.config.key:
-            return None
+    async def _caller(self, request: Request) -> Client | JSONResponse:
+        """Whose connection a request uses: a person's key (``NAME:PASSWORD``, their
+        NATS login from `council users`) is their own connection, logged in as them;
+        the API's key (or none, on loopback without one) is the API's. Else 401."""
         given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if secrets.compare_digest(given.encode(), self.config.key.encode()):
-            return None
-        return _error(
-            401, "a valid API key is required", "invalid_request_error", "invalid_api_key"
-        )
+        name, colon, password = given.partition(":")
+        if colon and name and password:
+            return await self._person(name, password, given.encode())
+        if not self.config.key or secrets.compare_digest(given.encode(), self.config.key.encode()):
+            return self.nc
+        return _unauthorized("a valid API key is required")
+
+    async def _person(self, name: str, password: str, key: bytes) -> Client | JSONResponse:
+        if known := self._people.get(name):
+            if secrets.compare_digest(known[0], key) and known[1].is_connected:
+                self._people.move_to_end(name)
+                return known[1]
+        try:
+            nc = await connect(
+                self.config.nats_url,
+                name=f"council-api-{name}",
+                credentials=Credentials(name, password),
+            )
+        except BusUnavailable:
+            return _unauthorized(f"the NATS server refused {name!r} with that password")
+        if replaced := self._people.pop(name, None):
+            await replaced[1].close()
+        self._people[name] = (key, nc)
+        while len(self._people) > PEOPLE_CONNECTIONS:
+            await self._people.popitem(last=False)[1][1].close()
+        return nc
 
     async def models(self, request: Request) -> Response:
-        if refused := self._refused(request):
-            return refused
+        nc = await self._caller(request)
+        if isinstance(nc, JSONResponse):
+            return nc
         served = sorted(
-            {m.name for info in await roster(self.nc) for m in info.models if "opinion" in m.kinds}
+            {m.name for info in await roster(nc) for m in info.models if "opinion" in m.kinds}
         )
         return JSONResponse(
             {
@@ -154,8 +196,9 @@ class CouncilApi:
         )
 
     async def chat(self, request: Request) -> Response:
-        if refused := self._refused(request):
-            return refused
+        nc = await self._caller(request)
+        if isinstance(nc, JSONResponse):
+            return nc
         try:
             asked = msgspec.json.decode(await request.body(), type=ChatRequest)
             text, context = question_and_context(asked.messages)
@@ -173,7 +216,7 @@ class CouncilApi:
             max_tokens=asked.max_tokens if alone else None,
         )
         try:
-            accepted = await submit(self.nc, question)
+            accepted = await submit(nc, question)
         except QuestionRejected as exc:
             status = _REJECTION_STATUS.get(exc.reason, 400)
             kind = "invalid_request_error" if status != 429 else "rate_limit_error"
@@ -186,12 +229,11 @@ class CouncilApi:
         log.info("api_session", session_id=accepted.session_id, model=asked.model)
         if asked.stream:
             return StreamingResponse(
-                self._streamed(accepted, asked.model), media_type="text/event-stream"
+                self._streamed(nc, accepted, asked.model), media_type="text/event-stream"
             )
         try:
             events = [
-                e
-                async for e in follow(self.nc, accepted.session_id, timeout_s=self.config.timeout_s)
+                e async for e in follow(nc, accepted.session_id, timeout_s=self.config.timeout_s)
             ]
         except SessionTimeout as exc:
             return _error(504, str(exc), "server_error", "timeout")
@@ -201,7 +243,7 @@ class CouncilApi:
             return _error(502, f"{final.reason}: {final.detail}", "server_error", final.reason)
         return JSONResponse(completion(final, asked.model, council_summary(accepted, events)))
 
-    async def _streamed(self, accepted: Accepted, model: str) -> AsyncIterator[bytes]:
+    async def _streamed(self, nc: Client, accepted: Accepted, model: str) -> AsyncIterator[bytes]:
         """Stage progress as SSE comments while the council works (front ends ignore
         them; proxies see a live connection), then the answer, usage and the
         session's summary. A client that goes away stops the session."""
@@ -211,7 +253,7 @@ class CouncilApi:
         events: list[SessionEvent] = []
         finished = False
         try:
-            async for event in follow(self.nc, sid, timeout_s=self.config.timeout_s):
+            async for event in follow(nc, sid, timeout_s=self.config.timeout_s):
                 events.append(event)
                 if isinstance(event, StageStarted):
                     yield f": {event.stage}: {event.expected} calls; {event.reason}\n\n".encode()
@@ -229,7 +271,7 @@ class CouncilApi:
             yield _sse_error(str(exc), "timeout" if isinstance(exc, SessionTimeout) else None)
         finally:
             if not finished:
-                await _stop_quietly(self.nc, sid)
+                await _stop_quietly(nc, sid)
         yield b"data: [DONE]\n\n"
 
 

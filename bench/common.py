@@ -280,6 +280,7 @@ async def serving(
     config: CouncilConfig | None = None,
     concurrency: int = 2,
     max_sessions: int = 16,
+    **chairman_options: Any,
 ) -> AsyncIterator[tuple[EmbeddedNats, AgentService, ChairmanService, Client]]:
     """nats-server, agents on ``runtime``, a chairman and a client connection, all ready."""
     server = EmbeddedNats(store, log_file=store / "nats.log").start()
@@ -291,7 +292,7 @@ async def serving(
         await create_stream(chairman_nc)
         async with local_council(
             agents_nc, chairman_nc, runtime, defaults, config,
-            concurrency=concurrency, max_sessions=max_sessions,
+            concurrency=concurrency, max_sessions=max_sessions, **chairman_options,
         ) as council:  # fmt: skip
             await council.chairman.roster.refresh()  # no measured ask waits for the roster
             yield server, council.agents, council.chairman, client

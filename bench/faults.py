@@ -16,6 +16,11 @@ of these faults:
   name: the sessions of the dead one are taken over when their leases lapse;
 - ``kill_nats_node``: SIGKILL a NATS node (never two at once), started again 5 s later.
 
+Meanwhile a second person floods: every 8-16 s, 12 questions at once, more than the
+chairmen's fair share (3 of one person at a time, 6 waiting) lets them run, so some
+wait their turn and some are refused busy. A recovery that fails (a node that will not
+start again) fails the campaign.
+
 Every session in the stream must end exactly once (``final_answer``, or
 ``session_failed`` with a reason) with gap-free events. Printed: sessions run,
 faults injected, sessions lost (must be 0), and the slowest session against
@@ -52,9 +57,9 @@ from bench.cluster import Cluster, start_cluster
 from bench.common import Table, machine, median, parser, quiet_logs, report
 from bench.fault_checks import ended, every_session, verify
 from council.bus.client.ask import submit
-from council.bus.errors import CouncilError
+from council.bus.errors import CouncilError, QuestionRejected
 from council.bus.messages import Question
-from council.bus.transport.connection import connect
+from council.bus.transport.connection import Credentials, connect
 from council.bus.transport.server import free_port
 
 SCRIPTED = {
@@ -75,6 +80,8 @@ REAL = {
 }
 COMMON = {
     "COUNCIL_STRATEGY": "synthesize",  # every stage runs, so faults land in every stage
+    "COUNCIL_PERSON_SESSIONS": "3",  # the flooding person waits in line and is refused
+    "COUNCIL_QUEUE": "6",
     "COUNCIL_STREAM_REPLICAS": "3",
     "COUNCIL_SESSION_LEASE": "4",
     "COUNCIL_AGENT_SILENCE": "3",
@@ -299,6 +306,35 @@ async def ask_all(nc: Client, count: int, in_flight: int, timeout_s: float) -> i
     return refused
 
 
+@dataclass
+class Flood:
+    """A second person who asks a burst of questions at once, again and again: each is
+    accepted (run, or queued in the fair share) or refused busy, never lost."""
+
+    nc: Client
+    rng: random.Random
+    every_s: tuple[float, float]
+    burst: int = 12
+    accepted: int = 0
+    busy: int = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.rng.uniform(*self.every_s))
+            except TimeoutError:
+                await asyncio.gather(*(self._one(i) for i in range(self.burst)))
+
+    async def _one(self, i: int) -> None:
+        try:
+            await submit(self.nc, Question(question=f"What is {i} times 3?"))
+            self.accepted += 1
+        except QuestionRejected as exc:
+            self.busy += exc.reason == "busy"
+        except (CouncilError, nats.errors.Error):  # a node failing over: not asked
+            pass
+
+
 async def campaign(sessions: int, *, real: bool, seed: int, quick: bool) -> dict[str, Any]:
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="council-faults-") as tmp:
@@ -313,14 +349,21 @@ async def campaign(sessions: int, *, real: bool, seed: int, quick: bool) -> dict
             for node in ("a1", "a2", "c1", "c2"):
                 fleet.start(node)
             nc = await connect(cluster.urls, name="faults", initial_wait_s=10)
+            flooder = await connect(
+                cluster.urls, name="flood", credentials=Credentials("flood", "x")
+            )
+            flood = Flood(flooder, rng, (20.0, 40.0) if real else (8.0, 16.0))
             await ask_all(nc, 2 if quick else 3, 3, 300)  # warm: models loaded, stream made
             before = set(await every_session(nc))
             stop = asyncio.Event()
             faults = asyncio.create_task(driver.run(stop))
+            flooding = asyncio.create_task(flood.run(stop))
             started = time.monotonic()
             refused = await ask_all(nc, sessions, 4, 600 if real else 120)
             stop.set()
             await faults
+            await flooding
+            await flooder.close()
             wall_s = time.monotonic() - started
             verdict = await verify(nc, 180, skip=before)
             await nc.close()
@@ -335,6 +378,8 @@ async def campaign(sessions: int, *, real: bool, seed: int, quick: bool) -> dict
         "runtime": "embedded " + REAL_MODEL if real else "scripted, 300 ms a call",
         "sessions_asked": sessions,
         "never_accepted": refused,
+        "flood_accepted": flood.accepted,
+        "flood_busy": flood.busy,
         "sessions_in_stream": verdict.sessions,
         "answered": verdict.answered,
         "failed": dict(verdict.failed),
@@ -366,6 +411,11 @@ def tables(result: dict[str, Any]) -> list[Table]:
             result["lost"], result["broken"], result["never_accepted"],
         ]
     )  # fmt: skip
+    flood = Table(
+        "A second person flooding (bursts of 12 at once; 3 of theirs at a time, 6 waiting)",
+        ["accepted (run or queued)", "busy"],
+        [[result["flood_accepted"], result["flood_busy"]]],
+    )
     faults = Table("Faults injected", [*FAULTS, "total"])
     faults.rows.append([result["faults"].get(k, 0) for k in FAULTS] + [result["faults_total"]])
     timing = Table("Session time, s", ["median", "max", "longest wait on a fault"])
@@ -376,7 +426,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
             result["longest_wait_on_a_fault_s"],
         ]
     )
-    out = [outcome, faults, timing]
+    out = [outcome, flood, faults, timing]
     if unrecovered := result.get("unrecovered"):
         out.append(Table("Recoveries that failed", ["error"], [[e] for e in unrecovered]))
     if broken := result.get("broken_because"):

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import nats.errors
 import natsconf
+import openai
 import pytest
 import structlog
+import uvicorn
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
@@ -22,6 +24,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
+from council.api.server import ApiConfig, CouncilApi
 from council.assembly.wiring import local_council
 from council.bus import subjects
 from council.bus.client.ask import follow, forget, stop, submit
@@ -31,7 +34,7 @@ from council.bus.events import FinalAnswer, Opinion
 from council.bus.messages import Accepted, Completion, Question, Rejected, StopSession, Usage
 from council.bus.transport.connection import Credentials, connect, request
 from council.bus.transport.people import PeopleFile, permissions
-from council.bus.transport.server import EmbeddedNats
+from council.bus.transport.server import EmbeddedNats, free_port
 from council.bus.transport.stream import CONSUMER_IDLE_S, conversations, open_sessions
 from council.chairman.admission import Defaults
 from council.cli.up import ROLES
@@ -694,3 +697,44 @@ def test_the_client_role_is_a_person_with_the_permissions_council_users_writes()
     written = permissions("client", admin=False)
     assert sorted(shipped.publish) == sorted(written["publish"])
     assert sorted(shipped.subscribe) == sorted(written["subscribe"])
+
+
+async def test_each_person_uses_the_api_with_a_key_of_their_own(
+    secure_server: EmbeddedNats, passwords: dict[str, str], secure_council: None
+) -> None:
+    """With the official `openai` client: bob's key (his `council users` login) asks
+    as bob, so his session is his and the client role cannot read it; a wrong
+    password is a 401; the API's own key still asks as the API's user."""
+    port = free_port()
+    config = ApiConfig(secure_server.url, Credentials("client", passwords["client"]), "k-api")
+    server = uvicorn.Server(
+        uvicorn.Config(CouncilApi(config).app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    for _ in range(500):  # uvicorn says it has started with a flag only
+        if server.started:
+            break
+        await asyncio.sleep(0.02)
+    base = f"http://127.0.0.1:{port}/v1"
+    other = await as_role(secure_server, passwords, "client")
+    try:
+        bobs = openai.AsyncOpenAI(base_url=base, api_key=f"bob:{passwords['bob']}")
+        asked = await bobs.chat.completions.create(
+            model="council", messages=[{"role": "user", "content": "q"}]
+        )
+        sid = (asked.model_extra or {})["council"]["session_id"]
+        with pytest.raises(openai.AuthenticationError):
+            await openai.AsyncOpenAI(base_url=base, api_key="bob:wrong").models.list()
+        apis = openai.AsyncOpenAI(base_url=base, api_key="k-api")
+        own = await apis.chat.completions.create(
+            model="council", messages=[{"role": "user", "content": "q"}]
+        )
+        with pytest.raises(CouncilError, match="cannot read"):
+            [e async for e in follow(other, sid, timeout_s=10)]
+    finally:
+        await other.close()
+        server.should_exit = True
+        await serving
+    assert subjects.owner_of(sid) == "bob"
+    assert asked.choices[0].message.content
+    assert subjects.owner_of((own.model_extra or {})["council"]["session_id"]) == "client"
