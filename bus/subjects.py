@@ -156,6 +156,11 @@ def sessions_of(person: str) -> str:
     return f"council.session.{person}.>"
 
 
+def live_of(person: str) -> str:
+    """The live text of every session of ``person``."""
+    return f"council.live.{person}.>"
+
+
 def conversations_of(person: str) -> str:
     """Every turn of every conversation of ``person``."""
     return f"council.conversation.{person}.>"

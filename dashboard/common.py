@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from council.bus.transport.connection import Credentials
+from council.dashboard import login
 from council.dashboard.config import DashboardConfig
 from council.dashboard.feed import Feed
 from council.dashboard.view import SessionView
@@ -18,14 +19,20 @@ STALE_AFTER_S = 10.0
 
 
 @st.cache_resource
-def _feed(url: str, credentials: Credentials) -> Feed:
-    return Feed(url, credentials=credentials)
+def _feed(url: str, credentials: Credentials, person: str) -> Feed:
+    return Feed(url, credentials=credentials, person=person)
 
 
 def feed() -> Feed:
-    """The process's one feed; shows its error and stops the page when it has none."""
+    """The feed of this browser session: the process's one (everyone's sessions), or a
+    person's own when they logged in with theirs. Shows its error and stops the page
+    when it has none."""
     config = DashboardConfig.given()
-    current = _feed(config.nats_url, config.credentials)
+    own = login.person()
+    if own is not None:
+        current = _feed(config.nats_url, own, own.user)
+    else:
+        current = _feed(config.nats_url, config.credentials, "")
     current.wait_ready(3.0)
     if current.error:
         st.error(current.error)

@@ -17,9 +17,10 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import structlog
+from nats import nuid
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from council.bus import subjects
 from council.bus.client.ask import forget as forget_conversation
@@ -39,10 +40,18 @@ T = TypeVar("T")
 
 class Feed:
     def __init__(
-        self, url: str, *, credentials: Credentials | None = None, connect_wait_s: float = 30.0
+        self,
+        url: str,
+        *,
+        credentials: Credentials | None = None,
+        person: str = "",
+        connect_wait_s: float = 30.0,
     ) -> None:
+        """``person``: follow that person's sessions only (what their login may read);
+        "": everyone's (the dashboard's own user, an admin)."""
         self.url = url
         self.credentials = credentials
+        self.person = subjects.person(person) if person else ""
         self.connect_wait_s = connect_wait_s
         self.error = ""
         self._lock = threading.Lock()
@@ -139,13 +148,17 @@ class Feed:
                 initial_wait_s=self.connect_wait_s,
             )
             await self._nc.subscribe(subjects.HEALTH, cb=self._on_health)
-            await self._nc.subscribe(subjects.LIVE, cb=self._on_live)
+            mine = self.person
+            live = subjects.live_of(mine) if mine else subjects.LIVE
+            await self._nc.subscribe(live, cb=self._on_live)
             await self._nc.jetstream().subscribe(
-                subjects.SESSIONS,
+                subjects.sessions_of(mine) if mine else subjects.SESSIONS,
                 stream=subjects.STREAM,
                 cb=self._on_event,
                 ordered_consumer=True,
                 deliver_policy=DeliverPolicy.ALL,
+                # named: a person may create consumers on their own subjects only
+                config=ConsumerConfig(name=nuid.NUID().next().decode()) if mine else None,
             )
         except Exception as exc:  # shown on every page instead of a blank dashboard
             self.error = f"cannot follow the council at {self.url}: {exc}"

@@ -24,15 +24,15 @@ def app(nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch) -> AppTest:
 def test_with_a_login_set_no_page_shows_until_the_password_is_given(app: AppTest) -> None:
     app.run()
     assert not app.exception
-    assert [t.label for t in app.text_input] == ["Password"]
+    assert [t.label for t in app.text_input] == ["Name", "Password"]
     assert [t.value for t in app.title] == ["council"]  # and no page's title
 
-    app.text_input[0].input("wrong")
+    app.text_input[1].input("wrong")
     app.button[0].click().run()
     assert [e.value for e in app.error] == ["Wrong password."]
     assert [t.value for t in app.title] == ["council"]
 
-    app.text_input[0].input("opensesame")
+    app.text_input[1].input("opensesame")
     app.button[0].click().run()
     assert not app.exception
     assert "Password" not in [t.label for t in app.text_input]  # the form is gone …

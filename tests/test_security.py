@@ -21,7 +21,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 from nats.js.errors import BadRequestError, NotFoundError
+from streamlit.testing.v1 import AppTest
 
+import council.dashboard
 from council.agents.runtimes.router import RoutedRuntime
 from council.agents.runtimes.scripted import ScriptedRuntime
 from council.api.server import ApiConfig, CouncilApi
@@ -38,7 +40,10 @@ from council.bus.transport.server import EmbeddedNats, free_port
 from council.bus.transport.stream import CONSUMER_IDLE_S, conversations, open_sessions
 from council.chairman.admission import Defaults
 from council.cli.up import ROLES
+from council.dashboard.config import ENV, DashboardConfig
+from council.dashboard.feed import Feed
 
+DASHBOARD_APP = Path(council.dashboard.__file__).parent / "app.py"
 PEOPLE = {"bob": False, "root": True}
 """People the server knows besides the roles (name: admin), added as `council users` does."""
 
@@ -738,3 +743,51 @@ async def test_each_person_uses_the_api_with_a_key_of_their_own(
     assert subjects.owner_of(sid) == "bob"
     assert asked.choices[0].message.content
     assert subjects.owner_of((own.model_extra or {})["council"]["session_id"]) == "client"
+
+
+async def test_a_person_logged_into_the_dashboard_sees_and_asks_as_themselves(
+    secure_server: EmbeddedNats,
+    passwords: dict[str, str],
+    secure_council: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bob logs into the dashboard with his own name and password (a wrong one is
+    refused by the server): his feed holds his sessions only, and what he asks there
+    is his. The dashboard's own login still sees everyone's."""
+    config = DashboardConfig(
+        nats_url=secure_server.url,
+        credentials=Credentials("dashboard", passwords["dashboard"]),
+        login="opensesame",
+    )
+    monkeypatch.setenv(ENV, config.env()[ENV])
+    app = AppTest.from_file(str(DASHBOARD_APP), default_timeout=30)
+    app.run()
+    app.text_input[0].input("bob")
+    app.text_input[1].input("wrong")
+    app.button[0].click().run()
+    assert [e.value for e in app.error] == ["Wrong name or password."]
+    app.text_input[1].input(passwords["bob"])
+    app.button[0].click().run()
+    assert not app.exception
+    assert [t.value for t in app.title] == ["Chat with the council"]
+
+    client = await as_role(secure_server, passwords, "client")
+    try:
+        theirs = (await submit(client, Question(question="not bob's"))).session_id
+        [e async for e in follow(client, theirs, timeout_s=30)]
+    finally:
+        await client.close()
+    bobs = Feed(secure_server.url, credentials=Credentials("bob", passwords["bob"]), person="bob")
+    everyone = Feed(secure_server.url, credentials=config.credentials)
+    assert bobs.wait_ready(10)
+    assert everyone.wait_ready(10)
+    asked = await asyncio.to_thread(bobs.ask, Question(question="bob's"))
+    for _ in range(100):
+        if bobs.session(asked.session_id) and everyone.session(theirs):
+            break
+        await asyncio.sleep(0.1)
+    assert not bobs.error
+    assert subjects.owner_of(asked.session_id) == "bob"
+    assert {subjects.owner_of(v.session_id) for v in bobs.sessions()} == {"bob"}
+    assert everyone.session(theirs) is not None
+    assert everyone.session(asked.session_id) is not None

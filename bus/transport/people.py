@@ -53,7 +53,7 @@ def permissions(name: str, *, admin: bool) -> dict[str, list[str]]:
             "$JS.FC.>",
         ],
         "subscribe": [
-            f"council.live.{mine}.>",
+            subjects.live_of(mine),
             subjects.HEALTH,
             f"{subjects.inbox_prefix(name)}.>",
         ],
