@@ -550,3 +550,16 @@ def test_a_killed_server_can_be_started_again_by_whoever_started_it(tmp_path: Pa
         assert node.process.poll() is None
     finally:
         node.stop()
+
+
+async def test_a_client_of_the_old_contract_is_told_so(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A v2 client asks on council.ask, which no person's question uses any more: it
+    gets rejected{old_contract}, naming where to ask, not silence."""
+    async with council(nats_server):
+        payload = encode(Question(question="What is 2+2?"))
+        reply = decode_ask_reply((await request(nc, subjects.ASK, payload, timeout_s=5)).data)
+    assert isinstance(reply, Rejected)
+    assert reply.reason == "old_contract"
+    assert "council.ask.<person>" in reply.detail
