@@ -29,9 +29,10 @@ from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from council.bus import subjects
 from council.bus.codec import decode_turn, encode, read_event
-from council.bus.errors import CouncilError
+from council.bus.errors import CouncilError, NotYours
 from council.bus.events import TERMINAL_EVENTS, Event, SessionEvent, SessionStarted, event_kind
 from council.bus.messages import Turn
+from council.bus.transport.connection import whoami
 
 log = structlog.get_logger()
 
@@ -210,6 +211,9 @@ async def consumer(nc: Client, subject: str) -> AsyncIterator[JetStreamContext.P
             subject, stream=subjects.STREAM, ordered_consumer=True, config=config
         )
     except nats.errors.Error as exc:
+        owner = subject.split(".")[2] if subject.count(".") >= 3 else ""
+        if owner not in ("", "*", ">", whoami(nc)):  # the server keeps a person to their own
+            raise NotYours(f"what is on {subject}", owner) from exc
         raise CouncilError(f"cannot read {subject} from the stream: {exc!r}") from exc
     try:
         yield messages
