@@ -203,10 +203,10 @@ async def test_a_call_the_chairman_cancels_over_the_bus_stops_generating(
     async def on_delta(_: Msg) -> None:
         written.set()
 
-    live = await chairman_nc.subscribe(subjects.live_session("s1"), cb=on_delta)
+    live = await chairman_nc.subscribe(subjects.live_session("t.s1"), cb=on_delta)
     try:
         request = OpinionRequest(
-            session_id="s1", member=TEST_MODEL, model=TEST_MODEL, messages=asking("the sea"),
+            session_id="t.s1", member=TEST_MODEL, model=TEST_MODEL, messages=asking("the sea"),
             options=GenerationOptions(temperature=0.7, seed=1, max_tokens=2000), timeout_s=300,
         )  # fmt: skip
         call = asyncio.create_task(gateway.opinion(request))
