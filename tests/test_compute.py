@@ -288,7 +288,7 @@ async def test_a_computing_member_on_the_real_model_runs_what_it_wrote(
     member = f"{TEST_MODEL}+code"
     conductor = Conductor(
         Plan(
-            session_id="real-code", question="What is 17 times 3?", members=[member],
+            session_id="t.real-code", question="What is 17 times 3?", members=[member],
             chairman=TEST_MODEL, mode="pairwise", seed=5, alone=True, max_tokens=160,
         ),
         CouncilConfig(program_rounds=2),
@@ -369,7 +369,7 @@ async def test_the_real_model_is_asked_for_its_conclusion_when_it_states_none(
     members = [f"{TEST_MODEL}@concise", f"{TEST_MODEL}@careful#2"]
     conductor = Conductor(
         Plan(
-            session_id="real-conclude", question="Which planet is the largest?",
+            session_id="t.real-conclude", question="Which planet is the largest?",
             members=members, chairman=TEST_MODEL, mode="pairwise", seed=11, max_tokens=64,
             strategy="majority-then-synthesize",
         ),
@@ -407,7 +407,7 @@ async def test_across_methods_and_computed_reviews_on_the_real_model(
     sink = Collected()
     conductor = Conductor(
         Plan(
-            session_id="real-methods", question="What is 6 times 7?", members=members,
+            session_id="t.real-methods", question="What is 6 times 7?", members=members,
             chairman=TEST_MODEL, mode="compute", seed=2, max_tokens=96, strategy="across-methods",
         ),
         CouncilConfig(program_rounds=2, synthesis_max_tokens=64, conclude=False),
