@@ -101,11 +101,7 @@ class Progress:
             self.console.print(delta.text, end="", style="dim", markup=False, highlight=False)
 
 
-def render(final: FinalAnswer, console: Console) -> None:
-    console.rule("[bold]Final answer")
-    console.print(final.answer, markup=False, highlight=False)
-    if final.conclusion:
-        console.print(f"[bold]Answer:[/] {escape(final.conclusion)}", highlight=False)
+def ranking_table(final: FinalAnswer) -> Table:
     table = Table(title="Ranking (score: mean normalized review score)")
     for column in ("rank", "member", "label", "score", "raw mean /10", "spread", "reviews"):
         table.add_column(column)
@@ -115,7 +111,18 @@ def render(final: FinalAnswer, console: Console) -> None:
             f"{e.rank}{tie}", e.member, e.label, f"{e.score:+.2f}",
             f"{e.raw_mean:.1f}", f"{e.spread:.1f}", str(e.reviews),
         )  # fmt: skip
-    console.print(table)
+    return table
+
+
+def render(final: FinalAnswer, console: Console) -> None:
+    console.rule("[bold]Final answer")
+    console.print(final.answer, markup=False, highlight=False)
+    if final.conclusion:
+        console.print(f"[bold]Answer:[/] {escape(final.conclusion)}", highlight=False)
+    if any(e.reviews for e in final.ranking):
+        console.print(ranking_table(final))
+    else:  # a table of +1.00 scores from no review would read as a verdict
+        console.print("[dim]No review ran, so there is no ranking.[/]")
     usage = Table(title="Tokens and wall time")
     for column in ("stage", "prompt tokens", "completion tokens", "wall time s"):
         usage.add_column(column)

@@ -12,16 +12,18 @@ import sys
 import pytest
 from helpers import serving, settled_agents
 from nats.aio.client import Client
+from rich.console import Console
 from test_bus import council as council_on_bus
 
 from council.agents.runtimes.scripted import HANG
 from council.assembly.settings import SETTINGS, explicit, load
 from council.bus.client.ask import follow, submit
-from council.bus.events import SessionCancelled
+from council.bus.events import FinalAnswer, RankEntry, SessionCancelled
 from council.bus.messages import Question
 from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats, free_port
 from council.bus.transport.stream import stored_events
+from council.cli.ask import render
 from council.cli.dashboard import unguarded
 from council.cli.main import build_parser
 
@@ -242,3 +244,22 @@ async def test_a_conversation_is_listed_exported_and_deleted_from_the_command_li
         gone = await asyncio.to_thread(cli, "export", cid)
         assert gone.returncode == 1
         assert f"no conversation {cid}" in gone.stderr
+
+
+@pytest.mark.parametrize("reviews", [0, 2])
+def test_the_answer_shows_a_ranking_only_when_reviews_ran(reviews: int) -> None:
+    """With no review (the members agreed) every member once showed +1.00 from 0
+    reviews, which reads as a verdict; now it says there is no ranking."""
+    entry = RankEntry(
+        member="m1", label="Response A", rank=1, score=1.0, raw_mean=8.0 if reviews else 0.0,
+        spread=0.0, reviews=reviews, margin=0.0,
+    )  # fmt: skip
+    final = FinalAnswer(
+        session_id="anyone.s", seq=9, answer="4", chairman="m1", ranking=[entry], opinions=[],
+        reviews=[], failed=[], usage={}, usage_by_model={}, latency_ms={},
+    )  # fmt: skip
+    console = Console(record=True, width=120)
+    render(final, console)
+    shown = console.export_text()
+    assert ("Ranking (score" in shown) == bool(reviews)
+    assert ("No review ran" in shown) == (not reviews)
