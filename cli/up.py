@@ -232,6 +232,7 @@ def _start_server(
         config=config,
         log_file=settings.data_path / "nats-server.log",
         env=server_env,
+        own_session=True,  # Ctrl-C stops the roles first; the server goes last
     ).start()
     where = f"config {config}, a user per role" if config else f"JetStream in {server.store_dir}"
     console.print(f"started nats-server at {server.url} ({where})")

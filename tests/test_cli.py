@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import serving, settled_agents
@@ -21,6 +22,7 @@ from council.bus.client.ask import follow, submit
 from council.bus.events import FinalAnswer, RankEntry, SessionCancelled
 from council.bus.messages import Question
 from council.bus.transport.connection import connect
+from council.bus.transport.probe import answers
 from council.bus.transport.server import EmbeddedNats, free_port
 from council.bus.transport.stream import stored_events
 from council.cli.ask import render
@@ -263,3 +265,38 @@ def test_the_answer_shows_a_ranking_only_when_reviews_ran(reviews: int) -> None:
     shown = console.export_text()
     assert ("Ranking (score" in shown) == bool(reviews)
     assert ("No review ran" in shown) == (not reviews)
+
+
+def test_ctrl_c_on_council_up_stops_the_roles_before_the_server(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C is SIGINT to the whole process group: it once reached the
+    embedded nats-server too, which died first, and the chairman then logged a screen
+    of connection errors while it stopped. The server is out of the group now: the
+    roles stop on a live server and `council up` stops it last."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "COUNCIL_NATS_URL": f"nats://127.0.0.1:{port}",
+        "COUNCIL_RUNTIME": "scripted",
+        "COUNCIL_MEMBERS": "m1,m2,m3",
+        "COUNCIL_CHAIRMAN": "m1",
+        "COUNCIL_LOG_FORMAT": "json",
+        "XDG_DATA_HOME": str(tmp_path / "data"),
+    }
+    up = subprocess.Popen(
+        [sys.executable, "-m", "council.cli", "up", "--no-dashboard", "--no-api"],
+        env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    seen = []
+    assert up.stderr is not None
+    for line in up.stderr:
+        seen.append(line)
+        if "council ready" in line:
+            break
+    os.killpg(up.pid, signal.SIGINT)  # as a terminal sends it
+    _, rest = up.communicate(timeout=60)
+    said = "".join(seen) + rest
+    assert up.returncode == 130, said[-2000:]  # stopped by Ctrl-C, as a shell counts it
+    errors = [line for line in said.splitlines() if '"level": "error"' in line]
+    assert errors == []
+    assert "stopping the council" in said
+    assert not answers(f"nats://127.0.0.1:{port}")

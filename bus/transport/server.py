@@ -54,13 +54,18 @@ class EmbeddedNats:
         config: Path | None = None,
         log_file: Path | None = None,
         env: dict[str, str] | None = None,
+        own_session: bool = False,
     ) -> None:
+        """``own_session``: the server is out of its starter's process group, so a
+        terminal's Ctrl-C reaches the council's processes and not the server, which
+        its starter stops last (they would otherwise lose it while stopping)."""
         self.host = host
         self.port = port or free_port(host)
         self.store_dir = store_dir
         self.config = config
         self.log_file = log_file
         self.env = env
+        self.own_session = own_session
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,7 +88,7 @@ class EmbeddedNats:
         with self._lock_store() as lock:
             self.process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                pass_fds=(lock.fileno(),),
+                pass_fds=(lock.fileno(),), start_new_session=self.own_session,
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while not answers(self.url, 0.2):
