@@ -69,7 +69,7 @@ class Person:
     def entry(self) -> str:
         """The person's line in nats.conf: one line, so that `council users` reads it back."""
         allowed = permissions(self.name, admin=self.admin)
-        lists = ", ".join(f"{what}: {json.dumps(subjects)}" for what, subjects in allowed.items())
+        lists = ", ".join(f"{what}: {json.dumps(listed)}" for what, listed in allowed.items())
         user = f'user: {self.name}, password: "{self.password_hash}"'
         return f"        {{ {user}, permissions: {{ {lists} }} }}"
 
@@ -119,7 +119,9 @@ class PeopleFile:
         indent = head[head.rindex("\n") + 1 :]
         lines = [person.entry() for person in sorted(people, key=lambda p: p.name)]
         block = BEGIN + "\n" + "".join(line + "\n" for line in lines) + indent + END
-        self.path.write_text(head + block + tail)
+        written = self.path.with_name(self.path.name + ".new")
+        written.write_text(head + block + tail)
+        written.replace(self.path)  # whole or not at all: the server reads this file
 
     def add(self, name: str, *, admin: bool) -> str:
         """A new person; their password, shown once."""
