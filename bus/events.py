@@ -53,6 +53,8 @@ class SessionPlan(Struct, kw_only=True, frozen=True):
     """The conversation's earlier turns every stage sees, oldest first."""
     history_dropped: list[str] = []
     """Sessions of older turns left out to keep the history within its token budget."""
+    remember: bool = True
+    """Whether the answer becomes a turn of its conversation (``Question.remember``)."""
 
 
 class SessionStarted(Event, tag="session_started"):

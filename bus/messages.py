@@ -112,6 +112,10 @@ class Question(Struct, kw_only=True, forbid_unknown_fields=True):
     context: Annotated[list[Turn], Meta(max_length=256)] = []
     """Earlier turns the client keeps itself (an OpenAI-style messages array), seen
     as a conversation's are; ignored when ``conversation`` is given."""
+    remember: bool = True
+    """Keep the answer as a turn of a conversation its person lists and follows up.
+    A measurement (``council eval``) says False: its sessions' events are stored all
+    the same, but a person's own conversations are not pushed out of sight."""
 
 
 class Accepted(Struct, kw_only=True, tag="accepted", tag_field="type"):

@@ -140,6 +140,7 @@ def admit(
         alone=question.alone,
         max_tokens=question.max_tokens,
         strategy=question.strategy or defaults.strategy,
+        remember=question.remember,
     )
 
 

@@ -427,9 +427,10 @@ class ChairmanService:
 
     async def _store(self, event: SessionEvent) -> None:
         """Store one event of a session in its order (``EventLog``); a final answer's
-        turn is kept in its conversation first, so whoever reads the answer can
-        follow it up at once."""
+        turn is kept in its conversation first (unless the question asked not to be
+        remembered), so whoever reads the answer can follow it up at once."""
         session = event.session_id
-        if isinstance(event, FinalAnswer) and (conductor := self.sessions.get(session)):
+        conductor = self.sessions.get(session)
+        if isinstance(event, FinalAnswer) and conductor and conductor.plan.remember:
             await self._keep_turn(conductor.plan, event)
         await self.events.store(event)

@@ -260,6 +260,7 @@ async def ask_council(
         mode=plan.mode,
         seed=seed,
         strategy=plan.strategy,
+        remember=False,
     )
     started = time.perf_counter()
     accepted = await submit_when_free(nc, asked)
@@ -359,6 +360,7 @@ async def ask_alone(
         seed=seed,
         temperature=temperature,
         max_tokens=max_tokens,
+        remember=False,
     )
     started = time.perf_counter()
     try:

@@ -280,7 +280,7 @@ async def test_a_follow_up_sees_its_conversation_and_another_chairman_rebuilds_i
     earlier turns: members as chat, reviewers and the chairman's model as context.
     A new chairman reads the same thread from the stream; a small history budget
     leaves the oldest turn out and says so; an unknown or malformed conversation id
-    is rejected."""
+    is rejected, as is a follow-up of a question asked not to be remembered."""
     first_q, second_q = "What is the capital of France?", "And its population?"
     async with council(nats_server) as c:
         first = await ask(nc, Question(question=first_q))
@@ -322,6 +322,12 @@ async def test_a_follow_up_sees_its_conversation_and_another_chairman_rebuilds_i
         with pytest.raises(QuestionRejected) as unknown:
             await submit(nc, Question(question="q", conversation="anyone.nosuchthread"))
         assert unknown.value.reason == "unknown_conversation"
+        measured = await ask(nc, Question(question="Not a conversation", remember=False))
+        assert isinstance(measured[-1], FinalAnswer)
+        assert not await conversation(nc, measured[0].session_id)
+        with pytest.raises(QuestionRejected) as forgotten:
+            await submit(nc, Question(question="q", conversation=measured[0].session_id))
+        assert forgotten.value.reason == "unknown_conversation"
         reply = decode_ask_reply(
             (
                 await request(

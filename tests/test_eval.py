@@ -260,7 +260,8 @@ def test_council_eval_on_a_real_model_records_resumes_and_reports(
     council_processes: dict[str, str], tmp_path: Path
 ) -> None:
     """Three questions through the bus on the real test council: every record's
-    verdict matches its checker, the counts add up, and a rerun asks nothing again."""
+    verdict matches its checker, the counts add up, a rerun asks nothing again, and
+    none of its questions is listed among the asker's conversations."""
     questions = tmp_path / "mini.jsonl"
     lines = [
         {"id": "n", "kind": "arithmetic", "question": "What is 2 + 2?", "check": {"number": 4}},
@@ -278,6 +279,7 @@ def test_council_eval_on_a_real_model_records_resumes_and_reports(
         "--versus-strategy",
         "majority-or-chairman",
     ]
+    listed_before = council_cli(env, ["conversations"]).stdout
     first = council_cli(
         env, ["eval", str(questions), "--json", "--name", "t", *versus], timeout_s=900
     )
@@ -332,3 +334,6 @@ def test_council_eval_on_a_real_model_records_resumes_and_reports(
     assert "3 already" in again.stderr
     assert (tmp_path / "evals" / "mini--t.jsonl").read_bytes().splitlines() == saved
     assert (tmp_path / "evals" / "mini--t.report.json").exists()
+    listed = council_cli(env, ["conversations"]).stdout
+    assert "conversation(s)" in listed
+    assert listed == listed_before
