@@ -43,8 +43,9 @@ from council.bus.errors import (
     SessionTimeout,
 )
 from council.bus.events import FinalAnswer, SessionEvent, SessionFailed, StageStarted
-from council.bus.messages import Accepted, Question
-from council.bus.transport.connection import DEFAULT_URL, Credentials, connect
+from council.bus.messages import Accepted, Question, Turn
+from council.bus.transport.connection import DEFAULT_URL, Credentials, connect, whoami
+from council.bus.transport.stream import conversations
 from council.bus.tunables import tunable
 
 log = structlog.get_logger()
@@ -207,6 +208,7 @@ class CouncilApi:
         alone = asked.model != COUNCIL_MODEL
         question = Question(
             question=text,
+            conversation=await continued(nc, context),
             context=context,
             seed=asked.seed,
             # the council's own sampling is measured; a model asked alone takes the caller's
@@ -273,6 +275,20 @@ class CouncilApi:
             if not finished:
                 await _stop_quietly(nc, sid)
         yield b"data: [DONE]\n\n"
+
+
+async def continued(nc: Client, context: list[Turn]) -> str:
+    """The stored conversation of this connection's person whose turns are exactly
+    ``context``, so that a follow-up continues it (an OpenAI client resends the whole
+    thread each time); "" when none is: a thread edited or begun elsewhere starts one."""
+    if not context:
+        return ""
+    said = [(turn.question.strip(), turn.answer.strip()) for turn in context]
+    found = ""
+    for cid, turns in (await conversations(nc, whoami(nc))).items():
+        if [(turn.question.strip(), turn.answer.strip()) for turn in turns] == said:
+            found = cid  # the latest started, should a thread have been asked twice
+    return found
 
 
 def _sse_error(message: str, code: str | None) -> bytes:

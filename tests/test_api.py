@@ -24,7 +24,7 @@ from council.api.server import ApiConfig, CouncilApi
 from council.bus.events import SessionEvent, SessionStarted
 from council.bus.transport.connection import Credentials, connect
 from council.bus.transport.server import EmbeddedNats, free_port
-from council.bus.transport.stream import stored_events
+from council.bus.transport.stream import conversation, stored_events
 
 KEY = "k-test-key"
 
@@ -66,7 +66,8 @@ async def test_the_council_answers_as_an_openai_model_and_follows_up(
 ) -> None:
     """`models.list` names the council and the served models; a completion is a
     session whose answer, tokens and summary come back; a follow-up's earlier
-    messages reach the members as the conversation so far."""
+    messages reach the members as the conversation so far, and it continues the
+    stored conversation they match (an edited thread starts its own)."""
     models = [m.id for m in (await api.models.list()).data]
     assert models == ["council", *MODELS]
     first = await api.chat.completions.create(
@@ -95,6 +96,21 @@ async def test_the_council_answers_as_an_openai_model_and_follows_up(
     assert isinstance(started, SessionStarted)
     assert started.plan.question == "And times 3?"
     assert [(t.question, t.answer) for t in started.plan.history] == [("What is 2 + 2?", answer)]
+    thread = summary["conversation"]
+    assert (again.model_extra or {})["council"]["conversation"] == thread
+    assert [t.question for t in await conversation(nc, thread)] == [
+        "What is 2 + 2?",
+        "And times 3?",
+    ]
+    edited = await api.chat.completions.create(
+        model="council",
+        messages=[
+            {"role": "user", "content": "What is 2 + 2?"},
+            {"role": "assistant", "content": "Five."},
+            {"role": "user", "content": "And times 3?"},
+        ],
+    )
+    assert (edited.model_extra or {})["council"]["conversation"] != thread
 
     alone = await api.chat.completions.create(
         model="m2", messages=[{"role": "user", "content": "Hi"}]
