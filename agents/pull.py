@@ -69,7 +69,9 @@ def pull(model: CatalogueModel, models_dir: Path, progress: Progress | None = No
         raise PullError(model.name, f"sha256 {digest.hexdigest()} != {model.sha256}")
     partial.replace(target)
     shutil.rmtree(downloads, ignore_errors=True)
-    log.info("model_pulled", model=model.name, path=str(target))
+    # where a person watches the progress bars, they said it: the log line would only
+    # cut into them
+    (log.debug if progress else log.info)("model_pulled", model=model.name, path=str(target))
     return target
 
 
