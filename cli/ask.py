@@ -33,6 +33,7 @@ from council.bus.messages import Question, TokenDelta
 from council.bus.session import FollowedSession
 from council.bus.transport.connection import connect
 from council.chairman import prompts
+from council.cli.readable import readable
 
 
 class Progress:
@@ -116,9 +117,9 @@ def ranking_table(final: FinalAnswer) -> Table:
 
 def render(final: FinalAnswer, console: Console) -> None:
     console.rule("[bold]Final answer")
-    console.print(final.answer, markup=False, highlight=False)
+    console.print(readable(final.answer), markup=False, highlight=False)
     if final.conclusion:
-        console.print(f"[bold]Answer:[/] {escape(final.conclusion)}", highlight=False)
+        console.print(f"[bold]Answer:[/] {escape(readable(final.conclusion))}", highlight=False)
     if any(e.reviews for e in final.ranking):
         console.print(ranking_table(final))
     else:  # a table of +1.00 scores from no review would read as a verdict

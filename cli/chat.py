@@ -26,6 +26,7 @@ from council.bus.session import FollowedSession
 from council.bus.transport.connection import connect, whoami
 from council.bus.transport.stream import conversation, conversations
 from council.cli.conversations import conversations_table, exported
+from council.cli.readable import readable
 
 HELP = """commands:
   /new                 a new conversation
@@ -122,11 +123,15 @@ class Chat:
                 self.console.print(f"[yellow]not stopped:[/] {exc}")
 
     def _answered(self, final: FinalAnswer, streamed: list[str], line: StageLine) -> None:
+        shown = readable(final.answer)
         if streamed:
             self.console.print()
+            if shown != final.answer:  # its math streamed as LaTeX: once more as text
+                self.console.rule("[dim]the math as text[/]", style="dim")
+                self.console.print(shown, markup=False, highlight=False)
         else:
             line.clear()
-            self.console.print(final.answer, markup=False, highlight=False)
+            self.console.print(shown, markup=False, highlight=False)
         seconds = final.latency_ms.get("total", 0.0) / 1000
         how = f"{final.strategy}" + (f" of {final.selected}" if final.selected else "")
         self.console.print(

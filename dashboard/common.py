@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from council.bus import mathtext
 from council.bus.transport.connection import Credentials
 from council.dashboard import login
 from council.dashboard.config import DashboardConfig
@@ -84,6 +86,19 @@ def reviews_table(view: SessionView) -> pd.DataFrame:
 
 
 def said(text: str) -> str:
-    """A model's or a user's text for st.markdown: a dollar sign is money, not the start
-    of a LaTeX formula (Streamlit would set "$2 ... $10" as math)."""
-    return text.replace("$", "\\$")
+    """A model's or a user's text for st.markdown: its math (``\\( \\)``, ``\\[ \\]``,
+    ``$$``, ``\\boxed``) set by KaTeX, and a dollar sign elsewhere money, not the start
+    of a formula (Streamlit would set "$2 ... $10" as math)."""
+    shown = []
+    for piece in mathtext.pieces(text):
+        if piece.kind == "text":
+            shown.append(piece.text.replace("$", "\\$"))
+        elif piece.kind == "code":
+            shown.append(piece.text)
+        else:
+            latex = _UNESCAPED_DOLLAR.sub(r"\\$", piece.text.strip())
+            shown.append(f"${latex}$" if piece.kind == "inline" else f"\n\n$$\n{latex}\n$$\n\n")
+    return "".join(shown)
+
+
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")

@@ -28,6 +28,11 @@ class SessionView(FollowedSession):
         )
 
     @property
+    def remembered(self) -> bool:
+        """Whether it is a turn of a conversation (a measurement's sessions are not)."""
+        return self.started.plan.remember if self.started else True
+
+    @property
     def started_at(self) -> float:
         return self.started.ts if self.started else (self.events[0].ts if self.events else 0.0)
 
@@ -57,3 +62,12 @@ class SessionView(FollowedSession):
         for r in self.reviews:
             matrix.setdefault(r.reviewer, {})[r.reviewed] = r.score
         return matrix
+
+
+def threads(views: list[SessionView]) -> dict[str, list[SessionView]]:
+    """Sessions by conversation, each thread oldest first, the newest thread first
+    (without the sessions of a measurement, such as `council eval`'s)."""
+    grouped: dict[str, list[SessionView]] = {}
+    for view in sorted(filter(lambda v: v.remembered, views), key=lambda v: v.started_at):
+        grouped.setdefault(view.conversation, []).append(view)
+    return dict(sorted(grouped.items(), key=lambda kv: -kv[1][-1].started_at))

@@ -14,18 +14,10 @@ from council.bus.client import export
 from council.bus.errors import CouncilError
 from council.bus.messages import Question, Turn
 from council.dashboard.common import badge, feed, reviews_table, said
-from council.dashboard.view import SessionView
+from council.dashboard.view import SessionView, threads
 
 st.title("Chat with the council")
 current = feed()
-
-
-def threads(views: list[SessionView]) -> dict[str, list[SessionView]]:
-    """Sessions by conversation, each thread oldest first, the newest thread first."""
-    grouped: dict[str, list[SessionView]] = {}
-    for view in sorted(views, key=lambda v: v.started_at):
-        grouped.setdefault(view.conversation, []).append(view)
-    return dict(sorted(grouped.items(), key=lambda kv: -kv[1][-1].started_at))
 
 
 def turns_of(views: list[SessionView]) -> list[Turn]:
@@ -43,23 +35,31 @@ def turns_of(views: list[SessionView]) -> list[Turn]:
     ]
 
 
-def sidebar(all_threads: dict[str, list[SessionView]]) -> None:
-    with st.sidebar:
-        if st.button("New conversation", icon=":material/add:", use_container_width=True):
-            st.session_state["chat_conversation"] = ""
-        search = st.text_input("Search", key="chat_search", placeholder="a word of a question")
-        for cid, views in all_threads.items():
-            title = views[0].question.strip().splitlines()[0][:60] if views else cid
-            if search and not any(search.lower() in v.question.lower() for v in views):
-                continue
-            chosen = st.session_state.get("chat_conversation") == cid
-            if st.button(
-                f"{title} ({len(views)})",
-                key=f"conv-{cid}",
-                type="primary" if chosen else "secondary",
-                use_container_width=True,
-            ):
-                st.session_state["chat_conversation"] = cid
+def choose(cid: str) -> None:
+    st.session_state["chat_conversation"] = cid
+
+
+@st.fragment(run_every=2.0)
+def conversations_list() -> None:
+    """The sidebar's conversations, refreshed on their own: one begun elsewhere (the
+    terminal, the API, another tab) appears without a click."""
+    st.button(
+        "New conversation", icon=":material/add:", use_container_width=True,
+        on_click=choose, args=("",),
+    )  # fmt: skip
+    search = st.text_input("Search", key="chat_search", placeholder="a word of a question")
+    for cid, views in threads(current.sessions()).items():
+        title = views[0].question.strip().splitlines()[0][:60] if views else cid
+        if search and not any(search.lower() in v.question.lower() for v in views):
+            continue
+        st.button(
+            f"{title} ({len(views)})",
+            key=f"conv-{cid}",
+            type="primary" if st.session_state.get("chat_conversation") == cid else "secondary",
+            use_container_width=True,
+            on_click=choose,
+            args=(cid,),
+        )
 
 
 def deliberation(view: SessionView) -> None:
@@ -154,13 +154,13 @@ def thread() -> None:
                 st.error(str(exc))
 
 
-all_threads = threads(current.sessions())  # once per run; the thread refreshes on its own
-sidebar(all_threads)
+with st.sidebar:
+    conversations_list()
 thread()
 asked = st.chat_input("Ask the council")
 if asked:
     cid = st.session_state.get("chat_conversation", "")
-    known = all_threads.get(cid, [])
+    known = threads(current.sessions()).get(cid, [])
     follow_up = cid if any(v.final for v in known) else ""
     try:
         accepted = current.ask(Question(question=asked, conversation=follow_up))
