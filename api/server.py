@@ -3,7 +3,8 @@
 A client of the bus like any other: each completion is a council session asked
 on ``council.ask`` and followed on the stream, so any tool that speaks to an
 OpenAI endpoint uses the council unchanged. The model ``council`` is the council
-the chairman is configured with; a model the agents serve is asked alone.
+the chairman is configured with, ``council-<name>`` each of its presets; a model
+the agents serve is asked alone.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from council.api.wire import (
     question_and_context,
     usage_of,
 )
-from council.bus.client.ask import Asking, follow, roster, stop, submit
+from council.bus.client.ask import Asking, follow, presets, roster, stop, submit
 from council.bus.errors import (
     BusUnavailable,
     CouncilError,
@@ -43,7 +44,7 @@ from council.bus.errors import (
     SessionTimeout,
 )
 from council.bus.events import FinalAnswer, SessionEvent, SessionFailed, StageStarted
-from council.bus.messages import Accepted, Question, Turn
+from council.bus.messages import DEFAULT_PRESET, Accepted, Question, Turn
 from council.bus.transport.connection import DEFAULT_URL, Credentials, connect, whoami
 from council.bus.transport.stream import conversations
 from council.bus.tunables import tunable
@@ -51,8 +52,22 @@ from council.bus.tunables import tunable
 log = structlog.get_logger()
 
 COUNCIL_MODEL = "council"
+"""The chairman's defaults as a model; each of its presets is ``council-<name>``."""
 
-_REJECTION_STATUS = {"unknown_model": 404, "busy": 429}
+
+def model_of_preset(preset: str) -> str:
+    return COUNCIL_MODEL if preset == DEFAULT_PRESET else f"{COUNCIL_MODEL}-{preset}"
+
+
+def preset_of_model(model: str) -> str | None:
+    """The preset a model id names ("" for the defaults), or None for a served model."""
+    if model == COUNCIL_MODEL:
+        return ""
+    named, dash, preset = model.partition("-")
+    return preset if named == COUNCIL_MODEL and dash else None
+
+
+_REJECTION_STATUS = {"unknown_model": 404, "unknown_preset": 404, "busy": 429}
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,7 @@ def council_summary(accepted: Accepted, events: list[SessionEvent]) -> dict[str,
         "members": accepted.members,
         "chairman": accepted.chairman,
         "strategy": accepted.strategy,
+        "preset": accepted.preset,
         "stages": {
             e.stage: {
                 "calls": e.expected,
@@ -186,12 +202,16 @@ class CouncilApi:
         served = sorted(
             {m.name for info in await roster(nc) for m in info.models if "opinion" in m.kinds}
         )
+        try:
+            named = [model_of_preset(p.name) for p in await presets(nc)]
+        except NoCouncil:
+            named = [COUNCIL_MODEL]
         return JSONResponse(
             {
                 "object": "list",
                 "data": [
                     {"id": name, "object": "model", "created": 0, "owned_by": "council"}
-                    for name in [COUNCIL_MODEL, *served]
+                    for name in [*named, *served]
                 ],
             }
         )
@@ -205,7 +225,8 @@ class CouncilApi:
             text, context = question_and_context(asked.messages)
         except (msgspec.DecodeError, msgspec.ValidationError, BadRequest) as exc:
             return _error(400, f"invalid request: {exc}", "invalid_request_error")
-        alone = asked.model != COUNCIL_MODEL
+        preset = preset_of_model(asked.model)
+        alone = preset is None
         question = Question(
             question=text,
             conversation=await continued(nc, context),
@@ -216,6 +237,7 @@ class CouncilApi:
             alone=alone,
             temperature=asked.temperature if alone else None,
             max_tokens=asked.max_tokens if alone else None,
+            preset=preset or "",
         )
         try:
             accepted = await submit(nc, question)

@@ -16,6 +16,7 @@ from council.assembly import wiring
 from council.assembly.settings import Settings
 from council.bus.transport.connection import connect
 from council.bus.transport.health import default_node_name
+from council.chairman import presets
 from council.chairman.config import CouncilConfig
 from council.chairman.service import ChairmanService
 from council.chairman.strategies import STRATEGIES, UnknownStrategy
@@ -33,6 +34,10 @@ def council_config(settings: Settings) -> CouncilConfig:
         settings.council.weights  # noqa: B018 - read now: an error is a start-up error
     except ValueError as exc:
         raise SystemExit(f"error: $COUNCIL_REVIEWER_WEIGHTS: {exc}") from None
+    try:
+        presets.table(settings.defaults.presets)
+    except presets.BadPresets as exc:
+        raise SystemExit(f"error: {exc}") from None
     return settings.council
 
 

@@ -25,6 +25,7 @@ from council.bus.messages import (
     ForgetReply,
     NodeHealth,
     OpinionRequest,
+    Presets,
     ProgramResult,
     Question,
     ReviewRequest,
@@ -85,6 +86,7 @@ decode_program: Decoder[RunProgram] = Decoder(RunProgram)
 decode_program_result: Decoder[ProgramResult] = Decoder(ProgramResult)
 decode_forget: Decoder[ForgetConversation] = Decoder(ForgetConversation)
 decode_forgotten: Decoder[ForgetReply] = Decoder(ForgetReply)
+decode_presets: Decoder[Presets] = Decoder(Presets)
 decode_request: dict[str, Decoder[AgentRequest]] = {
     "opinion": Decoder(OpinionRequest),
     "review": Decoder(ReviewRequest),

@@ -55,6 +55,8 @@ class SessionPlan(Struct, kw_only=True, frozen=True):
     """Sessions of older turns left out to keep the history within its token budget."""
     remember: bool = True
     """Whether the answer becomes a turn of its conversation (``Question.remember``)."""
+    preset: str = ""
+    """The named council the question asked for ("" for the chairman's defaults)."""
 
 
 class SessionStarted(Event, tag="session_started"):

@@ -82,6 +82,8 @@ class Turn(Struct, kw_only=True):
     conclusion: str = ""
     ts: float = 0.0
     v: int = SCHEMA_VERSION
+    preset: str = ""
+    """The named council that answered ("" for the chairman's defaults)."""
 
 
 class Question(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -112,6 +114,9 @@ class Question(Struct, kw_only=True, forbid_unknown_fields=True):
     context: Annotated[list[Turn], Meta(max_length=256)] = []
     """Earlier turns the client keeps itself (an OpenAI-style messages array), seen
     as a conversation's are; ignored when ``conversation`` is given."""
+    preset: str = ""
+    """A named council (``Presets``): its members, chairman, strategy and review mode
+    where the question names none of its own. "" is the chairman's defaults."""
     remember: bool = True
     """Keep the answer as a turn of a conversation its person lists and follows up.
     A measurement (``council eval``) says False: its sessions' events are stored all
@@ -128,6 +133,8 @@ class Accepted(Struct, kw_only=True, tag="accepted", tag_field="type"):
     """How the session concludes (the question's choice, else the chairman's setting)."""
     conversation: str = ""
     """The conversation this session is a turn of: a follow-up names it."""
+    preset: str = ""
+    """The named council asked, if one was."""
 
 
 RejectReason = Literal[
@@ -137,6 +144,7 @@ RejectReason = Literal[
     "unknown_model",
     "unknown_persona",
     "unknown_strategy",
+    "unknown_preset",
     "unknown_conversation",
     "duplicate_member",
     "too_few_members",
@@ -156,6 +164,47 @@ class Rejected(Struct, kw_only=True, tag="rejected", tag_field="type"):
 
 
 AskReply = Accepted | Rejected
+
+
+# --- council.presets -----------------------------------------------------
+
+
+class Preset(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """A named council: what a question naming it runs with. An empty field is the
+    chairman's default for it."""
+
+    summary: str = ""
+    members: list[str] = []
+    chairman: str = ""
+    strategy: str = ""
+    mode: ReviewMode | Literal[""] = ""
+
+
+class PresetInfo(Struct, kw_only=True):
+    """A preset as a chairman runs it, its defaults filled in: what a client lists."""
+
+    name: str
+    summary: str
+    members: list[str]
+    chairman: str
+    strategy: str
+    mode: ReviewMode
+    missing: list[str] = []
+    """Models it needs that no agent serves now: asking it is refused until one does."""
+
+
+DEFAULT_PRESET = "default"
+"""The name under which a chairman lists its own defaults among its presets: a
+question naming it (or none) runs them."""
+
+
+class Presets(Struct, kw_only=True, tag="presets", tag_field="type"):
+    """A chairman's answer on ``council.presets``: its defaults first (named
+    ``default``), then every preset."""
+
+    presets: list[PresetInfo]
+    v: int = SCHEMA_VERSION
+
 
 OLD_CONTRACT = Rejected(
     reason="old_contract",

@@ -22,6 +22,8 @@ FORGETS = "council.forget.*"
 ANYONE = "anyone"
 """The person of a connection with no user (a server without users has one person)."""
 ROSTER = "council.agents.roster"
+PRESETS = "council.presets"
+"""The council's named presets (request/reply): any chairman of the queue group."""
 ALL = "council.>"
 
 STREAM = "COUNCIL"

@@ -18,9 +18,18 @@ from council.bus.client.roster import Roster
 from council.bus.codec import decode_question
 from council.bus.errors import InvalidMessage
 from council.bus.members import PERSONAS, model_of, split_member
-from council.bus.messages import MAX_QUESTION_CHARS, Question, Rejected, ReviewMode, Turn
+from council.bus.messages import (
+    MAX_QUESTION_CHARS,
+    Preset,
+    Presets,
+    Question,
+    Rejected,
+    ReviewMode,
+    Turn,
+)
 from council.bus.transport.stream import conversation
 from council.bus.tunables import tunable
+from council.chairman import presets as named
 from council.chairman import prompts
 from council.chairman.config import CouncilConfig
 from council.chairman.core import Plan
@@ -60,6 +69,18 @@ class Defaults:
         "COUNCIL_STRATEGY",
         "how the chairman concludes: " + ", ".join(STRATEGIES) + " (docs/how-it-works.md)",
     )
+    presets: str = tunable("", "COUNCIL_PRESETS", named.SETTING_HELP)
+
+    @property
+    def own(self) -> Preset:
+        """These defaults as the preset a question naming none runs."""
+        return Preset(
+            summary="the council as the chairman is configured",
+            members=list(self.members),
+            chairman=self.chairman,
+            strategy=self.strategy,
+            mode=self.mode,
+        )
 
 
 def new_session_id(person: str) -> str:
@@ -141,6 +162,7 @@ def admit(
         max_tokens=question.max_tokens,
         strategy=question.strategy or defaults.strategy,
         remember=question.remember,
+        preset=question.preset if question.preset != named.DEFAULT else "",
     )
 
 
@@ -159,6 +181,22 @@ class Admission:
         self.defaults = defaults
         self.config = config
         self.roster = roster
+        self.presets = named.table(defaults.presets)  # BadPresets: the chairman won't start
+
+    async def listed(self) -> Presets:
+        """The defaults and the presets, with the models each lacks (the roster asked
+        again when one seems to lack any, as admission does)."""
+        for fresh in (False, True):
+            if fresh:
+                await self.roster.refresh()
+            roster = self.roster
+            answering = roster.models("opinion") & roster.models("review")
+            listed = named.listed(
+                self.presets, self.defaults.own, answering, roster.models("synthesize")
+            )
+            if not any(p.missing for p in listed):
+                break
+        return Presets(presets=listed)
 
     async def admit(self, data: bytes, subject: str) -> Plan | Rejected:
         """The plan of a question as it came off the bus, its conversation's turns
@@ -168,6 +206,13 @@ class Admission:
         except InvalidMessage as exc:
             log.warning("bad_question", error=exc.detail)
             return Rejected(reason="bad_request", detail=exc.detail)
+        if question.preset and question.preset != named.DEFAULT:
+            if question.preset not in self.presets:
+                known = ", ".join([named.DEFAULT, *self.presets])
+                detail = f"{question.preset}: presets are {known}"
+                log.info("question_rejected", reason="unknown_preset", detail=detail)
+                return Rejected(reason="unknown_preset", detail=detail)
+            question = named.applied(question, self.presets[question.preset])
         members, chairman = needed_models(question, self.defaults)
         roster = self.roster
         if not members <= roster.models("opinion") or chairman not in roster.models("synthesize"):

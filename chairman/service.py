@@ -126,6 +126,7 @@ class ChairmanService:
         self._old_asks: Subscription | None = None
         self._stops: Subscription | None = None
         self._forgets: Subscription | None = None
+        self._presets: Subscription | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self.events = EventLog(nc, patience_s=store_patience_s, pipelined=pipelined)
@@ -145,6 +146,9 @@ class ChairmanService:
         self._stops = await self.nc.subscribe(subjects.STOPS, cb=self._on_stop)
         self._forgets = await self.nc.subscribe(
             subjects.FORGETS, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_forget
+        )
+        self._presets = await self.nc.subscribe(
+            subjects.PRESETS, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_presets
         )
         await self.nc.flush()
         self._heartbeat = asyncio.create_task(
@@ -251,7 +255,7 @@ class ChairmanService:
 
     async def stop(self) -> None:
         """Stop taking questions; end running sessions with a named failure."""
-        for sub in (self._sub, self._old_asks, self._stops, self._forgets):
+        for sub in (self._sub, self._old_asks, self._stops, self._forgets, self._presets):
             if sub:
                 await sub.unsubscribe()
         if self._heartbeat:
@@ -330,6 +334,10 @@ class ChairmanService:
         )
         await msg.respond(encode(Stopped(session_id=asked.session_id, stage=stage)))
 
+    async def _on_presets(self, msg: Msg) -> None:
+        if answerable(msg):
+            await msg.respond(encode(await self.admission.listed()))
+
     async def _on_old_ask(self, msg: Msg) -> None:
         if answerable(msg):
             await msg.respond(encode(OLD_CONTRACT))
@@ -365,6 +373,7 @@ class ChairmanService:
             mode=plan.mode,
             strategy=conductor.strategy.name,
             conversation=plan.conversation,
+            preset=plan.preset,
         )
 
     async def _keep_turn(self, plan: Plan, final: FinalAnswer) -> None:
@@ -378,6 +387,7 @@ class ChairmanService:
             answer=final.answer,
             conclusion=final.conclusion,
             ts=final.ts,
+            preset=plan.preset,
         )
         try:
             await self.js.publish(

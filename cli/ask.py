@@ -150,6 +150,7 @@ async def run_ask(
     seed: int | None,
     strategy: str = "",
     conversation: str = "",
+    preset: str = "",
 ) -> int:
     err = Console(stderr=True)
     nc = await connect(settings.nats_url, name="council-ask", credentials=settings.credentials)
@@ -162,10 +163,12 @@ async def run_ask(
             seed=seed,
             strategy=strategy,
             conversation=conversation,
+            preset=preset,
         )
         accepted = await submit(nc, question)
+        named = f"preset {accepted.preset}: " if accepted.preset else ""
         err.print(
-            f"session [bold]{accepted.session_id}[/]: {', '.join(accepted.members)}; "
+            f"session [bold]{accepted.session_id}[/]: {named}{', '.join(accepted.members)}; "
             f"chairman {accepted.chairman}; {accepted.mode} reviews; strategy {accepted.strategy}"
         )
         err.print(f"follow up with: council ask --conversation {accepted.conversation} QUESTION")

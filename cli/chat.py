@@ -18,20 +18,22 @@ from rich.console import Console
 from rich.markup import escape
 
 from council.assembly.settings import Settings
-from council.bus.client.ask import follow, stop, submit
+from council.bus.client.ask import follow, presets, stop, submit
 from council.bus.errors import CouncilError
 from council.bus.events import FinalAnswer, SessionCancelled, SessionEvent, SessionFailed
-from council.bus.messages import Question, TokenDelta
+from council.bus.messages import DEFAULT_PRESET, Question, TokenDelta
 from council.bus.session import FollowedSession
 from council.bus.transport.connection import connect, whoami
 from council.bus.transport.stream import conversation, conversations
 from council.cli.conversations import conversations_table, exported
+from council.cli.presets import presets_table
 from council.cli.readable import readable
 
 HELP = """commands:
   /new                 a new conversation
   /members A,B,C       the members of the next turns (empty: the chairman's default)
   /chairman MODEL      the chairman of the next turns (empty: the default)
+  /preset [NAME]       the named council of the next turns (without NAME: list them)
   /list [TEXT]         the stored conversations (those containing TEXT)
   /open ID             continue a stored conversation
   /export FILE [full]  this conversation as Markdown (.json: every event)
@@ -75,6 +77,7 @@ class Chat:
         self.conversation = ""
         self.members: list[str] = []
         self.chairman = ""
+        self.preset = ""
 
     async def turn(self, text: str) -> None:
         """Ask one turn, show its stages, stream its answer; Ctrl-C (a cancel of this
@@ -84,6 +87,7 @@ class Chat:
             conversation=self.conversation,
             members=self.members,
             chairman=self.chairman,
+            preset=self.preset,
         )
         accepted = await submit(self.nc, question)
         line = StageLine(self.console, accepted.session_id)
@@ -134,6 +138,7 @@ class Chat:
             self.console.print(shown, markup=False, highlight=False)
         seconds = final.latency_ms.get("total", 0.0) / 1000
         how = f"{final.strategy}" + (f" of {final.selected}" if final.selected else "")
+        how += f" · preset {self.preset}" if self.preset else ""
         self.console.print(
             f"[dim]{how} · {seconds:.1f} s · conversation {self.conversation}[/]", highlight=False
         )
@@ -154,6 +159,8 @@ class Chat:
             case "chairman":
                 self.chairman = rest
                 self.console.print(f"[dim]chairman: {rest or 'the default'}[/]")
+            case "preset":
+                await self._preset(rest)
             case "list":
                 self.console.print(
                     conversations_table(await conversations(self.nc, whoami(self.nc)), rest)
@@ -164,6 +171,7 @@ class Chat:
                     self.console.print(f"[red]no conversation {escape(rest)} is stored[/]")
                 else:
                     self.conversation = rest
+                    self.preset = turns[-1].preset  # it goes on with the council it had
                     for turn in turns:
                         self.console.print(f"[bold]you>[/] {escape(turn.question)}")
                         self.console.print(turn.answer, markup=False, highlight=False)
@@ -172,6 +180,18 @@ class Chat:
             case _:
                 self.console.print(HELP)
         return True
+
+    async def _preset(self, name: str) -> None:
+        """Choose the named council of the next turns, or list them (an unknown name
+        lists them too)."""
+        listed = await presets(self.nc)
+        if name and name in {p.name for p in listed}:
+            self.preset = "" if name == DEFAULT_PRESET else name
+            self.console.print(f"[dim]preset: {name}[/]")
+            return
+        if name:
+            self.console.print(f"[red]no preset {escape(name)}[/]")
+        self.console.print(presets_table(listed, self.preset))
 
     async def _export(self, args: str) -> None:
         target, _, mode = args.partition(" ")
@@ -189,10 +209,11 @@ class Chat:
         self.console.print(f"[dim]exported {count} turn(s) to {path}[/]")
 
 
-async def run_chat(settings: Settings, conversation_id: str = "") -> int:
+async def run_chat(settings: Settings, conversation_id: str = "", preset: str = "") -> int:
     console = Console(highlight=False)
     nc = await connect(settings.nats_url, name="council-chat", credentials=settings.credentials)
     chat = Chat(nc, settings, console)
+    chat.preset = preset
     loop = asyncio.get_running_loop()
     lines = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)

@@ -23,6 +23,7 @@ SECTIONS_OF = {
     "chairman": (*COMMON, "defaults", "council", "chairman", "runtime", "agents", "health"),
     "ask": (*COMMON, "defaults", "asking"),
     "chat": (*COMMON, "asking"),
+    "presets": COMMON,
     "api": (*COMMON, "api", "asking"),
     "conversations": COMMON,
     "export": COMMON,
@@ -84,6 +85,12 @@ def _role_commands(commands: argparse._SubParsersAction) -> None:  # type: ignor
     )
 
 
+PRESET_HELP = (
+    "a named council (`council presets` lists them): its members, chairman, strategy "
+    "and reviews, where --members and the like name none"
+)
+
+
 def _client_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """The commands that ask the council."""
     ask = commands.add_parser("ask", help="ask the council a question")
@@ -96,11 +103,14 @@ def _client_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
         default="",
         help="a follow-up in this conversation (the id an earlier ask printed)",
     )
+    ask.add_argument("--preset", metavar="NAME", default="", help=PRESET_HELP)
 
     chat = commands.add_parser("chat", help="a conversation with the council in the terminal")
     chat.add_argument(
         "--conversation", metavar="ID", default="", help="continue a stored conversation"
     )
+    chat.add_argument("--preset", metavar="NAME", default="", help=PRESET_HELP)
+    commands.add_parser("presets", help="list the named councils the chairman runs")
 
     commands.add_parser(
         "api", help="serve the council as an OpenAI-compatible model (/v1/chat/completions)"
@@ -274,11 +284,16 @@ def _dispatch_client(
                 as_json=args.json,
                 seed=args.seed,
                 conversation=args.conversation,
+                preset=args.preset,
             )
         case "chat":
             from council.cli.chat import run_chat
 
-            return run_chat(settings, args.conversation)
+            return run_chat(settings, args.conversation, args.preset)
+        case "presets":
+            from council.cli.presets import run_presets
+
+            return run_presets(settings)
         case "api":
             from council.cli.api import run_api
 

@@ -24,12 +24,21 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from council.bus import subjects
 from council.bus.client.ask import forget as forget_conversation
+from council.bus.client.ask import presets as list_presets
 from council.bus.client.ask import roster as gather_roster
 from council.bus.client.ask import stop as stop_session
 from council.bus.client.ask import submit
 from council.bus.codec import decode_delta, decode_health, read_event
 from council.bus.errors import CouncilError
-from council.bus.messages import Accepted, AgentInfo, Forgotten, NodeHealth, Question, Stopped
+from council.bus.messages import (
+    Accepted,
+    AgentInfo,
+    Forgotten,
+    NodeHealth,
+    PresetInfo,
+    Question,
+    Stopped,
+)
 from council.bus.transport.connection import Credentials, connect
 from council.dashboard.view import SessionView
 
@@ -98,6 +107,10 @@ class Feed:
     def roster(self, window_s: float = 0.5) -> list[AgentInfo]:
         return self._call(self._roster(window_s), window_s + 5)
 
+    def presets(self, timeout_s: float = 3.0) -> list[PresetInfo]:
+        """The named councils the chairman runs, its defaults first."""
+        return self._call(self._presets(timeout_s), timeout_s + 2)
+
     def forget(self, conversation_id: str, timeout_s: float = 30.0) -> Forgotten:
         """Delete a conversation from the stream, and from what this feed shows."""
         forgotten = self._call(self._forget(conversation_id, timeout_s), timeout_s + 2)
@@ -119,6 +132,10 @@ class Feed:
     async def _submit(self, question: Question, timeout_s: float) -> Accepted:
         assert self._nc is not None
         return await submit(self._nc, question, timeout_s=timeout_s)
+
+    async def _presets(self, timeout_s: float) -> list[PresetInfo]:
+        assert self._nc is not None
+        return await list_presets(self._nc, timeout_s=timeout_s)
 
     async def _forget(self, conversation_id: str, timeout_s: float) -> Forgotten:
         assert self._nc is not None

@@ -64,12 +64,13 @@ async def serving_api(
 async def test_the_council_answers_as_an_openai_model_and_follows_up(
     api: openai.AsyncOpenAI, nc: Client
 ) -> None:
-    """`models.list` names the council and the served models; a completion is a
+    """`models.list` names the council, its presets and the served models; a completion is a
     session whose answer, tokens and summary come back; a follow-up's earlier
     messages reach the members as the conversation so far, and it continues the
     stored conversation they match (an edited thread starts its own)."""
     models = [m.id for m in (await api.models.list()).data]
-    assert models == ["council", *MODELS]
+    presets = ["council-fast", "council-deliberate", "council-methods", "council-mixed"]
+    assert models == ["council", *presets, *MODELS]
     first = await api.chat.completions.create(
         model="council", messages=[{"role": "user", "content": "What is 2 + 2?"}]
     )
@@ -116,6 +117,16 @@ async def test_the_council_answers_as_an_openai_model_and_follows_up(
         model="m2", messages=[{"role": "user", "content": "Hi"}]
     )
     assert (alone.model_extra or {})["council"]["members"] == ["m2"]
+
+    fast = await api.chat.completions.create(
+        model="council-fast", messages=[{"role": "user", "content": "Quick: 2 + 2?"}]
+    )
+    ran = (fast.model_extra or {})["council"]
+    assert (ran["preset"], ran["strategy"]) == ("fast", "majority-or-chairman")
+    with pytest.raises(openai.NotFoundError, match="unknown_preset|presets are"):
+        await api.chat.completions.create(
+            model="council-nosuch", messages=[{"role": "user", "content": "Hi"}]
+        )
 
 
 async def test_a_streamed_completion_carries_the_answer_then_usage(

@@ -24,7 +24,7 @@ from council.agents.service import AgentService
 from council.assembly import wiring
 from council.assembly.wiring import local_council
 from council.bus import subjects
-from council.bus.client.ask import follow, roster, stop, submit
+from council.bus.client.ask import follow, presets, roster, stop, submit
 from council.bus.codec import (
     decode_agent_response,
     decode_ask_reply,
@@ -78,6 +78,7 @@ async def council(
     config: CouncilConfig | None = None,
     max_sessions: int = 16,
     strategy: str = "synthesize",
+    presets: str = "",
     **chairman_options: Any,
 ) -> AsyncIterator[Council]:
     runtime = ScriptedRuntime(MODELS)
@@ -88,7 +89,8 @@ async def council(
     try:
         async with local_council(
             agents_nc, chairman_nc, RoutedRuntime.serving(runtime, MODELS),
-            Defaults(tuple(MODELS), "m1", strategy=strategy), config, heartbeat_s=0.2,
+            Defaults(tuple(MODELS), "m1", strategy=strategy, presets=presets), config,
+            heartbeat_s=0.2,
             max_sessions=max_sessions, **chairman_options,
         ) as started:  # fmt: skip
             yield Council(server.url, runtime, started.agents, started.chairman)
@@ -340,6 +342,47 @@ async def test_a_follow_up_sees_its_conversation_and_another_chairman_rebuilds_i
         )
         assert isinstance(reply, Rejected)
         assert reply.reason == "bad_request"
+
+
+async def test_a_preset_names_a_council_and_its_conversation_records_it(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """The chairman lists its defaults, then its presets with what no agent serves; a
+    question naming one runs its members and strategy (its own members win), and its
+    session and turn record it; an unknown preset is refused with the known ones."""
+    table = (
+        '{"pair": {"summary": "two", "members": ["m2", "m3"], "strategy": "vote"},'
+        ' "far": {"members": ["m1", "m9"]}}'
+    )
+    async with council(nats_server, presets=table):
+        listed = {p.name: p for p in await presets(nc)}
+        assert next(iter(listed)) == "default"
+        assert (listed["default"].members, listed["default"].strategy) == (MODELS, "synthesize")
+        pair = listed["pair"]
+        assert (pair.members, pair.chairman, pair.strategy, pair.missing) == (
+            ["m2", "m3"], "m1", "vote", []
+        )  # fmt: skip
+        assert listed["far"].missing == ["m9"]
+        assert {"fast", "deliberate", "methods", "mixed"} <= set(listed)
+
+        accepted = await submit(nc, Question(question="Which?", preset="pair"))
+        assert (accepted.members, accepted.strategy, accepted.preset) == (
+            ["m2", "m3"], "vote", "pair"
+        )  # fmt: skip
+        events = [e async for e in follow(nc, accepted.session_id, timeout_s=30)]
+        assert isinstance(events[0], SessionStarted)
+        assert events[0].plan.preset == "pair"
+        assert isinstance(events[-1], FinalAnswer)
+        (turn,) = await conversation(nc, accepted.conversation)
+        assert turn.preset == "pair"
+
+        own = await submit(nc, Question(question="Mine?", members=["m1", "m3"], preset="pair"))
+        assert (own.members, own.strategy) == (["m1", "m3"], "vote")
+        assert [e async for e in follow(nc, own.session_id, timeout_s=30)]
+        with pytest.raises(QuestionRejected) as unknown:
+            await submit(nc, Question(question="q", preset="nosuch"))
+        assert unknown.value.reason == "unknown_preset"
+        assert "default, fast" in str(unknown.value)
 
 
 async def test_two_agents_serving_the_same_models_share_the_work(

@@ -96,3 +96,33 @@ async def test_ctrl_c_in_council_chat_stops_the_turn_not_the_program(
     assert out.count("conversation ") == 1  # the second turn answered
     threads = [t for t in (await conversations(nc)).values() if t[0].question == "Now?"]
     assert len(threads) == 1  # a new conversation: the stopped turn left none to follow
+
+
+async def test_a_preset_chosen_in_council_chat_is_used_and_recorded(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """`/preset` lists the chairman's presets (so does `council presets`), an unknown one
+    is refused with the list, a known one answers the next turn and its turn records
+    it; `council ask --preset` does the same."""
+    async with council(nats_server) as c:
+        env = {"COUNCIL_NATS_URL": nats_server.url}
+        listed = await asyncio.to_thread(cli, env, "presets")
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        for name in ("default", "fast", "deliberate", "methods", "mixed"):
+            assert name in listed.stdout
+        process = await asyncio.to_thread(chat, env)
+        out, err = await asyncio.to_thread(
+            process.communicate, "/preset\n/preset nosuch\n/preset fast\nQuick?\n/quit\n", 60
+        )
+        assert process.returncode == 0, err[-2000:]
+        assert "no preset nosuch" in out
+        assert "preset: fast" in out
+        assert "reviews skipped · synthesis skipped" in out  # fast: a majority stands
+        assert "· preset fast ·" in out
+        asked = await asyncio.to_thread(cli, env, "ask", "--preset", "deliberate", "Slowly?")
+        assert asked.returncode == 0, asked.stderr[-2000:]
+        assert "preset deliberate" in asked.stderr
+        assert len(c.runtime.history) > 0
+    turns = {t[0].question: t[0] for t in (await conversations(nc)).values()}
+    assert turns["Quick?"].preset == "fast"
+    assert turns["Slowly?"].preset == "deliberate"

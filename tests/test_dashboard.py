@@ -162,6 +162,24 @@ def test_chat_page_answers_then_follows_up_in_the_same_conversation(
     assert all(t.answer in texts(app) for t in turns)
 
 
+def test_chat_page_asks_the_preset_chosen_in_its_sidebar(
+    app: AppTest, council_processes: dict[str, str], council_nats: EmbeddedNats
+) -> None:
+    """The sidebar lists the chairman's presets; the one chosen answers the next
+    question, and its turn records it."""
+    show(app, "screens/chat.py", lambda a: len(a.sidebar.selectbox) > 0)
+    council = app.sidebar.selectbox(key="chat_preset")
+    assert {"default", "fast", "deliberate"} <= set(council.options)
+    council.set_value("fast").run()
+    app.chat_input[0].set_value("What is 3 + 4?").run()
+    assert not app.error, [e.value for e in app.error]
+    show(app, "screens/chat.py", lambda a: len(a.expander) >= 1, 240)
+    assert "preset fast" in texts(app)
+    cid = app.session_state["chat_conversation"]
+    (turn,) = asyncio.run(stored_turns(council_nats.url, cid))
+    assert (turn.question, turn.preset) == ("What is 3 + 4?", "fast")
+
+
 async def stored_turns(url: str, conversation_id: str) -> list[Turn]:
     nc = await connect(url, name="check")
     try:

@@ -363,6 +363,7 @@ MINE, THEIRS = "client", "bob"
 """The person the client role is, and another person, whose subjects it must not touch."""
 PROBES = (
     "council.ask", "council.ask.client", "council.ask.bob", "council.agents.roster",
+    "council.presets",
     "council.agent.m1.opinion", "council.session.client.s1.final_answer",
     "council.session.bob.s1.final_answer", "council.live.client.s1.opinions.m1",
     "council.live.bob.s1.opinions.m1", "council.health.n1", "council.cancel.client.s1",
@@ -389,6 +390,7 @@ of each family once for the client role's own person and once for another's."""
 JS_API = tuple(p for p in PROBES if p.startswith("$JS.API."))
 READER = {
     ("publish", "council.agents.roster"): "lists the models agents serve",
+    ("publish", "council.presets"): "lists the named councils",
     ("publish", "$JS.FC.x"): "answers an ordered consumer's flow control",
     ("subscribe", "council.health.n1"): "shows the nodes' health",
 }
@@ -443,6 +445,7 @@ NEEDED: dict[str, dict[tuple[str, str], str]] = {
         **{("publish", api): "creates, checks and reads the stream" for api in JS_API},
         ("publish", "$KV.COUNCIL_LEASES.client.s1"): "holds session leases",
         ("subscribe", "council.ask"): "refuses clients of the old contract",
+        ("subscribe", "council.presets"): "lists the presets it runs",
         **{
             ("subscribe", f"council.{verb}.{person}"): "takes questions, stops and deletes"
             for verb in ("ask", "stop", "forget")
@@ -784,7 +787,8 @@ async def test_a_person_logged_into_the_dashboard_sees_and_asks_as_themselves(
     assert everyone.wait_ready(10)
     asked = await asyncio.to_thread(bobs.ask, Question(question="bob's"))
     for _ in range(100):
-        if bobs.session(asked.session_id) and everyone.session(theirs):
+        seen = (everyone.session(theirs), everyone.session(asked.session_id))
+        if bobs.session(asked.session_id) and all(seen):
             break
         await asyncio.sleep(0.1)
     assert not bobs.error

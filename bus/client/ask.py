@@ -24,6 +24,7 @@ from council.bus.codec import (
     decode_ask_reply,
     decode_delta,
     decode_forgotten,
+    decode_presets,
     decode_stopped,
     encode,
 )
@@ -40,6 +41,7 @@ from council.bus.messages import (
     AgentInfo,
     ForgetConversation,
     Forgotten,
+    PresetInfo,
     Question,
     Rejected,
     Stopped,
@@ -67,14 +69,12 @@ class Asking:
 
 async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> Accepted:
     """Ask; raise NoCouncil when nobody answers, QuestionRejected with its reason."""
-    where = nc.connected_url
-    url = f"nats://{where.hostname}:{where.port}" if where else "?"  # never the password
     payload = encode(question)
     asks = subjects.ask(whoami(nc))
     try:
         msg = await request(nc, asks, payload, timeout_s=timeout_s)
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-        raise NoCouncil(url) from None
+        raise _no_council(nc) from None
     except nats.errors.MaxPayloadError:
         raise QuestionRejected(
             "question_too_long", f"{len(payload)} bytes exceed the NATS server's max_payload"
@@ -83,6 +83,21 @@ async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> 
     if isinstance(reply, Rejected):
         raise QuestionRejected(reply.reason, reply.detail, reply.retry_after_s)
     return reply
+
+
+def _no_council(nc: Client) -> NoCouncil:
+    where = nc.connected_url
+    return NoCouncil(f"nats://{where.hostname}:{where.port}" if where else "?")  # no password
+
+
+async def presets(nc: Client, *, timeout_s: float = 3.0) -> list[PresetInfo]:
+    """The named councils a chairman runs, its defaults (``default``) first; NoCouncil
+    when no chairman answers."""
+    try:
+        msg = await request(nc, subjects.PRESETS, b"", timeout_s=timeout_s)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        raise _no_council(nc) from None
+    return decode_presets(msg.data, subjects.PRESETS).presets
 
 
 async def stop(nc: Client, session_id: str, *, reason: str = "", timeout_s: float = 3.0) -> Stopped:
@@ -114,8 +129,7 @@ async def forget(nc: Client, conversation_id: str, *, timeout_s: float = 30.0) -
     except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
         if owner != whoami(nc):
             raise NotYours(f"conversation {conversation_id}", owner) from None
-        where = nc.connected_url
-        raise NoCouncil(f"nats://{where.hostname}:{where.port}" if where else "?") from None
+        raise _no_council(nc) from None
     reply = decode_forgotten(msg.data, forgets)
     if isinstance(reply, Rejected):
         raise NotYours(f"conversation {conversation_id}", owner)

@@ -48,6 +48,7 @@ def permissions(name: str, *, admin: bool) -> dict[str, list[str]]:
             subjects.stop(mine),
             subjects.forget(mine),
             subjects.ROSTER,
+            subjects.PRESETS,
             f"{consumer}.{subjects.sessions_of(mine)}",
             f"{consumer}.{subjects.conversations_of(mine)}",
             "$JS.FC.>",

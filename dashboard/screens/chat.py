@@ -1,8 +1,9 @@
 """Chat: the conversations in the sidebar, the thread in the middle, each answer streamed
 as it is written and its deliberation one click away; follow-ups continue the thread.
 
-Questions go to the council as it is configured (its own members and chairman);
-the Ask page chooses them by hand.
+Questions go to the council chosen in the sidebar: the chairman's defaults or one
+of its named presets (a conversation opened goes on with the one it had); the Ask
+page chooses members and chairman by hand.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import streamlit as st
 
 from council.bus.client import export
 from council.bus.errors import CouncilError
-from council.bus.messages import Question, Turn
+from council.bus.messages import DEFAULT_PRESET, PresetInfo, Question, Turn
 from council.dashboard.common import badge, feed, reviews_table, said
+from council.dashboard.feed import Feed
 from council.dashboard.view import SessionView, threads
 
 st.title("Chat with the council")
@@ -35,8 +37,37 @@ def turns_of(views: list[SessionView]) -> list[Turn]:
     ]
 
 
-def choose(cid: str) -> None:
+def choose(cid: str, preset: str = "") -> None:
     st.session_state["chat_conversation"] = cid
+    st.session_state["chat_preset"] = preset or DEFAULT_PRESET
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def preset_choices(_feed: Feed, person: str) -> dict[str, PresetInfo]:
+    """The chairman's presets by name (asked again every 30 s, once per person)."""
+    try:
+        return {p.name: p for p in _feed.presets()}
+    except CouncilError:
+        return {}
+
+
+def council_choice() -> None:
+    """The council the next question goes to, and what it is."""
+    choices = preset_choices(current, current.person)
+    if not choices:
+        st.caption("the council as configured (no chairman listed its presets)")
+        return
+    st.session_state.setdefault("chat_preset", DEFAULT_PRESET)
+    if st.session_state["chat_preset"] not in choices:
+        st.session_state["chat_preset"] = DEFAULT_PRESET
+    chosen = choices[
+        st.selectbox("Council", list(choices), key="chat_preset", help="the next question's")
+    ]
+    lacks = f" No agent serves {', '.join(chosen.missing)} now." if chosen.missing else ""
+    st.caption(
+        f"{chosen.summary}: {', '.join(chosen.members)}; chairman {chosen.chairman}; "
+        f"{chosen.strategy}, {chosen.mode} reviews.{lacks}"
+    )
 
 
 @st.fragment(run_every=2.0)
@@ -52,13 +83,14 @@ def conversations_list() -> None:
         title = views[0].question.strip().splitlines()[0][:60] if views else cid
         if search and not any(search.lower() in v.question.lower() for v in views):
             continue
+        last = views[-1].started
         st.button(
             f"{title} ({len(views)})",
             key=f"conv-{cid}",
             type="primary" if st.session_state.get("chat_conversation") == cid else "secondary",
             use_container_width=True,
             on_click=choose,
-            args=(cid,),
+            args=(cid, last.plan.preset if last else ""),
         )
 
 
@@ -114,6 +146,8 @@ def turn(view: SessionView) -> None:
     with st.chat_message("assistant"):
         if view.final:
             st.markdown(said(view.final.answer))
+            if view.started and view.started.plan.preset:
+                st.caption(f"preset {view.started.plan.preset}")
             with st.expander("Deliberation"):
                 deliberation(view)
         elif view.failed:
@@ -155,6 +189,7 @@ def thread() -> None:
 
 
 with st.sidebar:
+    council_choice()
     conversations_list()
 thread()
 asked = st.chat_input("Ask the council")
@@ -163,7 +198,14 @@ if asked:
     known = threads(current.sessions()).get(cid, [])
     follow_up = cid if any(v.final for v in known) else ""
     try:
-        accepted = current.ask(Question(question=asked, conversation=follow_up))
+        preset = st.session_state.get("chat_preset", DEFAULT_PRESET)
+        accepted = current.ask(
+            Question(
+                question=asked,
+                conversation=follow_up,
+                preset="" if preset == DEFAULT_PRESET else preset,
+            )
+        )
         st.session_state["chat_conversation"] = accepted.conversation
         st.rerun()
     except CouncilError as exc:
