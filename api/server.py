@@ -35,7 +35,7 @@ from council.api.wire import (
     question_and_context,
     usage_of,
 )
-from council.bus.client.ask import Asking, follow, presets, roster, stop, submit
+from council.bus.client.ask import Asking, follow, presets, roster, stop_quietly, submit
 from council.bus.errors import (
     BusUnavailable,
     CouncilError,
@@ -295,7 +295,7 @@ class CouncilApi:
             yield _sse_error(str(exc), "timeout" if isinstance(exc, SessionTimeout) else None)
         finally:
             if not finished:
-                await _stop_quietly(nc, sid)
+                await stop_quietly(nc, sid, "the API client went away")
         yield b"data: [DONE]\n\n"
 
 
@@ -315,10 +315,3 @@ async def continued(nc: Client, context: list[Turn]) -> str:
 
 def _sse_error(message: str, code: str | None) -> bytes:
     return b"data: " + msgspec.json.encode(error_body(message, "server_error", code)) + b"\n\n"
-
-
-async def _stop_quietly(nc: Client, session_id: str) -> None:
-    try:
-        await stop(nc, session_id, reason="the API client went away")
-    except CouncilError as exc:
-        log.info("api_session_not_stopped", session_id=session_id, error=str(exc))

@@ -23,6 +23,7 @@ from typing import Any, get_type_hints
 
 from council.agents.runtimes.base import RuntimeOptions
 from council.agents.service import AgentOptions
+from council.api.mcp_server import McpConfig
 from council.api.server import ApiConfig
 from council.assembly.logs import Logging
 from council.bus.client.ask import Asking
@@ -55,6 +56,7 @@ class Settings:
     tools: ToolsOptions = field(default_factory=ToolsOptions)
     dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
     asking: Asking = field(default_factory=Asking)
     evals: Evals = field(default_factory=Evals)
 

@@ -25,6 +25,7 @@ SECTIONS_OF = {
     "chat": (*COMMON, "asking"),
     "presets": COMMON,
     "api": (*COMMON, "api", "asking"),
+    "mcp": (*COMMON, "mcp", "api", "asking"),
     "conversations": COMMON,
     "export": COMMON,
     "delete": COMMON,
@@ -114,6 +115,9 @@ def _client_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
 
     commands.add_parser(
         "api", help="serve the council as an OpenAI-compatible model (/v1/chat/completions)"
+    )
+    commands.add_parser(
+        "mcp", help="serve the council as MCP tools (stdio for a desktop client, or http)"
     )
 
 
@@ -298,6 +302,10 @@ def _dispatch_client(
             from council.cli.api import run_api
 
             return run_api(settings)
+        case "mcp":
+            from council.cli.mcp import run_mcp
+
+            return run_mcp(settings)
         case "conversations":
             from council.cli.conversations import run_list
 

@@ -29,6 +29,7 @@ from council.bus.codec import (
     encode,
 )
 from council.bus.errors import (
+    CouncilError,
     NoCouncil,
     NotYours,
     QuestionRejected,
@@ -116,6 +117,15 @@ async def stop(nc: Client, session_id: str, *, reason: str = "", timeout_s: floa
     if isinstance(reply, Rejected):
         raise NotYours(f"session {session_id}", owner)
     return reply
+
+
+async def stop_quietly(nc: Client, session_id: str, reason: str) -> None:
+    """Stop a session a client no longer waits for (its connection went, its call was
+    cancelled); one already over or not stoppable is only logged."""
+    try:
+        await stop(nc, session_id, reason=reason)
+    except CouncilError as exc:
+        log.info("session_not_stopped", session_id=session_id, reason=reason, error=str(exc))
 
 
 async def forget(nc: Client, conversation_id: str, *, timeout_s: float = 30.0) -> Forgotten:

@@ -1,0 +1,237 @@
+"""`council mcp`: the council as tools of the Model Context Protocol, for the editors
+and desktop assistants that call tools (Claude Desktop, Cursor, VS Code, Zed).
+
+A client of the bus like `council api`, on the official SDK (``mcp``): over stdio
+for a desktop client that starts it, or over streamable HTTP behind the API's
+key. ``ask_council`` runs a session and sends an MCP progress notification as
+each call of its stages finishes; ``list_conversations`` and
+``read_conversation`` read what was asked; ``council://presets`` lists the named
+councils.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from nats.aio.client import Client
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from council.bus.client import export
+from council.bus.client.ask import follow, presets, stop_quietly, submit
+from council.bus.errors import CouncilError
+from council.bus.events import FinalAnswer, SessionEvent, SessionFailed, StageStarted
+from council.bus.messages import Accepted, Question
+from council.bus.session import FollowedSession
+from council.bus.transport.connection import DEFAULT_URL, Credentials, connect, whoami
+from council.bus.transport.stream import conversation, conversations
+from council.bus.tunables import tunable
+
+log = structlog.get_logger()
+
+PRESETS_URI = "council://presets"
+
+
+@dataclass(frozen=True)
+class McpConfig:
+    transport: str = tunable(
+        "stdio",
+        "COUNCIL_MCP_TRANSPORT",
+        "stdio (a desktop client starts `council mcp` itself) or http (streamable HTTP on "
+        "/mcp, asking for COUNCIL_API_KEY as a bearer token)",
+        flag="--mcp-transport",
+    )
+    address: str = tunable(
+        "127.0.0.1", "COUNCIL_MCP_ADDRESS", "address `council mcp` listens on over http",
+        flag="--mcp-address",
+    )  # fmt: skip
+    port: int = tunable(
+        8402, "COUNCIL_MCP_PORT", "port of `council mcp` over http", flag="--mcp-port"
+    )
+    nats_url: str = DEFAULT_URL
+    credentials: Credentials = field(default_factory=Credentials)
+    key: str = ""
+    """The API's bearer key (``COUNCIL_API_KEY``), asked for over http ("": none, loopback)."""
+    timeout_s: float = 900.0
+
+
+Progress = Callable[[float, float | None, str], Awaitable[None]]
+
+
+class Council:
+    """The bus as the tools use it: one connection, opened at the first call."""
+
+    def __init__(self, config: McpConfig) -> None:
+        self.config = config
+        self._nc: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def nc(self) -> Client:
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed:
+                self._nc = await connect(
+                    self.config.nats_url, name="council-mcp", credentials=self.config.credentials
+                )
+            return self._nc
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+
+    async def ask(self, question: Question, progress: Progress) -> str:
+        """The final answer and what the session did; each finished call a progress
+        notification ("opinions 2/3 · reviews 0/6"). A cancelled call stops the session."""
+        nc = await self.nc()
+        accepted = await submit(nc, question)
+        await progress(
+            0, None, f"asked: {', '.join(accepted.members)} (session {accepted.session_id})"
+        )
+        session = FollowedSession(accepted.session_id)
+        events: list[SessionEvent] = []
+        try:
+            async for event in follow(nc, accepted.session_id, timeout_s=self.config.timeout_s):
+                events.append(event)
+                if session.follow(event):
+                    done = sum(d for d, _ in session.progress().values())
+                    await progress(done, None, session.progress_line())
+        except asyncio.CancelledError:
+            await stop_quietly(nc, accepted.session_id, "the MCP client cancelled the call")
+            raise
+        final = events[-1] if events else None
+        if isinstance(final, SessionFailed):
+            raise ToolError(f"the session failed: {final.reason}: {final.detail}")
+        if not isinstance(final, FinalAnswer):
+            raise ToolError("the session ended without an answer")
+        return answered(accepted, events, final)
+
+
+def answered(accepted: Accepted, events: list[SessionEvent], final: FinalAnswer) -> str:
+    """The answer, then a short account of the session a person can check."""
+    stages = [
+        f"- {e.stage}: {e.expected} call(s); {e.reason}"
+        for e in events
+        if isinstance(e, StageStarted)
+    ]
+    seconds = final.latency_ms.get("total", 0.0) / 1000
+    how = final.strategy + (f" ({final.selected}'s answer)" if final.selected else "")
+    preset = f", preset {accepted.preset}" if accepted.preset else ""
+    return "\n".join(
+        [
+            final.answer,
+            "",
+            "---",
+            f"Council: {', '.join(accepted.members)}; chairman {accepted.chairman}; "
+            f"strategy {accepted.strategy}{preset}. Concluded by {how} in {seconds:.1f} s.",
+            *stages,
+            f"Conversation {accepted.conversation} (pass it as `conversation` to follow up).",
+        ]
+    )
+
+
+def server(council: Council) -> MCPServer:
+    mcp = MCPServer(
+        "council",
+        instructions="A council of local models: several answer, review each other "
+        "anonymously, and a chairman writes the final answer. Ask it what one model "
+        "might get wrong; follow up by passing the conversation id it returns.",
+    )
+
+    @mcp.tool()
+    async def ask_council(
+        question: str,
+        members: list[str] | None = None,
+        strategy: str | None = None,
+        preset: str | None = None,
+        conversation: str | None = None,
+        *,
+        ctx: Context,
+    ) -> str:
+        """Ask the council a question; returns its final answer and what each stage did.
+        members: models (MODEL, MODEL#2 for a second sample, MODEL+code to answer by a
+        program); strategy: how the chairman concludes; preset: a named council
+        (council://presets); conversation: the id of an earlier answer, to follow up."""
+
+        async def progress(done: float, total: float | None, message: str) -> None:
+            await ctx.report_progress(done, total, message)
+
+        asked = Question(
+            question=question,
+            members=members or [],
+            strategy=strategy or "",
+            preset=preset or "",
+            conversation=conversation or "",
+        )
+        try:
+            return await council.ask(asked, progress)
+        except CouncilError as exc:
+            raise ToolError(str(exc)) from None
+
+    @mcp.tool()
+    async def list_conversations(search: str | None = None) -> str:
+        """Your stored conversations, newest first (those containing ``search``): id,
+        when it started, its turns and its first question, as JSON."""
+        try:
+            nc = await council.nc()
+            threads = await conversations(nc, whoami(nc))
+        except CouncilError as exc:
+            raise ToolError(str(exc)) from None
+        shown = [t for t in threads.values() if not search or export.matches(t, search)]
+        listed = [
+            {"conversation": t[0].conversation, "started": export.when(t[0].ts),
+             "turns": len(t), "first_question": export.title(t), "preset": t[0].preset}
+            for t in sorted(shown, key=lambda t: t[0].ts, reverse=True)
+        ]  # fmt: skip
+        return json.dumps(listed, ensure_ascii=False)
+
+    @mcp.tool()
+    async def read_conversation(conversation_id: str) -> str:
+        """One conversation as Markdown: every question and the council's answer."""
+        try:
+            turns = await conversation(await council.nc(), conversation_id)
+        except CouncilError as exc:
+            raise ToolError(str(exc)) from None
+        if not turns:
+            raise ToolError(f"no conversation {conversation_id} is stored")
+        return export.markdown(turns)
+
+    @mcp.resource(PRESETS_URI, name="presets", mime_type="application/json")
+    async def named_councils() -> str:
+        """The chairman's defaults and named councils: members, chairman, strategy,
+        review mode, and any model no agent serves now."""
+        return msgspec.json.encode(await presets(await council.nc())).decode()
+
+    return mcp
+
+
+class BearerKey:
+    """401 unless a request carries the key (ASGI; the lifespan passes through, where
+    the SDK runs its sessions)."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                body = b'{"error": "a valid API key is required (Authorization: Bearer KEY)"}'
+                headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
+                await send({"type": "http.response.start", "status": 401, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def http_app(mcp: MCPServer, config: McpConfig) -> Any:
+    """Streamable HTTP on /mcp, behind the key when there is one."""
+    app = mcp.streamable_http_app(streamable_http_path="/mcp", host=config.address)
+    return BearerKey(app, config.key) if config.key else app
