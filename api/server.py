@@ -9,6 +9,7 @@ the agents serve is asked alone.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 import time
@@ -26,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from council.api.streaming import AnswerStream
 from council.api.wire import (
     BadRequest,
     ChatRequest,
@@ -44,7 +46,8 @@ from council.bus.errors import (
     SessionTimeout,
 )
 from council.bus.events import FinalAnswer, SessionEvent, SessionFailed, StageStarted
-from council.bus.messages import DEFAULT_PRESET, Accepted, Question, Turn
+from council.bus.messages import DEFAULT_PRESET, Accepted, Question, TokenDelta, Turn
+from council.bus.session import FollowedSession
 from council.bus.transport.connection import DEFAULT_URL, Credentials, connect, whoami
 from council.bus.transport.stream import conversations
 from council.bus.tunables import tunable
@@ -268,35 +271,74 @@ class CouncilApi:
         return JSONResponse(completion(final, asked.model, council_summary(accepted, events)))
 
     async def _streamed(self, nc: Client, accepted: Accepted, model: str) -> AsyncIterator[bytes]:
-        """Stage progress as SSE comments while the council works (front ends ignore
-        them; proxies see a live connection), then the answer, usage and the
-        session's summary. A client that goes away stops the session."""
+        """The answer's words as soon as they exist (``AnswerStream``), the stages'
+        progress as chunks of their own with an empty delta and a ``council_progress``
+        field, then usage and the session's summary. A client that goes away stops
+        the session."""
         created = int(time.time())
         sid = accepted.session_id
         yield chunk(sid, model, created, {"role": "assistant", "content": ""})
+        arrived: asyncio.Queue[SessionEvent | TokenDelta | CouncilError | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._arrivals(nc, sid, arrived))
+        answer, session = AnswerStream(), FollowedSession(sid)
         events: list[SessionEvent] = []
         finished = False
         try:
-            async for event in follow(nc, sid, timeout_s=self.config.timeout_s):
-                events.append(event)
-                if isinstance(event, StageStarted):
-                    yield f": {event.stage}: {event.expected} calls; {event.reason}\n\n".encode()
-                elif isinstance(event, FinalAnswer):
+            while (item := await arrived.get()) is not None:
+                if isinstance(item, CouncilError):
+                    timeout = "timeout" if isinstance(item, SessionTimeout) else None
+                    yield _sse_error(str(item), timeout)
+                    break
+                if isinstance(item, TokenDelta):
+                    if text := answer.delta(item):
+                        yield chunk(sid, model, created, {"content": text})
+                    continue
+                events.append(item)
+                if text := answer.event(item):
+                    yield chunk(sid, model, created, {"content": text})
+                if session.follow(item) and not isinstance(item, FinalAnswer | SessionFailed):
+                    yield chunk(sid, model, created, {}, council_progress=progress_of(session))
+                if isinstance(item, FinalAnswer):
                     finished = True
-                    yield chunk(sid, model, created, {"content": event.answer})
                     yield chunk(
                         sid, model, created, {}, "stop",
-                        usage=usage_of(event), council=council_summary(accepted, events),
+                        usage=usage_of(item), council=council_summary(accepted, events),
                     )  # fmt: skip
-                elif isinstance(event, SessionFailed):
+                elif isinstance(item, SessionFailed):
                     finished = True
-                    yield _sse_error(f"{event.reason}: {event.detail}", event.reason)
-        except CouncilError as exc:
-            yield _sse_error(str(exc), "timeout" if isinstance(exc, SessionTimeout) else None)
+                    yield _sse_error(f"{item.reason}: {item.detail}", item.reason)
         finally:
+            reader.cancel()
             if not finished:
                 await stop_quietly(nc, sid, "the API client went away")
         yield b"data: [DONE]\n\n"
+
+    async def _arrivals(
+        self,
+        nc: Client,
+        session_id: str,
+        arrived: asyncio.Queue[SessionEvent | TokenDelta | CouncilError | None],
+    ) -> None:
+        """The session's events and its live deltas, in one queue, in arrival order;
+        None at the end."""
+        try:
+            async for event in follow(
+                nc, session_id, timeout_s=self.config.timeout_s, on_delta=arrived.put_nowait
+            ):
+                arrived.put_nowait(event)
+        except CouncilError as exc:
+            arrived.put_nowait(exc)
+        finally:
+            arrived.put_nowait(None)
+
+
+def progress_of(session: FollowedSession) -> dict[str, Any]:
+    """A streamed chunk's ``council_progress``: each stage begun, its calls done and
+    expected, and the same on one line."""
+    return {
+        "stages": {stage: list(counts) for stage, counts in session.progress().items()},
+        "line": session.progress_line(),
+    }
 
 
 async def continued(nc: Client, context: list[Turn]) -> str:

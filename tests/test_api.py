@@ -38,9 +38,10 @@ async def api(nats_server: EmbeddedNats) -> AsyncIterator[openai.AsyncOpenAI]:
 
 @asynccontextmanager
 async def serving_api(
-    nats_server: EmbeddedNats, *, held: bool = False, **chairman_options: Any
+    nats_server: EmbeddedNats, *, held: bool = False, agreed: str = "", **chairman_options: Any
 ) -> AsyncIterator[openai.AsyncOpenAI]:
-    """``held``: the first session's calls never end (it holds its slot)."""
+    """``held``: the first session's calls never end (it holds its slot); ``agreed``: the
+    first session's members all answer this."""
     port = free_port()
     app = CouncilApi(ApiConfig(nats_server.url, Credentials(), KEY)).app()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
@@ -49,6 +50,8 @@ async def serving_api(
     async with council(nats_server, **chairman_options) as c:
         for model in MODELS if held else ():
             c.runtime.enqueue(model, HANG)
+        for model in MODELS if agreed else ():
+            c.runtime.enqueue(model, agreed)
         serving = asyncio.create_task(server.serve())
         for _ in range(500):  # uvicorn says it has started with a flag only
             if server.started:
@@ -129,20 +132,67 @@ async def test_the_council_answers_as_an_openai_model_and_follows_up(
         )
 
 
-async def test_a_streamed_completion_carries_the_answer_then_usage(
-    api: openai.AsyncOpenAI, nc: Client
+async def test_a_streamed_completion_sends_the_answer_as_it_is_written(
+    nats_server: EmbeddedNats, nc: Client
 ) -> None:
+    """The chairman's synthesis arrives as it is written (models writing a word each
+    60 ms, deltas sent each 50 ms), the stages' progress in chunks of their own
+    (``council_progress``), then usage and the summary; the text is the stored final
+    answer. A model asked alone streams its own words."""
+    async with serving_api(nats_server, pace_s=0.06) as api:
+        await streamed_answer(api, nc)
+
+
+async def streamed_answer(api: openai.AsyncOpenAI, nc: Client) -> None:
     stream = await api.chat.completions.create(
         model="council", messages=[{"role": "user", "content": "Name a colour."}], stream=True
     )
     chunks = [c async for c in stream]
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    contents = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert len(contents) > 3  # word by word, as the scripted chairman writes
+    progress = [(c.model_extra or {}).get("council_progress") for c in chunks]
+    lines = [p["line"] for p in progress if p]
+    assert "opinions 3/3" in " ".join(lines)
+    assert any(line.startswith("opinions 3/3 · reviews 6/6 · synthesis 0/1") for line in lines)
     last = chunks[-1]
     assert last.choices[0].finish_reason == "stop"
     assert last.usage is not None
     assert last.usage.total_tokens > 0
     session = (last.model_extra or {})["council"]["session_id"]
-    assert text == (await stored_events(nc, session))[-1].answer  # type: ignore[union-attr]
+    assert "".join(contents) == (await stored_events(nc, session))[-1].answer  # type: ignore[union-attr]
+
+    alone = await api.chat.completions.create(
+        model="m2", messages=[{"role": "user", "content": "Name a planet."}], stream=True
+    )
+    words = [
+        c.choices[0].delta.content async for c in alone if c.choices and c.choices[0].delta.content
+    ]
+    assert len(words) > 3
+
+
+async def test_a_standing_majority_is_streamed_as_soon_as_it_stands(
+    nats_server: EmbeddedNats,
+) -> None:
+    """When the members agree, the answer that stands is sent when the reviews are
+    skipped, before the session's last stage is even decided."""
+    agreed = "6 * 7 is 42.\nFinal answer: 42"
+    async with serving_api(nats_server, agreed=agreed, strategy="majority-then-synthesize") as api:
+        stream = await api.chat.completions.create(
+            model="council", messages=[{"role": "user", "content": "What is 6 * 7?"}], stream=True
+        )
+        chunks = [c async for c in stream]
+    said = [i for i, c in enumerate(chunks) if c.choices and c.choices[0].delta.content]
+    lines = [((c.model_extra or {}).get("council_progress") or {}).get("line", "") for c in chunks]
+    skipped = next(i for i, line in enumerate(lines) if "synthesis skipped" in line)
+    assert said
+    assert said[0] < skipped
+    summary = (chunks[-1].model_extra or {})["council"]
+    assert (
+        "agree" in summary["stages"]["reviews"]["reason"]
+        or summary["stages"]["reviews"]["calls"] == 0
+    )
 
 
 async def test_bad_key_bad_request_and_unknown_model_get_openai_errors(

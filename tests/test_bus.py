@@ -79,9 +79,10 @@ async def council(
     max_sessions: int = 16,
     strategy: str = "synthesize",
     presets: str = "",
+    pace_s: float = 0.0,
     **chairman_options: Any,
 ) -> AsyncIterator[Council]:
-    runtime = ScriptedRuntime(MODELS)
+    runtime = ScriptedRuntime(MODELS, pace_s=pace_s)
     # a scripted queue holds only what a test put in it: no concluding turn draws from it
     config = dataclasses.replace(config or CouncilConfig(), conclude=False)
     agents_nc = await connect(server.url, name="agents")

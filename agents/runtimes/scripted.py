@@ -34,10 +34,18 @@ class ScriptedRuntime:
     name = "scripted"
 
     def __init__(
-        self, models: list[str], *, delay_s: float = 0.0, history_limit: int = 10_000
+        self,
+        models: list[str],
+        *,
+        delay_s: float = 0.0,
+        pace_s: float = 0.0,
+        history_limit: int = 10_000,
     ) -> None:
+        """``delay_s`` before a reply's first word; ``pace_s`` between its words (a model
+        writing, for what streams them)."""
         self.models = list(models)
         self.delay_s = delay_s
+        self.pace_s = pace_s
         self.history: deque[ChatCall] = deque(maxlen=history_limit)
         self._queued: dict[str, deque[object]] = defaultdict(deque)
 
@@ -75,6 +83,8 @@ class ScriptedRuntime:
         text = reply if isinstance(reply, str) else _made_up_reply(model, messages, schema)
         words = text.split(" ")
         for i, word in enumerate(words):
+            if i and self.pace_s:
+                await asyncio.sleep(self.pace_s)
             yield ChatChunk(word if i == 0 else " " + word)
         prompt_tokens = sum(len(m.content.split()) for m in messages)
         yield ChatChunk(usage=Usage(prompt_tokens, len(words)))

@@ -1,0 +1,61 @@
+"""What a streamed completion sends of the answer, and when: the answer's own words as
+soon as they exist, not the whole answer once the council has decided.
+
+The answer is, by how the session concludes: the chairman's synthesis (its tokens
+stream from ``council.live`` as its model writes them); an opinion that stood
+without reviews (complete when the reviews are skipped: sent at once); the
+member's own opinion for a model asked alone (its tokens, as written); or a
+ranked opinion (known at the final answer). Whatever the final answer adds to
+what was sent follows it; should it differ from what was sent (the chairman's
+model failed mid-answer, and the top-ranked opinion replaced it), the final
+answer follows a rule (``---``), so the text a client has ends with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from council.bus.events import FinalAnswer, Opinion, SessionEvent, SessionStarted, StageStarted
+from council.bus.messages import TokenDelta
+
+REPLACED = "\n\n---\n\n"
+"""Between text sent and a final answer that is not its continuation."""
+
+
+@dataclass
+class AnswerStream:
+    sent: str = ""
+    alone: str = ""
+    """The member asked alone: its opinion is the answer."""
+    opinions: dict[str, str] = field(default_factory=dict)
+    done: bool = False
+
+    def event(self, event: SessionEvent) -> str:
+        """The answer's text this event makes known ("" for none)."""
+        if self.done:
+            return ""
+        match event:
+            case SessionStarted(plan=plan) if plan.alone:
+                self.alone = plan.members[0]
+            case Opinion(member=member, text=text):
+                self.opinions[member] = text
+            case StageStarted(stood=[first, *_], how="select" | "vote") if not self.sent:
+                return self._send(self.opinions.get(first, ""))
+            case FinalAnswer(answer=answer):
+                self.done = True
+                if answer.startswith(self.sent):
+                    return self._send(answer[len(self.sent) :])
+                return self._send(REPLACED + answer)
+        return ""
+
+    def delta(self, delta: TokenDelta) -> str:
+        """The answer's text a live delta carries: the synthesis's, or the opinion of the
+        member asked alone."""
+        writing = delta.stage == "synthesis" or (
+            delta.stage == "opinions" and delta.member == self.alone and self.alone
+        )
+        return self._send(delta.text) if writing and not self.done else ""
+
+    def _send(self, text: str) -> str:
+        self.sent += text
+        return text
