@@ -53,8 +53,10 @@ class SessionView(FollowedSession):
         return self.outcome is not None
 
     def add_delta(self, delta: TokenDelta) -> None:
+        """Live text, marked "… " where it began before this feed followed it."""
         key = (delta.stage, delta.member)
-        self.live[key] = self.live.get(key, "") + delta.text
+        missed = "… " if key not in self.live and delta.index > 0 else ""
+        self.live[key] = self.live.get(key, missed) + delta.text
 
     def score_matrix(self) -> dict[str, dict[str, float]]:
         """reviewer → reviewed → raw score."""

@@ -58,6 +58,12 @@ def show(
         time.sleep(0.5)
 
 
+def answered(app: AppTest) -> list[Any]:
+    """The Chat page's finished turns: each has its deliberation (a running one shows
+    its members as they write instead)."""
+    return [e for e in app.expander if e.label == "Deliberation"]
+
+
 def texts(app: AppTest) -> str:
     return "\n".join(m.value for m in app.markdown) + "\n".join(c.value for c in app.caption)
 
@@ -154,8 +160,8 @@ def test_chat_page_answers_then_follows_up_in_the_same_conversation(
     for number, said in enumerate(["What is the capital of Italy?", "And its river?"], 1):
         app.chat_input[0].set_value(said).run()
         assert not app.error, [e.value for e in app.error]
-        show(app, "screens/chat.py", lambda a, n=number: len(a.expander) >= n, 240)
-        assert len(app.expander) == number, texts(app)
+        show(app, "screens/chat.py", lambda a, n=number: len(answered(a)) >= n, 240)
+        assert len(answered(app)) == number, texts(app)
     cid = app.session_state["chat_conversation"]
     turns = asyncio.run(stored_turns(council_nats.url, cid))
     assert [t.question for t in turns] == ["What is the capital of Italy?", "And its river?"]
@@ -173,7 +179,7 @@ def test_chat_page_asks_the_preset_chosen_in_its_sidebar(
     council.set_value("fast").run()
     app.chat_input[0].set_value("What is 3 + 4?").run()
     assert not app.error, [e.value for e in app.error]
-    show(app, "screens/chat.py", lambda a: len(a.expander) >= 1, 240)
+    show(app, "screens/chat.py", lambda a: len(answered(a)) >= 1, 240)
     assert "preset fast" in texts(app)
     cid = app.session_state["chat_conversation"]
     (turn,) = asyncio.run(stored_turns(council_nats.url, cid))

@@ -94,8 +94,13 @@ def conversations_list() -> None:
         )
 
 
+LIVE = "The members, as they write"
+"""A running session's deliberation: open while the opinions are written, closed after."""
+
+
 def deliberation(view: SessionView) -> None:
-    """Every member's opinion, the reviews with the ranking de-anonymized, the cost."""
+    """Every member's opinion (as it is written, while it is), the reviews with the
+    ranking de-anonymized, the cost."""
     members = view.started.plan.members if view.started else list(view.opinions)
     tabs = st.tabs([*members, "Reviews", "Tokens and time"])
     for tab, member in zip(tabs, members, strict=False):
@@ -107,6 +112,10 @@ def deliberation(view: SessionView) -> None:
                 st.caption(f"not needed ({f.detail})")
             elif f:
                 st.error(f"failed in {f.stage}: {f.reason}. {f.detail}")
+            elif written := view.live.get(("opinions", member)):
+                st.markdown(said(written) + " ▌")
+            elif not view.finished:
+                st.caption("waiting for its first words …")
     with tabs[len(members)]:
         if view.reviews:
             st.dataframe(
@@ -154,6 +163,8 @@ def turn(view: SessionView) -> None:
             st.warning(f"{view.status}: {view.failed.detail}")
         else:
             st.caption(view.progress_line() or "waiting for the council …")
+            with st.expander(LIVE, expanded=view.stage in ("started", "opinions")):
+                deliberation(view)
             written = view.live.get(("synthesis", "chairman"), "")
             if written:
                 st.markdown(said(written))

@@ -1,0 +1,73 @@
+"""The Chat page while a session runs, by Streamlit's AppTest on a real bus: the
+members' opinions fill in as they are written (a scripted council whose models
+write a word each 100 ms, so that stage 1 lasts seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+from streamlit.testing.v1 import AppTest
+from test_bus import MODELS, council
+
+import council.dashboard.config as dashboard_config
+from council.bus.client.ask import follow, submit
+from council.bus.events import FinalAnswer
+from council.bus.messages import Question
+from council.bus.transport.server import EmbeddedNats
+from council.dashboard.config import ENV, DashboardConfig
+
+APP = Path(dashboard_config.__file__).parent / "app.py"
+LIVE = "The members, as they write"
+
+
+async def test_the_chat_page_shows_each_opinion_as_it_is_written(
+    nats_server: EmbeddedNats, nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During stage 1 the running turn's members are open, each with the words it has
+    written so far; once answered, the turn shows its answer and a closed
+    deliberation instead."""
+    monkeypatch.setenv(ENV, DashboardConfig(nats_url=nats_server.url).env()[ENV])
+    words = " ".join(f"word{i}" for i in range(40))
+    async with council(nats_server, pace_s=0.1) as c:
+        for model in MODELS:
+            c.runtime.enqueue(model, words)
+        app = AppTest.from_file(str(APP), default_timeout=60)
+        await asyncio.to_thread(app.run)  # the page's feed follows the council from now
+        accepted = await submit(nc, Question(question="Slowly, please"))
+        app.session_state["chat_conversation"] = accepted.conversation
+        partial = ""
+        for _ in range(100):
+            await asyncio.to_thread(app.run)
+            assert not app.exception, app.exception
+            live = [e for e in app.expander if e.label == LIVE]
+            shown = [m.value for e in live for m in e.markdown if "▌" in m.value]
+            if shown:
+                partial = shown[0]
+                break
+            await asyncio.sleep(0.2)
+        assert partial.startswith("word0 word1")
+        assert "word39" not in partial  # still being written
+        events = [e async for e in follow(nc, accepted.session_id, timeout_s=60)]
+        assert isinstance(events[-1], FinalAnswer)
+        for _ in range(50):
+            await asyncio.to_thread(app.run)
+            if any(e.label == "Deliberation" for e in app.expander):
+                break
+            await asyncio.sleep(0.2)
+    assert [e.label for e in app.expander] == ["Deliberation"]
+
+
+def test_live_text_begun_before_the_feed_followed_it_says_so() -> None:
+    from council.bus.messages import TokenDelta
+    from council.dashboard.view import SessionView
+
+    view = SessionView("p.s")
+    for index, text in ((3, "word3"), (4, " word4")):
+        view.add_delta(
+            TokenDelta(session_id="p.s", stage="opinions", member="m1", text=text, index=index)
+        )
+    view.add_delta(TokenDelta(session_id="p.s", stage="opinions", member="m2", text="a", index=0))
+    assert view.live == {("opinions", "m1"): "… word3 word4", ("opinions", "m2"): "a"}
