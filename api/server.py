@@ -225,15 +225,17 @@ class CouncilApi:
             return nc
         try:
             asked = msgspec.json.decode(await request.body(), type=ChatRequest)
-            text, context = question_and_context(asked.messages)
+            said = question_and_context(asked.messages)
         except (msgspec.DecodeError, msgspec.ValidationError, BadRequest) as exc:
             return _error(400, f"invalid request: {exc}", "invalid_request_error")
         preset = preset_of_model(asked.model)
         alone = preset is None
+        thread = await continued(nc, said.context)
         question = Question(
-            question=text,
-            conversation=await continued(nc, context),
-            context=context,
+            question=said.question,
+            conversation=thread,
+            context=said.context,
+            documents=said.documents if thread else [*said.earlier_documents, *said.documents],
             seed=asked.seed,
             # the council's own sampling is measured; a model asked alone takes the caller's
             members=[asked.model] if alone else [],

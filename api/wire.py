@@ -3,30 +3,64 @@ that chat front ends, editors and the `openai` package use)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from msgspec import Struct
 
+from council.bus.documents import BadDocument, read_document
 from council.bus.events import FinalAnswer
-from council.bus.messages import Turn
+from council.bus.messages import Document, Turn
 
 
-class TextPart(Struct, kw_only=True):
+class FileData(Struct, kw_only=True):
+    filename: str = "document"
+    file_data: str = ""
+    """The file as a data URL (``data:application/pdf;base64,...``) or plain base64."""
+
+
+class ContentPart(Struct, kw_only=True):
+    """A part of a message's content: ``text``, or a ``file`` (OpenAI's shape); others
+    (images, audio) are ignored."""
+
     type: str
     text: str = ""
+    file: FileData | None = None
 
 
 class ApiMessage(Struct, kw_only=True):
     role: str
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
 
     @property
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content if part.type == "text")
         return self.content or ""
+
+    def documents(self) -> list[Document]:
+        """The files this message carries, read as every stage will see them."""
+        if not isinstance(self.content, list):
+            return []
+        return [_document(part.file) for part in self.content if part.type == "file" and part.file]
+
+
+def _document(file: FileData) -> Document:
+    encoded = (
+        file.file_data.partition(",")[2] if file.file_data.startswith("data:") else file.file_data
+    )
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise BadRequest(f"file {file.filename}: file_data is not base64") from None
+    try:
+        return read_document(file.filename, data)
+    except BadDocument as exc:
+        raise BadRequest(str(exc)) from None
 
 
 class ChatRequest(Struct, kw_only=True):
@@ -45,7 +79,20 @@ class BadRequest(ValueError):
     pass
 
 
-def question_and_context(messages: list[ApiMessage]) -> tuple[str, list[Turn]]:
+@dataclass
+class Asked:
+    """An OpenAI messages array as a council question."""
+
+    question: str
+    context: list[Turn]
+    documents: list[Document]
+    """The files of the question's own messages."""
+    earlier_documents: list[Document]
+    """Files of the messages before: the council has them already when the question
+    continues a stored conversation, else they go with the question."""
+
+
+def question_and_context(messages: list[ApiMessage]) -> Asked:
     """The user's last words are the question; the user and assistant messages before
     them are the conversation so far (user messages in a row read as one; system
     messages are left out: the members have their own)."""
@@ -54,13 +101,17 @@ def question_and_context(messages: list[ApiMessage]) -> tuple[str, list[Turn]]:
         raise BadRequest("the last message must be the user's")
     context: list[Turn] = []
     asked: list[str] = []
+    files: list[Document] = []
+    earlier: list[Document] = []
     for message in said:
         if message.role == "user":
             asked.append(message.text)
+            files += message.documents()
         elif asked:
             context.append(Turn(question="\n\n".join(asked), answer=message.text))
             asked = []
-    return "\n\n".join(asked), context
+            earlier, files = earlier + files, []
+    return Asked("\n\n".join(asked), context, files, earlier)
 
 
 def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from msgspec import Struct
 from council.bus.messages import (
     SCHEMA_VERSION,
     AgentErrorCode,
+    Document,
     ReviewMode,
     Stage,
     Turn,
@@ -57,6 +58,13 @@ class SessionPlan(Struct, kw_only=True, frozen=True):
     """Whether the answer becomes a turn of its conversation (``Question.remember``)."""
     preset: str = ""
     """The named council the question asked for ("" for the chairman's defaults)."""
+    documents: list[Document] = []
+    """The files the question carries, as every stage sees them: cut at the end where
+    they pass the document budget (``Document.cut``); its turn keeps them so."""
+    conversation_documents: list[Document] = []
+    """Files of the conversation's earlier turns every stage sees too (newest first)."""
+    documents_dropped: list[str] = []
+    """Files of the conversation left out whole: the budget was spent on newer ones."""
 
 
 class SessionStarted(Event, tag="session_started"):

@@ -22,6 +22,10 @@ their own (``council.ask.alice``). 2: ``session_started`` records the session's 
 plan (``SessionPlan``), with the strategy in force."""
 MAX_QUESTION_CHARS = 4000
 MAX_MEMBERS = 8
+MAX_DOCUMENT_CHARS = 200_000
+"""The text of all the documents a question carries: inline, well under the NATS
+server's default max_payload (1 MB) with the rest of the question."""
+MAX_DOCUMENTS = 8
 
 Stage = Literal["opinions", "reviews", "synthesis"]
 ReviewMode = Literal["pairwise", "rank", "compute"]
@@ -71,6 +75,16 @@ ConversationId = Annotated[
 its own."""
 
 
+class Document(Struct, kw_only=True, frozen=True):
+    """A file a question carries, as text (``bus.documents`` reads files into it)."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    text: str
+    cut: NonNegative = 0
+    """Characters the chairman left out of the end of ``text`` to keep it within the
+    document budget: the stages saw the rest."""
+
+
 class Turn(Struct, kw_only=True):
     """One finished turn of a conversation, stored on ``council.conversation.<cid>.<sid>``:
     what was asked and what the council answered (not its stages)."""
@@ -84,6 +98,9 @@ class Turn(Struct, kw_only=True):
     v: int = SCHEMA_VERSION
     preset: str = ""
     """The named council that answered ("" for the chairman's defaults)."""
+    documents: list[Document] = []
+    """The files this turn's question carried, as the stages saw them: a follow-up sees
+    them too."""
 
 
 class Question(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -114,6 +131,9 @@ class Question(Struct, kw_only=True, forbid_unknown_fields=True):
     context: Annotated[list[Turn], Meta(max_length=256)] = []
     """Earlier turns the client keeps itself (an OpenAI-style messages array), seen
     as a conversation's are; ignored when ``conversation`` is given."""
+    documents: Annotated[list[Document], Meta(max_length=MAX_DOCUMENTS)] = []
+    """Files the question carries (text; a PDF's extracted), at most MAX_DOCUMENT_CHARS
+    in all: every stage sees them, and so does a follow-up."""
     preset: str = ""
     """A named council (``Presets``): its members, chairman, strategy and review mode
     where the question names none of its own. "" is the chairman's defaults."""
@@ -141,6 +161,7 @@ RejectReason = Literal[
     "bad_request",
     "empty_question",
     "question_too_long",
+    "documents_too_long",
     "unknown_model",
     "unknown_persona",
     "unknown_strategy",

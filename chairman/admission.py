@@ -19,7 +19,9 @@ from council.bus.codec import decode_question
 from council.bus.errors import InvalidMessage
 from council.bus.members import PERSONAS, model_of, split_member
 from council.bus.messages import (
+    MAX_DOCUMENT_CHARS,
     MAX_QUESTION_CHARS,
+    Document,
     Preset,
     Presets,
     Question,
@@ -109,6 +111,12 @@ def admit(
         return Rejected(
             reason="question_too_long",
             detail=f"{len(text)} characters; the limit is {MAX_QUESTION_CHARS}",
+        )
+    attached = sum(len(d.text) for d in question.documents)
+    if attached > MAX_DOCUMENT_CHARS:
+        return Rejected(
+            reason="documents_too_long",
+            detail=f"{attached:,} characters of files; the limit is {MAX_DOCUMENT_CHARS:,}",
         )
     members = [m.strip() for m in (question.members or list(defaults.members))]
     duplicates = sorted({m for m in members if members.count(m) > 1})
@@ -227,17 +235,20 @@ class Admission:
             synthesis_models=roster.models("synthesize"),
         )
         if not isinstance(plan, Rejected):
-            plan = await self._in_conversation(plan, question.conversation, question.context)
+            plan = await self._in_conversation(
+                plan, question.conversation, question.context, question.documents
+            )
         if isinstance(plan, Rejected):
             log.info("question_rejected", reason=plan.reason, detail=plan.detail)
         return plan
 
     async def _in_conversation(
-        self, plan: Plan, conversation_id: str, context: list[Turn]
+        self, plan: Plan, conversation_id: str, context: list[Turn], documents: list[Document]
     ) -> Plan | Rejected:
         """A new question starts a conversation named by its session id, with the
         earlier turns its client gave, if any; a follow-up gets its conversation's
-        turns, read from the stream. Either within the history budget."""
+        turns, read from the stream. Either within the history budget, and the files
+        of the question and its turns within the document budget."""
         turns = context
         if conversation_id and subjects.owner_of(conversation_id) != subjects.owner_of(
             plan.session_id
@@ -257,9 +268,16 @@ class Admission:
                     detail=f"{conversation_id}: no finished turn of that conversation is stored",
                 )
         kept, dropped = prompts.within_budget(turns, self.config.history_tokens)
+        earlier = [d for turn in reversed(turns) for d in turn.documents]
+        own, carried, left_out = prompts.documents_within(
+            documents, earlier, self.config.document_tokens
+        )
         return msgspec.structs.replace(
             plan,
             conversation=conversation_id or plan.session_id,
             history=kept,
             history_dropped=[t.session_id or f"turn {i + 1}" for i, t in enumerate(dropped)],
+            documents=own,
+            conversation_documents=carried,
+            documents_dropped=left_out,
         )

@@ -73,7 +73,7 @@ class ConclusionStage(SessionCore):
             member="chairman",
             model=plan.chairman,
             messages=prompts.synthesis_messages(
-                prompts.in_context(plan.question, plan.history),
+                prompts.in_context(prompts.asked(plan), plan.history),
                 answers,
                 entries,
                 aggregate.dissent(entries),

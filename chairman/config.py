@@ -76,6 +76,13 @@ class CouncilConfig:
         "how much of a conversation's earlier turns every stage sees (estimated tokens; "
         "the oldest turns beyond it are left out)",
     )
+    document_tokens: int = tunable(
+        1536,
+        "COUNCIL_DOCUMENT_TOKENS",
+        "how much of the files a question and its conversation carry every stage sees "
+        "(estimated tokens: a file is cut at the end beyond it, an earlier turn's left "
+        "out; within the models' context with the opinions the chairman reads)",
+    )
     opinion_max_tokens: int = tunable(
         512,
         "COUNCIL_OPINION_MAX_TOKENS",

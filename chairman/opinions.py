@@ -34,9 +34,9 @@ class OpinionsStage(SessionCore):
         def request(member: str) -> OpinionRequest:
             model, persona = split_member(member)
             messages = (
-                prompts.program_messages(plan.question, plan.history)
+                prompts.program_messages(prompts.asked(plan), plan.history)
                 if method_of(member) == "code"
-                else prompts.opinion_messages(plan.question, persona, plan.history)
+                else prompts.opinion_messages(prompts.asked(plan), persona, plan.history)
             )
             return OpinionRequest(
                 session_id=plan.session_id,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import string
 
-from council.bus.events import RankEntry
-from council.bus.messages import ChatMessage, Turn
+from council.bus.events import RankEntry, SessionPlan
+from council.bus.messages import ChatMessage, Document, Turn
 
 PERSONA_PROMPTS: dict[str, str] = {
     # one per bus.members.PERSONAS, the names admission accepts (a test holds them equal)
@@ -143,6 +143,49 @@ def within_budget(turns: list[Turn], budget: int) -> tuple[list[Turn], list[Turn
         kept.append(turn)
     kept.reverse()
     return kept, turns[: len(turns) - len(kept)]
+
+
+def documents_within(
+    asked: list[Document], earlier: list[Document], budget: int
+) -> tuple[list[Document], list[Document], list[str]]:
+    """What of the files ``budget`` tokens hold: the question's own, in order, each cut
+    at its end where the budget runs out; then the conversation's (``earlier``, newest
+    first), whole while they fit; and the names of those left out."""
+    room = budget * 4  # characters, as ``estimated_tokens`` counts
+    own: list[Document] = []
+    for document in asked:
+        kept = document.text[: max(room, 0)]
+        own.append(Document(name=document.name, text=kept, cut=len(document.text) - len(kept)))
+        room -= len(kept)
+    carried: list[Document] = []
+    dropped: list[str] = []
+    for document in earlier:
+        if len(document.text) <= room:
+            carried.append(document)
+            room -= len(document.text)
+        else:
+            dropped.append(document.name)
+    return own, carried, dropped
+
+
+def with_documents(question: str, documents: list[Document]) -> str:
+    """The question after the files it carries, each between tags that name it (and
+    say what was cut, so no model takes a cut file for the whole)."""
+    if not documents:
+        return question
+    shown = "\n\n".join(
+        f'<document name="{d.name}">\n{d.text}'
+        + (f"\n[{d.cut:,} more characters of {d.name} were cut here to fit]" if d.cut else "")
+        + "\n</document>"
+        for d in documents
+    )
+    return f"The user attached these files:\n\n{shown}\n\n{question}"
+
+
+def asked(plan: SessionPlan) -> str:
+    """A session's question as every stage sees it: with the files of the question and
+    of its conversation."""
+    return with_documents(plan.question, [*plan.documents, *plan.conversation_documents])
 
 
 def opinion_messages(

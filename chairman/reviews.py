@@ -46,7 +46,7 @@ class ReviewsStage(SessionCore):
         answered = self.state.answered
         draw = random.Random(plan.seed)
         requests: dict[str, ReviewRequest] = {}
-        asked = prompts.in_context(plan.question, plan.history)
+        asked = prompts.in_context(prompts.asked(plan), plan.history)
         for reviewer in self._reviewers():
             model, _ = split_member(reviewer)
             others = [m for m in answered if m != reviewer]
@@ -231,7 +231,7 @@ class ReviewsStage(SessionCore):
             session_id=self.plan.session_id,
             member=reviewer,
             model=model_of(reviewer),
-            messages=prompts.program_messages(self.plan.question, self.plan.history),
+            messages=prompts.program_messages(prompts.asked(self.plan), self.plan.history),
             options=self._options(reviewer, config.opinion_max_tokens, config.sample_temperature),
             timeout_s=config.reviews_deadline_s,
         )

@@ -388,6 +388,7 @@ class ChairmanService:
             conclusion=final.conclusion,
             ts=final.ts,
             preset=plan.preset,
+            documents=plan.documents,
         )
         try:
             await self.js.publish(

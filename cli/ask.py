@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from textwrap import indent
 
 import msgspec
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from council.assembly.settings import Settings
 from council.bus.client.ask import follow, stop, submit
+from council.bus.documents import read_file
 from council.bus.errors import CouncilError
 from council.bus.events import (
     AgentLost,
@@ -151,8 +153,10 @@ async def run_ask(
     strategy: str = "",
     conversation: str = "",
     preset: str = "",
+    files: list[Path] | None = None,
 ) -> int:
     err = Console(stderr=True)
+    documents = [read_file(path) for path in files or []]  # BadDocument: before asking
     nc = await connect(settings.nats_url, name="council-ask", credentials=settings.credentials)
     try:
         question = Question(
@@ -164,9 +168,12 @@ async def run_ask(
             strategy=strategy,
             conversation=conversation,
             preset=preset,
+            documents=documents,
         )
         accepted = await submit(nc, question)
         named = f"preset {accepted.preset}: " if accepted.preset else ""
+        for document in documents:
+            err.print(f"attached {document.name}: {len(document.text):,} characters of text")
         err.print(
             f"session [bold]{accepted.session_id}[/]: {named}{', '.join(accepted.members)}; "
             f"chairman {accepted.chairman}; {accepted.mode} reviews; strategy {accepted.strategy}"

@@ -19,9 +19,10 @@ from rich.markup import escape
 
 from council.assembly.settings import Settings
 from council.bus.client.ask import follow, presets, stop, submit
+from council.bus.documents import BadDocument, read_file
 from council.bus.errors import CouncilError
 from council.bus.events import FinalAnswer, SessionCancelled, SessionEvent, SessionFailed
-from council.bus.messages import DEFAULT_PRESET, Question, TokenDelta
+from council.bus.messages import DEFAULT_PRESET, Document, Question, TokenDelta
 from council.bus.session import FollowedSession
 from council.bus.transport.connection import connect, whoami
 from council.bus.transport.stream import conversation, conversations
@@ -34,6 +35,7 @@ HELP = """commands:
   /members A,B,C       the members of the next turns (empty: the chairman's default)
   /chairman MODEL      the chairman of the next turns (empty: the default)
   /preset [NAME]       the named council of the next turns (without NAME: list them)
+  /file PATH           attach a file to the next question (text, Markdown, code, PDF)
   /list [TEXT]         the stored conversations (those containing TEXT)
   /open ID             continue a stored conversation
   /export FILE [full]  this conversation as Markdown (.json: every event)
@@ -78,6 +80,8 @@ class Chat:
         self.members: list[str] = []
         self.chairman = ""
         self.preset = ""
+        self.attached: list[Document] = []
+        """Files for the next question."""
 
     async def turn(self, text: str) -> None:
         """Ask one turn, show its stages, stream its answer; Ctrl-C (a cancel of this
@@ -88,8 +92,10 @@ class Chat:
             members=self.members,
             chairman=self.chairman,
             preset=self.preset,
+            documents=self.attached,
         )
         accepted = await submit(self.nc, question)
+        self.attached = []
         line = StageLine(self.console, accepted.session_id)
         streamed: list[str] = []
 
@@ -161,6 +167,8 @@ class Chat:
                 self.console.print(f"[dim]chairman: {rest or 'the default'}[/]")
             case "preset":
                 await self._preset(rest)
+            case "file":
+                await self.attach(rest)
             case "list":
                 self.console.print(
                     conversations_table(await conversations(self.nc, whoami(self.nc)), rest)
@@ -180,6 +188,19 @@ class Chat:
             case _:
                 self.console.print(HELP)
         return True
+
+    async def attach(self, path: str | Path) -> None:
+        """A file for the next question (a refusal says why, and attaches nothing)."""
+        try:
+            document = await asyncio.to_thread(read_file, Path(path))
+        except BadDocument as exc:
+            self.console.print(f"[red]{escape(str(exc))}[/]")
+            return
+        self.attached.append(document)
+        self.console.print(
+            f"[dim]attached {document.name} ({len(document.text):,} characters) to the next "
+            "question[/]"
+        )
 
     async def _preset(self, name: str) -> None:
         """Choose the named council of the next turns, or list them (an unknown name
@@ -209,11 +230,15 @@ class Chat:
         self.console.print(f"[dim]exported {count} turn(s) to {path}[/]")
 
 
-async def run_chat(settings: Settings, conversation_id: str = "", preset: str = "") -> int:
+async def run_chat(
+    settings: Settings, conversation_id: str = "", preset: str = "", files: list[Path] | None = None
+) -> int:
     console = Console(highlight=False)
     nc = await connect(settings.nats_url, name="council-chat", credentials=settings.credentials)
     chat = Chat(nc, settings, console)
     chat.preset = preset
+    for path in files or []:
+        await chat.attach(path)
     loop = asyncio.get_running_loop()
     lines = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(lines), sys.stdin)

@@ -11,6 +11,7 @@ from typing import Any, get_args
 
 from council.assembly import settings as config
 from council.assembly.logs import configure_logging
+from council.bus.documents import BadDocument
 from council.bus.errors import CouncilError, NoCouncil, QuestionRejected, SessionTimeout
 from council.bus.messages import ReviewMode
 
@@ -86,6 +87,10 @@ def _role_commands(commands: argparse._SubParsersAction) -> None:  # type: ignor
     )
 
 
+FILE_HELP = (
+    "attach a file (text, Markdown, source code or a PDF; again for more): every stage "
+    "reads it, and so does a follow-up"
+)
 PRESET_HELP = (
     "a named council (`council presets` lists them): its members, chairman, strategy "
     "and reviews, where --members and the like name none"
@@ -105,12 +110,19 @@ def _client_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
         help="a follow-up in this conversation (the id an earlier ask printed)",
     )
     ask.add_argument("--preset", metavar="NAME", default="", help=PRESET_HELP)
+    ask.add_argument(
+        "--file", metavar="PATH", type=Path, action="append", default=[], help=FILE_HELP
+    )
 
     chat = commands.add_parser("chat", help="a conversation with the council in the terminal")
     chat.add_argument(
         "--conversation", metavar="ID", default="", help="continue a stored conversation"
     )
     chat.add_argument("--preset", metavar="NAME", default="", help=PRESET_HELP)
+    chat.add_argument(
+        "--file", metavar="PATH", type=Path, action="append", default=[],
+        help=FILE_HELP + " (to the first question; /file PATH attaches to the next)",
+    )  # fmt: skip
     commands.add_parser("presets", help="list the named councils the chairman runs")
 
     commands.add_parser(
@@ -289,11 +301,12 @@ def _dispatch_client(
                 seed=args.seed,
                 conversation=args.conversation,
                 preset=args.preset,
+                files=args.file,
             )
         case "chat":
             from council.cli.chat import run_chat
 
-            return run_chat(settings, args.conversation, args.preset)
+            return run_chat(settings, args.conversation, args.preset, args.file)
         case "presets":
             from council.cli.presets import run_presets
 
@@ -396,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         work = dispatch(args, settings)
         return asyncio.run(work) if not isinstance(work, int) else work
-    except QuestionRejected as exc:
+    except (QuestionRejected, BadDocument) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NoCouncil as exc:

@@ -44,7 +44,15 @@ from council.bus.events import (
     SessionStarted,
     StageStarted,
 )
-from council.bus.messages import AgentError, OpinionRequest, Question, Rejected, TokenDelta
+from council.bus.messages import (
+    MAX_DOCUMENT_CHARS,
+    AgentError,
+    Document,
+    OpinionRequest,
+    Question,
+    Rejected,
+    TokenDelta,
+)
 from council.bus.session import SessionState, State
 from council.bus.transport.connection import connect, request
 from council.bus.transport.server import EmbeddedNats, NatsServerError
@@ -343,6 +351,50 @@ async def test_a_follow_up_sees_its_conversation_and_another_chairman_rebuilds_i
         )
         assert isinstance(reply, Rejected)
         assert reply.reason == "bad_request"
+
+
+async def test_a_document_reaches_every_stage_and_a_follow_up_on_another_chairman(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A file's text is in every stage's prompt (members, reviewers, the chairman's
+    model); its turn keeps it, so a follow-up asked of a new chairman sees it too.
+    A file past the document budget is cut at its end and says so; an older turn's
+    file that no longer fits is left out by name; too much text is refused."""
+    contract = Document(name="contract.md", text="The lease ends on 31 March 2027.")
+    async with council(nats_server) as c:
+        first = await ask(nc, Question(question="When does it end?", documents=[contract]))
+        started = first[0]
+        assert isinstance(started, SessionStarted)
+        assert started.plan.documents == [contract]
+        assert isinstance(first[-1], FinalAnswer)
+        prompts_seen = [call.messages[-1].content for call in c.runtime.history]
+        assert len(prompts_seen) == 3 + 6 + 1  # opinions, reviews, synthesis
+        assert all('<document name="contract.md">' in p for p in prompts_seen)
+        assert all("31 March 2027" in p for p in prompts_seen)
+    (turn,) = await conversation(nc, started.session_id)
+    assert turn.documents == [contract]
+
+    async with council(nats_server, CouncilConfig(document_tokens=12)) as c:
+        follow_up = await ask(
+            nc, Question(question="And the deposit?", conversation=started.session_id)
+        )
+        plan = follow_up[0].plan  # type: ignore[union-attr]
+        assert plan.conversation_documents == [contract]
+        assert all("31 March 2027" in call.messages[-1].content for call in c.runtime.history)
+        long = Document(name="annex.txt", text="x" * 100)
+        third = await ask(
+            nc,
+            Question(question="And the annex?", conversation=started.session_id, documents=[long]),
+        )
+        plan = third[0].plan  # type: ignore[union-attr]
+        assert (plan.documents[0].cut, len(plan.documents[0].text)) == (52, 48)
+        assert plan.documents_dropped == ["contract.md"]
+        last_prompt = c.runtime.history[-1].messages[-1].content
+        assert "52 more characters of annex.txt were cut" in last_prompt
+        too_much = Document(name="big.txt", text="y" * (MAX_DOCUMENT_CHARS + 1))
+        with pytest.raises(QuestionRejected) as refused:
+            await submit(nc, Question(question="Summarize", documents=[too_much]))
+        assert refused.value.reason == "documents_too_long"
 
 
 async def test_a_preset_names_a_council_and_its_conversation_records_it(

@@ -30,7 +30,15 @@ def markdown(turns: list[Turn], sessions: dict[str, list[SessionEvent]] | None =
     if turns:
         out += [f"Conversation `{turns[0].conversation}`, {when(turns[0].ts)}", ""]
     for number, turn in enumerate(turns, 1):
-        out += [f"## {number}. {turn.question}", "", turn.answer, ""]
+        out += [f"## {number}. {turn.question}", ""]
+        for document in turn.documents:
+            cut = f", cut to its first {len(document.text):,}" if document.cut else ""
+            size = f"{len(document.text) + document.cut:,} characters{cut}"
+            out += [
+                f"<details><summary>Attached: {document.name} ({size})</summary>", "",
+                "~~~text", document.text, "~~~", "", "</details>", "",
+            ]  # fmt: skip
+        out += [turn.answer, ""]
         events = (sessions or {}).get(turn.session_id, [])
         opinions = [e for e in events if isinstance(e, Opinion)]
         reviews = [e for e in events if isinstance(e, Review)]

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from council.bus.client import export
+from council.bus.documents import read_document
 from council.bus.errors import CouncilError
 from council.bus.messages import DEFAULT_PRESET, PresetInfo, Question, Turn
 from council.dashboard.common import badge, feed, reviews_table, said
@@ -31,10 +32,19 @@ def turns_of(views: list[SessionView]) -> list[Turn]:
             answer=v.final.answer,
             conclusion=v.final.conclusion,
             ts=v.started_at,
+            preset=v.started.plan.preset if v.started else "",
+            documents=v.started.plan.documents if v.started else [],
         )  # fmt: skip
         for v in views
         if v.final
     ]
+
+
+ATTACHABLE = [
+    "txt", "md", "markdown", "rst", "csv", "json", "yaml", "yml", "toml", "log", "pdf",
+    "py", "js", "ts", "java", "c", "h", "cpp", "go", "rs", "rb", "sh", "sql", "html", "css",
+]  # fmt: skip
+"""What the Chat page offers to attach; `bus.documents` reads any UTF-8 text or PDF."""
 
 
 def choose(cid: str, preset: str = "") -> None:
@@ -152,6 +162,11 @@ def deliberation(view: SessionView) -> None:
 def turn(view: SessionView) -> None:
     with st.chat_message("user"):
         st.markdown(said(view.question))
+        for document in view.started.plan.documents if view.started else []:
+            read = f"; the council read the first {len(document.text):,}" if document.cut else ""
+            size = f"{len(document.text) + document.cut:,} characters{read}"
+            with st.expander(f"{document.name} ({size})", icon=":material/attach_file:"):
+                st.text(document.text)
     with st.chat_message("assistant"):
         if view.final:
             st.markdown(said(view.final.answer))
@@ -203,21 +218,27 @@ with st.sidebar:
     council_choice()
     conversations_list()
 thread()
-asked = st.chat_input("Ask the council")
-if asked:
+asked = st.chat_input(
+    "Ask the council",
+    accept_file="multiple",
+    file_type=ATTACHABLE,
+)
+if asked and (asked.text.strip() or asked.files):
     cid = st.session_state.get("chat_conversation", "")
     known = threads(current.sessions()).get(cid, [])
     follow_up = cid if any(v.final for v in known) else ""
     try:
+        documents = [read_document(f.name, f.getvalue()) for f in asked.files]
         preset = st.session_state.get("chat_preset", DEFAULT_PRESET)
         accepted = current.ask(
             Question(
-                question=asked,
+                question=asked.text or "What do the attached files say?",
                 conversation=follow_up,
                 preset="" if preset == DEFAULT_PRESET else preset,
+                documents=documents,
             )
         )
         st.session_state["chat_conversation"] = accepted.conversation
         st.rerun()
-    except CouncilError as exc:
+    except CouncilError as exc:  # a refused file (BadDocument) too
         st.error(str(exc))
