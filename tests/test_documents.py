@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import openai
@@ -216,3 +217,70 @@ async def first_event(url: str, session_id: str) -> object:
         return (await stored_events(nc, session_id))[0]
     finally:
         await nc.close()
+
+
+@pytest.mark.browser
+async def test_files_attached_on_the_chat_page_reach_the_council(
+    nats_server: EmbeddedNats, nc: Client, tmp_path: Path
+) -> None:
+    """In Chromium: a PDF and a source file attached with the chat box's button go with
+    the question; the turn shows each, and the session's plan holds their text."""
+    from test_browser import find_or_install_chromium
+
+    chromium = find_or_install_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium, and it cannot be installed here (needs root and apt-get)")
+    lease, code = tmp_path / "lease.pdf", tmp_path / "rent.py"
+    lease.write_bytes(pdf_with(CLAUSE))
+    code.write_text("RENT = 950  # euros a month\n")
+    env = {**os.environ, "COUNCIL_NATS_URL": nats_server.url}
+    async with council(nats_server):
+        shown = await asyncio.to_thread(attach_in_chromium, chromium, env, [lease, code])
+    assert "lease.pdf (43 characters)" in shown
+    assert "rent.py (28 characters)" in shown
+    (thread,) = [t for t in await all_threads(nc) if t[0].question == "What do these say?"]
+    started = (await stored_events(nc, thread[0].session_id))[0]
+    assert isinstance(started, SessionStarted)
+    assert [(d.name, d.text) for d in started.plan.documents] == [
+        ("lease.pdf", CLAUSE), ("rent.py", "RENT = 950  # euros a month\n")
+    ]  # fmt: skip
+
+
+def attach_in_chromium(chromium: str, env: dict[str, str], files: list[Path]) -> str:
+    """`council dashboard` as a process; the Chat page in Chromium: attach, ask, and
+    the text of the turn once answered."""
+    from playwright.sync_api import expect, sync_playwright
+    from test_browser import CHROMIUM_FLAGS
+
+    from council.bus.transport.server import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    dashboard = subprocess.Popen(
+        [sys.executable, "-m", "council.cli", "dashboard", "--dashboard-port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            for _ in range(120):  # the dashboard process starting
+                try:
+                    page.goto(url)
+                    break
+                except Exception:  # noqa: BLE001 - not listening yet
+                    time.sleep(0.5)
+            expect(page.get_by_text("Chat with the council")).to_be_visible(timeout=60_000)
+            chat = page.locator('[data-testid="stChatInput"]')
+            chat.locator('input[type="file"]').set_input_files([str(f) for f in files])
+            expect(chat.get_by_text("rent.py")).to_be_visible(timeout=30_000)
+            box = page.get_by_placeholder("Ask the council")
+            box.fill("What do these say?")
+            box.press("Enter")
+            expect(page.get_by_text("Deliberation")).to_have_count(1, timeout=120_000)
+            shown = page.locator('[data-testid="stChatMessage"]').first.inner_text()
+            browser.close()
+            return shown
+    finally:
+        dashboard.terminate()
+        dashboard.wait(30)
