@@ -16,7 +16,9 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,6 +44,36 @@ def find_or_install_chromium() -> str | None:
         ["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=False, timeout=900
     )
     return shutil.which("chromium")
+
+
+@contextmanager
+def dashboard_in_chromium(chromium: str, env: dict[str, str], **page_options: Any) -> Iterator[Any]:
+    """`council dashboard` as a process (with ``env``), and a Chromium page on it once
+    it answers."""
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    dashboard = subprocess.Popen(
+        [sys.executable, "-m", "council.cli", "dashboard", "--dashboard-port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+            page = browser.new_page(**page_options)
+            for _ in range(120):  # the dashboard process starting
+                try:
+                    page.goto(f"http://127.0.0.1:{port}")
+                    break
+                except Exception:  # noqa: BLE001 - not listening yet
+                    time.sleep(0.5)
+            try:
+                yield page
+            finally:
+                browser.close()
+    finally:
+        dashboard.terminate()
+        dashboard.wait(30)
 
 
 @pytest.fixture(scope="module")

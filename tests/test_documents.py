@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import openai
@@ -247,40 +246,17 @@ async def test_files_attached_on_the_chat_page_reach_the_council(
 
 
 def attach_in_chromium(chromium: str, env: dict[str, str], files: list[Path]) -> str:
-    """`council dashboard` as a process; the Chat page in Chromium: attach, ask, and
-    the text of the turn once answered."""
-    from playwright.sync_api import expect, sync_playwright
-    from test_browser import CHROMIUM_FLAGS
+    """The Chat page in Chromium: attach, ask, and the text of the turn once answered."""
+    from playwright.sync_api import expect
+    from test_browser import dashboard_in_chromium
 
-    from council.bus.transport.server import free_port
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    dashboard = subprocess.Popen(
-        [sys.executable, "-m", "council.cli", "dashboard", "--dashboard-port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            for _ in range(120):  # the dashboard process starting
-                try:
-                    page.goto(url)
-                    break
-                except Exception:  # noqa: BLE001 - not listening yet
-                    time.sleep(0.5)
-            expect(page.get_by_text("Chat with the council")).to_be_visible(timeout=60_000)
-            chat = page.locator('[data-testid="stChatInput"]')
-            chat.locator('input[type="file"]').set_input_files([str(f) for f in files])
-            expect(chat.get_by_text("rent.py")).to_be_visible(timeout=30_000)
-            box = page.get_by_placeholder("Ask the council")
-            box.fill("What do these say?")
-            box.press("Enter")
-            expect(page.get_by_text("Deliberation")).to_have_count(1, timeout=120_000)
-            shown = page.locator('[data-testid="stChatMessage"]').first.inner_text()
-            browser.close()
-            return shown
-    finally:
-        dashboard.terminate()
-        dashboard.wait(30)
+    with dashboard_in_chromium(chromium, env, viewport={"width": 1280, "height": 900}) as page:
+        expect(page.get_by_text("Chat with the council")).to_be_visible(timeout=60_000)
+        chat = page.locator('[data-testid="stChatInput"]')
+        chat.locator('input[type="file"]').set_input_files([str(f) for f in files])
+        expect(chat.get_by_text("rent.py")).to_be_visible(timeout=30_000)
+        box = page.get_by_placeholder("Ask the council")
+        box.fill("What do these say?")
+        box.press("Enter")
+        expect(page.get_by_text("Deliberation")).to_have_count(1, timeout=120_000)
+        return str(page.locator('[data-testid="stChatMessage"]').first.inner_text())

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
-import time
 
 import pytest
 from nats.aio.client import Client
-from test_browser import CHROMIUM_FLAGS, find_or_install_chromium
+from test_browser import dashboard_in_chromium, find_or_install_chromium
 from test_bus import ask, council
 
 from council.bus.events import FinalAnswer, SessionPlan, SessionStarted
 from council.bus.mathtext import Piece, pieces
 from council.bus.messages import Question
-from council.bus.transport.server import EmbeddedNats, free_port
+from council.bus.transport.server import EmbeddedNats
 from council.cli.readable import readable
 from council.dashboard.common import said
 from council.dashboard.view import SessionView, threads
@@ -94,9 +91,8 @@ async def test_a_fraction_renders_as_math_in_the_browser_and_money_stays_money(
         events = await ask(nc, Question(question="How much each?", members=["m2"], alone=True))
         assert isinstance(events[-1], FinalAnswer)
         assert events[-1].answer == ANSWER
-        port = free_port()
         env = {**os.environ, "COUNCIL_NATS_URL": nats_server.url}
-        rendered = await asyncio.to_thread(open_in_chromium, chromium, env, port)
+        rendered = await asyncio.to_thread(open_in_chromium, chromium, env)
     assert rendered["katex"] >= 3  # two formulas and the box
     assert rendered["display"] >= 1  # (the deliberation repeats the opinion)
     assert "of $5" in rendered["text"]
@@ -104,35 +100,16 @@ async def test_a_fraction_renders_as_math_in_the_browser_and_money_stays_money(
     assert "\\frac" not in rendered["text"]
 
 
-def open_in_chromium(chromium: str, env: dict[str, str], port: int) -> dict:
-    from playwright.sync_api import expect, sync_playwright
+def open_in_chromium(chromium: str, env: dict[str, str]) -> dict:
+    from playwright.sync_api import expect
 
-    url = f"http://127.0.0.1:{port}"
-    dashboard = subprocess.Popen(
-        [sys.executable, "-m", "council.cli", "dashboard", "--dashboard-port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-            page = browser.new_page()
-            for _ in range(120):  # the dashboard process starting
-                try:
-                    page.goto(url)
-                    break
-                except Exception:  # noqa: BLE001 - not listening yet
-                    time.sleep(0.5)
-            expect(page.get_by_text("Chat with the council")).to_be_visible(timeout=60_000)
-            page.get_by_role("button", name="How much each? (1)").click()
-            answer = page.locator('[data-testid="stChatMessage"]').last
-            expect(answer.locator(".katex").first).to_be_visible(timeout=60_000)
-            rendered = {
-                "katex": answer.locator(".katex").count(),
-                "display": answer.locator(".katex-display").count(),
-                "text": answer.inner_text(),
-            }
-            browser.close()
-            return rendered
-    finally:
-        dashboard.terminate()
-        dashboard.wait(30)
+    with dashboard_in_chromium(chromium, env) as page:
+        expect(page.get_by_text("Chat with the council")).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="How much each? (1)").click()
+        answer = page.locator('[data-testid="stChatMessage"]').last
+        expect(answer.locator(".katex").first).to_be_visible(timeout=60_000)
+        return {
+            "katex": answer.locator(".katex").count(),
+            "display": answer.locator(".katex-display").count(),
+            "text": answer.inner_text(),
+        }

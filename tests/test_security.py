@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from streamlit.testing.v1 import AppTest
-from test_browser import CHROMIUM_FLAGS, find_or_install_chromium
+from test_browser import dashboard_in_chromium, find_or_install_chromium
 
 import council.dashboard
 from council.agents.runtimes.router import RoutedRuntime
@@ -808,7 +808,6 @@ async def test_a_person_logs_into_the_dashboard_in_a_browser_and_asks_as_themsel
     chromium = find_or_install_chromium()
     if chromium is None:
         pytest.skip("no Chromium, and it cannot be installed here (needs root and apt-get)")
-    port = free_port()
     env = {
         **os.environ,
         "COUNCIL_NATS_URL": secure_server.url,
@@ -816,7 +815,7 @@ async def test_a_person_logs_into_the_dashboard_in_a_browser_and_asks_as_themsel
         "COUNCIL_NATS_PASSWORD": passwords["dashboard"],
         "COUNCIL_DASHBOARD_LOGIN": "opensesame",
     }
-    await asyncio.to_thread(log_in_and_ask, chromium, env, port, passwords["bob"])
+    await asyncio.to_thread(log_in_and_ask, chromium, env, passwords["bob"])
     bob = await as_role(secure_server, passwords, "bob")
     try:
         asked = [t[0].question for t in (await conversations(bob, "bob")).values()]
@@ -825,38 +824,20 @@ async def test_a_person_logs_into_the_dashboard_in_a_browser_and_asks_as_themsel
     assert "Which colour is the sky?" in asked
 
 
-def log_in_and_ask(chromium: str, env: dict[str, str], port: int, password: str) -> None:
+def log_in_and_ask(chromium: str, env: dict[str, str], password: str) -> None:
     """`council dashboard` as a process, and bob in Chromium: a wrong password, his
     own, then a question on the Chat page."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    url = f"http://127.0.0.1:{port}"
-    dashboard = subprocess.Popen(
-        [sys.executable, "-m", "council.cli", "dashboard", "--dashboard-port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-            page = browser.new_page()
-            for _ in range(120):  # the dashboard process starting
-                try:
-                    page.goto(url)
-                    break
-                except Exception:  # noqa: BLE001 - not listening yet
-                    time.sleep(0.5)
-            page.get_by_role("textbox", name="Name").fill("bob")
-            page.get_by_role("textbox", name="Password").fill("wrong")
-            page.get_by_role("button", name="Log in").click()
-            expect(page.get_by_text("Wrong name or password.")).to_be_visible(timeout=60_000)
-            page.get_by_role("textbox", name="Password").fill(password)
-            page.get_by_role("button", name="Log in").click()
-            expect(page.get_by_text("Chat with the council")).to_be_visible(timeout=60_000)
-            box = page.get_by_placeholder("Ask the council")
-            box.fill("Which colour is the sky?")
-            box.press("Enter")
-            expect(page.get_by_text("Deliberation")).to_have_count(1, timeout=120_000)
-            browser.close()
-    finally:
-        dashboard.terminate()
-        dashboard.wait(30)
+    with dashboard_in_chromium(chromium, env) as page:
+        page.get_by_role("textbox", name="Name").fill("bob")
+        page.get_by_role("textbox", name="Password").fill("wrong")
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_text("Wrong name or password.")).to_be_visible(timeout=60_000)
+        page.get_by_role("textbox", name="Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_text("Chat with the council")).to_be_visible(timeout=60_000)
+        box = page.get_by_placeholder("Ask the council")
+        box.fill("Which colour is the sky?")
+        box.press("Enter")
+        expect(page.get_by_text("Deliberation")).to_have_count(1, timeout=120_000)
