@@ -21,6 +21,8 @@ from council.bus.messages import (
     AgentResponse,
     AskReply,
     CancelCalls,
+    DocumentPart,
+    DocumentReply,
     ForgetConversation,
     ForgetReply,
     NodeHealth,
@@ -87,6 +89,8 @@ decode_program_result: Decoder[ProgramResult] = Decoder(ProgramResult)
 decode_forget: Decoder[ForgetConversation] = Decoder(ForgetConversation)
 decode_forgotten: Decoder[ForgetReply] = Decoder(ForgetReply)
 decode_presets: Decoder[Presets] = Decoder(Presets)
+decode_document_part: Decoder[DocumentPart] = Decoder(DocumentPart)
+decode_document_reply: Decoder[DocumentReply] = Decoder(DocumentReply)
 decode_request: dict[str, Decoder[AgentRequest]] = {
     "opinion": Decoder(OpinionRequest),
     "review": Decoder(ReviewRequest),

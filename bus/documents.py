@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 
 from council.bus.errors import CouncilError
-from council.bus.messages import MAX_DOCUMENT_CHARS, Document
+from council.bus.messages import MAX_STORED_CHARS, Document
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 """A file larger is refused before it is read (a PDF's text is far smaller)."""
@@ -36,11 +36,10 @@ def read_document(name: str, data: bytes) -> Document:
     text = _pdf_text(name, data) if data.startswith(b"%PDF-") else _plain_text(name, data)
     if not text.strip():
         raise BadDocument(name, "it holds no text")
-    if len(text) > MAX_DOCUMENT_CHARS:
+    if len(text) > MAX_STORED_CHARS:
         raise BadDocument(
-            name, f"{len(text):,} characters of text; a question carries at most "
-            f"{MAX_DOCUMENT_CHARS:,}"
-        )  # fmt: skip
+            name, f"{len(text):,} characters of text; a file holds at most {MAX_STORED_CHARS:,}"
+        )
     return Document(name=name, text=text)
 
 

@@ -26,6 +26,10 @@ MAX_DOCUMENT_CHARS = 200_000
 """The text of all the documents a question carries: inline, well under the NATS
 server's default max_payload (1 MB) with the rest of the question."""
 MAX_DOCUMENTS = 8
+MAX_STORED_CHARS = 5_000_000
+"""The text of one file sent through the object store, a part at a time."""
+PART_CHARS = 100_000
+"""A part of a stored file's text: at most 400 KB of UTF-8, under any max_payload."""
 
 Stage = Literal["opinions", "reviews", "synthesis"]
 ReviewMode = Literal["pairwise", "rank", "compute"]
@@ -83,6 +87,12 @@ class Document(Struct, kw_only=True, frozen=True):
     cut: NonNegative = 0
     """Characters the chairman left out of the end of ``text`` to keep it within the
     document budget: the stages saw the rest."""
+    stored: str = ""
+    """A file too large to go inline: its text is in the documents' object store under
+    this key, sent before the question (``DocumentPart``); ``text`` is then "" until
+    the chairman reads it."""
+    chars: NonNegative = 0
+    """A stored file's characters in all."""
 
 
 class Turn(Struct, kw_only=True):
@@ -185,6 +195,28 @@ class Rejected(Struct, kw_only=True, tag="rejected", tag_field="type"):
 
 
 AskReply = Accepted | Rejected
+
+
+# --- council.document.<person> ---------------------------------------------
+
+
+class DocumentPart(Struct, kw_only=True, forbid_unknown_fields=True):
+    """One part of a large file's text, sent in order before the question that carries
+    the file (``Document.stored``); a chairman keeps each in the object store."""
+
+    upload: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+    part: Annotated[int, Meta(ge=0, lt=MAX_STORED_CHARS // PART_CHARS + 1)]
+    text: Annotated[str, Meta(max_length=PART_CHARS)]
+    v: int = SCHEMA_VERSION
+
+
+class DocumentKept(Struct, kw_only=True, tag="document_kept", tag_field="type"):
+    key: str
+    """The file's key so far: its person's, then the upload's (``Document.stored``)."""
+    v: int = SCHEMA_VERSION
+
+
+DocumentReply = DocumentKept | Rejected
 
 
 # --- council.presets -----------------------------------------------------

@@ -18,6 +18,11 @@ STOPS = "council.stop.*"
 session answers."""
 FORGETS = "council.forget.*"
 """A conversation deleted (a chairman of the queue group purges it)."""
+DOCUMENT_PARTS = "council.document.*"
+"""Every person's large files, a part at a time (a chairman of the queue group keeps
+each in the documents' object store)."""
+DOCUMENTS = "COUNCIL_DOCUMENTS"
+"""The object store of large files' text: only chairmen write and read it."""
 
 ANYONE = "anyone"
 """The person of a connection with no user (a server without users has one person)."""
@@ -65,6 +70,11 @@ def stop(person: str) -> str:
     return f"council.stop.{person}"
 
 
+def document(person: str) -> str:
+    """Where ``person`` sends a part of a large file's text, as themselves."""
+    return f"council.document.{person}"
+
+
 def forget(person: str) -> str:
     """Where a conversation of ``person`` is deleted (by them, or an admin)."""
     return f"council.forget.{person}"
@@ -76,9 +86,10 @@ def person(user: str) -> str:
 
 
 def person_of(subject: str) -> str:
-    """The person in an ask, stop or forget subject ("" in any other)."""
+    """The person in an ask, stop, forget or document subject ("" in any other)."""
     parts = subject.split(".")
-    if len(parts) == 3 and parts[0] == "council" and parts[1] in ("ask", "stop", "forget"):
+    verbs = ("ask", "stop", "forget", "document")
+    if len(parts) == 3 and parts[0] == "council" and parts[1] in verbs:
         return parts[2]
     return ""
 

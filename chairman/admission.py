@@ -35,6 +35,7 @@ from council.chairman import presets as named
 from council.chairman import prompts
 from council.chairman.config import CouncilConfig
 from council.chairman.core import Plan
+from council.chairman.documents import DocumentStore
 from council.chairman.strategies import DEFAULT as DEFAULT_STRATEGY
 from council.chairman.strategies import STRATEGIES
 
@@ -183,8 +184,11 @@ class Admission:
         defaults: Defaults,
         config: CouncilConfig,
         roster: Roster,
+        documents: DocumentStore | None = None,
     ) -> None:
+        """``documents``: where large files' text is kept (None: files come inline only)."""
         self.nc = nc
+        self.documents = documents
         self.js = nc.jetstream()
         self.defaults = defaults
         self.config = config
@@ -235,12 +239,35 @@ class Admission:
             synthesis_models=roster.models("synthesize"),
         )
         if not isinstance(plan, Rejected):
-            plan = await self._in_conversation(
-                plan, question.conversation, question.context, question.documents
+            files = await self._stored_read(person, question.documents)
+            plan = (
+                files
+                if isinstance(files, Rejected)
+                else await self._in_conversation(
+                    plan, question.conversation, question.context, files
+                )
             )
         if isinstance(plan, Rejected):
             log.info("question_rejected", reason=plan.reason, detail=plan.detail)
         return plan
+
+    async def _stored_read(
+        self, person: str, documents: list[Document]
+    ) -> list[Document] | Rejected:
+        """The question's files, those sent ahead to the object store read back."""
+        read: list[Document] = []
+        for document in documents:
+            if document.stored and self.documents is None:
+                return Rejected(reason="bad_request", detail="this chairman keeps no files")
+            found = (
+                await self.documents.read(person, document)
+                if document.stored and self.documents
+                else document
+            )
+            if isinstance(found, Rejected):
+                return found
+            read.append(found)
+        return read
 
     async def _in_conversation(
         self, plan: Plan, conversation_id: str, context: list[Turn], documents: list[Document]

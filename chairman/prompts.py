@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import string
 
+import msgspec
+
 from council.bus.events import RankEntry, SessionPlan
 from council.bus.messages import ChatMessage, Document, Turn
 
@@ -155,7 +157,8 @@ def documents_within(
     own: list[Document] = []
     for document in asked:
         kept = document.text[: max(room, 0)]
-        own.append(Document(name=document.name, text=kept, cut=len(document.text) - len(kept)))
+        cut = len(document.text) - len(kept)
+        own.append(msgspec.structs.replace(document, text=kept, cut=cut))
         room -= len(kept)
     carried: list[Document] = []
     dropped: list[str] = []

@@ -15,7 +15,7 @@ from nats.aio.subscription import Subscription
 
 from council.bus import subjects
 from council.bus.client.roster import Roster
-from council.bus.codec import decode_forget, decode_stop, encode
+from council.bus.codec import decode_document_part, decode_forget, decode_stop, encode
 from council.bus.errors import CouncilError
 from council.bus.events import FinalAnswer, SessionCancelled, SessionEvent, SessionFailed
 from council.bus.messages import (
@@ -23,6 +23,7 @@ from council.bus.messages import (
     Accepted,
     AgentRequest,
     AskReply,
+    DocumentKept,
     Forgotten,
     Rejected,
     Stopped,
@@ -39,6 +40,7 @@ from council.chairman.admission import Admission, Defaults
 from council.chairman.conductor import Conductor
 from council.chairman.config import CouncilConfig
 from council.chairman.core import Plan
+from council.chairman.documents import DocumentStore
 from council.chairman.fairshare import FairShare, Ticket
 from council.chairman.gateway import BusAgents, BusTools
 from council.chairman.leases import Leases
@@ -115,7 +117,8 @@ class ChairmanService:
         self.leases = Leases(self.js, node, ttl_s=lease_s, replicas=stream_replicas)
         self.roster = Roster(nc)
         self.share = FairShare(max_sessions, min(person_sessions, max_sessions), queue)
-        self.admission = Admission(nc, defaults, config, self.roster)
+        self.documents = DocumentStore(self.js, replicas=stream_replicas)
+        self.admission = Admission(nc, defaults, config, self.roster, self.documents)
         self.agents = BusAgents(
             nc, silence_s=config.agent_silence_s, on_lost=self._agent_lost, roster=self.roster
         )
@@ -127,6 +130,7 @@ class ChairmanService:
         self._stops: Subscription | None = None
         self._forgets: Subscription | None = None
         self._presets: Subscription | None = None
+        self._document_parts: Subscription | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self.events = EventLog(nc, patience_s=store_patience_s, pipelined=pipelined)
@@ -134,6 +138,7 @@ class ChairmanService:
     async def start(self) -> None:
         await ensure_stream(self.js, self.stream_replicas)
         await self.leases.start()
+        await self.documents.start()
         await self.agents.start()
         await self.roster.start()
         await self.adopt_sessions(starting=True)
@@ -149,6 +154,9 @@ class ChairmanService:
         )
         self._presets = await self.nc.subscribe(
             subjects.PRESETS, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_presets
+        )
+        self._document_parts = await self.nc.subscribe(
+            subjects.DOCUMENT_PARTS, queue=subjects.CHAIRMEN_QUEUE, cb=self._on_document_part
         )
         await self.nc.flush()
         self._heartbeat = asyncio.create_task(
@@ -255,7 +263,10 @@ class ChairmanService:
 
     async def stop(self) -> None:
         """Stop taking questions; end running sessions with a named failure."""
-        for sub in (self._sub, self._old_asks, self._stops, self._forgets, self._presets):
+        for sub in (
+            self._sub, self._old_asks, self._stops, self._forgets, self._presets,
+            self._document_parts,
+        ):  # fmt: skip
             if sub:
                 await sub.unsubscribe()
         if self._heartbeat:
@@ -297,7 +308,8 @@ class ChairmanService:
         if (refused := not_theirs(msg.subject, cid)) is not None:
             await msg.respond(encode(refused))
             return
-        sessions = [t.session_id for t in await conversation(self.nc, cid, wait_s=1.0)]
+        turns = await conversation(self.nc, cid, wait_s=1.0)
+        sessions = [t.session_id for t in turns]
         for conductor in list(self.sessions.values()):
             if conductor.plan.conversation == cid:
                 sessions.append(conductor.plan.session_id)
@@ -313,6 +325,7 @@ class ChairmanService:
         for session_id in sessions:
             await self.js.purge_stream(subjects.STREAM, subject=subjects.session_events(session_id))
         await self.js.purge_stream(subjects.STREAM, subject=subjects.turns(cid))
+        await self.documents.forget([d for t in turns for d in t.documents])
         log.info("conversation_forgotten", conversation=cid, sessions=len(sessions))
         await msg.respond(encode(Forgotten(conversation=cid, sessions=sessions)))
 
@@ -333,6 +346,22 @@ class ChairmanService:
             SessionCancelled(session_id=asked.session_id, reason="cancelled", detail=detail),
         )
         await msg.respond(encode(Stopped(session_id=asked.session_id, stage=stage)))
+
+    async def _on_document_part(self, msg: Msg) -> None:
+        """Keep a part of a large file's text, as its sender's (their subject says who)."""
+        part = decode_document_part.read(msg, "bad_document_part")
+        if not answerable(msg):
+            return
+        if part is None:
+            await msg.respond(encode(Rejected(reason="bad_request", detail="not a DocumentPart")))
+            return
+        person = subjects.person_of(msg.subject) or subjects.ANYONE
+        try:
+            kept: DocumentKept | Rejected = await self.documents.keep(person, part)
+        except nats.errors.Error as exc:
+            log.warning("document_part_not_kept", upload=part.upload, error=repr(exc))
+            kept = Rejected(reason="bad_request", detail=f"the file could not be stored: {exc!r}")
+        await msg.respond(encode(kept))
 
     async def _on_presets(self, msg: Msg) -> None:
         if answerable(msg):

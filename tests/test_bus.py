@@ -359,7 +359,8 @@ async def test_a_document_reaches_every_stage_and_a_follow_up_on_another_chairma
     """A file's text is in every stage's prompt (members, reviewers, the chairman's
     model); its turn keeps it, so a follow-up asked of a new chairman sees it too.
     A file past the document budget is cut at its end and says so; an older turn's
-    file that no longer fits is left out by name; too much text is refused."""
+    file that no longer fits is left out by name; too much text inline is refused
+    (`submit` sends a large file through the object store instead)."""
     contract = Document(name="contract.md", text="The lease ends on 31 March 2027.")
     async with council(nats_server) as c:
         first = await ask(nc, Question(question="When does it end?", documents=[contract]))
@@ -392,9 +393,11 @@ async def test_a_document_reaches_every_stage_and_a_follow_up_on_another_chairma
         last_prompt = c.runtime.history[-1].messages[-1].content
         assert "52 more characters of annex.txt were cut" in last_prompt
         too_much = Document(name="big.txt", text="y" * (MAX_DOCUMENT_CHARS + 1))
-        with pytest.raises(QuestionRejected) as refused:
-            await submit(nc, Question(question="Summarize", documents=[too_much]))
-        assert refused.value.reason == "documents_too_long"
+        inline = encode(Question(question="Summarize", documents=[too_much]))  # not as submit
+        reply = await request(nc, subjects.ask(subjects.ANYONE), inline, timeout_s=5)
+        refused = decode_ask_reply(reply.data)
+        assert isinstance(refused, Rejected)
+        assert refused.reason == "documents_too_long"
 
 
 async def test_a_preset_names_a_council_and_its_conversation_records_it(

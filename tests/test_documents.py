@@ -17,13 +17,14 @@ import openai
 import pytest
 from conftest import council_cli
 from nats.aio.client import Client
+from nats.js.errors import ObjectNotFoundError
 from pypdf import PdfReader, PdfWriter
 from test_api import serving_api
 from test_bus import council
 
 from council.bus.documents import MAX_FILE_BYTES, BadDocument, read_document, read_file
 from council.bus.events import SessionStarted
-from council.bus.messages import MAX_DOCUMENT_CHARS
+from council.bus.messages import MAX_STORED_CHARS
 from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats
 from council.bus.transport.stream import conversation, stored_events
@@ -81,7 +82,7 @@ def test_text_markdown_code_and_a_pdfs_text_are_read() -> None:
         ("locked.pdf", encrypted(pdf_with(CLAUSE)), "encrypted"),
         ("scan.pdf", pdf_with(""), "no text to read"),
         ("broken.pdf", b"%PDF-1.4\nnot really", "not a readable PDF"),
-        ("huge.txt", b"a" * (MAX_DOCUMENT_CHARS + 1), "at most 200,000"),
+        ("huge.txt", b"a" * (MAX_STORED_CHARS + 1), "at most 5,000,000"),
     ],
 )
 def test_a_file_that_cannot_be_read_is_refused_by_name(name: str, data: bytes, why: str) -> None:
@@ -260,3 +261,45 @@ def attach_in_chromium(chromium: str, env: dict[str, str], files: list[Path]) ->
         box.press("Enter")
         expect(page.get_by_text("Deliberation")).to_have_count(1, timeout=120_000)
         return str(page.locator('[data-testid="stChatMessage"]').first.inner_text())
+
+
+async def test_a_large_file_goes_through_the_object_store_and_stays_its_persons(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A file past the inline size is sent ahead in parts (its question carries a key):
+    the session reads it whole, cut to the budget as any file; another person's key
+    is refused; a key with parts missing is refused; deleting the conversation
+    deletes the file."""
+    from test_bus import ask
+
+    from council.bus.client.ask import INLINE_CHARS, forget, store_document, submit
+    from council.bus.errors import QuestionRejected
+    from council.bus.messages import PART_CHARS, Document, Question
+
+    text = "".join(f"line {n}: the rent is 950 euros.\n" for n in range(8000))
+    assert len(text) > max(INLINE_CHARS, PART_CHARS)  # more than one part
+    async with council(nats_server):
+        events = await ask(nc, Question(question="The rent?", documents=[Document(
+            name="ledger.txt", text=text)]))  # fmt: skip
+        started = events[0]
+        assert isinstance(started, SessionStarted)
+        (seen,) = started.plan.documents
+        assert seen.stored.startswith("anyone.")
+        assert seen.chars == len(text)
+        assert text.startswith(seen.text)
+        assert seen.cut == len(text) - len(seen.text) > 0
+
+        theirs = Document(name="x.txt", text="", stored="bob.0123456789abcdef", chars=5)
+        with pytest.raises(QuestionRejected) as refused:
+            await submit(nc, Question(question="Q?", documents=[theirs]))
+        assert refused.value.reason == "not_yours"
+        partial = await store_document(nc, Document(name="y.txt", text="z" * 10))
+        lying = Document(name="y.txt", text="", stored=partial.stored, chars=11)
+        with pytest.raises(QuestionRejected, match="10 of its 11 characters"):
+            await submit(nc, Question(question="Q?", documents=[lying]))
+
+        store = await nc.jetstream().object_store("COUNCIL_DOCUMENTS")
+        assert (await store.get(f"{seen.stored}.1")).data
+        await forget(nc, started.plan.conversation)
+        with pytest.raises(ObjectNotFoundError):
+            await store.get(f"{seen.stored}.0")

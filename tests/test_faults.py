@@ -19,7 +19,12 @@ from test_bus import council
 from council.agents.runtimes.scripted import HANG
 from council.bus import subjects
 from council.bus.client.ask import follow, submit
-from council.bus.codec import decode_agent_response, decode_ask_reply, encode
+from council.bus.codec import (
+    decode_agent_response,
+    decode_ask_reply,
+    decode_document_reply,
+    encode,
+)
 from council.bus.errors import QuestionRejected, SessionTimeout
 from council.bus.events import (
     FinalAnswer,
@@ -120,12 +125,17 @@ async def test_garbage_on_every_request_subject_gets_a_reason_and_is_logged(
                 assert isinstance(reply, AgentError)
                 assert reply.code == "bad_request"
                 assert reply.detail
+            parts = subjects.document(subjects.ANYONE)
+            kept = decode_document_reply((await request(nc, parts, payload, timeout_s=5)).data)
+            assert isinstance(kept, Rejected)
+            assert kept.reason == "bad_request"
             for subject in ("council.health.x", "council.live.x.opinions.m1", subjects.ROSTER):
                 await nc.publish(subject, payload)
             await nc.flush()
         events = [e["event"] for e in logs]
         assert events.count("bad_question") == 1
         assert events.count("bad_agent_request") == 3
+        assert events.count("bad_document_part") == 1
         accepted = await submit(nc, Question(question="still serving?"))
         outcome = [e async for e in follow(nc, accepted.session_id, timeout_s=30)][-1]
         assert isinstance(outcome, FinalAnswer)

@@ -363,7 +363,8 @@ MINE, THEIRS = "client", "bob"
 """The person the client role is, and another person, whose subjects it must not touch."""
 PROBES = (
     "council.ask", "council.ask.client", "council.ask.bob", "council.agents.roster",
-    "council.presets",
+    "council.presets", "council.document.client", "council.document.bob",
+    "$O.COUNCIL_DOCUMENTS.C.x",
     "council.agent.m1.opinion", "council.session.client.s1.final_answer",
     "council.session.bob.s1.final_answer", "council.live.client.s1.opinions.m1",
     "council.live.bob.s1.opinions.m1", "council.health.n1", "council.cancel.client.s1",
@@ -401,6 +402,7 @@ def person_needs(name: str) -> dict[tuple[str, str], str]:
     create = "$JS.API.CONSUMER.CREATE.COUNCIL.x"
     return {
         ("publish", f"council.ask.{name}"): "asks questions, as itself",
+        ("publish", f"council.document.{name}"): "sends its large files, as itself",
         ("publish", f"council.stop.{name}"): "stops its own sessions",
         ("publish", f"council.forget.{name}"): "deletes its own conversations",
         ("publish", f"{create}.council.session.{name}.>"): "follows its own sessions",
@@ -412,6 +414,7 @@ def person_needs(name: str) -> dict[tuple[str, str], str]:
 
 ADMIN = {
     ("publish", "council.ask.dashboard"): "asks questions, as itself",
+    ("publish", "council.document.dashboard"): "sends its large files, as itself",
     **{
         ("publish", f"council.{verb}.{person}"): f"{verb}s anyone's (an admin)"
         for verb in ("stop", "forget")
@@ -446,6 +449,11 @@ NEEDED: dict[str, dict[tuple[str, str], str]] = {
         ("publish", "$KV.COUNCIL_LEASES.client.s1"): "holds session leases",
         ("subscribe", "council.ask"): "refuses clients of the old contract",
         ("subscribe", "council.presets"): "lists the presets it runs",
+        **{
+            ("subscribe", f"council.document.{person}"): "keeps people's large files"
+            for person in (MINE, THEIRS)
+        },
+        ("publish", "$O.COUNCIL_DOCUMENTS.C.x"): "writes large files to their object store",
         **{
             ("subscribe", f"council.{verb}.{person}"): "takes questions, stops and deletes"
             for verb in ("ask", "stop", "forget")

@@ -10,9 +10,11 @@ deltas are live only and arrive through ``on_delta``.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+import msgspec
 import nats.errors
 import structlog
 from nats.aio.client import Client
@@ -23,6 +25,7 @@ from council.bus.codec import (
     decode_agent_info,
     decode_ask_reply,
     decode_delta,
+    decode_document_reply,
     decode_forgotten,
     decode_presets,
     decode_stopped,
@@ -38,8 +41,11 @@ from council.bus.errors import (
 )
 from council.bus.events import TERMINAL_EVENTS, SessionEvent
 from council.bus.messages import (
+    PART_CHARS,
     Accepted,
     AgentInfo,
+    Document,
+    DocumentPart,
     ForgetConversation,
     Forgotten,
     PresetInfo,
@@ -68,8 +74,19 @@ class Asking:
     )
 
 
+INLINE_CHARS = 20_000
+"""A file of more text goes ahead of its question through the object store."""
+
+
 async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> Accepted:
-    """Ask; raise NoCouncil when nobody answers, QuestionRejected with its reason."""
+    """Ask (its large files sent ahead); raise NoCouncil when nobody answers,
+    QuestionRejected with its reason."""
+    if any(len(d.text) > INLINE_CHARS for d in question.documents):
+        sent = [
+            await store_document(nc, d) if len(d.text) > INLINE_CHARS else d
+            for d in question.documents
+        ]
+        question = msgspec.structs.replace(question, documents=sent)
     payload = encode(question)
     asks = subjects.ask(whoami(nc))
     try:
@@ -84,6 +101,25 @@ async def submit(nc: Client, question: Question, *, timeout_s: float = 10.0) -> 
     if isinstance(reply, Rejected):
         raise QuestionRejected(reply.reason, reply.detail, reply.retry_after_s)
     return reply
+
+
+async def store_document(nc: Client, document: Document, *, timeout_s: float = 30.0) -> Document:
+    """A file's text sent a part at a time to be kept in the documents' object store;
+    the document that names it (its text left out)."""
+    asks = subjects.document(whoami(nc))
+    upload = uuid.uuid4().hex
+    key = ""
+    for n, start in enumerate(range(0, len(document.text), PART_CHARS)):
+        part = DocumentPart(upload=upload, part=n, text=document.text[start : start + PART_CHARS])
+        try:
+            msg = await request(nc, asks, encode(part), timeout_s=timeout_s)
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            raise _no_council(nc) from None
+        reply = decode_document_reply(msg.data, asks)
+        if isinstance(reply, Rejected):
+            raise QuestionRejected(reply.reason, reply.detail)
+        key = reply.key
+    return msgspec.structs.replace(document, text="", stored=key, chars=len(document.text))
 
 
 def _no_council(nc: Client) -> NoCouncil:

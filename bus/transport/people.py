@@ -45,6 +45,7 @@ def permissions(name: str, *, admin: bool) -> dict[str, list[str]]:
     return {
         "publish": [
             subjects.ask(name),
+            subjects.document(name),
             subjects.stop(mine),
             subjects.forget(mine),
             subjects.ROSTER,
