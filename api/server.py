@@ -261,11 +261,11 @@ class CouncilApi:
                 self._streamed(nc, accepted, asked.model), media_type="text/event-stream"
             )
         try:
-            events = [
-                e async for e in follow(nc, accepted.session_id, timeout_s=self.config.timeout_s)
-            ]
+            events = await self._while_there(request, nc, accepted.session_id)
         except SessionTimeout as exc:
             return _error(504, str(exc), "server_error", "timeout")
+        if events is None:  # nobody to answer: the session was stopped
+            return Response(status_code=499)
         final = events[-1]
         if not isinstance(final, FinalAnswer):
             assert isinstance(final, SessionFailed)
@@ -314,6 +314,25 @@ class CouncilApi:
             if not finished:
                 await stop_quietly(nc, sid, "the API client went away")
         yield b"data: [DONE]\n\n"
+
+    async def _while_there(
+        self, request: Request, nc: Client, session_id: str
+    ) -> list[SessionEvent] | None:
+        """The session's events to its end; None, and the session stopped, when the client
+        goes away first (a server sees that of a request it has not answered only by
+        asking: once a second)."""
+
+        async def events() -> list[SessionEvent]:
+            return [e async for e in follow(nc, session_id, timeout_s=self.config.timeout_s)]
+
+        followed = asyncio.create_task(events())
+        while not followed.done():
+            await asyncio.wait({followed}, timeout=1.0)
+            if not followed.done() and await request.is_disconnected():
+                followed.cancel()
+                await stop_quietly(nc, session_id, "the API client went away")
+                return None
+        return followed.result()
 
     async def _arrivals(
         self,

@@ -21,7 +21,8 @@ from test_bus import MODELS, council
 
 from council.agents.runtimes.scripted import HANG
 from council.api.server import ApiConfig, CouncilApi
-from council.bus.events import SessionEvent, SessionStarted
+from council.bus import subjects
+from council.bus.events import SessionCancelled, SessionEvent, SessionStarted
 from council.bus.transport.connection import Credentials, connect
 from council.bus.transport.server import EmbeddedNats, free_port
 from council.bus.transport.stream import conversation, stored_events
@@ -229,6 +230,36 @@ async def test_a_full_queue_is_429_with_retry_after(nats_server: EmbeddedNats) -
             task.cancel()
     assert int(refused.value.response.headers["retry-after"]) > 0
     assert "busy" in str(refused.value)
+
+
+async def test_a_client_that_gives_up_stops_its_session(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A completion not streamed whose client times out: the API notices it is gone and
+    stops the session (its agents free their calls), as it does for a stream."""
+    async with serving_api(nats_server, held=True) as api:
+        before = await cancelled_sessions(nc)
+        impatient = api.with_options(max_retries=0, timeout=2.0)
+        with pytest.raises(openai.APITimeoutError):
+            await impatient.chat.completions.create(
+                model="council", messages=[{"role": "user", "content": "Will you answer?"}]
+            )
+        for _ in range(100):
+            stopped = await cancelled_sessions(nc) - before
+            if stopped:
+                break
+            await asyncio.sleep(0.1)
+    (session,) = stopped
+    cancelled = (await stored_events(nc, session))[-1]
+    assert isinstance(cancelled, SessionCancelled)
+    assert "the API client went away" in cancelled.detail
+
+
+async def cancelled_sessions(nc: Client) -> set[str]:
+    info = await nc.jetstream().stream_info(
+        subjects.STREAM, subjects_filter=subjects.session_event("*.*", "session_cancelled")
+    )
+    return {subjects.session_of(subject) for subject in info.state.subjects or {}}
 
 
 @pytest.mark.processes
