@@ -12,7 +12,6 @@ councils.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from nats.aio.client import Client
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from council.api.logins import Logins, Refused
 from council.bus.client import export
 from council.bus.client.ask import follow, presets, stop_quietly, submit
 from council.bus.errors import CouncilError
@@ -67,14 +67,23 @@ Progress = Callable[[float, float | None, str], Awaitable[None]]
 
 
 class Council:
-    """The bus as the tools use it: one connection, opened at the first call."""
+    """The bus as the tools use it: the server's own connection, opened at the first
+    call, or over HTTP a person's own (``Logins``: their bearer ``NAME:PASSWORD``)."""
 
     def __init__(self, config: McpConfig) -> None:
         self.config = config
+        self.logins = Logins(config.nats_url, config.key, "mcp")
         self._nc: Client | None = None
         self._lock = asyncio.Lock()
 
-    async def nc(self) -> Client:
+    async def nc(self, ctx: Context | None = None) -> Client:
+        headers = ctx.headers if ctx is not None else None
+        try:
+            person = await self.logins.person((headers or {}).get("authorization", ""))
+        except Refused as exc:
+            raise ToolError(str(exc)) from None
+        if person is not None:
+            return person
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
                 self._nc = await connect(
@@ -83,13 +92,13 @@ class Council:
             return self._nc
 
     async def close(self) -> None:
+        await self.logins.close()
         if self._nc is not None:
             await self._nc.close()
 
-    async def ask(self, question: Question, progress: Progress) -> str:
+    async def ask(self, nc: Client, question: Question, progress: Progress) -> str:
         """The final answer and what the session did; each finished call a progress
         notification ("opinions 2/3 · reviews 0/6"). A cancelled call stops the session."""
-        nc = await self.nc()
         accepted = await submit(nc, question)
         await progress(
             0, None, f"asked: {', '.join(accepted.members)} (session {accepted.session_id})"
@@ -170,16 +179,16 @@ def server(council: Council) -> MCPServer:
             conversation=conversation or "",
         )
         try:
-            return await council.ask(asked, progress)
+            return await council.ask(await council.nc(ctx), asked, progress)
         except CouncilError as exc:
             raise ToolError(str(exc)) from None
 
     @mcp.tool()
-    async def list_conversations(search: str | None = None) -> str:
+    async def list_conversations(search: str | None = None, *, ctx: Context) -> str:
         """Your stored conversations, newest first (those containing ``search``): id,
         when it started, its turns and its first question, as JSON."""
         try:
-            nc = await council.nc()
+            nc = await council.nc(ctx)
             threads = await conversations(nc, whoami(nc))
         except CouncilError as exc:
             raise ToolError(str(exc)) from None
@@ -192,10 +201,10 @@ def server(council: Council) -> MCPServer:
         return json.dumps(listed, ensure_ascii=False)
 
     @mcp.tool()
-    async def read_conversation(conversation_id: str) -> str:
+    async def read_conversation(conversation_id: str, *, ctx: Context) -> str:
         """One conversation as Markdown: every question and the council's answer."""
         try:
-            turns = await conversation(await council.nc(), conversation_id)
+            turns = await conversation(await council.nc(ctx), conversation_id)
         except CouncilError as exc:
             raise ToolError(str(exc)) from None
         if not turns:
@@ -211,19 +220,26 @@ def server(council: Council) -> MCPServer:
     return mcp
 
 
-class BearerKey:
-    """401 unless a request carries the key (ASGI; the lifespan passes through, where
-    the SDK runs its sessions)."""
+class Guard:
+    """401 unless a request carries the API's key or a person's login that the NATS
+    server accepts (ASGI; the lifespan passes through, where the SDK runs its sessions)."""
 
-    def __init__(self, app: ASGIApp, key: str) -> None:
+    def __init__(self, app: ASGIApp, logins: Logins) -> None:
         self.app = app
-        self.expected = f"Bearer {key}".encode()
+        self.logins = logins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                body = b'{"error": "a valid API key is required (Authorization: Bearer KEY)"}'
+            given = dict(scope["headers"]).get(b"authorization", b"").decode(errors="replace")
+            why = "a valid API key or NAME:PASSWORD is required (Authorization: Bearer …)"
+            try:
+                allowed = await self.logins.person(given) is not None or self.logins.is_service(
+                    given
+                )
+            except Refused as exc:
+                allowed, why = False, str(exc)
+            if not allowed:
+                body = msgspec.json.encode({"error": why})
                 headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
                 await send({"type": "http.response.start", "status": 401, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
@@ -231,7 +247,7 @@ class BearerKey:
         await self.app(scope, receive, send)
 
 
-def http_app(mcp: MCPServer, config: McpConfig) -> Any:
-    """Streamable HTTP on /mcp, behind the key when there is one."""
-    app = mcp.streamable_http_app(streamable_http_path="/mcp", host=config.address)
-    return BearerKey(app, config.key) if config.key else app
+def http_app(mcp: MCPServer, council: Council) -> Any:
+    """Streamable HTTP on /mcp, behind the key (or a person's login)."""
+    app = mcp.streamable_http_app(streamable_http_path="/mcp", host=council.config.address)
+    return Guard(app, council.logins)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from council.api.logins import Logins, Refused
 from council.api.streaming import AnswerStream
 from council.api.wire import (
     BadRequest,
@@ -39,7 +38,6 @@ from council.api.wire import (
 )
 from council.bus.client.ask import Asking, follow, presets, roster, stop_quietly, submit
 from council.bus.errors import (
-    BusUnavailable,
     CouncilError,
     NoCouncil,
     QuestionRejected,
@@ -128,17 +126,11 @@ def council_summary(accepted: Accepted, events: list[SessionEvent]) -> dict[str,
     }
 
 
-PEOPLE_CONNECTIONS = 64
-"""People's connections the API keeps open at once (the least recently used closes)."""
-
-
 class CouncilApi:
     def __init__(self, config: ApiConfig) -> None:
         self.config = config
         self._nc: Client | None = None
-        self._people: OrderedDict[str, tuple[bytes, Client]] = OrderedDict()
-        """Per person: the key they gave and their own connection, so that the server,
-        not this process, keeps each to their own sessions."""
+        self.logins = Logins(config.nats_url, config.key, "api")
 
     @property
     def nc(self) -> Client:
@@ -162,41 +154,21 @@ class CouncilApi:
         try:
             yield
         finally:
-            for _key, person in self._people.values():
-                await person.close()
+            await self.logins.close()
             await self._nc.close()
 
     async def _caller(self, request: Request) -> Client | JSONResponse:
-        """Whose connection a request uses: a person's key (``NAME:PASSWORD``, their
-        NATS login from `council users`) is their own connection, logged in as them;
-        the API's key (or none, on loopback without one) is the API's. Else 401."""
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        name, colon, password = given.partition(":")
-        if colon and name and password:
-            return await self._person(name, password, given.encode())
-        if not self.config.key or secrets.compare_digest(given.encode(), self.config.key.encode()):
+        """Whose connection a request uses (``Logins``): a person's key is their own
+        connection, the API's key (or none, on loopback without one) the API's. Else 401."""
+        given = request.headers.get("authorization", "")
+        try:
+            if (person := await self.logins.person(given)) is not None:
+                return person
+        except Refused as exc:
+            return _unauthorized(str(exc))
+        if self.logins.is_service(given):
             return self.nc
         return _unauthorized("a valid API key is required")
-
-    async def _person(self, name: str, password: str, key: bytes) -> Client | JSONResponse:
-        if known := self._people.get(name):
-            if secrets.compare_digest(known[0], key) and known[1].is_connected:
-                self._people.move_to_end(name)
-                return known[1]
-        try:
-            nc = await connect(
-                self.config.nats_url,
-                name=f"council-api-{name}",
-                credentials=Credentials(name, password),
-            )
-        except BusUnavailable:
-            return _unauthorized(f"the NATS server refused {name!r} with that password")
-        if replaced := self._people.pop(name, None):
-            await replaced[1].close()
-        self._people[name] = (key, nc)
-        while len(self._people) > PEOPLE_CONNECTIONS:
-            await self._people.popitem(last=False)[1][1].close()
-        return nc
 
     async def models(self, request: Request) -> Response:
         nc = await self._caller(request)

@@ -46,7 +46,7 @@ async def run_mcp(settings: Settings) -> int:
             f"council mcp on http://{config.address}:{config.port}/mcp (NATS {config.nats_url})",
             file=sys.stderr,
         )
-        app = http_app(mcp, config)
+        app = http_app(mcp, council)
         await uvicorn.Server(
             uvicorn.Config(app, host=config.address, port=config.port, log_level="warning")
         ).serve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import subprocess
@@ -755,6 +756,61 @@ async def test_each_person_uses_the_api_with_a_key_of_their_own(
     assert subjects.owner_of(sid) == "bob"
     assert asked.choices[0].message.content
     assert subjects.owner_of((own.model_extra or {})["council"]["session_id"]) == "client"
+
+
+async def test_each_person_uses_mcp_over_http_with_a_login_of_their_own(
+    secure_server: EmbeddedNats, passwords: dict[str, str], secure_council: None
+) -> None:
+    """With the MCP SDK's client: bob's bearer (his login) asks and lists as bob, and
+    sees none of the client role's conversations; a wrong password is refused; the
+    service's own key asks as the service's user."""
+    import httpx2
+    from mcp import Client as McpClient
+    from mcp.client.streamable_http import streamable_http_client
+
+    from council.api.mcp_server import Council, McpConfig, http_app, server
+
+    port = free_port()
+    council = Council(McpConfig(
+        nats_url=secure_server.url, credentials=Credentials("client", passwords["client"]),
+        key="k-mcp",
+    ))  # fmt: skip
+    app = http_app(server(council), council)
+    serving_http = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    )
+    serving = asyncio.create_task(serving_http.serve())
+    for _ in range(500):  # uvicorn says it has started with a flag only
+        if serving_http.started:
+            break
+        await asyncio.sleep(0.02)
+    url = f"http://127.0.0.1:{port}/mcp"
+
+    async def call(bearer: str, tool: str, arguments: dict[str, object]) -> str:
+        headers = {"Authorization": f"Bearer {bearer}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=120)) as http,
+            McpClient(streamable_http_client(url, http_client=http)) as client,
+        ):
+            result = await client.call_tool(tool, arguments)
+        assert not result.is_error, result.content
+        return "".join(getattr(c, "text", "") for c in result.content)
+
+    try:
+        bobs = await call(f"bob:{passwords['bob']}", "ask_council", {"question": "bob's?"})
+        own = await call("k-mcp", "ask_council", {"question": "the service's?"})
+        listed = json.loads(await call(f"bob:{passwords['bob']}", "list_conversations", {}))
+        with pytest.raises(ExceptionGroup, match="TaskGroup") as refused:  # the SDK's own way
+            await call("bob:wrong", "list_conversations", {})
+        assert "Server returned an error response" in repr(refused.value)
+    finally:
+        serving_http.should_exit = True
+        await serving
+        await council.close()
+    assert "Conversation bob." in bobs
+    assert "Conversation client." in own
+    assert listed
+    assert all(c["conversation"].startswith("bob.") for c in listed)
 
 
 async def test_a_person_logged_into_the_dashboard_sees_and_asks_as_themselves(
