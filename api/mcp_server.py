@@ -3,7 +3,7 @@ and desktop assistants that call tools (Claude Desktop, Cursor, VS Code, Zed).
 
 A client of the bus like `council api`, on the official SDK (``mcp``): over stdio
 for a desktop client that starts it, or over streamable HTTP behind the API's
-key. ``ask_council`` runs a session and sends an MCP progress notification as
+key or a person's own login (``Logins``). ``ask_council`` runs a session and sends an MCP progress notification as
 each call of its stages finishes; ``list_conversations`` and
 ``read_conversation`` read what was asked; ``council://presets`` lists the named
 councils.
@@ -97,20 +97,22 @@ class Council:
             await self._nc.close()
 
     async def ask(self, nc: Client, question: Question, progress: Progress) -> str:
-        """The final answer and what the session did; each finished call a progress
-        notification ("opinions 2/3 · reviews 0/6"). A cancelled call stops the session."""
+        """The final answer and what the session did; a progress notification as the
+        stages' line changes ("opinions 2/3 · reviews 0/6"). A cancelled call stops the
+        session."""
         accepted = await submit(nc, question)
         await progress(
             0, None, f"asked: {', '.join(accepted.members)} (session {accepted.session_id})"
         )
         session = FollowedSession(accepted.session_id)
         events: list[SessionEvent] = []
+        shown = ""
         try:
             async for event in follow(nc, accepted.session_id, timeout_s=self.config.timeout_s):
                 events.append(event)
-                if session.follow(event):
-                    done = sum(d for d, _ in session.progress().values())
-                    await progress(done, None, session.progress_line())
+                if session.follow(event) and (line := session.progress_line()) != shown:
+                    shown = line  # a notification's progress must rise: one per new line
+                    await progress(len(events), None, line)
         except asyncio.CancelledError:
             await stop_quietly(nc, accepted.session_id, "the MCP client cancelled the call")
             raise
