@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,7 +183,7 @@ class ReviewRecorder:
         *,
         options: GenerationOptions,
         schema: dict[str, Any] | None = None,
-    ) -> AsyncIterator[ChatChunk]:
+    ) -> AsyncGenerator[ChatChunk, None]:
         if schema is not None:
             self.reviews.append(ChatCall(model, list(messages), options, schema))
         return self.inner.chat(model, messages, options=options, schema=schema)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
-from typing import Any, Protocol, TypeAlias, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Protocol, TypeAlias, TypeVar
 
 import msgspec
 import structlog
@@ -125,7 +125,7 @@ class SessionCore:
 
 
 async def until(
-    deadline: float, calls: dict[str, Coroutine[Any, Any, R]]
+    deadline: float, calls: Mapping[str, Awaitable[R]]
 ) -> AsyncGenerator[tuple[str, R | None], None]:
     """Yield (key, reply) as calls finish; at the deadline, (key, None) for the rest."""
     tasks = {asyncio.ensure_future(call): key for key, call in calls.items()}

@@ -124,8 +124,7 @@ class OpinionsStage(SessionCore):
             ),
         )
         concluded = await self.agents.opinion(asked)
-        said = extract.stated(concluded.text) if isinstance(concluded, Completion) else ""
-        if not said:
+        if not isinstance(concluded, Completion) or not (said := extract.stated(concluded.text)):
             return reply
         line = f"{prompts.FINAL_LINE}{said}"
         return msgspec.structs.replace(

@@ -100,7 +100,7 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
     best_rows = _model_rows(records, "best", chairman)
     alone = _model_rows(records, "alone", chairman)
     baselines = best_rows or alone
-    best = max(baselines, key=lambda m: baselines[m].accuracy, default="")
+    best = max(baselines, key=lambda m: baselines[m].accuracy or 0.0, default="")
     others = [(r, r.versus) for r in records if r.versus is not None]
     other_name = (
         f"other council: {others[0][1].strategy_name} ({', '.join(others[0][1].members)})"
@@ -120,10 +120,10 @@ def build_report(records: list[Record], *, dataset: str, label: str, total: int)
         )
     )
     chairman_row = baselines.get(chairman)
-    if chairman_row and chairman_row.wall_s > 0:
+    if chairman_row and (alone_s := chairman_row.wall_s):
         for r in systems:
-            if r.wall_s > 0:
-                r.vs_chairman = round(r.wall_s / chairman_row.wall_s, 2)
+            if r.wall_s:
+                r.vs_chairman = round(r.wall_s / alone_s, 2)
     overall, by_reviewer = discrimination(councils)
     synthesized = [c for c in councils if c.strategy == "synthesize" and c.ranking]
     timed = [

@@ -21,7 +21,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,7 @@ class EmbeddedRuntime:
         *,
         options: GenerationOptions,
         schema: dict[str, Any] | None = None,
-    ) -> AsyncIterator[ChatChunk]:
+    ) -> AsyncGenerator[ChatChunk, None]:
         await self.load(model)
         if self.batch:
             async for chunk in self._batched_chat(model, messages, options, schema):
@@ -197,7 +197,7 @@ class EmbeddedRuntime:
         messages: list[ChatMessage],
         options: GenerationOptions,
         schema: dict[str, Any] | None,
-    ) -> AsyncIterator[ChatChunk]:
+    ) -> AsyncGenerator[ChatChunk, None]:
         feed = _Feed(model)
         with self._status.calling(model):
             try:

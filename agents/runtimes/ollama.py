@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -67,7 +67,7 @@ class OllamaRuntime:
         *,
         options: GenerationOptions,
         schema: dict[str, Any] | None = None,
-    ) -> AsyncIterator[ChatChunk]:
+    ) -> AsyncGenerator[ChatChunk, None]:
         await self.load(model)
         settings: dict[str, Any] = {
             "temperature": options.temperature,

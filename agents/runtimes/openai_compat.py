@@ -12,7 +12,7 @@ that the prompt's are unknown.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import openai
@@ -85,7 +85,7 @@ class OpenAICompatRuntime:
         *,
         options: GenerationOptions,
         schema: dict[str, Any] | None = None,
-    ) -> AsyncIterator[ChatChunk]:
+    ) -> AsyncGenerator[ChatChunk, None]:
         await self.load(model)
         forms = _schema_forms(schema) if schema else [None]
         first = self._schema_form.get(model, 0) if schema else 0
@@ -119,7 +119,7 @@ class OpenAICompatRuntime:
                     yield chunk
                 return
 
-    async def _chunks(self, model: str, stream: Any) -> AsyncIterator[ChatChunk]:
+    async def _chunks(self, model: str, stream: Any) -> AsyncGenerator[ChatChunk, None]:
         pieces = 0
         usage: Usage | None = None
         try:

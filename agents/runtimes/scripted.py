@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from council.agents.runtimes.base import (
@@ -70,7 +70,7 @@ class ScriptedRuntime:
         *,
         options: GenerationOptions,
         schema: dict[str, Any] | None = None,
-    ) -> AsyncIterator[ChatChunk]:
+    ) -> AsyncGenerator[ChatChunk, None]:
         await self.load(model)
         self.history.append(ChatCall(model, list(messages), options, schema))
         reply = self._queued[model].popleft() if self._queued[model] else None
