@@ -2,9 +2,9 @@
 and desktop assistants that call tools (Claude Desktop, Cursor, VS Code, Zed).
 
 A client of the bus like `council api`, on the official SDK (``mcp``): over stdio
-for a desktop client that starts it, or over streamable HTTP behind the API's
-key or a person's own login (``Logins``). ``ask_council`` runs a session and sends an MCP progress notification as
-each call of its stages finishes; ``list_conversations`` and
+for a desktop client that starts it, or over streamable HTTP behind the API's key
+or a person's own login (``Logins``). ``ask_council`` runs a session and sends an
+MCP progress notification as its stages move; ``list_conversations`` and
 ``read_conversation`` read what was asked; ``council://presets`` lists the named
 councils.
 """
