@@ -158,18 +158,22 @@ def file_part(name: str, data: str) -> dict[str, object]:
 
 
 async def test_the_api_takes_files_as_content_parts(nats_server: EmbeddedNats, nc: Client) -> None:
-    """A PDF as an OpenAI `file` content part reaches the session; a follow-up that
+    """A PDF and a source file as OpenAI `file` content parts reach the session; a follow-up that
     resends the thread continues it (the file already there); a binary file is a 400
     that names it."""
     encoded = base64.b64encode(pdf_with(CLAUSE)).decode()
     part = file_part("lease.pdf", f"data:application/pdf;base64,{encoded}")
-    first_messages = [{"role": "user", "content": [{"type": "text", "text": "When?"}, part]}]
+    code = file_part("rent.py", base64.b64encode(b"RENT = 950\n").decode())
+    asked = [{"type": "text", "text": "When?"}, part, code]
+    first_messages = [{"role": "user", "content": asked}]
     async with serving_api(nats_server) as api:
         first = await api.chat.completions.create(model="council", messages=first_messages)
         summary = (first.model_extra or {})["council"]
         started = (await stored_events(nc, summary["session_id"]))[0]
         assert isinstance(started, SessionStarted)
-        assert [(d.name, d.text) for d in started.plan.documents] == [("lease.pdf", CLAUSE)]
+        assert [(d.name, d.text) for d in started.plan.documents] == [
+            ("lease.pdf", CLAUSE), ("rent.py", "RENT = 950\n")
+        ]  # fmt: skip
         answer = first.choices[0].message.content
         again = await api.chat.completions.create(
             model="council",
@@ -180,7 +184,7 @@ async def test_the_api_takes_files_as_content_parts(nats_server: EmbeddedNats, n
         assert followed["conversation"] == summary["conversation"]
         started = (await stored_events(nc, followed["session_id"]))[0]
         assert isinstance(started, SessionStarted)
-        assert [d.name for d in started.plan.conversation_documents] == ["lease.pdf"]
+        assert [d.name for d in started.plan.conversation_documents] == ["lease.pdf", "rent.py"]
         assert not started.plan.documents
         binary = file_part("x.bin", base64.b64encode(b"\x00\x01").decode())
         with pytest.raises(openai.BadRequestError, match="cannot attach x.bin"):
