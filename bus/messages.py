@@ -113,8 +113,11 @@ class Turn(Struct, kw_only=True):
     them too."""
 
 
-class Question(Struct, kw_only=True, forbid_unknown_fields=True):
+class Question(Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     """A question for the council. Empty ``members``/``chairman`` mean the defaults.
+
+    Fields left at their defaults are not sent (``omit_defaults``), so a client asks a
+    chairman that predates a field it does not use.
 
     ``question`` is checked by the chairman (not here) so that an empty or
     oversized one gets its own ``Rejected`` reason.
