@@ -61,3 +61,16 @@ def test_every_import_between_rooms_runs_down() -> None:
     assert not wrong, wrong
     assert ("cli", "assembly") in arrows  # the reading is not empty
     assert ("bus.client", "bus.transport") in arrows
+
+
+def test_no_dashboard_page_shows_a_string_meant_as_a_docstring() -> None:
+    """A page is a Streamlit script: a string standing alone in it (a constant's
+    docstring, say) is shown on the page by Streamlit's magic; only the page's own
+    docstring is not."""
+    shown = []
+    for page in sorted((ROOT / "dashboard" / "screens").glob("*.py")):
+        body = ast.parse(page.read_text()).body
+        for statement in body[1:]:
+            if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
+                shown.append(f"{page.name}:{statement.lineno}")
+    assert not shown, shown

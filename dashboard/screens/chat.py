@@ -40,11 +40,12 @@ def turns_of(views: list[SessionView]) -> list[Turn]:
     ]
 
 
+# What the Chat page offers to attach; `bus.documents` reads any UTF-8 text or PDF.
+# (A page is a Streamlit script: a string standing alone would be shown on it.)
 ATTACHABLE = [
     "txt", "md", "markdown", "rst", "csv", "json", "yaml", "yml", "toml", "log", "pdf",
     "py", "js", "ts", "java", "c", "h", "cpp", "go", "rs", "rb", "sh", "sql", "html", "css",
 ]  # fmt: skip
-"""What the Chat page offers to attach; `bus.documents` reads any UTF-8 text or PDF."""
 
 
 def choose(cid: str, preset: str = "") -> None:
@@ -104,8 +105,8 @@ def conversations_list() -> None:
         )
 
 
+# A running session's deliberation: open while the opinions are written, closed after.
 LIVE = "The members, as they write"
-"""A running session's deliberation: open while the opinions are written, closed after."""
 
 
 def deliberation(view: SessionView) -> None:
