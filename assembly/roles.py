@@ -73,12 +73,18 @@ async def start_chairman(nc: Client, settings: Settings) -> ChairmanService:
     )
 
 
-async def wait_for_signal() -> None:
-    stop = asyncio.Event()
+async def wait_for_signal() -> int:
+    """The number of the signal that stopped us: a shell counts 128 + it as the exit."""
     loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[int] = loop.create_future()
+
+    def stop(sig: int) -> None:
+        if not stopped.done():
+            stopped.set_result(sig)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+        loop.add_signal_handler(sig, stop, sig)
+    return await stopped
 
 
 async def _role_connection(settings: Settings, role: str) -> Client:

@@ -183,8 +183,7 @@ async def run_up(
                 as_json=as_json,
                 seed=None,
             )
-        await wait_for_signal()
-        return 0
+        return 128 + await wait_for_signal()  # as a shell counts a stop by Ctrl-C
     finally:
         if children.processes or server:
             console.print("stopping the council ...")
