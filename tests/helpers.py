@@ -1,13 +1,16 @@
-"""Test helpers: event collection, an agent service's calls running out."""
+"""Test helpers: event collection, an agent service's calls running out, a web app served."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
+
+import uvicorn
 
 from council.agents.service import AgentService
 from council.bus.events import SessionEvent
@@ -69,3 +72,23 @@ def generating_elsewhere(cores_dir: Path) -> Iterator[subprocess.Popen[str]]:
     finally:
         process.kill()
         process.wait()
+
+
+@asynccontextmanager
+async def served(app: Any, port: int, *, graceful_s: int | None = None) -> AsyncIterator[None]:
+    """``app`` served by uvicorn in this loop on ``port`` until the block ends.
+    ``graceful_s`` bounds how long a request that never ends holds up the stop."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    config.timeout_graceful_shutdown = graceful_s
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    for _ in range(500):  # uvicorn says it has started with a flag only
+        if server.started or serving.done():
+            break
+        await asyncio.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await serving

@@ -14,8 +14,8 @@ from typing import Any
 
 import openai
 import pytest
-import uvicorn
 from conftest import TEST_MODEL
+from helpers import served
 from nats.aio.client import Client
 from test_bus import MODELS, council
 
@@ -45,24 +45,13 @@ async def serving_api(
     first session's members all answer this."""
     port = free_port()
     app = CouncilApi(ApiConfig(nats_server.url, Credentials(), KEY)).app()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    config.timeout_graceful_shutdown = 2  # a held session's request never ends by itself
-    server = uvicorn.Server(config)
     async with council(nats_server, **chairman_options) as c:
         for model in MODELS if held else ():
             c.runtime.enqueue(model, HANG)
         for model in MODELS if agreed else ():
             c.runtime.enqueue(model, agreed)
-        serving = asyncio.create_task(server.serve())
-        for _ in range(500):  # uvicorn says it has started with a flag only
-            if server.started:
-                break
-            await asyncio.sleep(0.02)
-        try:
+        async with served(app, port, graceful_s=2):  # a held request never ends by itself
             yield openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY)
-        finally:
-            server.should_exit = True
-            await serving
 
 
 async def test_the_council_answers_as_an_openai_model_and_follows_up(

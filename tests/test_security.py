@@ -17,7 +17,7 @@ import natsconf
 import openai
 import pytest
 import structlog
-import uvicorn
+from helpers import served
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
@@ -725,17 +725,8 @@ async def test_each_person_uses_the_api_with_a_key_of_their_own(
     password is a 401; the API's own key still asks as the API's user."""
     port = free_port()
     config = ApiConfig(secure_server.url, Credentials("client", passwords["client"]), "k-api")
-    server = uvicorn.Server(
-        uvicorn.Config(CouncilApi(config).app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    serving = asyncio.create_task(server.serve())
-    for _ in range(500):  # uvicorn says it has started with a flag only
-        if server.started:
-            break
-        await asyncio.sleep(0.02)
     base = f"http://127.0.0.1:{port}/v1"
-    other = await as_role(secure_server, passwords, "client")
-    try:
+    async with served(CouncilApi(config).app(), port):
         bobs = openai.AsyncOpenAI(base_url=base, api_key=f"bob:{passwords['bob']}")
         asked = await bobs.chat.completions.create(
             model="council", messages=[{"role": "user", "content": "q"}]
@@ -747,12 +738,12 @@ async def test_each_person_uses_the_api_with_a_key_of_their_own(
         own = await apis.chat.completions.create(
             model="council", messages=[{"role": "user", "content": "q"}]
         )
+    other = await as_role(secure_server, passwords, "client")
+    try:
         with pytest.raises(NotYours, match="belongs to"):
             [e async for e in follow(other, sid, timeout_s=10)]
     finally:
         await other.close()
-        server.should_exit = True
-        await serving
     assert subjects.owner_of(sid) == "bob"
     assert asked.choices[0].message.content
     assert subjects.owner_of((own.model_extra or {})["council"]["session_id"]) == "client"
@@ -776,14 +767,6 @@ async def test_each_person_uses_mcp_over_http_with_a_login_of_their_own(
         key="k-mcp",
     ))  # fmt: skip
     app = http_app(server(council), council)
-    serving_http = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    )
-    serving = asyncio.create_task(serving_http.serve())
-    for _ in range(500):  # uvicorn says it has started with a flag only
-        if serving_http.started:
-            break
-        await asyncio.sleep(0.02)
     url = f"http://127.0.0.1:{port}/mcp"
 
     async def call(bearer: str, tool: str, arguments: dict[str, object]) -> str:
@@ -797,15 +780,14 @@ async def test_each_person_uses_mcp_over_http_with_a_login_of_their_own(
         return "".join(getattr(c, "text", "") for c in result.content)
 
     try:
-        bobs = await call(f"bob:{passwords['bob']}", "ask_council", {"question": "bob's?"})
-        own = await call("k-mcp", "ask_council", {"question": "the service's?"})
-        listed = json.loads(await call(f"bob:{passwords['bob']}", "list_conversations", {}))
-        with pytest.raises(ExceptionGroup, match="TaskGroup") as refused:  # the SDK's own way
-            await call("bob:wrong", "list_conversations", {})
-        assert "Server returned an error response" in repr(refused.value)
+        async with served(app, port):
+            bobs = await call(f"bob:{passwords['bob']}", "ask_council", {"question": "bob's?"})
+            own = await call("k-mcp", "ask_council", {"question": "the service's?"})
+            listed = json.loads(await call(f"bob:{passwords['bob']}", "list_conversations", {}))
+            with pytest.raises(ExceptionGroup, match="TaskGroup") as refused:  # the SDK's way
+                await call("bob:wrong", "list_conversations", {})
+            assert "Server returned an error response" in repr(refused.value)
     finally:
-        serving_http.should_exit = True
-        await serving
         await council.close()
     assert "Conversation bob." in bobs
     assert "Conversation client." in own
