@@ -7,8 +7,11 @@ without reviews (complete when the reviews are skipped: sent at once); the
 member's own opinion for a model asked alone (its tokens, as written); or a
 ranked opinion (known at the final answer). Whatever the final answer adds to
 what was sent follows it; should it differ from what was sent (the chairman's
-model failed mid-answer, and the top-ranked opinion replaced it), the final
-answer follows a rule (``---``), so the text a client has ends with it.
+model failed mid-answer, and the top-ranked opinion replaced it; or the model
+echoed a marker of its prompt, such as ``<<<Response A>>>``, which the answer
+leaves out), the final answer follows a rule (``---``), so the text a client has
+ends with it. Blank lines around the synthesis, which the answer drops, do not
+count as a difference.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ class AnswerStream:
                 return self._send(self.opinions.get(first, ""))
             case FinalAnswer(answer=answer):
                 self.done = True
-                if answer.startswith(self.sent):
-                    return self._send(answer[len(self.sent) :])
+                for sent in (self.sent, self.sent.strip("\n")):  # the answer is trimmed so
+                    if answer.startswith(sent):
+                        return self._send(answer[len(sent) :])
                 return self._send(REPLACED + answer)
         return ""
 

@@ -6,6 +6,7 @@ given."""
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from council.bus.messages import (
     MAX_QUESTION_CHARS,
     Document,
     Preset,
+    PresetInfo,
     Presets,
     Question,
     Rejected,
@@ -41,6 +43,11 @@ from council.chairman.strategies import STRATEGIES
 
 log = structlog.get_logger()
 
+
+LISTING_ASKS_AGENTS_EVERY_S = 5.0
+"""A listing of the presets asks the agents again at most this often: a preset whose
+model no agent serves (`mixed` on a one-model host) would otherwise cost every
+listing a roster round (each `/v1/models`, each Chat page)."""
 
 DEFAULT_MEMBERS = ("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b#2", "qwen2.5-coder-1.5b#3")
 """Three samples of the strongest packaged model: 87.5% against 79.4% for the three
@@ -194,21 +201,23 @@ class Admission:
         self.config = config
         self.roster = roster
         self.presets = named.table(defaults.presets)  # BadPresets: the chairman won't start
+        self._listing_asked_at = -LISTING_ASKS_AGENTS_EVERY_S
 
     async def listed(self) -> Presets:
         """The defaults and the presets, with the models each lacks (the roster asked
-        again when one seems to lack any, as admission does)."""
-        for fresh in (False, True):
-            if fresh:
-                await self.roster.refresh()
-            roster = self.roster
-            answering = roster.models("opinion") & roster.models("review")
-            listed = named.listed(
-                self.presets, self.defaults.own, answering, roster.models("synthesize")
-            )
-            if not any(p.missing for p in listed):
-                break
+        again when one seems to lack any, as admission does, within a limit)."""
+        listed = self._listed()
+        since = time.monotonic() - self._listing_asked_at
+        if any(p.missing for p in listed) and since >= LISTING_ASKS_AGENTS_EVERY_S:
+            self._listing_asked_at = time.monotonic()
+            await self.roster.refresh()
+            listed = self._listed()
         return Presets(presets=listed)
+
+    def _listed(self) -> list[PresetInfo]:
+        roster = self.roster
+        answering = roster.models("opinion") & roster.models("review")
+        return named.listed(self.presets, self.defaults.own, answering, roster.models("synthesize"))
 
     async def admit(self, data: bytes, subject: str) -> Plan | Rejected:
         """The plan of a question as it came off the bus, its conversation's turns

@@ -1,4 +1,5 @@
-"""Test helpers: event collection, an agent service's calls running out, a web app served."""
+"""Test helpers: event collection, an agent service's calls running out, a web app
+served, a session's stored events read from a council in other processes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import uvicorn
 
 from council.agents.service import AgentService
 from council.bus.events import SessionEvent
+from council.bus.transport.connection import connect
+from council.bus.transport.stream import stored_events
 
 
 class Collected:
@@ -92,3 +95,12 @@ async def served(app: Any, port: int, *, graceful_s: int | None = None) -> Async
     finally:
         server.should_exit = True
         await serving
+
+
+async def stored_at(url: str, session_id: str) -> list[SessionEvent]:
+    """The session's stored events, read over a connection of their own to ``url``."""
+    nc = await connect(url, name="check")
+    try:
+        return await stored_events(nc, session_id)
+    finally:
+        await nc.close()

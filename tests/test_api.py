@@ -15,15 +15,17 @@ from typing import Any
 import openai
 import pytest
 from conftest import TEST_MODEL
-from helpers import served
+from helpers import served, stored_at
 from nats.aio.client import Client
 from test_bus import MODELS, council
 
 from council.agents.runtimes.scripted import HANG
 from council.api.server import ApiConfig, CouncilApi
+from council.api.streaming import REPLACED, AnswerStream
 from council.bus import subjects
-from council.bus.events import SessionCancelled, SessionEvent, SessionStarted
-from council.bus.transport.connection import Credentials, connect
+from council.bus.events import FinalAnswer, SessionCancelled, SessionStarted
+from council.bus.messages import TokenDelta
+from council.bus.transport.connection import Credentials
 from council.bus.transport.server import EmbeddedNats, free_port
 from council.bus.transport.stream import conversation, stored_events
 
@@ -252,11 +254,39 @@ async def cancelled_sessions(nc: Client) -> set[str]:
 
 
 @pytest.mark.processes
+@pytest.mark.parametrize(
+    ("written", "answer", "more"),
+    [
+        ("Paris is", "Paris is the capital.", " the capital."),  # the rest follows
+        ("\nParis.\n\n", "Paris.", ""),  # the answer drops blank lines around it
+        ("Paris.\n\n", "Paris.\n\nIt is.", "It is."),
+        ("<<<Response A>>>\nParis.", "Paris.", REPLACED + "Paris."),  # another text
+    ],
+)
+def test_a_streamed_answer_ends_with_the_final_answer(written: str, answer: str, more: str) -> None:
+    stream = AnswerStream()
+    assert (
+        stream.delta(
+            TokenDelta(
+                session_id="p.s", stage="synthesis", member="chairman", text=written, index=0
+            )
+        )
+        == written
+    )
+    final = FinalAnswer(
+        session_id="p.s", answer=answer, chairman="m1", ranking=[], opinions=[], reviews=[],
+        failed=[], usage={}, usage_by_model={}, latency_ms={},
+    )  # fmt: skip
+    assert stream.event(final) == more
+    assert stream.event(final) == ""  # once
+
+
 def test_council_api_process_answers_and_follows_up_on_the_real_model(
     council_processes: dict[str, str], tmp_path: Path
 ) -> None:
     """`council api` as a process beside the real test council: the `openai` client
-    asks, then follows up with the answer in its messages."""
+    asks, then follows up with the answer in its messages; a streamed request gets
+    the synthesis in pieces as the real chairman model writes it."""
     port = free_port()
     env = {**council_processes, "COUNCIL_API_PORT": str(port), "COUNCIL_API_KEY": KEY}
     log = (tmp_path / "api.log").open("wb")
@@ -287,19 +317,25 @@ def test_council_api_process_answers_and_follows_up_on_the_real_model(
         assert follow_up.choices[0].message.content
         summary = (follow_up.model_extra or {})["council"]
         assert summary["stages"]["opinions"]["calls"] == 3
-        started = asyncio.run(first_event(env["COUNCIL_NATS_URL"], summary["session_id"]))
+        started = asyncio.run(stored_at(env["COUNCIL_NATS_URL"], summary["session_id"]))[0]
         assert isinstance(started, SessionStarted)
         turns = [(t.question, t.answer) for t in started.plan.history]
         assert turns == [(question["content"], answer)]
+        streamed = list(  # every stage, so the chairman's synthesis is what streams
+            client.chat.completions.create(
+                model="council-deliberate", messages=[question], stream=True
+            )
+        )
+        contents = [
+            c.choices[0].delta.content for c in streamed if c.choices and c.choices[0].delta.content
+        ]
+        assert len(contents) > 1  # as the chairman's model writes it, not whole at the end
+        session = (streamed[-1].model_extra or {})["council"]["session_id"]
+        final = asyncio.run(stored_at(env["COUNCIL_NATS_URL"], session))[-1]
+        assert isinstance(final, FinalAnswer)
+        text = "".join(contents)  # the synthesis, or it and then what replaced it
+        assert text == final.answer or text.endswith(REPLACED + final.answer)
     finally:
         process.terminate()
         process.wait(timeout=30)
     assert process.returncode in (0, -15), (tmp_path / "api.log").read_text()[-2000:]
-
-
-async def first_event(url: str, session_id: str) -> SessionEvent:
-    nc = await connect(url, name="check")
-    try:
-        return (await stored_events(nc, session_id))[0]
-    finally:
-        await nc.close()

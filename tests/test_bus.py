@@ -403,9 +403,10 @@ async def test_a_document_reaches_every_stage_and_a_follow_up_on_another_chairma
 async def test_a_preset_names_a_council_and_its_conversation_records_it(
     nats_server: EmbeddedNats, nc: Client
 ) -> None:
-    """The chairman lists its defaults, then its presets with what no agent serves; a
-    question naming one runs its members and strategy (its own members win), and its
-    session and turn record it; an unknown preset is refused with the known ones."""
+    """The chairman lists its defaults, then its presets with what no agent serves (the
+    agents asked again for a lacking model, not at every listing); a question naming
+    one runs its members and strategy (its own members win), and its session and turn
+    record it; an unknown preset is refused with the known ones."""
     table = (
         '{"pair": {"summary": "two", "members": ["m2", "m3"], "strategy": "vote"},'
         ' "far": {"members": ["m1", "m9"]}}'
@@ -420,6 +421,11 @@ async def test_a_preset_names_a_council_and_its_conversation_records_it(
         )  # fmt: skip
         assert listed["far"].missing == ["m9"]
         assert {"fast", "deliberate", "methods", "mixed"} <= set(listed)
+        rounds = await nc.subscribe(subjects.ROSTER)
+        await presets(nc)  # m9 still lacking: the agents were asked a moment ago
+        await nc.flush()
+        assert rounds.pending_msgs == 0
+        await rounds.unsubscribe()
 
         accepted = await submit(nc, Question(question="Which?", preset="pair"))
         assert (accepted.members, accepted.strategy, accepted.preset) == (

@@ -1,6 +1,6 @@
-"""The Chat page while a session runs, by Streamlit's AppTest on a real bus: the
-members' opinions fill in as they are written (a scripted council whose models
-write a word each 100 ms, so that stage 1 lasts seconds)."""
+"""The Chat page by Streamlit's AppTest on a real bus and a scripted council: the
+members' opinions fill in as they are written (models that write a word each
+100 ms, so that stage 1 lasts seconds); a long history lists the newest only."""
 
 from __future__ import annotations
 
@@ -71,3 +71,28 @@ def test_live_text_begun_before_the_feed_followed_it_says_so() -> None:
         )
     view.add_delta(TokenDelta(session_id="p.s", stage="opinions", member="m2", text="a", index=0))
     assert view.live == {("opinions", "m1"): "… word3 word4", ("opinions", "m2"): "a"}
+
+
+async def test_the_sidebar_lists_the_newest_conversations_and_search_finds_the_rest(
+    nats_server: EmbeddedNats, nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A button for each of hundreds of conversations, made anew every 2 s, slowed the
+    models on the same machine: the newest 30 are listed, the others found by search."""
+    monkeypatch.setenv(ENV, DashboardConfig(nats_url=nats_server.url).env()[ENV])
+    async with council(nats_server):
+        for number in range(33):
+            accepted = await submit(nc, Question(question=f"Question {number:02}?"))
+            assert [e async for e in follow(nc, accepted.session_id, timeout_s=30)]
+        app = AppTest.from_file(str(APP), default_timeout=60)
+        app.session_state["chat_search"] = "question"  # not the other tests' conversations
+        for _ in range(50):  # the page's feed reads the stored sessions in the background
+            await asyncio.to_thread(app.run)
+            listed = [b.label for b in app.sidebar.button if b.label.startswith("Question")]
+            if len(listed) == 30:
+                break
+            await asyncio.sleep(0.2)
+        assert listed == [f"Question {n:02}? (1)" for n in range(32, 2, -1)]
+        assert [c.value for c in app.sidebar.caption][-1] == "3 older: search for a word of one"
+        app.sidebar.text_input(key="chat_search").set_value("Question 01").run()
+        found = [b.label for b in app.sidebar.button if b.label.startswith("Question")]
+        assert found == ["Question 01? (1)"]

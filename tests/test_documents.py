@@ -16,6 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 from conftest import council_cli
+from helpers import stored_at
 from nats.aio.client import Client
 from nats.js.errors import ObjectNotFoundError
 from pypdf import PdfReader, PdfWriter
@@ -25,7 +26,6 @@ from test_bus import council
 from council.bus.documents import MAX_FILE_BYTES, BadDocument, read_document, read_file
 from council.bus.events import SessionStarted
 from council.bus.messages import MAX_STORED_CHARS
-from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats
 from council.bus.transport.stream import conversation, stored_events
 
@@ -210,17 +210,9 @@ def test_a_pdf_and_a_follow_up_on_the_real_council(
     second = council_cli(council_processes, ["ask", "--json", "--conversation", cid, "Which flat?"])
     assert second.returncode == 0, second.stderr[-2000:]
     session = json.loads(second.stdout)["session_id"]
-    started = asyncio.run(first_event(council_processes["COUNCIL_NATS_URL"], session))
+    started = asyncio.run(stored_at(council_processes["COUNCIL_NATS_URL"], session))[0]
     assert isinstance(started, SessionStarted)
     assert [d.text for d in started.plan.conversation_documents] == [CLAUSE]
-
-
-async def first_event(url: str, session_id: str) -> object:
-    nc = await connect(url, name="check")
-    try:
-        return (await stored_events(nc, session_id))[0]
-    finally:
-        await nc.close()
 
 
 @pytest.mark.browser

@@ -81,6 +81,11 @@ def council_choice() -> None:
     )
 
 
+# The newest conversations the sidebar lists (search finds the rest): a button for each
+# of hundreds, made anew every 2 s, cost a tenth of a core.
+LISTED = 30
+
+
 @st.fragment(run_every=2.0)
 def conversations_list() -> None:
     """The sidebar's conversations, refreshed on their own: one begun elsewhere (the
@@ -90,10 +95,13 @@ def conversations_list() -> None:
         on_click=choose, args=("",),
     )  # fmt: skip
     search = st.text_input("Search", key="chat_search", placeholder="a word of a question")
-    for cid, views in threads(current.sessions()).items():
+    found = [
+        (cid, views)
+        for cid, views in threads(current.sessions()).items()
+        if not search or any(search.lower() in v.question.lower() for v in views)
+    ]
+    for cid, views in found[:LISTED]:
         title = views[0].question.strip().splitlines()[0][:60] if views else cid
-        if search and not any(search.lower() in v.question.lower() for v in views):
-            continue
         last = views[-1].started
         st.button(
             f"{title} ({len(views)})",
@@ -103,6 +111,8 @@ def conversations_list() -> None:
             on_click=choose,
             args=(cid, last.plan.preset if last else ""),
         )
+    if len(found) > LISTED:
+        st.caption(f"{len(found) - LISTED} older: search for a word of one")
 
 
 # A running session's deliberation: open while the opinions are written, closed after.
