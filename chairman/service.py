@@ -310,6 +310,8 @@ class ChairmanService:
             return
         turns = await conversation(self.nc, cid, wait_s=1.0)
         sessions = [t.session_id for t in turns]
+        if cid not in sessions and await stored_events(self.nc, cid, wait_s=1.0):
+            sessions.append(cid)  # its first question failed: a session, and no turn
         for conductor in list(self.sessions.values()):
             if conductor.plan.conversation == cid:
                 sessions.append(conductor.plan.session_id)

@@ -24,7 +24,7 @@ from council.agents.service import AgentService
 from council.assembly import wiring
 from council.assembly.wiring import local_council
 from council.bus import subjects
-from council.bus.client.ask import follow, presets, roster, stop, submit
+from council.bus.client.ask import follow, forget, presets, roster, stop, submit
 from council.bus.codec import (
     decode_agent_response,
     decode_ask_reply,
@@ -56,7 +56,7 @@ from council.bus.messages import (
 from council.bus.session import SessionState, State
 from council.bus.transport.connection import connect, request
 from council.bus.transport.server import EmbeddedNats, NatsServerError
-from council.bus.transport.stream import conversation
+from council.bus.transport.stream import conversation, stored_events
 from council.chairman.admission import Defaults
 from council.chairman.config import CouncilConfig
 from council.chairman.gateway import BusAgents
@@ -398,6 +398,22 @@ async def test_a_document_reaches_every_stage_and_a_follow_up_on_another_chairma
         refused = decode_ask_reply(reply.data)
         assert isinstance(refused, Rejected)
         assert refused.reason == "documents_too_long"
+
+
+async def test_a_conversation_whose_first_question_failed_can_be_deleted(
+    nats_server: EmbeddedNats, nc: Client
+) -> None:
+    """A failed first question leaves a session and no turn: deleting its conversation
+    found nothing to delete, and the failed question stayed in the Chat page's list."""
+    async with council(nats_server) as c:
+        for model in MODELS:
+            c.runtime.enqueue(model, *[RuntimeError("model crashed")] * 3)
+        accepted = await submit(nc, Question(question="Will it fail?"))
+        events = [e async for e in follow(nc, accepted.session_id, timeout_s=30)]
+        assert isinstance(events[-1], SessionFailed)
+        forgotten = await forget(nc, accepted.conversation)
+    assert forgotten.sessions == [accepted.session_id]
+    assert await stored_events(nc, accepted.session_id, wait_s=0.5) == []
 
 
 async def test_a_preset_names_a_council_and_its_conversation_records_it(
