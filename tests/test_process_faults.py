@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 
 from bench.faults import stop_processes
 from council.bus import subjects
-from council.bus.client.ask import follow, roster, submit
+from council.bus.client.ask import follow, presets, roster, submit
 from council.bus.codec import decode_health
 from council.bus.errors import InvalidMessage, NoCouncil
 from council.bus.events import (
@@ -34,9 +34,10 @@ from council.bus.events import (
     Opinion,
     Review,
     SessionEvent,
+    SessionStarted,
     StageStarted,
 )
-from council.bus.messages import NodeHealth, Question
+from council.bus.messages import Document, NodeHealth, Question
 from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats
 from council.bus.transport.stream import stored_events
@@ -137,6 +138,16 @@ async def agents_serving(nc: Client, *nodes: str) -> None:
     deadline = time.monotonic() + 60
     while not {f"{n}-agents" for n in nodes} <= {i.node for i in await roster(nc)}:
         assert time.monotonic() < deadline, f"agents {nodes} never answered the roster"
+
+
+async def chairman_serving(nc: Client) -> None:
+    for _ in range(150):
+        try:
+            await presets(nc, timeout_s=1)
+            return
+        except NoCouncil:
+            await asyncio.sleep(0.2)
+    raise AssertionError("no chairman answered in 30 s")
 
 
 async def outcome(nc: Client, session_id: str, timeout_s: float = 90) -> list[SessionEvent]:
@@ -308,6 +319,39 @@ async def test_chairman_killed_and_restarted_resumes_its_session_once(
     # a new question on the restarted chairman still works
     second = await submit(nc, Question(question="And 7 times 8?"), timeout_s=30)
     assert_finished_once(await outcome(nc, second.session_id))
+
+
+async def test_a_file_survives_a_chairman_restart_between_turns(
+    procs: Processes, nc: Client
+) -> None:
+    """A large file (sent ahead to the object store) goes with the first question; the
+    chairman is SIGKILLed and started again; the follow-up, run by the new process,
+    still gives every stage the file, read back from the stream."""
+    procs.start("agents", "a")
+    procs.start("chairman", "chair")
+    await agents_serving(nc, "a")
+    lease = "Clause 7: the lease ends on 31 March 2027.\n" + "A line of filler.\n" * 2000
+    first = await submit(
+        nc,
+        Question(
+            question="When does the lease end?", documents=[Document(name="lease.txt", text=lease)]
+        ),
+        timeout_s=30,
+    )
+    assert_finished_once(await outcome(nc, first.session_id))
+    procs.kill("chair")
+    procs.start("chairman", "chair")
+    await chairman_serving(nc)
+    second = await submit(
+        nc, Question(question="Which clause?", conversation=first.conversation), timeout_s=30
+    )
+    events = await outcome(nc, second.session_id)
+    assert_finished_once(events)
+    started = events[0]
+    assert isinstance(started, SessionStarted)
+    (kept,) = started.plan.conversation_documents
+    assert kept.name == "lease.txt"
+    assert kept.text.startswith("Clause 7: the lease ends on 31 March 2027.")
 
 
 async def test_a_session_whose_chairman_never_returns_is_taken_over_by_another(
