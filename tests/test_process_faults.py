@@ -327,7 +327,7 @@ async def test_a_file_survives_a_chairman_restart_between_turns(
     """A large file (sent ahead to the object store) goes with the first question; the
     chairman is SIGKILLed and started again; the follow-up, run by the new process,
     still gives every stage the file, read back from the stream."""
-    procs.start("agents", "a")
+    procs.start("agents", "a", COUNCIL_SCRIPTED_DELAY_MS="100")  # nothing is killed mid-call
     procs.start("chairman", "chair")
     await agents_serving(nc, "a")
     lease = "Clause 7: the lease ends on 31 March 2027.\n" + "A line of filler.\n" * 2000
