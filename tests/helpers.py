@@ -1,22 +1,27 @@
 """Test helpers: event collection, an agent service's calls running out, a web app
-served, a session's stored events read from a council in other processes."""
+served, a session's events or a conversation's turns read from a council in other
+processes."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
+from nats.aio.client import Client
 
 from council.agents.service import AgentService
 from council.bus.events import SessionEvent
+from council.bus.messages import Turn
 from council.bus.transport.connection import connect
-from council.bus.transport.stream import stored_events
+from council.bus.transport.stream import conversation, stored_events
+
+T = TypeVar("T")
 
 
 class Collected:
@@ -99,8 +104,17 @@ async def served(app: Any, port: int, *, graceful_s: int | None = None) -> Async
 
 async def stored_at(url: str, session_id: str) -> list[SessionEvent]:
     """The session's stored events, read over a connection of their own to ``url``."""
+    return await _read_at(url, lambda nc: stored_events(nc, session_id))
+
+
+async def turns_at(url: str, conversation_id: str) -> list[Turn]:
+    """The conversation's stored turns, read over a connection of their own to ``url``."""
+    return await _read_at(url, lambda nc: conversation(nc, conversation_id))
+
+
+async def _read_at(url: str, read: Callable[[Client], Awaitable[T]]) -> T:
     nc = await connect(url, name="check")
     try:
-        return await stored_events(nc, session_id)
+        return await read(nc)
     finally:
         await nc.close()

@@ -16,13 +16,11 @@ from typing import Any
 
 import pytest
 from conftest import MEMBERS, TEST_MODEL, ask_json
+from helpers import turns_at
 from streamlit.testing.v1 import AppTest
 
 import council.dashboard
-from council.bus.messages import Turn
-from council.bus.transport.connection import connect
 from council.bus.transport.server import EmbeddedNats
-from council.bus.transport.stream import conversation
 from council.dashboard.config import ENV, DashboardConfig
 
 pytestmark = pytest.mark.model
@@ -163,7 +161,7 @@ def test_chat_page_answers_then_follows_up_in_the_same_conversation(
         show(app, "screens/chat.py", lambda a, n=number: len(answered(a)) >= n, 240)
         assert len(answered(app)) == number, texts(app)
     cid = app.session_state["chat_conversation"]
-    turns = asyncio.run(stored_turns(council_nats.url, cid))
+    turns = asyncio.run(turns_at(council_nats.url, cid))
     assert [t.question for t in turns] == ["What is the capital of Italy?", "And its river?"]
     assert all(t.answer in texts(app) for t in turns)
 
@@ -182,13 +180,5 @@ def test_chat_page_asks_the_preset_chosen_in_its_sidebar(
     show(app, "screens/chat.py", lambda a: len(answered(a)) >= 1, 240)
     assert "preset fast" in texts(app)
     cid = app.session_state["chat_conversation"]
-    (turn,) = asyncio.run(stored_turns(council_nats.url, cid))
+    (turn,) = asyncio.run(turns_at(council_nats.url, cid))
     assert (turn.question, turn.preset) == ("What is 3 + 4?", "fast")
-
-
-async def stored_turns(url: str, conversation_id: str) -> list[Turn]:
-    nc = await connect(url, name="check")
-    try:
-        return await conversation(nc, conversation_id)
-    finally:
-        await nc.close()
