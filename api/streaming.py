@@ -10,8 +10,8 @@ what was sent follows it; should it differ from what was sent (the chairman's
 model failed mid-answer, and the top-ranked opinion replaced it; or the model
 echoed a marker of its prompt, such as ``<<<Response A>>>``, which the answer
 leaves out), the final answer follows a rule (``---``), so the text a client has
-ends with it. Blank lines around the synthesis, which the answer drops, do not
-count as a difference.
+ends with it. Blank lines around the synthesis, which the answer drops, are held
+back until words follow them, so a client's text is the answer itself.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ REPLACED = "\n\n---\n\n"
 @dataclass
 class AnswerStream:
     sent: str = ""
+    held: str = ""
+    """Newlines at the end of what was written: sent only once words follow them."""
     alone: str = ""
     """The member asked alone: its opinion is the answer."""
     opinions: dict[str, str] = field(default_factory=dict)
@@ -46,9 +48,8 @@ class AnswerStream:
                 return self._send(self.opinions.get(first, ""))
             case FinalAnswer(answer=answer):
                 self.done = True
-                for sent in (self.sent, self.sent.strip("\n")):  # the answer is trimmed so
-                    if answer.startswith(sent):
-                        return self._send(answer[len(sent) :])
+                if answer.startswith(self.sent):
+                    return self._send(answer[len(self.sent) :])
                 return self._send(REPLACED + answer)
         return ""
 
@@ -58,7 +59,14 @@ class AnswerStream:
         writing = delta.stage == "synthesis" or (
             delta.stage == "opinions" and delta.member == self.alone and self.alone
         )
-        return self._send(delta.text) if writing and not self.done else ""
+        if not writing or self.done:
+            return ""
+        text = self.held + delta.text
+        if not self.sent:
+            text = text.lstrip("\n")
+        words = text.rstrip("\n")
+        self.held = text[len(words) :]
+        return self._send(words)
 
     def _send(self, text: str) -> str:
         self.sent += text
