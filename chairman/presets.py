@@ -25,7 +25,7 @@ BUILT_IN: dict[str, Preset] = {
     ),
     "methods": Preset(
         summary="three samples of the 1.5B and two that answer by a program run in the "
-        "sandbox; an answer both methods agree on stands, reviewers check by a program",
+        "sandbox; an answer both methods agree on stands, else the most members' answer",
         members=[
             "qwen2.5-coder-1.5b",
             "qwen2.5-coder-1.5b+code",

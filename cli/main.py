@@ -14,6 +14,7 @@ from council.assembly.logs import configure_logging
 from council.bus.documents import BadDocument
 from council.bus.errors import CouncilError, NoCouncil, QuestionRejected, SessionTimeout
 from council.bus.messages import ReviewMode
+from council.evaluation.run import BEST_MAX_TOKENS
 
 COMMON = ("connection", "logging")
 SECTIONS_OF = {
@@ -174,6 +175,14 @@ def _eval_command(commands: argparse._SubParsersAction) -> None:  # type: ignore
         action="store_true",
         help="ask each model alone only at its best (greedy, room for its working), "
         "not also as the council asks it",
+    )
+    evaluate.add_argument(
+        "--best-tokens",
+        type=int,
+        default=BEST_MAX_TOKENS,
+        metavar="N",
+        help=f"tokens a model alone at its best may write (default {BEST_MAX_TOKENS}: room "
+        "for its whole working)",
     )
     evaluate.add_argument(
         "--no-tool",
@@ -376,6 +385,7 @@ def _run_eval(args: argparse.Namespace, settings: config.Settings) -> Coroutine[
         with_tool=not args.no_tool,
         versus=Versus.parse(args.versus, args.versus_strategy, args.versus_mode),
         alone=[m.strip() for m in args.alone.split(",") if m.strip()] or None,
+        best_max_tokens=args.best_tokens,
     )
     target = Target(
         settings.nats_url,

@@ -15,14 +15,16 @@ def replay(strategy: Strategy, c: CouncilAnswer) -> tuple[bool, float, float] | 
     """What ``strategy`` would have answered in a recorded session, with the tokens
     and seconds of the stages it would have run; None when the record cannot say
     (it skipped the reviews or the synthesis that this strategy needs)."""
-    if c.error or not c.ranking or (c.not_needed and not strategy.majority_decides):
-        return None  # not recorded, or an opinion this strategy would have waited for
+    if c.error or not c.ranking:
+        return None  # not recorded
     texts = {m: c.opinions[m].text for m in c.members if m in c.opinions}
     if strategy.staged:  # it asks the first wave first, and stops there if an answer stands
         wave = first_wave(c.members)
         first = {m: t for m, t in texts.items() if m in wave}
         if len(first) == len(wave) and (stands := strategy.stands(first, c.chairman)):
-            return (c.opinions[stands.members[0]].correct, *_kept(c, "opinions"))
+            return (c.opinions[stands.members[0]].correct, *_first_wave(c, wave))
+    if c.not_needed and not strategy.majority_decides:
+        return None  # an opinion this strategy would have waited for
     stands = strategy.stands(texts, c.chairman)
     if stands:
         return (c.opinions[stands.members[0]].correct, *_kept(c, "opinions"))
@@ -34,6 +36,18 @@ def replay(strategy: Strategy, c: CouncilAnswer) -> tuple[bool, float, float] | 
     if c.strategy != "synthesize":
         return None
     return c.correct, c.tokens, c.stage_s.get("total", c.wall_s)
+
+
+def _first_wave(c: CouncilAnswer, wave: list[str]) -> tuple[float, float]:
+    """What asking only the first wave costs: the recorded stage when the session
+    stopped there, else its members' own tokens and the slowest one's latency (they
+    are asked together)."""
+    if c.opinions.keys() <= set(wave):
+        return _kept(c, "opinions")
+    return (
+        sum(c.opinions[m].tokens for m in wave),
+        max(c.opinions[m].wall_s for m in wave),
+    )
 
 
 def _kept(c: CouncilAnswer, *stages: str) -> tuple[float, float]:

@@ -83,6 +83,7 @@ class EvalPlan:
     versus: Versus | None = None
     alone: list[str] | None = None
     """The models asked alone (None: every model of the councils and their chairmen)."""
+    best_max_tokens: int = BEST_MAX_TOKENS
 
     def label(self) -> str:
         """The results' name: given, or the council asked for (``default``: the chairman's)."""
@@ -230,13 +231,13 @@ async def evaluate(nc: Client, question: EvalQuestion, plan: EvalPlan, timeout_s
         if not model:
             continue
         best[model] = await ask_alone(
-            nc, question, model, seed, timeout_s, temperature=0.0, max_tokens=BEST_MAX_TOKENS
+            nc, question, model, seed, timeout_s, temperature=0.0, max_tokens=plan.best_max_tokens
         )
         if plan.with_tool and method_of(model) == "words":
             computing = f"{model}+code"
             best[computing] = await ask_alone(
                 nc, question, computing, seed, timeout_s, temperature=0.0,
-                max_tokens=BEST_MAX_TOKENS,
+                max_tokens=plan.best_max_tokens,
             )  # fmt: skip
         if plan.same_prompt:
             alone[model] = await ask_alone(nc, question, model, seed, timeout_s)
