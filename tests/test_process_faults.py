@@ -406,16 +406,26 @@ async def test_council_eval_interrupted_leaves_a_report_and_a_rerun_resumes(
     procs.start("agents", "a", COUNCIL_SCRIPTED_DELAY_MS="200")
     procs.start("chairman", "chair", COUNCIL_SCRIPTED_DELAY_MS="200")
     await agents_serving(nc, "a")
-    questions = tmp_path / "six.jsonl"
+    questions = tmp_path / "four.jsonl"
     questions.write_text(
         "".join(
             f'{{"id": "q{i}", "question": "What is {i} + {i}?", "check": {{"number": {2 * i}}}}}\n'
-            for i in range(6)
+            for i in range(4)
         )
     )
     env = procs.env("eval", COUNCIL_EVALS_DIR=str(tmp_path / "evals"))
-    command = [sys.executable, "-m", "council.cli", "eval", str(questions), "--name", "t"]
-    records = tmp_path / "evals" / "six--t.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "council.cli",
+        "eval",
+        str(questions),
+        "--name",
+        "t",
+        "--best-only",
+        "--no-tool",
+    ]
+    records = tmp_path / "evals" / "four--t.jsonl"
     interrupted = await asyncio.create_subprocess_exec(
         *command, env=env, stderr=asyncio.subprocess.PIPE
     )
@@ -424,9 +434,9 @@ async def test_council_eval_interrupted_leaves_a_report_and_a_rerun_resumes(
     stderr = (await asyncio.wait_for(interrupted.communicate(), 60))[1].decode()
     assert interrupted.returncode == 130, stderr[-2000:]
     done = records.read_text().count("\n")
-    assert 1 <= done < 6
-    report = json.loads((tmp_path / "evals" / "six--t.report.json").read_text())
-    assert (report["answered"], report["questions"]) == (done, 6)
+    assert 1 <= done < 4
+    report = json.loads((tmp_path / "evals" / "four--t.report.json").read_text())
+    assert (report["answered"], report["questions"]) == (done, 4)
     assert "rerun to resume" in stderr
 
     rerun = await asyncio.create_subprocess_exec(
@@ -436,6 +446,6 @@ async def test_council_eval_interrupted_leaves_a_report_and_a_rerun_resumes(
     assert rerun.returncode == 0, stderr[-2000:]
     assert f"{done} already in" in stderr
     ids = [json.loads(line)["id"] for line in records.read_text().splitlines()]
-    assert sorted(ids) == [f"q{i}" for i in range(6)]
-    report = json.loads((tmp_path / "evals" / "six--t.report.json").read_text())
-    assert report["answered"] == 6
+    assert sorted(ids) == [f"q{i}" for i in range(4)]
+    report = json.loads((tmp_path / "evals" / "four--t.report.json").read_text())
+    assert report["answered"] == 4
