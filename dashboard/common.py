@@ -20,8 +20,14 @@ PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b
 STALE_AFTER_S = 10.0
 
 
-@st.cache_resource
-def _feed(url: str, credentials: Credentials, person: str) -> Feed:
+@st.cache_resource(on_release=Feed.close)
+def _shared_feed(url: str, credentials: Credentials) -> Feed:
+    return Feed(url, credentials=credentials)
+
+
+@st.cache_resource(scope="session", on_release=Feed.close)
+def _persons_feed(url: str, credentials: Credentials, person: str) -> Feed:
+    """A person's own: it lives as long as their browser session."""
     return Feed(url, credentials=credentials, person=person)
 
 
@@ -32,9 +38,9 @@ def feed() -> Feed:
     config = DashboardConfig.given()
     own = login.person()
     if own is not None:
-        current = _feed(config.nats_url, own, own.user)
+        current = _persons_feed(config.nats_url, own, own.user)
     else:
-        current = _feed(config.nats_url, config.credentials, "")
+        current = _shared_feed(config.nats_url, config.credentials)
     current.wait_ready(3.0)
     if current.error:
         st.error(current.error)

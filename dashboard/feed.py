@@ -1,10 +1,12 @@
 """The dashboard's one background subscriber.
 
 A NATS client belongs to the event loop that made it, and Streamlit reruns
-scripts on other threads: the feed runs its own loop in a daemon thread (one
-per Streamlit server process, held by ``st.cache_resource``), replays the
-COUNCIL stream from its start, then stays live, and fills thread-safe views
-that the pages read. Pages never wait on NATS except to ask.
+scripts on other threads: the feed runs its own loop in a daemon thread (the
+dashboard's own one per Streamlit server process, and one per browser session
+of a person logged in with their own NATS user, closed when that session
+ends: both held by ``st.cache_resource``), replays the COUNCIL stream from its
+start, then stays live, and fills thread-safe views that the pages read. Pages
+never wait on NATS except to ask.
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ class Feed:
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def sessions(self) -> list[SessionView]:
         """Every known session, newest first (copies, safe to read while the feed
         writes; shared by the pages' reruns, so not theirs to change)."""
@@ -132,6 +138,25 @@ class Feed:
         """Stop a running session (the Stop button)."""
         return self._call(self._stop(session_id, timeout_s), timeout_s + 2)
 
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Close the connection and end the feed's thread: a person's feed goes with
+        their browser session, or it would follow their sessions for the server's life."""
+        if self._loop.is_running():
+            done = asyncio.run_coroutine_threadsafe(self._close(), self._loop)
+            try:
+                done.result(timeout_s)
+            except TimeoutError:
+                log.warning("feed_close_timed_out", url=self.url)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout_s)
+
+    async def _close(self) -> None:
+        for task in asyncio.all_tasks():  # a connect still waiting for the server
+            if task is not asyncio.current_task():
+                task.cancel()
+        if self._nc is not None:
+            await self._nc.close()
+
     def _call(self, work: Coroutine[Any, Any, T], timeout_s: float) -> T:
         if not self.wait_ready(self.connect_wait_s):
             work.close()
@@ -163,7 +188,10 @@ class Feed:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.create_task(self._main())
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     async def _main(self) -> None:
         try:

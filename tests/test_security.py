@@ -842,6 +842,10 @@ async def test_a_person_logged_into_the_dashboard_sees_and_asks_as_themselves(
     assert {subjects.owner_of(v.session_id) for v in bobs.sessions()} == {"bob"}
     assert everyone.session(theirs) is not None
     assert everyone.session(asked.session_id) is not None
+    for feed in (bobs, everyone):  # as when bob's browser session ends: nothing left behind
+        await asyncio.to_thread(feed.close)
+        assert not feed.connected
+        assert not feed.running
 
 
 @pytest.mark.browser
