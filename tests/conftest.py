@@ -55,6 +55,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(marker)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def dashboard_feeds_closed() -> Iterator[None]:
+    """The dashboard feeds a module's AppTest pages cached, closed after it: none
+    keeps reconnecting to a server that a later teardown stopped."""
+    yield
+    if (streamlit := sys.modules.get("streamlit")) is not None:
+        streamlit.cache_resource.clear()
+
+
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
     """A real nats-server with JetStream on a free loopback port."""
