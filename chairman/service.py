@@ -33,7 +33,13 @@ from council.bus.session import TERMINAL, InvalidTransition, SessionState
 from council.bus.transport.eventlog import EventLog
 from council.bus.transport.health import Health, run_heartbeat
 from council.bus.transport.inbox import answerable
-from council.bus.transport.stream import conversation, ensure_stream, open_sessions, stored_events
+from council.bus.transport.stream import (
+    conversation,
+    ensure_stream,
+    open_sessions,
+    sessions_started,
+    stored_events,
+)
 from council.bus.transport.tasks import cancel_and_wait
 from council.bus.tunables import tunable
 from council.chairman.admission import Admission, Defaults
@@ -310,8 +316,9 @@ class ChairmanService:
             return
         turns = await conversation(self.nc, cid, wait_s=1.0)
         sessions = [t.session_id for t in turns]
-        if cid not in sessions and await stored_events(self.nc, cid, wait_s=1.0):
-            sessions.append(cid)  # its first question failed: a session, and no turn
+        for started in await sessions_started(self.nc, subjects.owner_of(cid), wait_s=1.0):
+            if cid in (started.session_id, started.plan.conversation):
+                sessions.append(started.session_id)  # a failed question is a session, no turn
         for conductor in list(self.sessions.values()):
             if conductor.plan.conversation == cid:
                 sessions.append(conductor.plan.session_id)

@@ -403,8 +403,9 @@ async def test_a_document_reaches_every_stage_and_a_follow_up_on_another_chairma
 async def test_a_conversation_whose_first_question_failed_can_be_deleted(
     nats_server: EmbeddedNats, nc: Client
 ) -> None:
-    """A failed first question leaves a session and no turn: deleting its conversation
-    found nothing to delete, and the failed question stayed in the Chat page's list."""
+    """A failed question leaves a session and no turn: deleting its conversation found
+    nothing to delete, and the failed question stayed in the Chat page's list. So
+    does a failed follow-up, whose session no turn names."""
     async with council(nats_server) as c:
         for model in MODELS:
             c.runtime.enqueue(model, *[RuntimeError("model crashed")] * 3)
@@ -414,6 +415,19 @@ async def test_a_conversation_whose_first_question_failed_can_be_deleted(
         forgotten = await forget(nc, accepted.conversation)
     assert forgotten.sessions == [accepted.session_id]
     assert await stored_events(nc, accepted.session_id, wait_s=0.5) == []
+
+    async with council(nats_server) as c:
+        first = await submit(nc, Question(question="Will it work?"))
+        ended = [e async for e in follow(nc, first.session_id, timeout_s=30)][-1]
+        assert isinstance(ended, FinalAnswer)
+        for model in MODELS:
+            c.runtime.enqueue(model, *[RuntimeError("model crashed")] * 3)
+        later = await submit(nc, Question(question="And then?", conversation=first.conversation))
+        ended = [e async for e in follow(nc, later.session_id, timeout_s=30)][-1]
+        assert isinstance(ended, SessionFailed)
+        forgotten = await forget(nc, first.conversation)
+    assert set(forgotten.sessions) == {first.session_id, later.session_id}
+    assert await stored_events(nc, later.session_id, wait_s=0.5) == []
 
 
 async def test_a_preset_names_a_council_and_its_conversation_records_it(

@@ -154,6 +154,17 @@ async def conversation(nc: Client, conversation_id: str, *, wait_s: float = 2.0)
     return [t for msg in stored if (t := decode_turn.read(msg, "bad_turn")) is not None]
 
 
+async def sessions_started(nc: Client, person: str, *, wait_s: float = 2.0) -> list[SessionStarted]:
+    """How each stored session of ``person`` started (its plan says the conversation it
+    is a turn of), oldest first."""
+    subject = subjects.session_event(f"{person}.*", event_kind(SessionStarted))
+    return [
+        e
+        for msg in await _stored(nc, subject, wait_s)
+        if isinstance(e := read_event(msg), SessionStarted)
+    ]
+
+
 async def conversations(
     nc: Client, person: str = "*", *, wait_s: float = 2.0
 ) -> dict[str, list[Turn]]:
