@@ -29,6 +29,7 @@ _MARKS = re.compile(
     r"|(?P<boxed>\\boxed\{)",
     re.DOTALL,
 )
+_OPENED = re.compile(r"\\\(|\\\[|\$\$|\\boxed\{")
 
 
 def pieces(text: str) -> list[Piece]:
@@ -57,6 +58,16 @@ def pieces(text: str) -> list[Piece]:
         at = match.end()
     _add(found, "text", text[at:])
     return found
+
+
+def written_so_far(text: str) -> str:
+    """What of a text still being written can be shown: all of it but a formula it
+    has opened and not closed yet (shown as prose, "\\(2x^2 - 7x" would flash as
+    "(2x^2 - 7x" before it is set)."""
+    found = pieces(text)
+    if found and found[-1].kind == "text" and (opened := _OPENED.search(found[-1].text)):
+        return text[: len(text) - len(found[-1].text) + opened.start()]
+    return text
 
 
 def _add(found: list[Piece], kind: Kind, text: str) -> None:

@@ -108,3 +108,9 @@ def said(text: str) -> str:
 
 
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def being_written(text: str) -> str:
+    """A text a model is still writing, for st.markdown: as ``said``, without a formula
+    it has not closed yet, and with a cursor."""
+    return said(mathtext.written_so_far(text)) + " ▌"

@@ -12,7 +12,7 @@ from test_browser import dashboard_in_chromium, find_or_install_chromium
 from test_bus import ask, council
 
 from council.bus.events import FinalAnswer, SessionPlan, SessionStarted
-from council.bus.mathtext import Piece, pieces
+from council.bus.mathtext import Piece, pieces, written_so_far
 from council.bus.messages import Question
 from council.bus.transport.server import EmbeddedNats
 from council.cli.readable import readable
@@ -40,6 +40,15 @@ def test_math_prose_and_code_are_told_apart_and_join_back() -> None:
     ]
     assert pieces("\\boxed{8") == [Piece("text", "\\boxed{8")]
     assert pieces("```\nprint('\\(x\\)')\n```") == [Piece("code", "```\nprint('\\(x\\)')\n```")]
+
+
+def test_a_formula_still_being_written_is_held_back_until_it_closes() -> None:
+    assert written_so_far("so \\(x = 2\\), then \\(2x^2 - 7") == "so \\(x = 2\\), then "
+    assert written_so_far("we get \\[ \\frac{1}") == "we get "
+    assert written_so_far("total $$3 +") == "total "
+    assert written_so_far("so \\boxed{8") == "so "
+    assert written_so_far("costs $5, and \\(x\\) is set") == "costs $5, and \\(x\\) is set"
+    assert written_so_far("```\nprint('\\(')") == "```\nprint('\\(')"  # code is code
 
 
 def test_the_dashboard_sets_math_for_katex_and_keeps_money_and_code() -> None:

@@ -8,7 +8,7 @@ import streamlit as st
 from council.bus.errors import CouncilError
 from council.bus.members import PERSONAS, member_name
 from council.bus.messages import AgentInfo, Question
-from council.dashboard.common import feed, said
+from council.dashboard.common import being_written, feed, said
 from council.dashboard.feed import Feed
 from council.dashboard.view import SessionView
 
@@ -125,7 +125,7 @@ def live_session() -> None:
         streamed = view.live.get(("synthesis", "chairman"), "")
         if streamed:
             st.subheader("Final answer (streaming)")
-            st.markdown(said(streamed) + " ▌")
+            st.markdown(being_written(streamed))
 
 
 live_session()

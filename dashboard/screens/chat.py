@@ -15,7 +15,7 @@ from council.bus.client import export
 from council.bus.documents import read_document
 from council.bus.errors import CouncilError
 from council.bus.messages import DEFAULT_PRESET, PresetInfo, Question, Turn
-from council.dashboard.common import badge, feed, reviews_table, said
+from council.dashboard.common import badge, being_written, feed, reviews_table, said
 from council.dashboard.feed import Feed
 from council.dashboard.view import SessionView, threads
 
@@ -134,7 +134,7 @@ def deliberation(view: SessionView) -> None:
             elif f:
                 st.error(f"failed in {f.stage}: {f.reason}. {f.detail}")
             elif written := view.live.get(("opinions", member)):
-                st.markdown(said(written) + " ▌")
+                st.markdown(being_written(written))
             elif not view.finished:
                 st.caption("waiting for its first words …")
     with tabs[len(members)]:
