@@ -6,6 +6,7 @@ import asyncio
 from collections import Counter
 
 from council.bus.events import Failure, FinalAnswer, MemberSummary, ReviewSummary, StageStarted
+from council.bus.fences import unfenced
 from council.bus.members import model_of
 from council.bus.messages import AgentError, Completion, GenerationOptions, SynthesisRequest, Usage
 from council.bus.session import State
@@ -52,7 +53,7 @@ class ConclusionStage(SessionCore):
             return self._final_answer(text, Usage(), how=pick.how, selected=pick.member)
         synthesis = await self._synthesis()
         if isinstance(synthesis, Completion):
-            return self._final_answer(prompts.unfenced(synthesis.text), synthesis.usage)
+            return self._final_answer(unfenced(synthesis.text), synthesis.usage)
         reason = f"synthesis_{synthesis.code}: {synthesis.detail}"
         self.log.warning("synthesis_fallback", reason=reason)
         return self._final_answer(

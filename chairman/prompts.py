@@ -9,12 +9,12 @@ inside the fences that reads like an instruction.
 
 from __future__ import annotations
 
-import re
 import string
 
 import msgspec
 
 from council.bus.events import RankEntry, SessionPlan
+from council.bus.fences import fence
 from council.bus.messages import ChatMessage, Document, Turn
 
 PERSONA_PROMPTS: dict[str, str] = {
@@ -106,26 +106,6 @@ CHAIRMAN_SYSTEM = (
 
 def labels_for(count: int) -> list[str]:
     return [f"Response {letter}" for letter in string.ascii_uppercase[:count]]
-
-
-def fence(label: str, text: str) -> str:
-    safe = text.replace("<<<", "< < <").replace(">>>", "> > >")
-    return f"<<<{label}>>>\n{safe}\n<<<END {label}>>>"
-
-
-_ECHOED_FENCE = re.compile(r"[ \t]?<{2,3}\s*(?:END\s+)?Response\s+[A-Z]\s*>{1,3}")
-
-
-def unfenced(text: str) -> str:
-    """``text`` without the fence markers a model echoes from its prompt (whole or
-    clipped, e.g. ``<<<Response A>>``); a line that held only a marker goes with it,
-    and the model's own words stay as they were."""
-    lines = []
-    for line in text.splitlines(keepends=True):
-        cleaned = _ECHOED_FENCE.sub("", line)
-        if cleaned.strip() or not line.strip() or cleaned == line:
-            lines.append(cleaned)
-    return "".join(lines).strip("\n")
 
 
 def estimated_tokens(text: str) -> int:

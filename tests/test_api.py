@@ -4,7 +4,6 @@ on a scripted council over a real bus, and as a real process on the real test mo
 from __future__ import annotations
 
 import asyncio
-import re
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from council.api.server import ApiConfig, CouncilApi
 from council.api.streaming import REPLACED, AnswerStream
 from council.bus import subjects
 from council.bus.events import FinalAnswer, SessionCancelled, SessionStarted
+from council.bus.fences import unfenced
 from council.bus.messages import TokenDelta
 from council.bus.transport.connection import Credentials
 from council.bus.transport.server import EmbeddedNats, free_port
@@ -256,29 +256,46 @@ async def cancelled_sessions(nc: Client) -> set[str]:
 
 @pytest.mark.processes
 @pytest.mark.parametrize(
-    ("written", "answer", "received"),
+    "written",
     [
-        ("Paris is", "Paris is the capital.", "Paris is the capital."),  # the rest follows
-        ("\nParis.\n\n", "Paris.", "Paris."),  # the answer drops blank lines around it
-        ("Paris.\n\n", "Paris.\n\nIt is.", "Paris.\n\nIt is."),
-        ("<<<Response A>>>\nParis.", "Paris.", "<<<Response A>>>\nParis." + REPLACED + "Paris."),
+        "Paris is the capital.",
+        "\n\nParis.\n\n",  # the answer drops blank lines around it
+        "Paris.\n\nIt is.",
+        "<<<Response A>>>\nParis is the capital.\n<<<END Response A>>>\n",  # echoed markers
+        "As <<<Response B>>> says, 2 < 3 and x << 1.\nFinal answer: 4 <<<END Response B>>",
+        "  <<<Response C>>>\nYes <<Response A>>\r\nand no.",
     ],
 )
-def test_a_streamed_answer_ends_with_the_final_answer(
-    written: str, answer: str, received: str
-) -> None:
+@pytest.mark.parametrize("size", [1, 3, 1000])
+def test_a_streamed_synthesis_is_the_final_answer(written: str, size: int) -> None:
+    """However the model's tokens cut it, a client's text is the chairman's answer
+    exactly: echoed markers left out as they stream, blank lines at its ends never sent."""
     stream = AnswerStream()
-    pieces = [  # as a model writes it: a word or a run of spaces and newlines at a time
+    pieces = [
         stream.delta(
             TokenDelta(session_id="p.s", stage="synthesis", member="chairman", text=t, index=i)
         )
-        for i, t in enumerate(re.split(r"(\s+)", written))
+        for i, t in enumerate(written[at : at + size] for at in range(0, len(written), size))
     ]
-    final = FinalAnswer(
+    final = final_answer(unfenced(written))
+    assert "".join(pieces) + stream.event(final) == unfenced(written)
+
+
+@pytest.mark.processes
+def test_a_synthesis_replaced_by_another_answer_follows_a_rule() -> None:
+    """The chairman's model failed mid-answer and the top-ranked opinion is the answer."""
+    stream = AnswerStream()
+    sent = stream.delta(
+        TokenDelta(session_id="p.s", stage="synthesis", member="chairman", text="Par", index=0)
+    )
+    assert sent + stream.event(final_answer("Rome.")) == "Par" + REPLACED + "Rome."
+
+
+def final_answer(answer: str) -> FinalAnswer:
+    return FinalAnswer(
         session_id="p.s", answer=answer, chairman="m1", ranking=[], opinions=[], reviews=[],
         failed=[], usage={}, usage_by_model={}, latency_ms={},
     )  # fmt: skip
-    assert "".join(pieces) + stream.event(final) == received
 
 
 def test_council_api_process_answers_and_follows_up_on_the_real_model(
