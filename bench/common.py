@@ -141,6 +141,11 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def medians(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over runs that measured the same figures, to 2 places."""
+    return {k: round(median([r[k] for r in runs]), 2) for k in runs[0]}
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100)."""
     ordered = sorted(values)

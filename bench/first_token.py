@@ -25,7 +25,7 @@ from typing import Any
 import openai
 import uvicorn
 
-from bench.common import Table, machine, median, parser, quiet_logs, report
+from bench.common import Table, machine, medians, parser, quiet_logs, report
 from council.api.server import ApiConfig, CouncilApi
 from council.bus.transport.connection import Credentials
 from council.bus.transport.server import free_port
@@ -73,10 +73,7 @@ async def measure(url: str, credentials: Credentials, n: int, alone: str) -> dic
         server.should_exit = True
         await serving
 
-    def medians(model: str) -> dict[str, float]:
-        return {k: round(median([r[k] for r in runs[model]]), 2) for k in runs[model][0]}
-
-    council, member = medians("council"), medians(alone)
+    council, member = medians(runs["council"]), medians(runs[alone])
     return {
         "questions": n,
         "alone": alone,

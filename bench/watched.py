@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import Table, machine, median, parser, quiet_logs, report
+from bench.common import Table, machine, medians, parser, quiet_logs, report
 from council.bus.client.ask import follow, forget, submit
 from council.bus.events import FinalAnswer
 from council.bus.messages import Question
@@ -80,10 +80,7 @@ async def measure(
             await forget(nc, conversation)
         await nc.close()
 
-    def medians(how: str) -> dict[str, float]:
-        return {k: round(median([r[k] for r in runs[how]]), 2) for k in runs[how][0]}
-
-    watched, unwatched = medians("watched"), medians("unwatched")
+    watched, unwatched = medians(runs["watched"]), medians(runs["unwatched"])
     return {
         "questions": n,
         "watched": watched,

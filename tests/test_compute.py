@@ -438,3 +438,38 @@ async def test_computed_reviews_on_the_real_model(embedded: EmbeddedRuntime) -> 
         computed = review.justification.startswith("computed ")
         assert computed == (review.score != 5)
         assert (review.score == 10) == review.justification.endswith("as the response concludes")
+
+
+@needs_sandbox
+async def test_across_methods_on_the_real_model(embedded: EmbeddedRuntime) -> None:
+    """The test model as words and code members under ``across-methods``: the first
+    sample of each method is asked first, the further sample only when those two gave
+    no shared answer, and an answer stands without reviews either way."""
+    code = f"{TEST_MODEL}+code"
+    members = [TEST_MODEL, code, f"{TEST_MODEL}#2"]
+    agents = LocalAgents(embedded, keep_requests=True)
+    sink = Collected()
+    conductor = Conductor(
+        Plan(
+            session_id="t.real-methods", question="What is 6 times 7?", members=members,
+            chairman=TEST_MODEL, mode="pairwise", seed=2, max_tokens=96, strategy="across-methods",
+        ),
+        CouncilConfig(program_rounds=2, synthesis_max_tokens=64, conclude=False),
+        agents,
+        sink,
+        tools=LocalTools(Sandbox(Limits(wall_s=5, cpu_s=3))),
+    )  # fmt: skip
+    outcome = await conductor.run()
+    assert isinstance(outcome, FinalAnswer | SessionFailed)
+    asked = list(dict.fromkeys(r.member for r in agents.requests if r.member != "chairman"))
+    assert set(asked[:2]) == {TEST_MODEL, code}
+    settled = {o.member for o in sink.of(Opinion)} | {f.member for f in sink.of(MemberFailed)}
+    assert settled == set(members)
+    second = next(
+        f for f in [*sink.of(Opinion), *sink.of(MemberFailed)] if f.member == f"{TEST_MODEL}#2"
+    )
+    stood = isinstance(second, MemberFailed) and second.reason == "not_needed"
+    assert stood == (f"{TEST_MODEL}#2" not in asked)
+    if isinstance(outcome, FinalAnswer) and any(o.text.strip() for o in sink.of(Opinion)):
+        assert outcome.reviews_skipped  # the first wave stood, or the most members' answer
+        assert not sink.of(Review)
